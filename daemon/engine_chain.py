@@ -1,0 +1,73 @@
+"""The engine chain: the primary engine, then fallback engines, then a fixed answer.
+
+Whatever the engines do, :meth:`EngineChain.moderate` returns a verdict: a message is never
+left undecided because an engine failed, timed out or has a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+
+import trio
+
+from chatmod.config import FAIL_OPEN
+from chatmod.errors import EngineError
+from chatmod.interfaces import Engine
+from chatmod.model import Message, Verdict
+
+log = logging.getLogger("chatmod.engine")
+
+ROUTE_FALLBACK = "fallback"
+ROUTE_FAIL_OPEN = "failopen"
+ROUTE_FAIL_CLOSED = "failclosed"
+NO_ENGINE = "none"
+
+
+class EngineChain:
+    """Asks each engine in turn until one answers within ``timeout`` seconds."""
+
+    def __init__(self, engines: Sequence[Engine], last_resort: str, timeout: float) -> None:
+        if not engines:
+            raise ValueError("an engine chain needs at least one engine")
+        self.engines = list(engines)
+        self.timeout = timeout
+        route = ROUTE_FAIL_OPEN if last_resort == FAIL_OPEN else ROUTE_FAIL_CLOSED
+        self._last_resort = Verdict(last_resort, None, NO_ENGINE, route)
+        self.failures: Counter[str] = Counter()
+        self._failing: set[str] = set()
+
+    async def moderate(self, message: Message) -> Verdict:
+        for position, engine in enumerate(self.engines):
+            try:
+                with trio.fail_after(self.timeout):
+                    verdict = await engine.moderate(message)
+            except trio.TooSlowError:
+                self._engine_failed(engine, f"no verdict within {self.timeout:g} s", message)
+                continue
+            except EngineError as exc:
+                self._engine_failed(engine, str(exc), message)
+                continue
+            except Exception as exc:  # a bug in an engine must not leave messages undecided
+                log.exception("engine %s raised an unexpected error", engine.name)
+                self._engine_failed(engine, f"{type(exc).__name__}: {exc}", message)
+                continue
+            if engine.name in self._failing:
+                self._failing.discard(engine.name)
+                log.warning("engine %s answers again", engine.name)
+            return verdict if position == 0 else replace(verdict, route=ROUTE_FALLBACK)
+        return self._last_resort
+
+    def _engine_failed(self, engine: Engine, reason: str, message: Message) -> None:
+        self.failures[engine.name] += 1
+        # One warning when an engine starts failing, not one per message.
+        if engine.name not in self._failing:
+            self._failing.add(engine.name)
+            log.warning("engine %s failed (%s); using the fallback until it answers again",
+                        engine.name, reason)
+        log.debug("engine %s failed for message %s: %s", engine.name, message.id, reason)
+
+    def statistics(self) -> dict[str, float]:
+        return {f"engine_failures.{name}": float(n) for name, n in self.failures.items()}

@@ -1,0 +1,105 @@
+"""What a plugin is: the three kinds (source, sink, engine) and the calls the pipeline makes.
+
+Each plugin class has a ``Config`` dataclass (validated by :mod:`chatmod.schema` from its TOML
+table) and is built as ``cls(name, config)``. Its long-running part is
+``async def run(..., *, task_status)``, started with ``await nursery.start(plugin.run, ...)``;
+it calls ``task_status.started()`` once ready.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+import trio
+
+from chatmod.model import Decision, Message, Verdict
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """Config of a plugin that takes no options."""
+
+
+class Intake(Protocol):
+    """Where a source hands its messages. ``submit`` blocks while the pipeline is full."""
+
+    async def submit(self, message: Message) -> None: ...
+
+    def report_invalid(self, source: str, reason: str) -> None:
+        """Count and log a chat line that could not become a message."""
+
+
+class Plugin(abc.ABC):
+    """Common ground of sources, sinks and engines."""
+
+    Config: ClassVar[type[Any]] = NoOptions
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+        self.config = config
+        self.log = logging.getLogger(f"chatmod.{self.kind}.{name}")
+
+    kind: ClassVar[str] = "plugin"
+
+    def statistics(self) -> dict[str, float]:
+        """Counters and gauges for logs and metrics."""
+        return {}
+
+
+class Source(Plugin):
+    """Turns an outside chat into messages."""
+
+    kind = "source"
+
+    @abc.abstractmethod
+    async def run(
+        self, intake: Intake, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Read messages and ``await intake.submit(...)`` each; return when the chat ends.
+
+        Cancellation means "stop reading": already-submitted messages are still decided.
+        """
+
+    async def acknowledge(self, messages: Sequence[Message]) -> None:  # noqa: B027
+        """Every sink has taken the decisions for these messages (e.g. Redis ``XACK``)."""
+
+
+class Sink(Plugin):
+    """Takes decisions and confirms each batch by returning from :meth:`write`."""
+
+    kind = "sink"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work (connections); the default has none."""
+        task_status.started()
+
+    @abc.abstractmethod
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        """Take these decisions; raise :class:`~chatmod.errors.SinkError` if they could not be."""
+
+    async def aclose(self) -> None:  # noqa: B027
+        """Flush and release; called once after the last write."""
+
+    def reopen(self) -> None:  # noqa: B027
+        """Reopen files (SIGHUP, after logrotate moved them)."""
+
+
+class Engine(Plugin):
+    """Takes messages, returns verdicts. It may batch, pipeline or stream internally."""
+
+    kind = "engine"
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work (batching, connections); the default has none."""
+        task_status.started()
+
+    @abc.abstractmethod
+    async def moderate(self, message: Message) -> Verdict:
+        """The verdict for one message; many calls run concurrently.
+
+        Raise :class:`~chatmod.errors.EngineError` when no verdict can be had.
+        """

@@ -1,0 +1,119 @@
+"""Messages, verdicts and decisions, and the decision line they serialise to."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+# Verdicts an engine may suggest; any other string is kept as it was said.
+PASS = "pass"
+FLAG = "flag"
+DELETE = "delete"
+KNOWN_VERDICTS = frozenset({PASS, FLAG, DELETE})
+
+_ID_PREFIX = os.urandom(4).hex()
+_id_counter = itertools.count(1)
+
+
+def generate_message_id() -> str:
+    """A process-unique id for a message that came without one (cheaper than uuid4)."""
+    return f"{_ID_PREFIX}-{next(_id_counter)}"
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """One chat line."""
+
+    id: str
+    text: str
+    source: str
+    author: str | None = None
+    channel: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    images: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class Verdict:
+    """What an engine says of a message.
+
+    ``action`` is the engine's suggestion as it said it (``pass``, ``flag``, ``delete`` or an
+    unknown string kept as is); ``route`` is how the verdict was obtained.
+    """
+
+    action: str
+    score: float | None
+    engine: str
+    route: str
+    scores: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class Decision:
+    """A message, its verdict, the policy's action and how it was reached."""
+
+    message: Message
+    verdict: Verdict
+    action: str
+    latency_ms: float
+    ts: float = field(default_factory=time.time)
+    shadow: bool = False
+    exempt: bool = False
+
+    def to_record(self, *, include_text: bool = True) -> dict[str, Any]:
+        """The decision line as a dict, keys in the documented order."""
+        message, verdict = self.message, self.verdict
+        record: dict[str, Any] = {
+            "id": message.id,
+            "source": message.source,
+            "channel": message.channel,
+            "author": message.author,
+            "verdict": verdict.action,
+            "score": verdict.score,
+            "action": self.action,
+            "engine": verdict.engine,
+            "route": verdict.route,
+            "latency_ms": round(self.latency_ms, 3),
+            "ts": format_timestamp(self.ts),
+            "scores": verdict.scores,
+        }
+        if include_text:
+            record["text"] = message.text
+        # Only present when true, so the common line stays the documented one.
+        if self.shadow:
+            record["shadow"] = True
+        if self.exempt:
+            record["exempt"] = True
+        return record
+
+    def to_line(self, *, include_text: bool = True) -> bytes:
+        """The decision line: one JSON object and a newline."""
+        return orjson.dumps(
+            self.to_record(include_text=include_text),
+            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
+            default=_json_default,
+        )
+
+
+def format_timestamp(ts: float) -> str:
+    """UTC ISO 8601 with milliseconds, e.g. ``2026-11-22T02:39:43.123Z``."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
+        "+00:00", "Z"
+    )
+
+
+def _json_default(value: object) -> object:
+    # Engines' raw scores may hold odd types (e.g. numpy floats); never fail a decision on them.
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)

@@ -1,0 +1,262 @@
+"""The pipeline: sources -> intake -> engine chain -> policy -> sinks -> acknowledgement.
+
+Stages are joined by bounded memory channels, so a slow engine or sink makes the sources
+wait instead of letting anything grow. Shutdown order when every source has ended (or was
+told to stop reading): the intake closes, the moderation workers finish what they hold, the
+sink stage writes every decision, sinks are flushed and closed, then background tasks stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import trio
+
+from chatmod.engine_chain import EngineChain
+from chatmod.interfaces import Engine, Sink, Source
+from chatmod.model import Decision, Message
+from chatmod.policy import Policy
+
+log = logging.getLogger("chatmod.pipeline")
+
+# Most decisions handed to the sinks in one write; larger batches amortise file and
+# network writes, smaller ones bound the latency a long batch adds.
+MAX_SINK_BATCH = 512
+# Seconds a sink may take to flush and close once the work is over.
+SINK_CLOSE_GRACE = 5.0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    received: int
+    decided: int
+    invalid: int
+    undecided: int
+    stop_requested: bool
+
+
+class _SourceIntake:
+    """The :class:`~chatmod.interfaces.Intake` handed to one source."""
+
+    __slots__ = ("_pipeline", "_send")
+
+    def __init__(self, pipeline: Pipeline, send: trio.MemorySendChannel[Message]) -> None:
+        self._pipeline = pipeline
+        self._send = send
+
+    async def submit(self, message: Message) -> None:
+        await self._send.send(message)
+        self._pipeline.received += 1
+
+    def report_invalid(self, source: str, reason: str) -> None:
+        self._pipeline.invalid += 1
+        log.warning("%s: %s", source, reason)
+
+
+class Pipeline:
+    """Runs the sources, the engines, the policy and the sinks until the sources end."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        engines: Sequence[Engine],
+        chain: EngineChain,
+        policy: Policy,
+        sinks: Sequence[Sink],
+        *,
+        concurrency: int = 256,
+        queue_size: int = 256,
+        stats_interval: float = 0.0,
+    ) -> None:
+        self.sources = {source.name: source for source in sources}
+        self.engines = list(engines)
+        self.chain = chain
+        self.policy = policy
+        self.sinks = list(sinks)
+        self.concurrency = concurrency
+        self.queue_size = queue_size
+        self.stats_interval = stats_interval
+        self.received = 0
+        self.invalid = 0
+        self.decided = 0
+        self.in_flight = 0
+        self.unacknowledged = 0
+        self.actions: Counter[str] = Counter()
+        self.routes: Counter[str] = Counter()
+        self.sink_failures: Counter[str] = Counter()
+        self._reading_scope = trio.CancelScope()
+        self._work_scope = trio.CancelScope()
+        self._stop_requested = False
+
+    def stop_reading(self, drain_timeout: float) -> None:
+        """Stop the sources; whatever was read gets decided within ``drain_timeout`` s."""
+        self._stop_requested = True
+        self._reading_scope.cancel()
+        deadline = trio.current_time() + drain_timeout
+        self._work_scope.deadline = min(self._work_scope.deadline, deadline)
+
+    def abort(self) -> None:
+        """Stop now: what is still in flight is reported as undecided."""
+        self._stop_requested = True
+        self._reading_scope.cancel()
+        self._work_scope.cancel()
+
+    def reopen_sinks(self) -> None:
+        for sink in self.sinks:
+            sink.reopen()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> RunSummary:
+        async with trio.open_nursery() as services:
+            for engine in self.engines:
+                await services.start(engine.run)
+            for sink in self.sinks:
+                await services.start(sink.run)
+            if self.stats_interval > 0:
+                services.start_soon(self._log_statistics_periodically)
+            intake_send, intake_recv = trio.open_memory_channel[Message](self.queue_size)
+            decisions_send, decisions_recv = trio.open_memory_channel[Decision](self.queue_size)
+            with self._work_scope:
+                async with trio.open_nursery() as work:
+                    work.start_soon(self._sink_stage, decisions_recv)
+                    work.start_soon(self._moderation_stage, intake_recv, decisions_send)
+                    async with intake_send:
+                        with self._reading_scope:
+                            async with trio.open_nursery() as readers:
+                                for source in self.sources.values():
+                                    await readers.start(
+                                        self._run_source, source, intake_send.clone()
+                                    )
+                                task_status.started()
+            await self._close_sinks()
+            services.cancel_scope.cancel()
+        summary = RunSummary(
+            received=self.received,
+            decided=self.decided,
+            invalid=self.invalid,
+            undecided=self.received - self.decided,
+            stop_requested=self._stop_requested,
+        )
+        self._log_statistics("done")
+        return summary
+
+    async def _run_source(
+        self,
+        source: Source,
+        send: trio.MemorySendChannel[Message],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with send:
+            await source.run(_SourceIntake(self, send), task_status=task_status)
+        log.debug("source %s ended", source.name)
+
+    async def _moderation_stage(
+        self,
+        intake: trio.MemoryReceiveChannel[Message],
+        decisions: trio.MemorySendChannel[Decision],
+    ) -> None:
+        async with intake, decisions, trio.open_nursery() as workers:
+            for _ in range(self.concurrency):
+                workers.start_soon(self._moderate_worker, intake, decisions.clone())
+
+    async def _moderate_worker(
+        self,
+        intake: trio.MemoryReceiveChannel[Message],
+        decisions: trio.MemorySendChannel[Decision],
+    ) -> None:
+        chain, clock = self.chain, trio.current_time
+        async with decisions:
+            async for message in intake:
+                self.in_flight += 1
+                started = clock()
+                try:
+                    verdict = await chain.moderate(message)
+                finally:
+                    self.in_flight -= 1
+                latency_ms = (clock() - started) * 1000.0
+                await decisions.send(self.policy.decide(message, verdict, latency_ms))
+
+    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
+        async with decisions:
+            while True:
+                try:
+                    batch = [await decisions.receive()]
+                except trio.EndOfChannel:
+                    return
+                while len(batch) < MAX_SINK_BATCH:
+                    try:
+                        batch.append(decisions.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Decision]) -> None:
+        taken_by_all = True
+        for sink in self.sinks:
+            try:
+                await sink.write(batch)
+            except Exception as exc:  # a failing sink must not stop the others
+                taken_by_all = False
+                self.sink_failures[sink.name] += len(batch)
+                log.error("sink %s could not take %d decision(s): %s",
+                          sink.name, len(batch), exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        self.decided += len(batch)
+        for decision in batch:
+            self.actions[decision.action] += 1
+            self.routes[decision.verdict.route] += 1
+        if not taken_by_all:
+            # Not acknowledged: a durable source delivers these again.
+            self.unacknowledged += len(batch)
+            return
+        by_source: defaultdict[str, list[Message]] = defaultdict(list)
+        for decision in batch:
+            by_source[decision.message.source].append(decision.message)
+        for name, messages in by_source.items():
+            source = self.sources.get(name)
+            if source is not None:
+                await source.acknowledge(messages)
+
+    async def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            with trio.move_on_after(SINK_CLOSE_GRACE) as scope:
+                scope.shield = True
+                try:
+                    await sink.aclose()
+                except Exception as exc:
+                    log.error("sink %s failed to close: %s", sink.name, exc)
+            if scope.cancelled_caught:
+                log.error("sink %s did not close within %g s", sink.name, SINK_CLOSE_GRACE)
+
+    def statistics(self) -> dict[str, float]:
+        stats: dict[str, float] = {
+            "received": self.received,
+            "decided": self.decided,
+            "invalid": self.invalid,
+            "in_flight": self.in_flight,
+            "unacknowledged": self.unacknowledged,
+        }
+        stats.update({f"action.{k}": v for k, v in self.actions.items()})
+        stats.update({f"route.{k}": v for k, v in self.routes.items()})
+        stats.update({f"sink_failures.{k}": v for k, v in self.sink_failures.items()})
+        stats.update(self.chain.statistics())
+        return stats
+
+    def _log_statistics(self, when: str) -> None:
+        actions = ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items())) or "none"
+        routes = ", ".join(f"{k} {v}" for k, v in sorted(self.routes.items())) or "none"
+        log.info(
+            "%s: %d received, %d decided (actions: %s; routes: %s), %d invalid input, "
+            "%d in flight",
+            when, self.received, self.decided, actions, routes, self.invalid, self.in_flight,
+        )
+
+    async def _log_statistics_periodically(self) -> None:
+        while not math.isinf(self.stats_interval):
+            await trio.sleep(self.stats_interval)
+            self._log_statistics("so far")

@@ -1,0 +1,1 @@
+"""chatmod's built-in plugins, registered through entry points like any other."""

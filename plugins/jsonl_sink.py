@@ -1,0 +1,90 @@
+"""The jsonl sink: one decision line per decision, to a file or to stdout."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import trio
+
+from chatmod.errors import SinkError
+from chatmod.interfaces import Sink
+from chatmod.model import Decision
+from chatmod.schema import setting
+
+STDOUT = "-"
+
+
+@dataclass(frozen=True)
+class JsonlConfig:
+    path: str = setting(STDOUT, nonempty=True, help='a file (appended to), or "-" for stdout')
+    include_text: bool = setting(True, help="write each message's text in its decision line")
+
+
+class JsonlSink(Sink):
+    """Appends decision lines and flushes after every batch, so ``tail -f`` sees them at once.
+
+    Writes run in a worker thread (a full pipe or a slow disk must not block the event loop).
+    SIGHUP reopens the file, so logrotate can move it away.
+    """
+
+    Config = JsonlConfig
+    config: JsonlConfig
+
+    def __init__(self, name: str, config: JsonlConfig) -> None:
+        super().__init__(name, config)
+        self._file: BinaryIO | None = None
+        self._reopen_requested = False
+        self._lock = trio.Lock()
+        self.written = 0
+
+    def _open(self) -> BinaryIO:
+        if self.config.path == STDOUT:
+            return sys.stdout.buffer
+        try:
+            return open(self.config.path, "ab")  # noqa: SIM115 - kept open across writes
+        except OSError as exc:
+            raise SinkError(f"cannot open {self.config.path}: {exc.strerror or exc}") from None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Open at start so a bad path is reported before any message is read.
+        self._file = await trio.to_thread.run_sync(self._open)
+        task_status.started()
+
+    def _write_blocking(self, data: bytes) -> None:
+        if self._reopen_requested:
+            self._reopen_requested = False
+            self._close_file()
+            self._file = None
+        if self._file is None:
+            self._file = self._open()
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.config.path}: {exc.strerror or exc}") from None
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        include_text = self.config.include_text
+        data = b"".join(d.to_line(include_text=include_text) for d in decisions)
+        async with self._lock:
+            await trio.to_thread.run_sync(self._write_blocking, data)
+        self.written += len(decisions)
+
+    def reopen(self) -> None:
+        if self.config.path != STDOUT:
+            self._reopen_requested = True
+
+    def _close_file(self) -> None:
+        if self._file is not None and self._file is not sys.stdout.buffer:
+            self._file.close()
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            await trio.to_thread.run_sync(self._close_file)
+
+    def statistics(self) -> dict[str, float]:
+        return {"written": self.written}
+

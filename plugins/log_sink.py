@@ -1,0 +1,75 @@
+"""The log sink: a readable one-line summary of each decision on stderr (or the journal)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from chatmod.interfaces import Sink
+from chatmod.model import Decision
+from chatmod.schema import setting
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+# Control characters would let a chat line rewrite the operator's terminal or forge log lines.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` with control characters escaped, cut to ``limit`` characters."""
+    shown = text.translate(_CONTROL)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning"] = "info"
+    only_actions: bool = setting(False, help="log only decisions whose action is not 'none'")
+    include_text: bool = True
+    max_text: int = setting(120, min=8, help="characters of text shown at most")
+
+
+class LogSink(Sink):
+    """Writes ``<action> <verdict> score=… id=… #channel <author> "text" (engine/route, ms)``."""
+
+    Config = LogConfig
+    config: LogConfig
+
+    def __init__(self, name: str, config: LogConfig) -> None:
+        super().__init__(name, config)
+        self.logger = logging.getLogger("chatmod.decisions")
+        self.level = _LEVELS[config.level]
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        if not self.logger.isEnabledFor(self.level):
+            return
+        for decision in decisions:
+            if self.config.only_actions and decision.action == "none":
+                continue
+            self.logger.log(self.level, "%s", self.summary(decision))
+
+    def summary(self, decision: Decision) -> str:
+        message, verdict = decision.message, decision.verdict
+        score = "-" if verdict.score is None else f"{verdict.score:.2f}"
+        parts = [
+            f"{decision.action:<6}",
+            f"verdict={verdict.action}",
+            f"score={score}",
+            f"id={printable(message.id, 64)}",
+        ]
+        if message.channel:
+            parts.append(printable(message.channel, 64))
+        if message.author:
+            parts.append(f"<{printable(message.author, 64)}>")
+        if self.config.include_text:
+            parts.append(f'"{printable(message.text, self.config.max_text)}"')
+        flags = "".join(
+            f", {flag}" for flag, on in (("shadow", decision.shadow),
+                                         ("exempt", decision.exempt)) if on
+        )
+        parts.append(
+            f"({verdict.engine}/{verdict.route}, {decision.latency_ms:.1f} ms{flags})"
+        )
+        return " ".join(parts)

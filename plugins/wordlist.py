@@ -1,0 +1,50 @@
+"""The wordlist engine: whole-word matches against operator-given lists. No model, no network.
+
+Useful as a cheap fallback, for deployments that only need a blocklist, and (with empty lists)
+as a no-op engine to measure the pipeline itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from chatmod.interfaces import Engine
+from chatmod.model import DELETE, FLAG, PASS, Message, Verdict
+
+ROUTE_LOCAL = "local"
+
+
+@dataclass(frozen=True)
+class WordlistConfig:
+    delete: tuple[str, ...] = ()
+    flag: tuple[str, ...] = ()
+
+
+def compile_words(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+class WordlistEngine(Engine):
+    """``delete`` if a delete-word appears, else ``flag`` if a flag-word appears, else ``pass``."""
+
+    Config = WordlistConfig
+    config: WordlistConfig
+
+    def __init__(self, name: str, config: WordlistConfig) -> None:
+        super().__init__(name, config)
+        self._delete = compile_words(config.delete)
+        self._flag = compile_words(config.flag)
+
+    async def moderate(self, message: Message) -> Verdict:
+        return self.verdict_for(message.text)
+
+    def verdict_for(self, text: str) -> Verdict:
+        for action, pattern in ((DELETE, self._delete), (FLAG, self._flag)):
+            if pattern is not None and (match := pattern.search(text)) is not None:
+                return Verdict(action, 1.0, self.name, ROUTE_LOCAL,
+                               {"matched": match.group(0).lower()})
+        return Verdict(PASS, 0.0, self.name, ROUTE_LOCAL)
