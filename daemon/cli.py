@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _plugins()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except BaseException as exc:  # noqa: BLE001 - the one place errors become exit codes
+    except BaseException as exc:
         if isinstance(exc, SystemExit):
             raise
         return _report(exc, debug)

@@ -6,7 +6,7 @@ Top-level tables: ``[daemon]``, ``[engine]``, ``[engines.<name>]``, ``[policy]``
 
 from __future__ import annotations
 
-import sys
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +16,6 @@ from chatmod.errors import ConfigError, PluginError
 from chatmod.interfaces import Plugin
 from chatmod.registry import Registry
 from chatmod.schema import describe, did_you_mean, join_path, parse_table, setting, to_plain
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 # Terminal answers of the engine chain: no engine is asked.
 FAIL_OPEN = "pass"
@@ -80,7 +75,7 @@ class PluginConfig:
 
     kind: str
     name: str
-    type: str
+    plugin_type: str
     cls: type[Plugin] = field(repr=False)
     options: Any
 
@@ -107,7 +102,7 @@ class Config:
     def to_plain(self) -> dict[str, Any]:
         """The resolved config as plain data, secrets masked (for ``check-config``)."""
         def plugin(p: PluginConfig) -> dict[str, Any]:
-            return {"name": p.name, "type": p.type, **to_plain(p.options)}
+            return {"name": p.name, "type": p.plugin_type, **to_plain(p.options)}
 
         return {
             "daemon": to_plain(self.daemon),

@@ -33,7 +33,7 @@ class Intake(Protocol):
         """Count and log a chat line that could not become a message."""
 
 
-class Plugin(abc.ABC):
+class Plugin:
     """Common ground of sources, sinks and engines."""
 
     Config: ClassVar[type[Any]] = NoOptions
@@ -50,7 +50,7 @@ class Plugin(abc.ABC):
         return {}
 
 
-class Source(Plugin):
+class Source(Plugin, abc.ABC):
     """Turns an outside chat into messages."""
 
     kind = "source"
@@ -64,11 +64,11 @@ class Source(Plugin):
         Cancellation means "stop reading": already-submitted messages are still decided.
         """
 
-    async def acknowledge(self, messages: Sequence[Message]) -> None:  # noqa: B027
+    async def acknowledge(self, messages: Sequence[Message]) -> None:
         """Every sink has taken the decisions for these messages (e.g. Redis ``XACK``)."""
 
 
-class Sink(Plugin):
+class Sink(Plugin, abc.ABC):
     """Takes decisions and confirms each batch by returning from :meth:`write`."""
 
     kind = "sink"
@@ -81,14 +81,14 @@ class Sink(Plugin):
     async def write(self, decisions: Sequence[Decision]) -> None:
         """Take these decisions; raise :class:`~chatmod.errors.SinkError` if they could not be."""
 
-    async def aclose(self) -> None:  # noqa: B027
+    async def aclose(self) -> None:
         """Flush and release; called once after the last write."""
 
-    def reopen(self) -> None:  # noqa: B027
+    def reopen(self) -> None:
         """Reopen files (SIGHUP, after logrotate moved them)."""
 
 
-class Engine(Plugin):
+class Engine(Plugin, abc.ABC):
     """Takes messages, returns verdicts. It may batch, pipeline or stream internally."""
 
     kind = "engine"

@@ -305,7 +305,7 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def setting(default: Any, *, help: str = "", **meta: Any) -> Any:  # noqa: A002
+def setting(default: Any, *, help: str = "", **meta: Any) -> Any:
     """A dataclass field with a default and schema metadata (``min``, ``max``, ...)."""
     meta["help"] = help
     if isinstance(default, (dict, list)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+from collections.abc import AsyncIterator
 from typing import cast
 
 import trio
@@ -55,7 +56,7 @@ async def serve(config: Config) -> RunSummary:
 
 
 async def _handle_signals(
-    signals: trio.abc.ReceiveChannel[int], pipeline: Pipeline, drain_timeout: float
+    signals: AsyncIterator[int], pipeline: Pipeline, drain_timeout: float
 ) -> None:
     stopping = False
     async for signum in signals:

@@ -44,7 +44,7 @@ class JsonlSink(Sink):
         if self.config.path == STDOUT:
             return sys.stdout.buffer
         try:
-            return open(self.config.path, "ab")  # noqa: SIM115 - kept open across writes
+            return open(self.config.path, "ab")
         except OSError as exc:
             raise SinkError(f"cannot open {self.config.path}: {exc.strerror or exc}") from None
 
@@ -57,7 +57,6 @@ class JsonlSink(Sink):
         if self._reopen_requested:
             self._reopen_requested = False
             self._close_file()
-            self._file = None
         if self._file is None:
             self._file = self._open()
         try:
@@ -78,8 +77,17 @@ class JsonlSink(Sink):
             self._reopen_requested = True
 
     def _close_file(self) -> None:
-        if self._file is not None and self._file is not sys.stdout.buffer:
-            self._file.close()
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            if file is sys.stdout.buffer:
+                file.flush()
+            else:
+                file.close()
+        except OSError as exc:
+            # Still closed; what could not be flushed was already reported by write().
+            self.log.warning("closing %s: %s", self.config.path, exc.strerror or exc)
 
     async def aclose(self) -> None:
         async with self._lock:

@@ -1,0 +1,117 @@
+"""Shared test helpers: fake plugins that record what the pipeline does, and subprocess runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import trio
+
+from chatmod.interfaces import Intake, Sink, Source
+from chatmod.model import Decision, Message
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE_CONFIG = REPO / "config.example.toml"
+SUBPROCESS_TIMEOUT = 60
+
+
+class ListSource(Source):
+    """Submits the given messages, then ends (or stays open when ``stay_open``)."""
+
+    def __init__(self, name: str, messages: Sequence[Message], stay_open: bool = False) -> None:
+        super().__init__(name, None)
+        self.messages = list(messages)
+        self.stay_open = stay_open
+        self.submitted = 0
+        self.acknowledged: list[str] = []
+
+    async def run(
+        self, intake: Intake, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        for message in self.messages:
+            await intake.submit(message)
+            self.submitted += 1
+        if self.stay_open:
+            await trio.sleep_forever()
+
+    async def acknowledge(self, messages: Sequence[Message]) -> None:
+        self.acknowledged.extend(m.id for m in messages)
+
+
+class RecordingSink(Sink):
+    """Keeps every decision; ``delay`` seconds per write; fails when ``fail`` is set."""
+
+    def __init__(self, name: str = "recorder", delay: float = 0.0, fail: bool = False) -> None:
+        super().__init__(name, None)
+        self.decisions: list[Decision] = []
+        self.delay = delay
+        self.fail = fail
+        self.closed = False
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        if self.delay:
+            await trio.sleep(self.delay)
+        if self.fail:
+            raise OSError("disk full")
+        self.decisions.extend(decisions)
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def messages(n: int, text: str = "hello", source: str = "test") -> list[Message]:
+    return [Message(id=f"m-{i}", text=f"{text} {i}", source=source) for i in range(n)]
+
+
+def chatmod_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "chatmod", *args]
+
+
+def run_chatmod(
+    *args: str,
+    input: bytes = b"",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        chatmod_command(*args),
+        input=input,
+        capture_output=True,
+        timeout=SUBPROCESS_TIMEOUT,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        check=False,
+    )
+
+
+def decision_lines(stdout: bytes) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def write_config(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+WORDLIST_CONFIG = """
+[engine]
+primary = "wordlist"
+
+[engines.wordlist]
+delete = ["idiot"]
+flag = ["pizza"]
+
+[[sources]]
+type = "stdin"
+format = "{format}"
+
+[[sinks]]
+type = "jsonl"
+path = "{path}"
+"""

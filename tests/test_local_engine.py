@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from chatmod.errors import EngineError
+from chatmod.model import Message
+from chatmod.plugins.local import LocalConfig, LocalEngine
+
+
+class FakePredictor:
+    """Scores by a marker word and records each batch and the thread it ran in."""
+
+    def __init__(self, pause: float = 0.0, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.threads: set[int] = set()
+        self.pause = pause
+        self.fail = fail
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        self.batches.append(len(texts))
+        self.threads.add(threading.get_ident())
+        if self.pause:
+            time.sleep(self.pause)
+        if self.fail:
+            raise RuntimeError("model exploded")
+        return [0.95 if "bad" in t else 0.6 if "meh" in t else 0.1 for t in texts]
+
+
+def msg(i: int, text: str) -> Message:
+    return Message(id=str(i), text=text, source="t")
+
+
+async def moderate_all(engine: LocalEngine, texts: list[str]) -> list[str]:
+    results: dict[int, str] = {}
+
+    async def one(i: int, text: str) -> None:
+        results[i] = (await engine.moderate(msg(i, text))).action
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        async with trio.open_nursery() as calls:
+            for i, text in enumerate(texts):
+                calls.start_soon(one, i, text)
+        nursery.cancel_scope.cancel()
+    return [results[i] for i in range(len(texts))]
+
+
+async def test_thresholds_map_probability_to_verdicts() -> None:
+    engine = LocalEngine("local", LocalConfig(), predictor=FakePredictor())
+    assert await moderate_all(engine, ["fine", "meh", "bad"]) == ["pass", "flag", "delete"]
+
+
+async def test_concurrent_messages_are_predicted_in_few_batches_off_the_loop() -> None:
+    predictor = FakePredictor()
+    engine = LocalEngine("local", LocalConfig(batch_size=100), predictor=predictor)
+    verdicts = await moderate_all(engine, ["bad" if i % 2 else "ok" for i in range(1000)])
+    assert verdicts.count("delete") == 500
+    assert sum(predictor.batches) == 1000
+    assert len(predictor.batches) <= 12 and max(predictor.batches) == 100
+    assert threading.get_ident() not in predictor.threads
+
+
+async def test_batch_window_gathers_messages_arriving_close_together(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    predictor = FakePredictor()
+    engine = LocalEngine("local", LocalConfig(batch_window=0.010), predictor=predictor)
+
+    async def trickle(nursery: trio.Nursery) -> None:
+        for i in range(5):
+            nursery.start_soon(engine.moderate, msg(i, "x"))
+            await trio.sleep(0.001)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        async with trio.open_nursery() as calls:
+            await trickle(calls)
+        nursery.cancel_scope.cancel()
+    assert predictor.batches == [5]
+
+
+async def test_event_loop_keeps_running_while_the_model_predicts() -> None:
+    engine = LocalEngine("local", LocalConfig(), predictor=FakePredictor(pause=0.3))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await trio.sleep(0.01)
+            ticks += 1
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        nursery.start_soon(ticker)
+        await engine.moderate(msg(1, "x"))
+        nursery.cancel_scope.cancel()
+    assert ticks >= 10  # a blocked loop would have ticked about once
+
+
+async def test_model_failure_is_an_engine_error() -> None:
+    engine = LocalEngine("local", LocalConfig(), predictor=FakePredictor(fail=True))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        with pytest.raises(EngineError, match="local model failed: RuntimeError: model exploded"):
+            await engine.moderate(msg(1, "x"))
+        nursery.cancel_scope.cancel()
+
+
+async def test_real_model_tells_insults_from_greetings() -> None:
+    pytest.importorskip("profanity_check", reason="needs the 'local' extra")
+    engine = LocalEngine("local", LocalConfig())
+    verdicts = await moderate_all(engine, ["hello friends", "you are a fucking idiot"])
+    assert verdicts[0] == "pass" and verdicts[1] != "pass"

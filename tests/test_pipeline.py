@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pytest
+import trio
+import trio.testing
+
+from chatmod.config import PolicySection
+from chatmod.engine_chain import EngineChain
+from chatmod.interfaces import Engine, Sink
+from chatmod.model import Decision, Message, Verdict
+from chatmod.pipeline import Pipeline
+from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
+from chatmod.policy import Policy
+
+from .helpers import ListSource, RecordingSink, messages
+
+
+class SlowEngine(Engine):
+    def __init__(self, delay: float) -> None:
+        super().__init__("slow", None)
+        self.delay = delay
+
+    async def moderate(self, message: Message) -> Verdict:
+        await trio.sleep(self.delay)
+        return Verdict("pass", 0.0, self.name, "ws")
+
+
+class GatedSink(Sink):
+    """Blocks every write until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__("gated", None)
+        self.gate = trio.Event()
+        self.written = 0
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        await self.gate.wait()
+        self.written += len(decisions)
+
+
+def make_pipeline(
+    sources: list[ListSource],
+    sinks: list[Sink],
+    engine: Engine | None = None,
+    engine_timeout: float = 5,
+    **kwargs: int,
+) -> Pipeline:
+    engine = engine or WordlistEngine("wordlist", WordlistConfig(delete=("idiot",)))
+    return Pipeline(sources, [engine], EngineChain([engine], "flag", timeout=engine_timeout),
+                    Policy(PolicySection()), sinks, **kwargs)
+
+
+async def test_every_message_gets_exactly_one_decision_and_is_acknowledged() -> None:
+    first = ListSource("a", messages(300, source="a"))
+    second = ListSource("b", messages(200, text="you idiot", source="b"))
+    sinks = [RecordingSink("one"), RecordingSink("two")]
+    pipeline = make_pipeline([first, second], list(sinks), concurrency=7, queue_size=5)
+    summary = await pipeline.run()
+    assert (summary.received, summary.decided, summary.undecided) == (500, 500, 0)
+    for sink in sinks:
+        ids = Counter((d.message.source, d.message.id) for d in sink.decisions)
+        assert len(ids) == 500 and set(ids.values()) == {1}
+        assert sink.closed
+    assert sorted(first.acknowledged) == sorted(m.id for m in first.messages)
+    assert len(second.acknowledged) == 200
+    actions = Counter(d.action for d in sinks[0].decisions)
+    assert actions == {"none": 300, "delete": 200}
+
+
+async def test_slow_sink_makes_sources_wait(autojump_clock: trio.testing.MockClock) -> None:
+    source = ListSource("a", messages(1000))
+    sink = GatedSink()
+    pipeline = make_pipeline([source], [sink], concurrency=4, queue_size=8)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        await trio.sleep(10)
+        # Held: one batch in the sink, the decision queue, the workers, the intake queue.
+        bound = 8 + 8 + 4 + 8 + 1
+        assert 0 < source.submitted <= bound
+        sink.gate.set()
+    assert sink.written == 1000 and source.submitted == 1000
+
+
+async def test_failing_sink_does_not_stop_the_others_and_nothing_is_acknowledged() -> None:
+    source = ListSource("a", messages(20))
+    good, bad = RecordingSink("good"), RecordingSink("bad", fail=True)
+    pipeline = make_pipeline([source], [bad, good])
+    summary = await pipeline.run()
+    assert len(good.decisions) == 20 and summary.decided == 20
+    assert source.acknowledged == []
+    assert pipeline.statistics()["sink_failures.bad"] == 20
+    assert pipeline.statistics()["unacknowledged"] == 20
+
+
+async def test_stop_reading_drains_in_flight_messages(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = ListSource("a", messages(10), stay_open=True)
+    sink = RecordingSink()
+    pipeline = make_pipeline([source], [sink], engine=SlowEngine(delay=3), concurrency=100)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pipeline.run)
+        await trio.sleep(1)
+        assert source.submitted == 10 and not sink.decisions
+        start = trio.current_time()
+        pipeline.stop_reading(drain_timeout=30)
+    assert trio.current_time() - start == pytest.approx(2)  # the engine's remaining 2 s
+    assert len(sink.decisions) == 10 and sink.closed
+
+
+async def test_drain_timeout_stops_and_reports_undecided(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    source = ListSource("a", messages(10), stay_open=True)
+    sink = RecordingSink()
+    pipeline = make_pipeline([source], [sink], engine=SlowEngine(delay=3600),
+                             engine_timeout=7200, concurrency=100)
+    result: list[object] = []
+
+    async def run() -> None:
+        result.append(await pipeline.run())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run)
+        await trio.sleep(1)
+        start = trio.current_time()
+        pipeline.stop_reading(drain_timeout=5)
+    assert trio.current_time() - start == pytest.approx(5)
+    summary = result[0]
+    assert summary.undecided == 10 and summary.stop_requested  # type: ignore[attr-defined]
+    assert sink.closed
