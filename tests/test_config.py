@@ -94,7 +94,7 @@ def test_load_config_reports_toml_syntax_and_missing_file(tmp_path: Path) -> Non
 
 
 def test_unused_engine_tables_are_still_checked() -> None:
-    with pytest.raises(ConfigError, match="engines.wordlist.dlete: unknown key"):
+    with pytest.raises(ConfigError, match=r"engines\.wordlist\.dlete: unknown key"):
         parse("[engines.wordlist]\ndlete = ['x']\n" + BASE)
 
 
@@ -117,7 +117,8 @@ def test_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_API_KEY", "s3cr3t-value")
     parsed = parse_table(SecretConfig, {"api_key_env": "TEST_API_KEY"}, "engines.x")
     assert parsed.api_key.reveal() == "s3cr3t-value"
-    assert "s3cr3t" not in repr(parsed) and "s3cr3t" not in str(parsed.api_key)
+    assert "s3cr3t" not in repr(parsed)
+    assert "s3cr3t" not in str(parsed.api_key)
     assert parsed.api_key.masked() == "*** (env TEST_API_KEY, set)"
 
 

@@ -36,7 +36,7 @@ async def test_lines_are_flushed_per_write_and_reopen_follows_a_rotation(tmp_pat
 
 async def test_unwritable_path_is_a_sink_error(tmp_path: Path) -> None:
     sink = JsonlSink("jsonl", JsonlConfig(path=str(tmp_path / "no" / "such" / "dir.jsonl")))
-    with pytest.raises(SinkError, match="cannot open .*dir.jsonl: No such file"):
+    with pytest.raises(SinkError, match=r"cannot open .*dir\.jsonl: No such file"):
         await sink.run()
 
 

@@ -52,7 +52,8 @@ def test_empty_input_has_no_lines() -> None:
 def test_decode_line_replaces_invalid_utf8_and_strips_cr() -> None:
     assert decode_line(b"caf\xc3\xa9\r") == ("café", False)
     text, replaced = decode_line(b"bad \xff\xfe bytes")
-    assert replaced and text == "bad \ufffd\ufffd bytes"
+    assert replaced
+    assert text == "bad \ufffd\ufffd bytes"
 
 
 def test_input_line_full() -> None:
@@ -70,7 +71,8 @@ def test_input_line_full() -> None:
 
 def test_input_line_minimal_gets_an_id_and_default_channel() -> None:
     message = parse_input_line('{"text": "hi", "id": 42}', "stdin", default_channel="#d")
-    assert message.id == "42" and message.channel == "#d"
+    assert message.id == "42"
+    assert message.channel == "#d"
     assert parse_input_line('{"text": "hi"}', "stdin").id
 
 

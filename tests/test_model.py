@@ -19,7 +19,8 @@ def make_decision(**kwargs: object) -> Decision:
 
 def test_decision_line_has_the_documented_keys_in_order() -> None:
     line = make_decision().to_line()
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert line.endswith(b"\n")
+    assert line.count(b"\n") == 1
     record = orjson.loads(line)
     assert list(record) == DECISION_KEYS
     assert record == {
@@ -33,7 +34,8 @@ def test_decision_line_has_the_documented_keys_in_order() -> None:
 def test_text_can_be_left_out_and_flags_appear_only_when_set() -> None:
     record = orjson.loads(make_decision(shadow=True, exempt=True).to_line(include_text=False))
     assert "text" not in record
-    assert record["shadow"] is True and record["exempt"] is True
+    assert record["shadow"] is True
+    assert record["exempt"] is True
     assert "shadow" not in orjson.loads(make_decision().to_line())
 
 

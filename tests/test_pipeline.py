@@ -62,7 +62,8 @@ async def test_every_message_gets_exactly_one_decision_and_is_acknowledged() -> 
     assert (summary.received, summary.decided, summary.undecided) == (500, 500, 0)
     for sink in sinks:
         ids = Counter((d.message.source, d.message.id) for d in sink.decisions)
-        assert len(ids) == 500 and set(ids.values()) == {1}
+        assert len(ids) == 500
+        assert set(ids.values()) == {1}
         assert sink.closed
     assert sorted(first.acknowledged) == sorted(m.id for m in first.messages)
     assert len(second.acknowledged) == 200
@@ -81,7 +82,8 @@ async def test_slow_sink_makes_sources_wait(autojump_clock: trio.testing.MockClo
         bound = 8 + 8 + 4 + 8 + 1
         assert 0 < source.submitted <= bound
         sink.gate.set()
-    assert sink.written == 1000 and source.submitted == 1000
+    assert sink.written == 1000
+    assert source.submitted == 1000
 
 
 async def test_failing_sink_does_not_stop_the_others_and_nothing_is_acknowledged() -> None:
@@ -89,7 +91,8 @@ async def test_failing_sink_does_not_stop_the_others_and_nothing_is_acknowledged
     good, bad = RecordingSink("good"), RecordingSink("bad", fail=True)
     pipeline = make_pipeline([source], [bad, good])
     summary = await pipeline.run()
-    assert len(good.decisions) == 20 and summary.decided == 20
+    assert len(good.decisions) == 20
+    assert summary.decided == 20
     assert source.acknowledged == []
     assert pipeline.statistics()["sink_failures.bad"] == 20
     assert pipeline.statistics()["unacknowledged"] == 20
@@ -104,11 +107,13 @@ async def test_stop_reading_drains_in_flight_messages(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pipeline.run)
         await trio.sleep(1)
-        assert source.submitted == 10 and not sink.decisions
+        assert source.submitted == 10
+        assert not sink.decisions
         start = trio.current_time()
         pipeline.stop_reading(drain_timeout=30)
     assert trio.current_time() - start == pytest.approx(2)  # the engine's remaining 2 s
-    assert len(sink.decisions) == 10 and sink.closed
+    assert len(sink.decisions) == 10
+    assert sink.closed
 
 
 async def test_drain_timeout_stops_and_reports_undecided(
@@ -130,5 +135,6 @@ async def test_drain_timeout_stops_and_reports_undecided(
         pipeline.stop_reading(drain_timeout=5)
     assert trio.current_time() - start == pytest.approx(5)
     summary = result[0]
-    assert summary.undecided == 10 and summary.stop_requested  # type: ignore[attr-defined]
+    assert summary.undecided == 10
+    assert summary.stop_requested
     assert sink.closed

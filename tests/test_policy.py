@@ -22,7 +22,8 @@ def test_default_actions() -> None:
 def test_unknown_verdict_is_kept_and_gets_the_configured_action() -> None:
     policy = Policy(PolicySection(unknown_verdict_action="warn"))
     decision = policy.decide(msg(), verdict("quarantine"), 1.0)
-    assert decision.verdict.action == "quarantine" and decision.action == "warn"
+    assert decision.verdict.action == "quarantine"
+    assert decision.action == "warn"
 
 
 def test_channel_overrides_exemptions_and_shadow() -> None:

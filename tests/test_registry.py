@@ -34,8 +34,8 @@ def test_same_plugin_seen_twice_is_not_a_conflict() -> None:
 
 def test_broken_or_wrong_plugins_fail_clearly() -> None:
     broken = PluginInfo("engine", "broken", "no.such.module:Engine", "broken-dist 1")
-    with pytest.raises(PluginError, match="'broken' .* cannot be loaded: ModuleNotFoundError"):
+    with pytest.raises(PluginError, match=r"'broken' .* cannot be loaded: ModuleNotFoundError"):
         broken.load()
     wrong = PluginInfo("engine", "wrong", "chatmod.plugins.jsonl_sink:JsonlSink", "x")
-    with pytest.raises(PluginError, match="is not a chatmod.interfaces.Engine subclass"):
+    with pytest.raises(PluginError, match=r"is not a chatmod\.interfaces\.Engine subclass"):
         wrong.load()

@@ -50,7 +50,8 @@ async def test_text_lines_become_messages_and_bad_ones_are_reported() -> None:
     intake = await read_through_pipe(data, format="text", channel="#c", author="bob")
     texts = [m.text for m in intake.messages]
     assert texts == ["first", "bad \ufffd utf8", "ctrl \x00\x1b[31m chars", "last without newline"]
-    assert intake.messages[0].channel == "#c" and intake.messages[0].author == "bob"
+    assert intake.messages[0].channel == "#c"
+    assert intake.messages[0].author == "bob"
     assert len({m.id for m in intake.messages}) == 4
     assert intake.invalid == [
         "line 4: invalid UTF-8 replaced with U+FFFD",
@@ -61,8 +62,9 @@ async def test_text_lines_become_messages_and_bad_ones_are_reported() -> None:
 async def test_jsonl_lines_with_errors_reported_by_line_number() -> None:
     data = b'{"text": "a", "id": "1"}\n{oops\n\n{"id": 3}\n{"text": "b", "channel": "#x"}\n'
     intake = await read_through_pipe(data, format="jsonl", channel="#default")
-    assert [(m.id, m.text, m.channel) for m in intake.messages][0] == ("1", "a", "#default")
-    assert intake.messages[1].text == "b" and intake.messages[1].channel == "#x"
+    assert next((m.id, m.text, m.channel) for m in intake.messages) == ("1", "a", "#default")
+    assert intake.messages[1].text == "b"
+    assert intake.messages[1].channel == "#x"
     assert len(intake.invalid) == 2
     assert intake.invalid[0].startswith("line 2: invalid JSON")
     assert intake.invalid[1] == "line 4: 'text' must be a string, found nothing; skipped"
