@@ -42,8 +42,11 @@ class EngineChain:
     async def moderate(self, message: Message) -> Verdict:
         for position, engine in enumerate(self.engines):
             try:
-                with trio.fail_after(self.timeout):
+                if engine.enforces_own_timeout:
                     verdict = await engine.moderate(message)
+                else:
+                    with trio.fail_after(self.timeout):
+                        verdict = await engine.moderate(message)
             except trio.TooSlowError:
                 self._engine_failed(engine, f"no verdict within {self.timeout:g} s", message)
                 continue

@@ -93,6 +93,10 @@ class Engine(Plugin, abc.ABC):
 
     kind = "engine"
 
+    #: True when the engine bounds every call itself (its own deadlines and fallbacks, or it
+    #: never blocks), so the chain need not wrap each call in a timeout.
+    enforces_own_timeout: ClassVar[bool] = False
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background work (batching, connections); the default has none."""
         task_status.started()

@@ -33,6 +33,7 @@ class WordlistEngine(Engine):
 
     Config = WordlistConfig
     config: WordlistConfig
+    enforces_own_timeout = True  # it never awaits
 
     def __init__(self, name: str, config: WordlistConfig) -> None:
         super().__init__(name, config)

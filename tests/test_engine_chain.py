@@ -57,3 +57,14 @@ async def test_slow_engine_times_out_in_virtual_time(autojump_clock: trio.testin
     verdict = await chain.moderate(MESSAGE)
     assert trio.current_time() - start == pytest.approx(2.5)
     assert verdict.engine == "b"
+
+
+async def test_engine_that_enforces_its_own_timeout_is_not_cut_short(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    patient = ScriptedEngine("patient", "ok", delay=60)
+    patient.enforces_own_timeout = True  # type: ignore[misc]
+    chain = EngineChain([patient], "flag", timeout=2.5)
+    verdict = await chain.moderate(MESSAGE)
+    assert verdict.engine == "patient"
+    assert trio.current_time() == pytest.approx(60)

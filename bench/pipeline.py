@@ -1,0 +1,162 @@
+"""Pipeline overhead and local-engine throughput, measured in one run.
+
+    .venv/bin/python bench/pipeline.py [--messages 50000] [--repeat 3]
+
+Rows:
+- plain loop: a Python process that reads the input lines, parses each, and writes a
+  decision-shaped JSON line: the floor any pipeline pays for the same I/O.
+- chatmod (no-op engine): ``chatmod run`` on the same lines, stdin jsonl -> wordlist engine
+  with empty lists -> jsonl file sink. Its ratio to the plain loop is the pipeline's cost.
+- chatmod (local engine): the same run with the embedded model.
+- local engine alone: in-process, the model's micro-batched rate with 256 concurrent callers.
+
+Rates exclude process start-up (a run on empty input is timed and subtracted). Each row is the
+best of ``--repeat`` runs; the machine is noisy, so compare the ratios, not the absolute rates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import trio
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = ("hello", "gg", "nice", "play", "lol", "what", "a", "great", "idea", "pizza", "stream",
+         "you", "are", "the", "best", "worst", "idiot", "fun", "again", "team", "win", "lose")
+
+PLAIN_LOOP = r"""
+import sys, time, orjson
+out = open(sys.argv[1], "wb")
+for n, raw in enumerate(sys.stdin.buffer):
+    if not raw.strip():
+        continue
+    m = orjson.loads(raw)
+    out.write(orjson.dumps({
+        "id": m.get("id") or str(n), "source": "stdin", "channel": m.get("channel"),
+        "author": m.get("author"), "verdict": "pass", "score": 0.0, "action": "none",
+        "engine": "plain", "route": "local", "latency_ms": 0.0, "ts": time.time(),
+        "scores": {}, "text": m["text"]}, option=orjson.OPT_APPEND_NEWLINE))
+out.close()
+"""
+
+CONFIG = """
+[daemon]
+stats_interval = 0
+log_level = "warning"
+[engine]
+primary = "{engine}"
+[[sources]]
+type = "stdin"
+format = "jsonl"
+[[sinks]]
+type = "jsonl"
+path = "{out}"
+"""
+
+
+def make_input(path: Path, count: int) -> None:
+    rng = random.Random(42)
+    with path.open("wb") as f:
+        for i in range(count):
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 14)))
+            f.write(orjson.dumps({"id": f"m-{i}", "text": text, "author": f"user{i % 500}",
+                                  "channel": f"#room{i % 7}"}, option=orjson.OPT_APPEND_NEWLINE))
+
+
+def timed_run(command: list[str], input_path: Path) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one process reading ``input_path`` on stdin."""
+    with input_path.open("rb") as stdin:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL)
+        _pid, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark command failed: {' '.join(command)}")
+    return elapsed, usage.ru_maxrss
+
+
+def best_rate(command: list[str], data: Path, empty: Path, count: int, repeat: int,
+              output: Path) -> tuple[float, int]:
+    startup = min(timed_run(command, empty)[0] for _ in range(repeat))
+    runs = []
+    for _ in range(repeat):
+        output.unlink(missing_ok=True)
+        runs.append(timed_run(command, data))
+        written = sum(1 for _ in output.open("rb"))
+        if written != count:
+            raise SystemExit(f"{' '.join(command)} wrote {written} lines, expected {count}")
+    elapsed = min(r[0] for r in runs)
+    return count / max(elapsed - startup, 1e-9), max(r[1] for r in runs)
+
+
+async def local_engine_rate(count: int) -> float:
+    from chatmod.model import Message
+    from chatmod.plugins.local import LocalConfig, LocalEngine
+
+    engine = LocalEngine("local", LocalConfig())
+    rng = random.Random(7)
+    messages = [Message(id=str(i), text=" ".join(rng.choice(WORDS) for _ in range(8)),
+                        source="bench") for i in range(count)]
+    send, receive = trio.open_memory_channel[Message](0)
+
+    async def caller() -> None:
+        async for message in receive:
+            await engine.moderate(message)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        start = time.perf_counter()
+        async with trio.open_nursery() as callers:
+            for _ in range(256):
+                callers.start_soon(caller)
+            async with send:
+                for message in messages:
+                    await send.send(message)
+        elapsed = time.perf_counter() - start
+        nursery.cancel_scope.cancel()
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    count = args.messages
+    chatmod = [sys.executable, "-m", "chatmod", "run", "-c"]
+    rows: list[tuple[str, float, int]] = []
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        data, empty, out = tmp / "input.jsonl", tmp / "empty.jsonl", tmp / "out.jsonl"
+        make_input(data, count)
+        empty.write_bytes(b"")
+        rate, rss = best_rate([sys.executable, "-c", PLAIN_LOOP, str(out)], data, empty,
+                              count, args.repeat, out)
+        rows.append(("plain loop (baseline)", rate, rss))
+        for engine in ("wordlist", "local"):
+            config = tmp / f"{engine}.toml"
+            config.write_text(CONFIG.format(engine=engine, out=out))
+            rate, rss = best_rate([*chatmod, str(config)], data, empty, count, args.repeat, out)
+            label = "no-op engine" if engine == "wordlist" else "local engine"
+            rows.append((f"chatmod ({label})", rate, rss))
+    engine_rate = trio.run(local_engine_rate, min(count, 20_000))
+    baseline = rows[0][1]
+    print(f"\n{count} messages, best of {args.repeat}, {os.cpu_count()} CPUs\n")
+    print(f"| {'run':<28} | {'msgs/s':>9} | {'vs plain loop':>13} | {'peak RSS':>9} |")
+    print(f"|{'-' * 30}|{'-' * 11}|{'-' * 15}|{'-' * 11}|")
+    for label, rate, rss in rows:
+        print(f"| {label:<28} | {rate:>9,.0f} | {rate / baseline:>12.2f}x | "
+              f"{rss / 1024:>6.0f} MiB |")
+    print(f"| {'local engine alone':<28} | {engine_rate:>9,.0f} | {'':>13} | {'':>9} |")
+
+
+if __name__ == "__main__":
+    main()
