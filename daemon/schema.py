@@ -36,17 +36,18 @@ class Secret:
 
     __slots__ = ("_value", "origin")
     # Every secret value read, so log output can be scrubbed of them whatever the code path.
-    _revealed: ClassVar[set[str]] = set()
+    _revealed: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, origin: str, value: str | None) -> None:
         self.origin = origin
         self._value = value
-        if value is not None and len(value) >= MIN_REDACTED_LENGTH:
-            Secret._revealed.add(value)
+        known = Secret._revealed
+        if value is not None and len(value) >= MIN_REDACTED_LENGTH and value not in known:
+            Secret._revealed = (*known, value)
 
     @classmethod
-    def revealed_values(cls) -> frozenset[str]:
-        return frozenset(cls._revealed)
+    def revealed_values(cls) -> tuple[str, ...]:
+        return cls._revealed
 
     @property
     def resolved(self) -> bool:
