@@ -51,6 +51,13 @@ class EngineSection:
 
 
 @dataclass(frozen=True)
+class CacheSection:
+    enabled: bool = True
+    ttl: float = setting(300.0, min=0.0, help="seconds a verdict is reused for the same text")
+    size: int = setting(10_000, min=1, max=10_000_000, help="texts remembered at most")
+
+
+@dataclass(frozen=True)
 class ChannelPolicy:
     actions: dict[str, str] = setting({})
     shadow: bool | None = None
@@ -88,6 +95,7 @@ class Config:
     daemon: DaemonSection
     engine: EngineSection
     policy: PolicySection
+    cache: CacheSection
     engines: dict[str, PluginConfig]
     sources: list[PluginConfig]
     sinks: list[PluginConfig]
@@ -109,12 +117,13 @@ class Config:
             "engine": to_plain(self.engine),
             "engines": {name: plugin(p) for name, p in self.engines.items()},
             "policy": to_plain(self.policy),
+            "cache": to_plain(self.cache),
             "sources": [plugin(p) for p in self.sources],
             "sinks": [plugin(p) for p in self.sinks],
         }
 
 
-TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "sources", "sinks")
+TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "sources", "sinks")
 
 
 def load_config(path: str | Path, registry: Registry | None = None) -> Config:
@@ -143,6 +152,7 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
     daemon = parse_table(DaemonSection, data.get("daemon", {}), "daemon")
     engine = parse_table(EngineSection, data.get("engine", {}), "engine")
     policy = parse_table(PolicySection, data.get("policy", {}), "policy")
+    cache = parse_table(CacheSection, data.get("cache", {}), "cache")
 
     engine_tables = data.get("engines", {})
     if not isinstance(engine_tables, Mapping):
@@ -179,7 +189,7 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
         raise ConfigError("sources: at least one [[sources]] table is needed")
     if not sinks:
         raise ConfigError("sinks: at least one [[sinks]] table is needed")
-    return Config(daemon, engine, policy, engines, sources, sinks, origin)
+    return Config(daemon, engine, policy, cache, engines, sources, sinks, origin)
 
 
 def _plugin_list(

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import trio
 
+from chatmod.cache import VerdictCache
 from chatmod.config import FAIL_OPEN
 from chatmod.errors import EngineError
 from chatmod.interfaces import Engine
@@ -29,10 +30,17 @@ NO_ENGINE = "none"
 class EngineChain:
     """Asks each engine in turn until one answers within ``timeout`` seconds."""
 
-    def __init__(self, engines: Sequence[Engine], last_resort: str, timeout: float) -> None:
+    def __init__(
+        self,
+        engines: Sequence[Engine],
+        last_resort: str,
+        timeout: float,
+        cache: VerdictCache | None = None,
+    ) -> None:
         if not engines:
             raise ValueError("an engine chain needs at least one engine")
         self.engines = list(engines)
+        self.cache = cache
         self.timeout = timeout
         route = ROUTE_FAIL_OPEN if last_resort == FAIL_OPEN else ROUTE_FAIL_CLOSED
         self._last_resort = Verdict(last_resort, None, NO_ENGINE, route)
@@ -40,6 +48,18 @@ class EngineChain:
         self._failing: set[str] = set()
 
     async def moderate(self, message: Message) -> Verdict:
+        if self.cache is None:
+            return await self._ask_engines(message)
+        return await self.cache.get_or_ask(
+            message.text, lambda: self._ask_engines(message), self._cacheable
+        )
+
+    def _cacheable(self, verdict: Verdict) -> bool:
+        # Only the primary engine's own answers: a degraded answer must not outlive the outage.
+        return verdict.engine == self.engines[0].name and verdict.route not in (
+            ROUTE_FALLBACK, ROUTE_FAIL_OPEN, ROUTE_FAIL_CLOSED)
+
+    async def _ask_engines(self, message: Message) -> Verdict:
         for position, engine in enumerate(self.engines):
             try:
                 if engine.enforces_own_timeout:
@@ -73,4 +93,7 @@ class EngineChain:
         log.debug("engine %s failed for message %s: %s", engine.name, message.id, reason)
 
     def statistics(self) -> dict[str, float]:
-        return {f"engine_failures.{name}": float(n) for name, n in self.failures.items()}
+        stats = {f"engine_failures.{name}": float(n) for name, n in self.failures.items()}
+        if self.cache is not None:
+            stats.update(self.cache.statistics())
+        return stats

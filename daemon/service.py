@@ -9,6 +9,7 @@ from typing import cast
 
 import trio
 
+from chatmod.cache import VerdictCache
 from chatmod.config import Config
 from chatmod.engine_chain import EngineChain
 from chatmod.interfaces import Engine, Sink, Source
@@ -23,7 +24,10 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def build_pipeline(config: Config) -> Pipeline:
     """Instantiate every configured plugin and join them into a pipeline."""
     engines = [cast(Engine, config.engines[name].build()) for name in config.engine_chain()]
-    chain = EngineChain(engines, last_resort=_last_resort(config), timeout=config.engine.timeout)
+    cache = (VerdictCache(config.cache.size, config.cache.ttl)
+             if config.cache.enabled and config.cache.ttl > 0 else None)
+    chain = EngineChain(engines, last_resort=_last_resort(config), timeout=config.engine.timeout,
+                        cache=cache)
     return Pipeline(
         sources=[cast(Source, spec.build()) for spec in config.sources],
         engines=engines,
