@@ -20,6 +20,7 @@ import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal
 
 import h11
@@ -212,8 +213,10 @@ class Sandbox:
     ) -> None:
         """Serve websocket and HTTP on two ports (0: any free one, see ``ws_port``)."""
         async with trio.open_nursery() as nursery:
-            ws = await nursery.start(trio.serve_tcp, self._ws_connection, ws_port, host)
-            http = await nursery.start(trio.serve_tcp, self._http_connection, http_port, host)
+            ws = await nursery.start(partial(trio.serve_tcp, host=host), self._ws_connection,
+                                     ws_port)
+            http = await nursery.start(partial(trio.serve_tcp, host=host),
+                                       self._http_connection, http_port)
             self.ws_port = ws[0].socket.getsockname()[1]
             self.http_port = http[0].socket.getsockname()[1]
             task_status.started()

@@ -1,0 +1,289 @@
+"""The Chatsight websocket: one persistent connection, one reader task, keepalive, reconnects.
+
+Replies are matched through the :class:`~chatmod.inflight.InFlightTable`. When the
+connection closes (close frame, reset, or a keepalive that goes unanswered), every request
+still in flight on it is failed at once so its message can go over HTTP.
+
+An auth failure shows up only as the connection being cut right after the handshake (or a
+401/403 on upgrade): it is logged once, and the next attempt waits ``auth_backoff`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass
+
+import trio
+import trio_websocket
+
+from chatmod.backoff import Backoff
+from chatmod.chatsight_protocol import AUTH_HEADER, ReplyError, parse_ws_reply
+from chatmod.inflight import InFlightTable
+
+log = logging.getLogger("chatmod.engine.chatsight.ws")
+
+# Replies queued inside trio-websocket before its reader waits for ours.
+MESSAGE_QUEUE_SIZE = 256
+# Seconds a graceful close may take before the socket is simply closed.
+DISCONNECT_TIMEOUT = 1.0
+
+
+class SocketClosed(Exception):
+    """The websocket is not open; the request was not sent."""
+
+
+@dataclass(frozen=True)
+class SocketSettings:
+    url: str
+    api_key: str
+    subprotocol: str | None
+    connect_timeout: float
+    ping_interval: float
+    ping_timeout: float
+    auth_cut_window: float  # a close this soon after opening, with no reply, is an auth failure
+    auth_backoff: float
+
+
+class ChatsightSocket:
+    """Keeps one websocket open and feeds its replies into ``table``."""
+
+    def __init__(self, settings: SocketSettings, table: InFlightTable, backoff: Backoff) -> None:
+        self.settings = settings
+        self.table = table
+        self.backoff = backoff
+        self.generation = 0  # increases with every connection; in-flight entries carry it
+        self.stats: Counter[str] = Counter()
+        self._target = WsTarget.from_url(settings.url)
+        self._ws: trio_websocket.WebSocketConnection | None = None
+        self._auth_failing = False
+        self._first_attempt_done = trio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self._ws is not None
+
+    async def send(self, payload: str) -> None:
+        """Send one request; :class:`SocketClosed` if there is no open connection."""
+        ws = self._ws
+        if ws is None:
+            raise SocketClosed("websocket not connected")
+        try:
+            await ws.send_message(payload)
+        except trio_websocket.ConnectionClosed:
+            raise SocketClosed("websocket closed") from None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, serve, reconnect, until cancelled. Ready once the first attempt ended, so
+        early messages use the socket when it can be had."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._connect_forever)
+            await self._first_attempt_done.wait()
+            task_status.started()
+
+    async def _connect_forever(self) -> None:
+        while True:
+            delay = await self._connect_once()
+            self._first_attempt_done.set()
+            log.debug("reconnecting in %.2f s", delay)
+            await trio.sleep(delay)
+            self.stats["reconnects"] += 1
+
+    async def _connect_once(self) -> float:
+        """One connection from open to close; returns how long to wait before the next.
+
+        We open the TCP (or TLS) stream ourselves and hand it to trio-websocket, so that it
+        is closed whatever happens: trio-websocket 0.12 leaves it open after a refused
+        upgrade or an abnormal closure, which is how Chatsight ends connections.
+        """
+        settings = self.settings
+        self.stats["connect_attempts"] += 1
+        stream: WsStream | None = None
+        try:
+            async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
+                try:
+                    with trio.fail_after(settings.connect_timeout):
+                        stream = await self._target.open_stream()
+                        ws = await trio_websocket.wrap_client_stream(
+                            nursery, stream, self._target.host_header, self._target.resource,
+                            subprotocols=[settings.subprotocol] if settings.subprotocol else None,
+                            extra_headers=[(AUTH_HEADER.encode(), settings.api_key.encode())],
+                            message_queue_size=MESSAGE_QUEUE_SIZE,
+                        )
+                except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
+                    nursery.cancel_scope.cancel()
+                    return self._connect_failed(_describe(exc))
+                delay = await self._serve(ws)
+                with trio.move_on_after(DISCONNECT_TIMEOUT):
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+                return delay
+        except BaseExceptionGroup as group:  # errors of the reader task, during the upgrade
+            rejected = group.subgroup(trio_websocket.ConnectionRejected)
+            if rejected is not None:
+                status = _first_leaf(rejected).status_code  # type: ignore[attr-defined]
+                if status in (401, 403):
+                    return self._auth_failed(f"HTTP {status} on upgrade")
+                return self._connect_failed(f"upgrade refused with HTTP {status}")
+            network = group.subgroup((OSError, trio.BrokenResourceError,
+                                      trio_websocket.HandshakeError))
+            if network is not None and network.exceptions == group.exceptions:
+                return self._connect_failed(_describe(_first_leaf(group)))
+            raise
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _serve(self, ws: trio_websocket.WebSocketConnection) -> float:
+        """Read replies until the connection closes; returns the delay before reconnecting."""
+        self.generation += 1
+        generation = self.generation
+        opened_at = trio.current_time()
+        replies_before = self.stats["replies"]
+        keepalive_failed = False
+
+        async def keep_alive(scope: trio.CancelScope) -> None:
+            nonlocal keepalive_failed
+            keepalive_failed = not await self._keep_alive(ws)
+            if keepalive_failed:
+                scope.cancel()
+
+        self._ws = ws
+        self._first_attempt_done.set()
+        if not self._auth_failing:
+            log.info("websocket connected to %s", self.settings.url)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_alive, nursery.cancel_scope)
+                await self._read_replies(ws)
+                nursery.cancel_scope.cancel()
+        finally:
+            self._ws = None
+            lost = self.table.lose_connection(generation)
+            self.stats["requests_moved_on_close"] += lost
+        lifetime = trio.current_time() - opened_at
+        got_replies = self.stats["replies"] > replies_before
+        if not keepalive_failed and not got_replies and lifetime < self.settings.auth_cut_window:
+            return self._auth_failed("connection cut right after the handshake")
+        if self._auth_failing:
+            log.info("websocket accepted again: the API key works")
+            self._auth_failing = False
+        if got_replies:
+            self.backoff.reset()
+        self.stats["closed"] += 1
+        delay = self.backoff.next_delay()
+        log.warning("websocket closed (%s, after %.1f s); %d request(s) moved to HTTP; "
+                    "reconnecting in %.2f s",
+                    "no pong" if keepalive_failed else _close_reason(ws), lifetime, lost, delay)
+        return delay
+
+    async def _read_replies(self, ws: trio_websocket.WebSocketConnection) -> None:
+        table, stats = self.table, self.stats
+        while True:
+            try:
+                data = await ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
+            if isinstance(data, bytes):
+                stats["non_text_frames"] += 1
+                log.debug("ignored a binary frame of %d bytes", len(data))
+                continue
+            try:
+                reply = parse_ws_reply(data)
+            except ReplyError as exc:
+                stats["invalid_replies"] += 1
+                log.debug("ignored an invalid reply (%s): %.120r", exc, data)
+                continue
+            outcome = table.resolve(reply.reference, reply.result, reply.error)
+            stats["replies"] += 1
+            if outcome != "answered":
+                stats[f"replies_{outcome}"] += 1
+                log.debug("reply for reference %r: %s", reply.reference, outcome)
+
+    async def _keep_alive(self, ws: trio_websocket.WebSocketConnection) -> bool:
+        """Ping every ``ping_interval``; False when a pong does not come in ``ping_timeout``
+        (a half-open socket), True when the connection closed anyway."""
+        settings = self.settings
+        while True:
+            await trio.sleep(settings.ping_interval)
+            with trio.move_on_after(settings.ping_timeout) as waited:
+                try:
+                    await ws.ping()
+                except trio_websocket.ConnectionClosed:
+                    return True
+            if waited.cancelled_caught:
+                self.stats["keepalive_timeouts"] += 1
+                return False
+
+    def _auth_failed(self, how: str) -> float:
+        self.stats["auth_failures"] += 1
+        if not self._auth_failing:
+            self._auth_failing = True
+            log.error("Chatsight rejected the API key (%s); retrying the websocket every %g s, "
+                      "verdicts come from the HTTP API or the fallback meanwhile",
+                      how, self.settings.auth_backoff)
+        return self.settings.auth_backoff
+
+    def _connect_failed(self, reason: str) -> float:
+        self.stats["connect_failures"] += 1
+        delay = self.backoff.next_delay()
+        log.warning("websocket connect failed (%s); retrying in %.1f s", reason, delay)
+        return delay
+
+
+WsStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+@dataclass(frozen=True)
+class WsTarget:
+    """Where a ws:// or wss:// URL points."""
+
+    host: str
+    port: int
+    resource: str
+    tls: ssl.SSLContext | None
+
+    @classmethod
+    def from_url(cls, url: str) -> WsTarget:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+        secure = parts.scheme == "wss"
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.hostname, parts.port or (443 if secure else 80), resource,
+                   ssl.create_default_context() if secure else None)
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.tls is not None else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    async def open_stream(self) -> WsStream:
+        if self.tls is None:
+            return await trio.open_tcp_stream(self.host, self.port)
+        return await trio.open_ssl_over_tcp_stream(
+            self.host, self.port, ssl_context=self.tls, https_compatible=True)
+
+
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    if cause is not None and str(cause):
+        text = f"{text}: {cause}"
+    return text
+
+
+def _close_reason(ws: trio_websocket.WebSocketConnection) -> str:
+    reason = ws.closed
+    if reason is None:
+        return "closed"
+    name = getattr(reason, "name", None) or str(reason.code)
+    return f"{name} {reason.code}"

@@ -1,0 +1,284 @@
+"""The Chatsight engine against the sandbox over loopback: every message decided exactly once,
+whatever the websocket does."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from chatmod.backoff import Backoff
+from chatmod.chatsight_ws import ChatsightSocket, SocketSettings
+from chatmod.config import PolicySection
+from chatmod.engine_chain import EngineChain
+from chatmod.errors import EngineError
+from chatmod.inflight import InFlightTable
+from chatmod.model import Message
+from chatmod.pipeline import Pipeline
+from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
+from chatmod.policy import Policy
+from chatmod.sandbox import Faults, Sandbox
+from chatmod.schema import Secret
+
+from .helpers import ListSource, RecordingSink
+
+API_KEY = "c.test.0123456789abcdef"
+WRONG_KEY = "c.test.wrong-key-000000"
+
+
+@pytest.fixture
+def slow_autojump_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only after real idleness, so loopback I/O still completes."""
+    return trio.testing.MockClock(autojump_threshold=0.05)
+
+
+async def start_sandbox(nursery: trio.Nursery, **faults: Any) -> Sandbox:
+    sandbox = Sandbox(api_key=API_KEY, verdicts="wordlist", seed=7, faults=Faults(**faults))
+    await nursery.start(sandbox.serve)
+    return sandbox
+
+
+def engine_for(sandbox: Sandbox, key: str = API_KEY, **options: Any) -> ChatsightEngine:
+    config = ChatsightConfig(
+        api_key=Secret("test", key), ws_url=sandbox.ws_url(), http_url=sandbox.http_url(),
+        **options,
+    )
+    return ChatsightEngine("chatsight", config)
+
+
+def texts(n: int) -> list[Message]:
+    return [Message(id=f"m-{i}", text=f"you idiot {i}" if i % 4 == 0 else f"hello there {i}",
+                    source="test") for i in range(n)]
+
+
+async def run_pipeline(
+    engine: ChatsightEngine, messages: list[Message], last_resort: str = "flag",
+    *, engine_started: bool = False,
+) -> tuple[RecordingSink, ListSource]:
+    """Run ``messages`` through a pipeline; it starts ``engine`` unless ``engine_started``."""
+    source, sink = ListSource("test", messages), RecordingSink()
+    chain = EngineChain([engine], last_resort, timeout=30)
+    to_start = [] if engine_started else [engine]
+    pipeline = Pipeline([source], to_start, chain, Policy(PolicySection()), [sink],
+                        concurrency=200, queue_size=64)
+    with trio.fail_after(60):
+        await pipeline.run()
+    return sink, source
+
+
+def assert_exactly_once(sink: RecordingSink, messages: list[Message]) -> None:
+    counts = Counter(d.message.id for d in sink.decisions)
+    assert set(counts) == {m.id for m in messages}
+    assert set(counts.values()) == {1}
+
+
+def assert_correct_verdicts(sink: RecordingSink) -> None:
+    for decision in sink.decisions:
+        if decision.verdict.route in ("ws", "http"):
+            expected = "delete" if "idiot" in decision.message.text else "pass"
+            assert decision.verdict.action == expected, decision
+
+
+async def test_clean_run_out_of_order_replies(nursery: trio.Nursery) -> None:
+    sandbox = await start_sandbox(nursery, latency=(0.0, 0.05))
+    engine = engine_for(sandbox)
+    messages = texts(400)
+    sink, source = await run_pipeline(engine, messages)
+    assert_exactly_once(sink, messages)
+    assert_correct_verdicts(sink)
+    assert {d.verdict.route for d in sink.decisions} == {"ws"}
+    assert len(source.acknowledged) == 400
+    assert sandbox.stats["ws_requests"] == 400
+    # Replies really came back in another order than the requests went out.
+    assert [d.message.id for d in sink.decisions] != [m.id for m in messages]
+
+
+async def test_chaos_every_message_decided_exactly_once(nursery: trio.Nursery) -> None:
+    sandbox = await start_sandbox(
+        nursery, latency=(0.0, 0.03), cut_every=0.3, drop_rate=0.05, duplicate_rate=0.05,
+        garbage_rate=0.05,
+    )
+    engine = engine_for(sandbox, verdict_timeout=0.1, reconnect_initial=0.05,
+                        reconnect_max=0.2)
+    messages = texts(3000)
+    sink, _source = await run_pipeline(engine, messages)
+    assert_exactly_once(sink, messages)
+    assert_correct_verdicts(sink)
+    routes = Counter(d.verdict.route for d in sink.decisions)
+    assert routes["ws"] > 0
+    assert routes["http"] > 0
+    assert set(routes) <= {"ws", "http", "cache"}
+    stats = Counter(engine.statistics())
+    assert sandbox.stats["ws_cuts"] >= 1
+    assert stats["ws.reconnects"] >= 1
+    assert stats["ws.requests_moved_on_close"] > 0
+    assert stats["ws.replies_duplicate"] + stats["ws.replies_late"] > 0
+    assert stats["ws.invalid_replies"] + stats["ws.non_text_frames"] > 0
+    assert stats["ws.replies_unknown"] > 0
+    assert stats["ws_timeouts"] > 0  # the silent drops went over HTTP
+    assert stats["in_flight"] == 0
+
+
+@pytest.mark.parametrize("refusal", ["cut", "401"])
+async def test_rejected_key_falls_back_with_bounded_reconnects(
+    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock, refusal: str,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
+) -> None:
+    sandbox = await start_sandbox(nursery, auth_failure=refusal)
+    engine = engine_for(sandbox, key=WRONG_KEY, auth_backoff=300.0)
+    with caplog.at_level(logging.DEBUG):
+        await nursery.start(engine.run)
+        start = trio.current_time()
+        messages = texts(50)
+        sink, _ = await run_pipeline(engine, messages, last_resort="flag",
+                                     engine_started=True)
+        await trio.sleep_until(start + 1000)
+    assert_exactly_once(sink, messages)
+    assert {(d.verdict.route, d.verdict.action) for d in sink.decisions} == {
+        ("failclosed", "flag")}
+    # One attempt at t=0, then one every 300 s: 300, 600, 900.
+    assert engine.socket.stats["connect_attempts"] == 4
+    assert engine.socket.stats["auth_failures"] == 4
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([r for r in errors if "rejected the API key" in r.getMessage()]) == 1
+    output = caplog.text + capsys.readouterr().err + "".join(
+        d.to_line().decode() for d in sink.decisions)
+    assert WRONG_KEY not in output
+    assert "wrong-key" not in output
+
+
+async def test_half_open_socket_is_detected_by_keepalive(
+    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
+) -> None:
+    sandbox = await start_sandbox(nursery)
+    engine = engine_for(sandbox, ping_interval=5.0, ping_timeout=2.0, verdict_timeout=60.0,
+                        reconnect_initial=100.0, reconnect_max=100.0)
+    await nursery.start(engine.run)
+    first = await engine.moderate(Message(id="a", text="hello", source="t"))
+    assert first.route == "ws"
+    sandbox.half_open = True
+    sent_at = trio.current_time()
+    verdict = await engine.moderate(Message(id="b", text="you idiot", source="t"))
+    waited = trio.current_time() - sent_at
+    assert (verdict.route, verdict.action) == ("http", "delete")
+    # Detected by the first unanswered ping: at most ping_interval + ping_timeout.
+    assert waited <= 5.0 + 2.0 + 0.5
+    assert engine.socket.stats["keepalive_timeouts"] == 1
+    assert not engine.socket.is_open
+    sandbox.half_open = False
+
+
+async def test_reconnect_backoff_in_virtual_time(slow_autojump_clock: trio.testing.MockClock) -> None:
+    # Nothing listens on this port: every attempt is refused at once.
+    with trio.socket.socket() as probe:
+        await probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = SocketSettings(url=f"ws://127.0.0.1:{port}/text/moderation", api_key=API_KEY,
+                              subprotocol=None, connect_timeout=5, ping_interval=10,
+                              ping_timeout=5, auth_cut_window=1, auth_backoff=300)
+    socket = ChatsightSocket(settings, InFlightTable(), Backoff(0.5, 4.0, jitter=0))
+    with trio.move_on_after(0.5 + 1 + 2 + 4 + 4 + 0.1):  # attempts at 0, .5, 1.5, 3.5, 7.5, 11.5
+        await socket.run()
+    assert socket.stats["connect_attempts"] == 6
+    assert socket.stats["connect_failures"] == 6
+
+
+async def test_raid_of_one_line_costs_one_request(nursery: trio.Nursery) -> None:
+    from chatmod.cache import VerdictCache
+
+    sandbox = await start_sandbox(nursery, latency=(0.01, 0.01))
+    engine = engine_for(sandbox)
+    messages = [Message(id=f"r-{i}", text="FOLLOW my stream  NOW", source="test")
+                for i in range(500)]
+    source, sink = ListSource("test", messages), RecordingSink()
+    chain = EngineChain([engine], "flag", timeout=30, cache=VerdictCache(100, 60))
+    pipeline = Pipeline([source], [engine], chain, Policy(PolicySection()), [sink],
+                        concurrency=100)
+    await pipeline.run()
+    assert_exactly_once(sink, messages)
+    routes = Counter(d.verdict.route for d in sink.decisions)
+    assert routes == {"ws": 1, "cache": 499}
+    assert sandbox.stats["ws_requests"] == 1
+
+
+def mock_http(responses: list[httpx.Response]) -> tuple[httpx.MockTransport, list[float]]:
+    calls: list[float] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(trio.current_time())
+        assert request.headers["x-chatsight-api-auth"] == API_KEY
+        return responses.pop(0)
+
+    return httpx.MockTransport(handler), calls
+
+
+OK_BODY = (b'{"api": "chatsight-lang-text", "success": true, "response": '
+           b'{"suggestedAction": ["flag", 0.7], "engine1": {"baseline": 0.4}}}')
+
+
+async def http_only_engine(
+    nursery: trio.Nursery, transport: httpx.MockTransport, **options: Any
+) -> ChatsightEngine:
+    config = ChatsightConfig(api_key=Secret("test", API_KEY), use_websocket=False,
+                             http_url="http://127.0.0.1:9", **options)
+    engine = ChatsightEngine("chatsight", config, http_transport=transport)
+    await nursery.start(engine.run)
+    return engine
+
+
+async def test_http_honours_retry_after(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, calls = mock_http([
+        httpx.Response(429, headers={"retry-after": "3"}),
+        httpx.Response(503),
+        httpx.Response(200, content=OK_BODY),
+    ])
+    engine = await http_only_engine(nursery, transport, http_retries=2,
+                                    http_max_retry_wait=10.0)
+    verdict = await engine.moderate(Message(id="a", text="hm", source="t"))
+    assert (verdict.action, verdict.route, verdict.score) == ("flag", "http", 0.7)
+    assert calls[1] - calls[0] == pytest.approx(3.0)  # Retry-After, exactly
+    assert 0 < calls[2] - calls[1] <= 0.2  # the backoff's first step
+
+
+async def test_http_auth_failure_is_not_retried(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, calls = mock_http([httpx.Response(401), httpx.Response(200, content=OK_BODY)])
+    engine = await http_only_engine(nursery, transport)
+    with pytest.raises(EngineError, match="refused the API key"):
+        await engine.moderate(Message(id="a", text="hm", source="t"))
+    assert len(calls) == 1
+
+
+async def test_http_gives_up_after_retries(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
+) -> None:
+    transport, calls = mock_http([httpx.Response(500)] * 3)
+    engine = await http_only_engine(nursery, transport, http_retries=2)
+    with pytest.raises(EngineError, match="failed after 3 attempt"):
+        await engine.moderate(Message(id="a", text="hm", source="t"))
+    assert len(calls) == 3
+
+
+async def test_metadata_is_trimmed_and_warned_once(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture,
+) -> None:
+    sandbox = await start_sandbox(nursery)
+    engine = engine_for(sandbox)
+    await nursery.start(engine.run)
+    metadata = {f"key{i:02d}": i for i in range(30)}
+    with caplog.at_level(logging.WARNING):
+        for i in range(3):
+            verdict = await engine.moderate(
+                Message(id=f"m{i}", text="hello", source="t", metadata=metadata))
+            assert verdict.route == "ws"
+    warnings = [r for r in caplog.records if "metadata keys" in r.getMessage()]
+    assert len(warnings) == 1
+    assert engine.statistics()["metadata_trimmed"] == 3
