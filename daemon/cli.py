@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import orjson
 import trio
 
+from chatmod import sandbox_cli
 from chatmod._version import __version__
 from chatmod.config import load_config
 from chatmod.errors import ChatmodError, ConfigError
@@ -49,6 +50,10 @@ def make_parser() -> argparse.ArgumentParser:
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     commands.add_parser("plugins", help="list installed sources, sinks and engines")
+
+    sandbox = commands.add_parser(
+        "sandbox", help="run a local stand-in for the Chatsight API (websocket and HTTP)")
+    sandbox_cli.add_arguments(sandbox)
     return parser
 
 
@@ -60,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args.config, debug)
         if args.command == "check-config":
             return _check_config(args.config)
+        if args.command == "sandbox":
+            return sandbox_cli.run(args)
         return _plugins()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +28,32 @@ log = logging.getLogger("chatmod.pipeline")
 MAX_SINK_BATCH = 512
 # Seconds a sink may take to flush and close once the work is over.
 SINK_CLOSE_GRACE = 5.0
+
+
+# Recent latencies kept per route for the percentiles in logs and metrics.
+LATENCY_WINDOW = 4096
+
+
+class LatencyByRoute:
+    """The last :data:`LATENCY_WINDOW` engine latencies of each route, for p50 / p99."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, deque[float]] = {}
+
+    def record(self, route: str, latency_ms: float) -> None:
+        samples = self._samples.get(route)
+        if samples is None:
+            samples = self._samples[route] = deque(maxlen=LATENCY_WINDOW)
+        samples.append(latency_ms)
+
+    def percentiles(self) -> dict[str, tuple[float, float]]:
+        """route -> (p50, p99) in milliseconds."""
+        result = {}
+        for route, samples in self._samples.items():
+            ordered = sorted(samples)
+            last = len(ordered) - 1
+            result[route] = (ordered[last // 2], ordered[round(last * 0.99)])
+        return result
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,7 @@ class Pipeline:
         self.actions: Counter[str] = Counter()
         self.routes: Counter[str] = Counter()
         self.sink_failures: Counter[str] = Counter()
+        self.latency = LatencyByRoute()
         self._reading_scope = trio.CancelScope()
         self._work_scope = trio.CancelScope()
         self._stop_requested = False
@@ -170,7 +197,7 @@ class Pipeline:
         intake: trio.MemoryReceiveChannel[Message],
         decisions: trio.MemorySendChannel[Decision],
     ) -> None:
-        chain, clock = self.chain, trio.current_time
+        chain, clock, latency = self.chain, trio.current_time, self.latency
         async with decisions:
             async for message in intake:
                 self.in_flight += 1
@@ -180,6 +207,7 @@ class Pipeline:
                 finally:
                     self.in_flight -= 1
                 latency_ms = (clock() - started) * 1000.0
+                latency.record(verdict.route, latency_ms)
                 await decisions.send(self.policy.decide(message, verdict, latency_ms))
 
     async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
@@ -244,17 +272,30 @@ class Pipeline:
         stats.update({f"action.{k}": v for k, v in self.actions.items()})
         stats.update({f"route.{k}": v for k, v in self.routes.items()})
         stats.update({f"sink_failures.{k}": v for k, v in self.sink_failures.items()})
+        for route, (p50, p99) in self.latency.percentiles().items():
+            stats[f"latency_ms.p50.{route}"] = p50
+            stats[f"latency_ms.p99.{route}"] = p99
         stats.update(self.chain.statistics())
+        for engine in self.engines:
+            stats.update({f"{engine.name}.{k}": v for k, v in engine.statistics().items()})
         return stats
 
     def _log_statistics(self, when: str) -> None:
         actions = ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items())) or "none"
         routes = ", ".join(f"{k} {v}" for k, v in sorted(self.routes.items())) or "none"
+        latency = ", ".join(f"{route} {p50:.1f}/{p99:.1f}" for route, (p50, p99)
+                            in sorted(self.latency.percentiles().items())) or "none"
         log.info(
             "%s: %d received, %d decided (actions: %s; routes: %s), %d invalid input, "
-            "%d in flight",
+            "%d in flight; latency p50/p99 ms: %s",
             when, self.received, self.decided, actions, routes, self.invalid, self.in_flight,
+            latency,
         )
+        for engine in self.engines:
+            counters = " ".join(f"{k}={v:g}" for k, v in sorted(engine.statistics().items())
+                                if v)
+            if counters:
+                log.info("%s: engine %s: %s", when, engine.name, counters)
 
     async def _log_statistics_periodically(self) -> None:
         while not math.isinf(self.stats_interval):

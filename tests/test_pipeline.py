@@ -138,3 +138,12 @@ async def test_drain_timeout_stops_and_reports_undecided(
     assert summary.undecided == 10
     assert summary.stop_requested
     assert sink.closed
+
+
+async def test_latency_percentiles_by_route(autojump_clock: trio.testing.MockClock) -> None:
+    source = ListSource("a", messages(100))
+    pipeline = make_pipeline([source], [RecordingSink()], engine=SlowEngine(delay=0.25))
+    await pipeline.run()
+    stats = pipeline.statistics()
+    assert stats["latency_ms.p50.ws"] == pytest.approx(250)
+    assert stats["latency_ms.p99.ws"] == pytest.approx(250)
