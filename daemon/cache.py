@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import trio
 
@@ -34,6 +35,7 @@ class VerdictCache:
         self.ttl = ttl
         self._entries: OrderedDict[str, tuple[float, Verdict]] = OrderedDict()
         self._flights: dict[str, _Flight] = {}
+        self._waiting: dict[str, list[Any]] = {}  # streaming: key -> messages waiting on it
         self.hits = 0
         self.shared = 0
         self.misses = 0
@@ -86,6 +88,32 @@ class VerdictCache:
         finally:
             del self._flights[key]
             flight.done.set()
+
+    def hit(self, key: str) -> Verdict | None:
+        """A cached verdict for ``key`` as a ``cache`` route verdict, counted as a hit."""
+        verdict = self.lookup(key)
+        if verdict is None:
+            return None
+        self.hits += 1
+        return replace(verdict, route=ROUTE_CACHE)
+
+    def join(self, key: str, waiter: Any) -> bool:
+        """Streaming single-flight: True when a request for ``key`` is already under way
+        (``waiter`` then waits for it); False when the caller leads and must ask."""
+        waiting = self._waiting.get(key)
+        if waiting is None:
+            self._waiting[key] = []
+            self.misses += 1
+            return False
+        waiting.append(waiter)
+        self.shared += 1
+        return True
+
+    def finish(self, key: str, verdict: Verdict | None) -> list[Any]:
+        """The leader's answer for ``key`` (None: none worth keeping); returns the waiters."""
+        if verdict is not None:
+            self.store(key, verdict)
+        return self._waiting.pop(key, [])
 
     def statistics(self) -> dict[str, float]:
         return {"cache.hits": self.hits, "cache.shared": self.shared, "cache.misses": self.misses,

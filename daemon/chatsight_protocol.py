@@ -82,9 +82,11 @@ def http_request(text: str, metadata: Mapping[str, Any] | None = None) -> bytes:
 
 def _number(value: Any) -> float | None:
     """A float from a number or a numeric string; ``None`` for anything else."""
+    if type(value) is float:  # the common case, first
+        return value
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, int):
         return float(value)
     if isinstance(value, str):
         try:

@@ -1,8 +1,8 @@
 """The Chatsight websocket: one persistent connection, one reader task, keepalive, reconnects.
 
-Replies are matched through the :class:`~chatmod.inflight.InFlightTable`. When the
-connection closes (close frame, reset, or a keepalive that goes unanswered), every request
-still in flight on it is failed at once so its message can go over HTTP.
+Each reply is handed to ``on_reply`` (the engine matches it to its request). When the
+connection closes (close frame, reset, or a keepalive that goes unanswered), ``on_closed``
+is told which connection ended, so every request still in flight on it can go over HTTP.
 
 An auth failure shows up only as the connection being cut right after the handshake (or a
 401/403 on upgrade): it is logged once, and the next attempt waits ``auth_backoff`` seconds.
@@ -14,14 +14,14 @@ import logging
 import ssl
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
 import trio_websocket
 
 from chatmod.backoff import Backoff
-from chatmod.chatsight_protocol import AUTH_HEADER, ReplyError, parse_ws_reply
-from chatmod.inflight import InFlightTable
+from chatmod.chatsight_protocol import AUTH_HEADER, Reply, ReplyError, parse_ws_reply
 
 log = logging.getLogger("chatmod.engine.chatsight.ws")
 
@@ -48,12 +48,19 @@ class SocketSettings:
 
 
 class ChatsightSocket:
-    """Keeps one websocket open and feeds its replies into ``table``."""
+    """Keeps one websocket open and hands its replies to ``on_reply``."""
 
-    def __init__(self, settings: SocketSettings, table: InFlightTable, backoff: Backoff) -> None:
+    def __init__(
+        self,
+        settings: SocketSettings,
+        backoff: Backoff,
+        on_reply: Callable[[Reply], str],
+        on_closed: Callable[[int], int],
+    ) -> None:
         self.settings = settings
-        self.table = table
         self.backoff = backoff
+        self.on_reply = on_reply  # returns how the reply was used, for the counters
+        self.on_closed = on_closed  # returns how many requests it moved to HTTP
         self.generation = 0  # increases with every connection; in-flight entries carry it
         self.stats: Counter[str] = Counter()
         self._target = WsTarget.from_url(settings.url)
@@ -162,7 +169,7 @@ class ChatsightSocket:
                 nursery.cancel_scope.cancel()
         finally:
             self._ws = None
-            lost = self.table.lose_connection(generation)
+            lost = self.on_closed(generation)
             self.stats["requests_moved_on_close"] += lost
         lifetime = trio.current_time() - opened_at
         got_replies = self.stats["replies"] > replies_before
@@ -181,7 +188,7 @@ class ChatsightSocket:
         return delay
 
     async def _read_replies(self, ws: trio_websocket.WebSocketConnection) -> None:
-        table, stats = self.table, self.stats
+        on_reply, stats = self.on_reply, self.stats
         while True:
             try:
                 data = await ws.get_message()
@@ -197,7 +204,7 @@ class ChatsightSocket:
                 stats["invalid_replies"] += 1
                 log.debug("ignored an invalid reply (%s): %.120r", exc, data)
                 continue
-            outcome = table.resolve(reply.reference, reply.result, reply.error)
+            outcome = on_reply(reply)
             stats["replies"] += 1
             if outcome != "answered":
                 stats[f"replies_{outcome}"] += 1

@@ -10,10 +10,11 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import trio
 
-from chatmod.cache import VerdictCache
+from chatmod.cache import VerdictCache, normalise
 from chatmod.config import FAIL_OPEN
 from chatmod.errors import EngineError
 from chatmod.interfaces import Engine
@@ -54,13 +55,41 @@ class EngineChain:
             message.text, lambda: self._ask_engines(message), self._cacheable
         )
 
+    def probe(self, message: Message) -> tuple[Verdict | None, str | None]:
+        """Streaming: a cached verdict, else the cache key (None when there is no cache)."""
+        if self.cache is None:
+            return None, None
+        key = normalise(message.text)
+        return self.cache.hit(key), key
+
+    def primary_answered(self, key: str | None, verdict: Verdict) -> list[Any]:
+        """Streaming: the primary's answer for ``key``; returns the messages waiting on it."""
+        if self._failing and self.engines[0].name in self._failing:
+            self._failing.discard(self.engines[0].name)
+            log.warning("engine %s answers again", self.engines[0].name)
+        if key is None or self.cache is None:
+            return []
+        return self.cache.finish(key, verdict if self._cacheable(verdict) else None)
+
+    def primary_failed(self, key: str | None) -> list[Any]:
+        """Streaming: the primary failed for ``key``; returns the messages waiting on it."""
+        if key is None or self.cache is None:
+            return []
+        return self.cache.finish(key, None)
+
+    async def fall_back(self, message: Message, error: EngineError) -> Verdict:
+        """The verdict after the primary failed with ``error``: fallback engines, then the
+        last resort."""
+        self._engine_failed(self.engines[0], str(error), message)
+        return await self._ask_engines(message, first=1)
+
     def _cacheable(self, verdict: Verdict) -> bool:
         # Only the primary engine's own answers: a degraded answer must not outlive the outage.
         return verdict.engine == self.engines[0].name and verdict.route not in (
             ROUTE_FALLBACK, ROUTE_FAIL_OPEN, ROUTE_FAIL_CLOSED)
 
-    async def _ask_engines(self, message: Message) -> Verdict:
-        for position, engine in enumerate(self.engines):
+    async def _ask_engines(self, message: Message, first: int = 0) -> Verdict:
+        for position, engine in enumerate(self.engines[first:], start=first):
             try:
                 if engine.enforces_own_timeout:
                     verdict = await engine.moderate(message)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import trio
 
+from chatmod.errors import EngineError
 from chatmod.model import Decision, Message, Verdict
+
+ResultCallback = Callable[[Verdict | EngineError], None]
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,17 @@ class Engine(Plugin, abc.ABC):
     #: True when the engine bounds every call itself (its own deadlines and fallbacks, or it
     #: never blocks), so the chain need not wrap each call in a timeout.
     enforces_own_timeout: ClassVar[bool] = False
+
+    #: True when the engine implements :meth:`submit`. As primary engine it is then fed
+    #: messages without a waiting task per message: what lets one connection carry thousands
+    #: of messages a second. Such an engine must bound its own time (enforces_own_timeout).
+    streams: ClassVar[bool] = False
+
+    async def submit(self, message: Message, on_result: ResultCallback) -> None:
+        """Start moderating ``message``; call ``on_result`` exactly once, later, with its
+        :class:`Verdict` or an :class:`~chatmod.errors.EngineError`. ``on_result`` is sync and
+        never blocks. Waiting here (e.g. to send) is backpressure."""
+        raise NotImplementedError(f"engine {self.name} does not stream")
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background work (batching, connections); the default has none."""

@@ -12,13 +12,16 @@ import logging
 import math
 from collections import Counter, defaultdict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 
 import trio
 
+from chatmod.cache import ROUTE_CACHE
 from chatmod.engine_chain import EngineChain
+from chatmod.errors import EngineError
 from chatmod.interfaces import Engine, Sink, Source
-from chatmod.model import Decision, Message
+from chatmod.model import Decision, Message, Verdict
 from chatmod.policy import Policy
 
 log = logging.getLogger("chatmod.pipeline")
@@ -75,7 +78,12 @@ class _SourceIntake:
         self._send = send
 
     async def submit(self, message: Message) -> None:
-        await self._send.send(message)
+        # Without a checkpoint when there is room: a yield per message costs more than the
+        # message's own work. The source still waits (and can be cancelled) when it is full.
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            await self._send.send(message)
         self._pipeline.received += 1
 
     def report_invalid(self, source: str, reason: str) -> None:
@@ -115,6 +123,11 @@ class Pipeline:
         self.routes: Counter[str] = Counter()
         self.sink_failures: Counter[str] = Counter()
         self.latency = LatencyByRoute()
+        # Streaming mode (the primary engine streams): slots bound the messages between the
+        # intake and the sink stage, which frees one per decision it takes.
+        self.streaming = chain.engines[0].streams
+        self._slots = trio.Semaphore(concurrency)
+        self._drained: trio.Event | None = None
         self._reading_scope = trio.CancelScope()
         self._work_scope = trio.CancelScope()
         self._stop_requested = False
@@ -147,11 +160,14 @@ class Pipeline:
             if self.stats_interval > 0:
                 services.start_soon(self._log_statistics_periodically)
             intake_send, intake_recv = trio.open_memory_channel[Message](self.queue_size)
-            decisions_send, decisions_recv = trio.open_memory_channel[Decision](self.queue_size)
+            # Streaming mode puts decisions with send_nowait: room for every slot.
+            decisions_room = max(self.queue_size, self.concurrency if self.streaming else 0)
+            decisions_send, decisions_recv = trio.open_memory_channel[Decision](decisions_room)
+            moderation = self._streaming_stage if self.streaming else self._moderation_stage
             with self._work_scope:
                 async with trio.open_nursery() as work:
                     work.start_soon(self._sink_stage, decisions_recv)
-                    work.start_soon(self._moderation_stage, intake_recv, decisions_send)
+                    work.start_soon(moderation, intake_recv, decisions_send)
                     async with intake_send:
                         with self._reading_scope:
                             async with trio.open_nursery() as readers:
@@ -210,6 +226,68 @@ class Pipeline:
                 latency.record(verdict.route, latency_ms)
                 await decisions.send(self.policy.decide(message, verdict, latency_ms))
 
+    async def _streaming_stage(
+        self,
+        intake: trio.MemoryReceiveChannel[Message],
+        decisions: trio.MemorySendChannel[Decision],
+    ) -> None:
+        """Feed the streaming primary engine; its callbacks finish each message. Only a
+        failed message gets a task (for the fallback chain)."""
+        chain, engine, slots, clock = self.chain, self.chain.engines[0], self._slots, \
+            trio.current_time
+        async with intake, decisions, trio.open_nursery() as fallbacks:
+
+            def finish(message: Message, verdict: Verdict, started: float) -> None:
+                latency_ms = (clock() - started) * 1000.0
+                self.latency.record(verdict.route, latency_ms)
+                self.in_flight -= 1
+                try:
+                    decisions.send_nowait(self.policy.decide(message, verdict, latency_ms))
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    # An answer after the drain timeout stopped the stage: counted undecided.
+                    return
+                if self.in_flight == 0 and self._drained is not None:
+                    self._drained.set()
+
+            async def fall_back(message: Message, started: float, error: EngineError) -> None:
+                finish(message, await chain.fall_back(message, error), started)
+
+            def answered(message: Message, started: float, key: str | None,
+                         result: Verdict | EngineError) -> None:
+                if isinstance(result, Verdict):
+                    finish(message, result, started)
+                    for waiting, since in chain.primary_answered(key, result):
+                        finish(waiting, replace(result, route=ROUTE_CACHE), since)
+                    return
+                for failed, since in [(message, started), *chain.primary_failed(key)]:
+                    fallbacks.start_soon(fall_back, failed, since, result)
+
+            while True:
+                try:
+                    message = intake.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        message = await intake.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
+                try:
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    await slots.acquire()
+                self.in_flight += 1
+                started = clock()
+                cached, key = chain.probe(message)
+                if cached is not None:
+                    finish(message, cached, started)
+                elif key is None or not chain.cache or not chain.cache.join(
+                        key, (message, started)):
+                    await engine.submit(message, partial(answered, message, started, key))
+            if self.in_flight:
+                self._drained = trio.Event()
+                await self._drained.wait()
+
     async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
         async with decisions:
             while True:
@@ -222,6 +300,9 @@ class Pipeline:
                         batch.append(decisions.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
+                if self.streaming:
+                    for _ in batch:
+                        self._slots.release()
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Decision]) -> None:

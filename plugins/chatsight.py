@@ -5,7 +5,10 @@ seconds for its reply. It goes over HTTP instead when the socket is down, when t
 closes while the message is in flight (all such messages move at once), when the reply is an
 error, or when the reply is late; in that last case a websocket reply arriving before the
 HTTP answer still wins. Whichever answers first decides; later replies are counted, never used.
-When HTTP fails too, the engine raises and the engine chain's fallback answers.
+When HTTP fails too, the result is an EngineError and the engine chain's fallback answers.
+
+Messages are streamed (:meth:`ChatsightEngine.submit`): no task waits per message on the
+websocket path; the reply's callback settles it. Only the rare slow paths (HTTP) get a task.
 """
 
 from __future__ import annotations
@@ -21,11 +24,17 @@ import trio
 
 from chatmod.backoff import Backoff
 from chatmod.chatsight_http import AuthRejected, ChatsightHttp
-from chatmod.chatsight_protocol import SUBPROTOCOL, ChatsightResult, trim_metadata, ws_request
+from chatmod.chatsight_protocol import (
+    SUBPROTOCOL,
+    ChatsightResult,
+    Reply,
+    trim_metadata,
+    ws_request,
+)
 from chatmod.chatsight_ws import ChatsightSocket, SocketClosed, SocketSettings
 from chatmod.errors import ConfigError, EngineError
-from chatmod.inflight import InFlight, InFlightTable
-from chatmod.interfaces import Engine
+from chatmod.inflight import InFlight, InFlightTable, Settle
+from chatmod.interfaces import Engine, ResultCallback
 from chatmod.model import Message, Verdict
 from chatmod.schema import Secret, setting
 
@@ -79,6 +88,7 @@ class ChatsightEngine(Engine):
     config: ChatsightConfig
     # Every path is bounded: verdict_timeout on the socket, http_deadline over HTTP.
     enforces_own_timeout = True
+    streams = True
 
     def __init__(
         self,
@@ -100,22 +110,23 @@ class ChatsightEngine(Engine):
                 auth_cut_window=config.auth_cut_window,
                 auth_backoff=config.auth_backoff,
             ),
-            self.table,
             Backoff(config.reconnect_initial, config.reconnect_max),
+            on_reply=self._on_reply,
+            on_closed=self._on_closed,
         )
         self._http_transport = http_transport
         self._http: ChatsightHttp | None = None
+        self._tasks: trio.Nursery | None = None  # HTTP requests, while the engine runs
         self._window = trio.Semaphore(config.max_in_flight)
         self.routes: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()
         self._metadata_warned = False
         self._http_auth_failing = False
-        self._running = False
+        self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if self._running:
+        if self._tasks is not None:
             raise RuntimeError(f"engine {self.name} is already running")
-        self._running = True
         config = self.config
         async with ChatsightHttp(
             config.http_url,
@@ -125,29 +136,131 @@ class ChatsightEngine(Engine):
             retries=config.http_retries,
             max_retry_wait=config.http_max_retry_wait,
             transport=self._http_transport,
-        ) as http:
-            self._http = http
+        ) as http, trio.open_nursery() as tasks:
+            self._http, self._tasks = http, tasks
             try:
                 if config.use_websocket:
+                    tasks.start_soon(self._expire_overdue)
                     await self.socket.run(task_status=task_status)
                 else:
                     task_status.started()
                     await trio.sleep_forever()
             finally:
-                self._http = None
-                self._running = False
+                self._http, self._tasks = None, None
 
     async def moderate(self, message: Message) -> Verdict:
+        """One message, awaited (when chatsight is not the primary engine)."""
+        done = trio.Event()
+        outcome: list[Verdict | EngineError] = []
+
+        def on_result(result: Verdict | EngineError) -> None:
+            outcome.append(result)
+            done.set()
+
+        await self.submit(message, on_result)
+        await done.wait()
+        if isinstance(outcome[0], EngineError):
+            raise outcome[0]
+        return outcome[0]
+
+    async def submit(self, message: Message, on_result: ResultCallback) -> None:
+        """Send over the websocket if it is open, else over HTTP; ``on_result`` gets the
+        first answer. Waits while ``max_in_flight`` requests are outstanding."""
+        tasks = self._tasks
+        if tasks is None:
+            on_result(EngineError(f"engine {self.name} is not running"))
+            return
+        try:
+            self._window.acquire_nowait()
+        except trio.WouldBlock:
+            await self._window.acquire()
+        settle = self._settler(on_result)
         metadata = self._metadata(message)
-        async with self._window:
-            if self.socket.is_open:
-                answered = await self._via_websocket(message, metadata)
-                if answered is not None:
-                    return self._verdict(*answered)
-            return self._verdict(await self._via_http(message, metadata), ROUTE_HTTP)
+        if self.socket.is_open:
+            deadline = trio.current_time() + self.config.verdict_timeout
+            entry = self.table.add(message, deadline, self.socket.generation, settle)
+            self._sent.set()
+            try:
+                await self.socket.send(ws_request(message.text, entry.reference, metadata)
+                                       .decode())
+                return
+            except SocketClosed:
+                self.table.abandon(entry)
+        tasks.start_soon(self._over_http, message, settle, None)
+
+    def _settler(self, on_result: ResultCallback) -> Settle:
+        """``on_result`` for the first answer only; frees the window slot with it."""
+        settled = False
+
+        def settle(result: Verdict | EngineError) -> bool:
+            nonlocal settled
+            if settled:
+                return False
+            settled = True
+            self._window.release()
+            if isinstance(result, Verdict):
+                self.routes[result.route] += 1
+            on_result(result)
+            return True
+
+        return settle
+
+    def _on_reply(self, reply: Reply) -> str:
+        found = self.table.take(reply.reference)
+        if isinstance(found, str):
+            return found
+        if reply.result is None:  # an error reply: this request goes over HTTP now
+            self.stats["ws_error_replies"] += 1
+            self._to_http(found)
+            return "failed"
+        if found.racing:
+            self.stats["ws_won_race"] += 1
+            if found.http_scope is not None:
+                found.http_scope.cancel()
+        found.settle(self._verdict(reply.result, ROUTE_WS))
+        return "answered"
+
+    def _on_closed(self, connection: int) -> int:
+        lost = self.table.take_connection(connection)
+        for entry in lost:
+            self._to_http(entry)
+        return len(lost)
+
+    async def _expire_overdue(self) -> None:
+        """Unanswered websocket requests past ``verdict_timeout`` go over HTTP too. Sleeps
+        until the earliest deadline; with nothing in flight, until something is sent."""
+        while True:
+            deadline = self.table.next_deadline()
+            if deadline is None:
+                self._sent = trio.Event()
+                await self._sent.wait()
+                continue
+            await trio.sleep_until(deadline)
+            for entry in self.table.overdue(trio.current_time()):
+                self.stats["ws_timeouts"] += 1
+                self._to_http(entry)
+
+    def _to_http(self, entry: InFlight) -> None:
+        if self._tasks is not None:
+            self._tasks.start_soon(self._over_http, entry.message, entry.settle, entry)
+
+    async def _over_http(
+        self, message: Message, settle: Settle, entry: InFlight | None,
+    ) -> None:
+        with trio.CancelScope() as scope:
+            if entry is not None:
+                entry.http_scope = scope
+            try:
+                result: Verdict | EngineError = self._verdict(
+                    await self._via_http(message, self._metadata(message)), ROUTE_HTTP)
+            except EngineError as exc:
+                result = exc
+            if entry is not None:
+                self.table.abandon(entry)  # a websocket reply after this is late
+            if not settle(result):
+                self.stats["http_answers_dropped"] += 1
 
     def _verdict(self, result: ChatsightResult, route: str) -> Verdict:
-        self.routes[route] += 1
         return Verdict(result.action, result.score, self.name, route, result.scores)
 
     def _metadata(self, message: Message) -> Mapping[str, Any] | None:
@@ -163,61 +276,6 @@ class ChatsightEngine(Engine):
                     "(with more, Chatsight's keyword add-on would not run). Warned once.",
                     message.id, len(message.metadata))
         return metadata
-
-    async def _via_websocket(
-        self, message: Message, metadata: Mapping[str, Any] | None
-    ) -> tuple[ChatsightResult, str] | None:
-        """The websocket's answer, or None when the message should go over HTTP now."""
-        deadline = trio.current_time() + self.config.verdict_timeout
-        entry = self.table.add(message, deadline, self.socket.generation)
-        try:
-            await self.socket.send(ws_request(message.text, entry.reference, metadata).decode())
-        except SocketClosed:
-            self.table.abandon(entry)
-            return None
-        with trio.move_on_at(deadline):
-            await entry.done.wait()
-        if entry.result is not None:
-            return entry.result, ROUTE_WS
-        if entry.done.is_set():  # the socket closed, or the reply was an error
-            self.stats["ws_failed_" + ("closed" if entry.failure == "websocket closed"
-                                       else "error_reply")] += 1
-            return None
-        self.stats["ws_timeouts"] += 1
-        return await self._race_http(entry, message, metadata)
-
-    async def _race_http(
-        self, entry: InFlight, message: Message, metadata: Mapping[str, Any] | None
-    ) -> tuple[ChatsightResult, str]:
-        """HTTP for an overdue request, while its websocket reply may still win."""
-        winner: tuple[ChatsightResult, str] | None = None
-        failure: EngineError | None = None
-
-        async def over_http(scope: trio.CancelScope) -> None:
-            nonlocal winner, failure
-            try:
-                result = await self._via_http(message, metadata)
-            except EngineError as exc:
-                failure = exc
-            else:
-                winner = winner or (result, ROUTE_HTTP)
-            scope.cancel()
-
-        async def late_reply(scope: trio.CancelScope) -> None:
-            nonlocal winner
-            await entry.done.wait()
-            if entry.result is not None:
-                winner = winner or (entry.result, ROUTE_WS)
-                scope.cancel()
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(over_http, nursery.cancel_scope)
-            nursery.start_soon(late_reply, nursery.cancel_scope)
-        self.table.abandon(entry)
-        if winner is not None:
-            return winner
-        assert failure is not None
-        raise failure
 
     async def _via_http(
         self, message: Message, metadata: Mapping[str, Any] | None

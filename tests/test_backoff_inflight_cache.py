@@ -8,12 +8,10 @@ import trio.testing
 
 from chatmod.backoff import Backoff
 from chatmod.cache import VerdictCache, normalise
-from chatmod.chatsight_protocol import ChatsightResult
 from chatmod.inflight import InFlightTable
 from chatmod.model import Message, Verdict
 
 MESSAGE = Message(id="m", text="t", source="s")
-RESULT = ChatsightResult("pass", 0.1, {})
 
 
 def test_backoff_grows_to_the_cap_with_jitter_and_resets() -> None:
@@ -28,49 +26,45 @@ def test_backoff_grows_to_the_cap_with_jitter_and_resets() -> None:
     assert Backoff(initial=1, cap=8, jitter=0).next_delay() == 1
 
 
+def no_settle(result: object) -> bool:
+    return True
+
+
 def test_replies_are_matched_once_and_strays_are_classified() -> None:
     table = InFlightTable()
-    first = table.add(MESSAGE, deadline=10, connection=1)
-    second = table.add(MESSAGE, deadline=10, connection=1)
+    first = table.add(MESSAGE, 10, 1, no_settle)
+    second = table.add(MESSAGE, 10, 1, no_settle)
     assert first.reference != second.reference
     assert len(table) == 2
-    assert table.resolve(second.reference, RESULT) == "answered"
-    assert second.done.is_set()
-    assert second.result == RESULT
-    assert table.resolve(second.reference, RESULT) == "duplicate"
+    assert table.take(second.reference) is second
+    assert table.take(second.reference) == "duplicate"
     table.abandon(first)
-    assert table.resolve(first.reference, RESULT) == "late"
-    assert not first.done.is_set()
-    assert table.resolve("never-sent", RESULT) == "unknown"
-    assert table.resolve(None, RESULT) == "unknown"
+    assert table.take(first.reference) == "late"
+    assert table.take("never-sent") == "unknown"
+    assert table.take(None) == "unknown"
     assert len(table) == 0
 
 
-def test_error_reply_fails_only_its_entry() -> None:
+def test_closing_a_connection_takes_its_entries_only() -> None:
     table = InFlightTable()
-    entry = table.add(MESSAGE, deadline=10, connection=1)
-    assert table.resolve(entry.reference, None, "bad sample") == "failed"
-    assert entry.failure == "bad sample"
-    assert entry.result is None
-
-
-def test_losing_a_connection_fails_its_entries_only() -> None:
-    table = InFlightTable()
-    old = [table.add(MESSAGE, deadline=10, connection=1) for _ in range(3)]
-    new = table.add(MESSAGE, deadline=10, connection=2)
-    assert table.lose_connection(1) == 3
-    assert all(e.done.is_set() and e.failure == "websocket closed" for e in old)
-    assert not new.done.is_set()
-    assert table.resolve(old[0].reference, RESULT) == "late"
-
-
-def test_expire_overdue() -> None:
-    table = InFlightTable()
-    early = table.add(MESSAGE, deadline=1.0, connection=1)
-    late = table.add(MESSAGE, deadline=5.0, connection=1)
-    assert table.expire_overdue(2.0) == [early]
+    old = [table.add(MESSAGE, 10, 1, no_settle) for _ in range(3)]
+    new = table.add(MESSAGE, 10, 2, no_settle)
+    old[0].racing = True  # already going over HTTP: not handed back a second time
+    assert table.take_connection(1) == old[1:]
     assert len(table) == 1
-    assert table.expire_overdue(5.0) == [late]
+    assert table.take(old[1].reference) == "late"
+    assert table.take(new.reference) is new
+
+
+def test_overdue_entries_are_marked_racing_once_and_stay_answerable() -> None:
+    table = InFlightTable()
+    early = table.add(MESSAGE, 1.0, 1, no_settle)
+    late = table.add(MESSAGE, 5.0, 1, no_settle)
+    assert table.overdue(2.0) == [early]
+    assert early.racing
+    assert table.overdue(2.0) == []
+    assert table.overdue(5.0) == [late]
+    assert table.take(early.reference) is early  # its websocket reply can still win
 
 
 def verdict(route: str = "ws") -> Verdict:

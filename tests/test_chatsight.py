@@ -17,7 +17,6 @@ from chatmod.chatsight_ws import ChatsightSocket, SocketSettings
 from chatmod.config import PolicySection
 from chatmod.engine_chain import EngineChain
 from chatmod.errors import EngineError
-from chatmod.inflight import InFlightTable
 from chatmod.model import Message
 from chatmod.pipeline import Pipeline
 from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
@@ -181,7 +180,8 @@ async def test_reconnect_backoff_in_virtual_time(slow_autojump_clock: trio.testi
     settings = SocketSettings(url=f"ws://127.0.0.1:{port}/text/moderation", api_key=API_KEY,
                               subprotocol=None, connect_timeout=5, ping_interval=10,
                               ping_timeout=5, auth_cut_window=1, auth_backoff=300)
-    socket = ChatsightSocket(settings, InFlightTable(), Backoff(0.5, 4.0, jitter=0))
+    socket = ChatsightSocket(settings, Backoff(0.5, 4.0, jitter=0),
+                             on_reply=lambda reply: "unknown", on_closed=lambda connection: 0)
     with trio.move_on_after(0.5 + 1 + 2 + 4 + 4 + 0.1):  # attempts at 0, .5, 1.5, 3.5, 7.5, 11.5
         await socket.run()
     assert socket.stats["connect_attempts"] == 6
