@@ -11,22 +11,26 @@ An auth failure shows up only as the connection being cut right after the handsh
 from __future__ import annotations
 
 import logging
-import ssl
-import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
-import trio_websocket
 
 from chatmod.backoff import Backoff
 from chatmod.chatsight_protocol import AUTH_HEADER, Reply, ReplyError, parse_ws_reply
+from chatmod.ws_client import (
+    ABNORMAL_CLOSURE,
+    ConnectionLost,
+    HandshakeFailed,
+    UpgradeRejected,
+    WsConnection,
+    WsStream,
+    WsTarget,
+)
 
 log = logging.getLogger("chatmod.engine.chatsight.ws")
 
-# Replies queued inside trio-websocket before its reader waits for ours.
-MESSAGE_QUEUE_SIZE = 256
 # Seconds a graceful close may take before the socket is simply closed.
 DISCONNECT_TIMEOUT = 1.0
 
@@ -64,7 +68,7 @@ class ChatsightSocket:
         self.generation = 0  # increases with every connection; in-flight entries carry it
         self.stats: Counter[str] = Counter()
         self._target = WsTarget.from_url(settings.url)
-        self._ws: trio_websocket.WebSocketConnection | None = None
+        self._ws: WsConnection | None = None
         self._auth_failing = False
         self._first_attempt_done = trio.Event()
 
@@ -73,13 +77,14 @@ class ChatsightSocket:
         return self._ws is not None
 
     async def send(self, payload: str) -> None:
-        """Send one request; :class:`SocketClosed` if there is no open connection."""
+        """Queue one request; :class:`SocketClosed` if there is no open connection. A request
+        queued when the connection closes is failed like one sent (through ``on_closed``)."""
         ws = self._ws
         if ws is None:
             raise SocketClosed("websocket not connected")
         try:
-            await ws.send_message(payload)
-        except trio_websocket.ConnectionClosed:
+            await ws.send_text(payload)
+        except ConnectionLost:
             raise SocketClosed("websocket closed") from None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -99,52 +104,31 @@ class ChatsightSocket:
             self.stats["reconnects"] += 1
 
     async def _connect_once(self) -> float:
-        """One connection from open to close; returns how long to wait before the next.
-
-        We open the TCP (or TLS) stream ourselves and hand it to trio-websocket, so that it
-        is closed whatever happens: trio-websocket 0.12 leaves it open after a refused
-        upgrade or an abnormal closure, which is how Chatsight ends connections.
-        """
+        """One connection from open to close; returns how long to wait before the next."""
         settings = self.settings
         self.stats["connect_attempts"] += 1
         stream: WsStream | None = None
         try:
-            async with trio.open_nursery() as nursery:  # holds trio-websocket's reader task
-                try:
-                    with trio.fail_after(settings.connect_timeout):
-                        stream = await self._target.open_stream()
-                        ws = await trio_websocket.wrap_client_stream(
-                            nursery, stream, self._target.host_header, self._target.resource,
-                            subprotocols=[settings.subprotocol] if settings.subprotocol else None,
-                            extra_headers=[(AUTH_HEADER.encode(), settings.api_key.encode())],
-                            message_queue_size=MESSAGE_QUEUE_SIZE,
-                        )
-                except (OSError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-                    nursery.cancel_scope.cancel()
-                    return self._connect_failed(_describe(exc))
-                delay = await self._serve(ws)
-                with trio.move_on_after(DISCONNECT_TIMEOUT):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
-                return delay
-        except BaseExceptionGroup as group:  # errors of the reader task, during the upgrade
-            rejected = group.subgroup(trio_websocket.ConnectionRejected)
-            if rejected is not None:
-                status = _first_leaf(rejected).status_code  # type: ignore[attr-defined]
-                if status in (401, 403):
-                    return self._auth_failed(f"HTTP {status} on upgrade")
-                return self._connect_failed(f"upgrade refused with HTTP {status}")
-            network = group.subgroup((OSError, trio.BrokenResourceError,
-                                      trio_websocket.HandshakeError))
-            if network is not None and network.exceptions == group.exceptions:
-                return self._connect_failed(_describe(_first_leaf(group)))
-            raise
+            with trio.fail_after(settings.connect_timeout):
+                stream = await self._target.open_stream()
+                ws = await WsConnection.handshake(
+                    stream, self._target,
+                    headers=[(AUTH_HEADER.encode(), settings.api_key.encode())],
+                    subprotocols=[settings.subprotocol] if settings.subprotocol else [],
+                )
+            return await self._serve(ws)
+        except UpgradeRejected as exc:
+            if exc.status in (401, 403):
+                return self._auth_failed(f"HTTP {exc.status} on upgrade")
+            return self._connect_failed(str(exc))
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, HandshakeFailed) as exc:
+            return self._connect_failed(_describe(exc))
         finally:
             if stream is not None:
                 with trio.CancelScope(shield=True):
                     await stream.aclose()
 
-    async def _serve(self, ws: trio_websocket.WebSocketConnection) -> float:
+    async def _serve(self, ws: WsConnection) -> float:
         """Read replies until the connection closes; returns the delay before reconnecting."""
         self.generation += 1
         generation = self.generation
@@ -165,8 +149,11 @@ class ChatsightSocket:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(keep_alive, nursery.cancel_scope)
-                await self._read_replies(ws)
+                nursery.start_soon(ws.write)
+                await ws.read(self._handle_text, self._handle_binary)
                 nursery.cancel_scope.cancel()
+            with trio.move_on_after(DISCONNECT_TIMEOUT):
+                await ws.close()
         finally:
             self._ws = None
             lost = self.on_closed(generation)
@@ -187,40 +174,34 @@ class ChatsightSocket:
                     "no pong" if keepalive_failed else _close_reason(ws), lifetime, lost, delay)
         return delay
 
-    async def _read_replies(self, ws: trio_websocket.WebSocketConnection) -> None:
-        on_reply, stats = self.on_reply, self.stats
-        while True:
-            try:
-                data = await ws.get_message()
-            except trio_websocket.ConnectionClosed:
-                return
-            if isinstance(data, bytes):
-                stats["non_text_frames"] += 1
-                log.debug("ignored a binary frame of %d bytes", len(data))
-                continue
-            try:
-                reply = parse_ws_reply(data)
-            except ReplyError as exc:
-                stats["invalid_replies"] += 1
-                log.debug("ignored an invalid reply (%s): %.120r", exc, data)
-                continue
-            outcome = on_reply(reply)
-            stats["replies"] += 1
-            if outcome != "answered":
-                stats[f"replies_{outcome}"] += 1
-                log.debug("reply for reference %r: %s", reply.reference, outcome)
+    def _handle_text(self, data: str) -> None:
+        stats = self.stats
+        try:
+            reply = parse_ws_reply(data)
+        except ReplyError as exc:
+            stats["invalid_replies"] += 1
+            log.debug("ignored an invalid reply (%s): %.120r", exc, data)
+            return
+        outcome = self.on_reply(reply)
+        stats["replies"] += 1
+        if outcome != "answered":
+            stats[f"replies_{outcome}"] += 1
+            log.debug("reply for reference %r: %s", reply.reference, outcome)
 
-    async def _keep_alive(self, ws: trio_websocket.WebSocketConnection) -> bool:
+    def _handle_binary(self, data: bytes) -> None:
+        self.stats["non_text_frames"] += 1
+        log.debug("ignored a binary frame of %d bytes", len(data))
+
+    async def _keep_alive(self, ws: WsConnection) -> bool:
         """Ping every ``ping_interval``; False when a pong does not come in ``ping_timeout``
         (a half-open socket), True when the connection closed anyway."""
         settings = self.settings
         while True:
             await trio.sleep(settings.ping_interval)
+            if not ws.is_open:
+                return True
             with trio.move_on_after(settings.ping_timeout) as waited:
-                try:
-                    await ws.ping()
-                except trio_websocket.ConnectionClosed:
-                    return True
+                await ws.ping()
             if waited.cancelled_caught:
                 self.stats["keepalive_timeouts"] += 1
                 return False
@@ -241,45 +222,6 @@ class ChatsightSocket:
         return delay
 
 
-WsStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
-
-
-def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
-
-
-@dataclass(frozen=True)
-class WsTarget:
-    """Where a ws:// or wss:// URL points."""
-
-    host: str
-    port: int
-    resource: str
-    tls: ssl.SSLContext | None
-
-    @classmethod
-    def from_url(cls, url: str) -> WsTarget:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("ws", "wss") or not parts.hostname:
-            raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
-        secure = parts.scheme == "wss"
-        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return cls(parts.hostname, parts.port or (443 if secure else 80), resource,
-                   ssl.create_default_context() if secure else None)
-
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.tls is not None else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
-
-    async def open_stream(self) -> WsStream:
-        if self.tls is None:
-            return await trio.open_tcp_stream(self.host, self.port)
-        return await trio.open_ssl_over_tcp_stream(
-            self.host, self.port, ssl_context=self.tls, https_compatible=True)
-
-
 def _describe(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
     text = str(exc) or type(exc).__name__
@@ -288,9 +230,7 @@ def _describe(exc: BaseException) -> str:
     return text
 
 
-def _close_reason(ws: trio_websocket.WebSocketConnection) -> str:
-    reason = ws.closed
-    if reason is None:
-        return "closed"
-    name = getattr(reason, "name", None) or str(reason.code)
-    return f"{name} {reason.code}"
+def _close_reason(ws: WsConnection) -> str:
+    if ws.close_code == ABNORMAL_CLOSURE:
+        return "no close frame (1006)"
+    return f"close frame {ws.close_code}"

@@ -1,0 +1,243 @@
+"""A lean websocket client connection: wsproto for the protocol, trio at the edges.
+
+Why not trio-websocket (which is built on the same wsproto): it makes a send system call
+and takes a lock for every message, and hands every received message through a channel to
+the reader, which costs about four times the CPU per message that this connection does
+(bench/chatsight.py measures both in one run). Here one writer sends every queued frame in
+one ``send_all``, and one reader parses all the frames a read brings before waking anyone.
+
+One reader task (:meth:`WsConnection.read`), one writer task (:meth:`WsConnection.write`);
+:meth:`send_text` only queues. The stream belongs to the caller, who closes it.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+RECEIVE_SIZE = 256 * 1024
+# Bytes of queued frames above which senders wait for the writer.
+HIGH_WATER = 1024 * 1024
+# Close code reported when the connection ended without a close frame (RFC 6455 7.1.5).
+ABNORMAL_CLOSURE = 1006
+
+WsStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
+
+
+class HandshakeFailed(Exception):
+    """The opening handshake did not complete."""
+
+
+class UpgradeRejected(HandshakeFailed):
+    """The server answered the upgrade with an HTTP status (e.g. 401)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"upgrade refused with HTTP {status}")
+        self.status = status
+
+
+class ConnectionLost(Exception):
+    """The connection is closed; nothing more can be sent."""
+
+
+@dataclass(frozen=True)
+class WsTarget:
+    """Where a ws:// or wss:// URL points."""
+
+    host: str
+    port: int
+    resource: str
+    tls: ssl.SSLContext | None
+
+    @classmethod
+    def from_url(cls, url: str) -> WsTarget:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("ws", "wss") or not parts.hostname:
+            raise ValueError(f"not a ws:// or wss:// URL: {url!r}")
+        secure = parts.scheme == "wss"
+        resource = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return cls(parts.hostname, parts.port or (443 if secure else 80), resource,
+                   ssl.create_default_context() if secure else None)
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.tls is not None else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    async def open_stream(self) -> WsStream:
+        if self.tls is None:
+            return await trio.open_tcp_stream(self.host, self.port)
+        return await trio.open_ssl_over_tcp_stream(
+            self.host, self.port, ssl_context=self.tls, https_compatible=True)
+
+
+class WsConnection:
+    """An open client websocket on ``stream``."""
+
+    def __init__(self, stream: WsStream, protocol: WSConnection, subprotocol: str | None) -> None:
+        self.stream = stream
+        self.subprotocol = subprotocol
+        self.close_code: int | None = None  # set when the connection ends
+        self._protocol = protocol
+        self._outgoing: list[bytes] = []
+        self._queued_bytes = 0
+        self._has_output = trio.Event()
+        self._drained = trio.Event()
+        self._pings: dict[bytes, trio.Event] = {}
+
+    @classmethod
+    async def handshake(
+        cls,
+        stream: WsStream,
+        target: WsTarget,
+        headers: list[tuple[bytes, bytes]],
+        subprotocols: list[str],
+    ) -> WsConnection:
+        """Send the upgrade request and wait for the answer."""
+        protocol = WSConnection(ConnectionType.CLIENT)
+        await stream.send_all(protocol.send(Request(
+            host=target.host_header, target=target.resource, extra_headers=headers,
+            subprotocols=subprotocols)))
+        status: int | None = None
+        while True:
+            data = await stream.receive_some(RECEIVE_SIZE)
+            if not data:
+                raise HandshakeFailed("connection closed during the handshake")
+            try:
+                protocol.receive_data(bytes(data))
+                for event in protocol.events():
+                    if isinstance(event, AcceptConnection):
+                        return cls(stream, protocol, event.subprotocol)
+                    if isinstance(event, RejectConnection):
+                        status = event.status_code
+                        if not event.has_body:
+                            raise UpgradeRejected(status)
+                    elif isinstance(event, RejectData) and event.body_finished:
+                        raise UpgradeRejected(status or 0)
+            except RemoteProtocolError as exc:
+                raise HandshakeFailed(f"invalid handshake answer: {exc}") from None
+
+    @property
+    def is_open(self) -> bool:
+        return self.close_code is None
+
+    async def send_text(self, text: str) -> None:
+        """Queue a text message; waits only while too much is queued already."""
+        if self.close_code is not None:
+            raise ConnectionLost(f"connection closed ({self.close_code})")
+        self._queue(self._protocol.send(TextMessage(data=text)))
+        if self._queued_bytes > HIGH_WATER:
+            if self._drained.is_set():
+                self._drained = trio.Event()
+            await self._drained.wait()
+
+    async def ping(self) -> None:
+        """Send a ping and wait for its pong (bound it with a timeout)."""
+        payload = os.urandom(4)
+        answered = self._pings[payload] = trio.Event()
+        self._queue(self._protocol.send(Ping(payload=payload)))
+        try:
+            await answered.wait()
+        finally:
+            self._pings.pop(payload, None)
+
+    def _queue(self, frame: bytes) -> None:
+        self._outgoing.append(frame)
+        self._queued_bytes += len(frame)
+        self._has_output.set()
+
+    async def write(self) -> None:
+        """The writer task: sends whatever is queued, in one write per wake-up."""
+        while True:
+            await self._has_output.wait()
+            self._has_output = trio.Event()
+            data = b"".join(self._outgoing)
+            self._outgoing.clear()
+            self._queued_bytes = 0
+            self._drained.set()
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._lost()
+                return
+
+    async def read(
+        self, on_text: Callable[[str], None], on_binary: Callable[[bytes], None]
+    ) -> None:
+        """The reader task: hands every message to the callbacks (sync, non-blocking), answers
+        pings, and returns when the connection ends (``close_code`` says how)."""
+        text_parts: list[str] = []
+        byte_parts: list[bytes] = []
+        protocol = self._protocol
+        while True:
+            try:
+                data = await self.stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                self._lost()
+                return
+            try:
+                protocol.receive_data(bytes(data))
+                for event in protocol.events():
+                    if isinstance(event, TextMessage):
+                        if event.message_finished and not text_parts:
+                            on_text(event.data)
+                        else:
+                            text_parts.append(event.data)
+                            if event.message_finished:
+                                on_text("".join(text_parts))
+                                text_parts.clear()
+                    elif isinstance(event, BytesMessage):
+                        byte_parts.append(bytes(event.data))
+                        if event.message_finished:
+                            on_binary(b"".join(byte_parts))
+                            byte_parts.clear()
+                    elif isinstance(event, Ping):
+                        self._queue(protocol.send(event.response()))
+                    elif isinstance(event, Pong):
+                        waiter = self._pings.get(bytes(event.payload))
+                        if waiter is not None:
+                            waiter.set()
+                    elif isinstance(event, CloseConnection):
+                        self.close_code = event.code
+                        self._queue(protocol.send(event.response()))
+                        return
+            except (RemoteProtocolError, LocalProtocolError):
+                self._lost()
+                return
+
+    async def close(self, code: int = 1000) -> None:
+        """Send a close frame (best effort); the caller closes the stream."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        try:
+            data = b"".join(self._outgoing) + self._protocol.send(CloseConnection(code=code))
+            self._outgoing.clear()
+            await self.stream.send_all(data)
+        except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def _lost(self) -> None:
+        if self.close_code is None:
+            self.close_code = ABNORMAL_CLOSURE
+        self._drained.set()
