@@ -13,6 +13,7 @@ websocket path; the reply's callback settles it. Only the rare slow paths (HTTP)
 
 from __future__ import annotations
 
+import math
 import urllib.parse
 from collections import Counter
 from collections.abc import Mapping
@@ -69,6 +70,10 @@ class ChatsightConfig:
     http_max_retry_wait: float = setting(5.0, min=0.0)
     http_deadline: float = setting(15.0, min=0.001, help="seconds the HTTP fallback may take "
                                                           "for one message, retries included")
+    http_breaker_failures: int = setting(5, min=0, help="consecutive HTTP failures after which "
+                                                        "messages skip HTTP; 0: never")
+    http_breaker_cooldown: float = setting(5.0, min=0.0, help="seconds HTTP is skipped before "
+                                                               "one request probes it again")
     send_metadata: bool = setting(True, help="send each message's metadata (20 keys at most)")
 
     def __post_init__(self) -> None:
@@ -123,6 +128,8 @@ class ChatsightEngine(Engine):
         self._metadata_warned = False
         self._http_auth_failing = False
         self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
+        self._http_failures = 0  # consecutive
+        self._http_skip_until = -math.inf  # circuit open until then
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._tasks is not None:
@@ -283,21 +290,47 @@ class ChatsightEngine(Engine):
         http = self._http
         if http is None:
             raise EngineError("Chatsight engine is not running")
+        now = trio.current_time()
+        if now < self._http_skip_until:
+            # While Chatsight is down, waiting out retries for every message would only
+            # delay the fallback's answer and pile up a backlog.
+            self.stats["http_skipped"] += 1
+            raise EngineError("Chatsight HTTP is failing; skipped for now")
+        if self._http_skip_until > -math.inf:
+            self._http_skip_until = now + self.config.http_breaker_cooldown  # one probe at a time
         deadline = self.config.http_deadline
         try:
             with trio.fail_after(deadline):
                 result = await http.moderate(message.text, metadata)
-        except trio.TooSlowError:
-            raise EngineError(f"no HTTP answer within http_deadline ({deadline:g} s)") from None
-        except AuthRejected as exc:
-            if not self._http_auth_failing:
+        except (trio.TooSlowError, EngineError) as exc:
+            self._http_failed()
+            if isinstance(exc, AuthRejected) and not self._http_auth_failing:
                 self._http_auth_failing = True
                 self.log.error("%s; messages get the fallback's verdicts", exc)
+            if isinstance(exc, trio.TooSlowError):
+                raise EngineError(
+                    f"no HTTP answer within http_deadline ({deadline:g} s)") from None
             raise
         if self._http_auth_failing:
             self._http_auth_failing = False
             self.log.warning("Chatsight HTTP accepts the API key again")
+        if self._http_skip_until > -math.inf:
+            self.log.warning("Chatsight HTTP answers again")
+            self._http_skip_until = -math.inf
+        self._http_failures = 0
         return result
+
+    def _http_failed(self) -> None:
+        self._http_failures += 1
+        threshold, cooldown = self.config.http_breaker_failures, self.config.http_breaker_cooldown
+        if not threshold or self._http_failures < threshold:
+            return
+        if self._http_skip_until == -math.inf:
+            self.log.error("Chatsight HTTP failed %d times in a row; messages go straight to "
+                           "the fallback, trying HTTP again every %g s",
+                           self._http_failures, cooldown)
+        self.stats["http_breaker_opened"] += 1
+        self._http_skip_until = trio.current_time() + cooldown
 
     def statistics(self) -> dict[str, float]:
         stats: dict[str, float] = {

@@ -282,3 +282,33 @@ async def test_metadata_is_trimmed_and_warned_once(
     warnings = [r for r in caplog.records if "metadata keys" in r.getMessage()]
     assert len(warnings) == 1
     assert engine.statistics()["metadata_trimmed"] == 3
+
+
+async def test_http_breaker_skips_a_failing_service_then_probes_it(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
+) -> None:
+    responses = [httpx.Response(503)] * 4 + [httpx.Response(200, content=OK_BODY)]
+    transport, calls = mock_http(responses)
+    engine = await http_only_engine(nursery, transport, http_retries=0,
+                                    http_breaker_failures=3, http_breaker_cooldown=10.0)
+    message = Message(id="a", text="hm", source="t")
+    for _ in range(3):
+        with pytest.raises(EngineError, match="HTTP 503"):
+            await engine.moderate(message)
+    assert len(calls) == 3
+    start = trio.current_time()
+    with pytest.raises(EngineError, match="skipped for now"):
+        await engine.moderate(message)  # no request: the breaker is open
+    assert len(calls) == 3
+    assert trio.current_time() == start  # answered at once
+    await trio.sleep(10)
+    with pytest.raises(EngineError, match="HTTP 503"):
+        await engine.moderate(message)  # the probe fails: open for another 10 s
+    assert len(calls) == 4
+    with pytest.raises(EngineError, match="skipped"):
+        await engine.moderate(message)
+    await trio.sleep(10)
+    verdict = await engine.moderate(message)  # the probe succeeds: closed again
+    assert verdict.route == "http"
+    assert len(calls) == 5
+    assert engine.statistics()["http_skipped"] == 2
