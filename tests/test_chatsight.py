@@ -312,3 +312,34 @@ async def test_http_breaker_skips_a_failing_service_then_probes_it(
     assert verdict.route == "http"
     assert len(calls) == 5
     assert engine.statistics()["http_skipped"] == 2
+
+
+async def test_unanswered_request_goes_over_http_at_its_deadline(
+    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
+) -> None:
+    sandbox = await start_sandbox(nursery, drop_rate=1.0)  # the websocket never answers
+    engine = engine_for(sandbox, verdict_timeout=3.0)
+    await nursery.start(engine.run)
+    start = trio.current_time()
+    verdict = await engine.moderate(Message(id="a", text="you idiot", source="t"))
+    assert (verdict.route, verdict.action) == ("http", "delete")
+    assert trio.current_time() - start == pytest.approx(3.0, abs=0.05)
+    assert engine.statistics()["ws_timeouts"] == 1
+
+
+async def test_late_websocket_reply_still_wins_the_race_with_http(
+    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Replies (websocket and HTTP alike) take 4 s; the deadline is 3 s. At 3 s the request
+    # also goes over HTTP, due at 7 s; the websocket reply at 4 s wins and HTTP is called off.
+    sandbox = await start_sandbox(nursery, latency=(4.0, 4.0))
+    engine = engine_for(sandbox, verdict_timeout=3.0)
+    await nursery.start(engine.run)
+    start = trio.current_time()
+    verdict = await engine.moderate(Message(id="a", text="hello", source="t"))
+    assert verdict.route == "ws"
+    assert trio.current_time() - start == pytest.approx(4.0, abs=0.05)
+    await trio.sleep(10)
+    stats = engine.statistics()
+    assert stats["ws_won_race"] == 1
+    assert stats.get("http_answers_dropped", 0) == 0  # cancelled, not answered late

@@ -126,7 +126,8 @@ def test_version_plugins_and_usage() -> None:
     assert version.returncode == 0
     assert version.stdout.decode().startswith("chatmod 0.")
     plugins = run_chatmod("plugins").stdout.decode()
-    for row in ("source  stdin", "sink    jsonl", "sink    log", "engine  local", "engine  wordlist"):
+    for row in ("source  stdin", "sink    jsonl", "sink    log", "engine  chatsight",
+                "engine  local", "engine  wordlist"):
         assert row in plugins
     assert "chatmod.plugins.local:LocalEngine" in plugins
     assert run_chatmod("run").returncode == 2
