@@ -122,3 +122,21 @@ def test_failed_replies() -> None:
     del broken["response"]["suggestedAction"]
     reply = parse_ws_reply(with_reference(broken, "r-1"))
     assert (reply.reference, reply.result) == ("r-1", None)
+
+
+def test_retry_after_as_seconds_or_http_date() -> None:
+    from datetime import UTC, datetime
+    from email.utils import format_datetime
+
+    from chatmod.chatsight_http import retry_after_seconds
+
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds(" 1.5 ") == 1.5
+    assert retry_after_seconds("-4") == 0.0
+    assert retry_after_seconds(None) is None
+    assert retry_after_seconds("soon") is None
+    now = 1_700_000_000.0
+    date = format_datetime(datetime.fromtimestamp(now + 7, UTC), usegmt=True)
+    assert retry_after_seconds(date, now=now) == pytest.approx(7.0)
+    assert retry_after_seconds(format_datetime(datetime.fromtimestamp(now - 9, UTC),
+                                               usegmt=True), now=now) == 0.0
