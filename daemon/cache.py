@@ -52,6 +52,8 @@ class VerdictCache:
         return verdict
 
     def store(self, key: str, verdict: Verdict) -> None:
+        if self.ttl <= 0:
+            return
         self._entries[key] = (trio.current_time() + self.ttl, verdict)
         self._entries.move_to_end(key)
         if len(self._entries) > self.size:
@@ -88,6 +90,15 @@ class VerdictCache:
         finally:
             del self._flights[key]
             flight.done.set()
+
+    def reconfigure(self, size: int, ttl: float) -> None:
+        """New limits; ``ttl`` 0 stops reusing verdicts (identical texts moderated at the
+        same time still share one request)."""
+        self.size, self.ttl = size, ttl
+        if ttl <= 0:
+            self._entries.clear()
+        while len(self._entries) > size:
+            self._entries.popitem(last=False)
 
     def hit(self, key: str) -> Verdict | None:
         """A cached verdict for ``key`` as a ``cache`` route verdict, counted as a hit."""

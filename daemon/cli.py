@@ -113,7 +113,7 @@ def _run(config_path: str, debug: bool) -> int:
         "chatmod %s: %s; engine %s, fallback %s", __version__, config_path,
         config.engine.primary, " -> ".join(config.engine.fallback),
     )
-    summary = trio.run(serve, config)
+    summary = trio.run(serve, config, config_path)
     return exit_status(summary)
 
 

@@ -52,6 +52,10 @@ class Plugin:
         """Counters and gauges for logs and metrics."""
         return {}
 
+    def reconfigure(self, config: Any) -> bool:
+        """Take new options while running (SIGHUP); False when that needs a restart."""
+        return False
+
 
 class Source(Plugin, abc.ABC):
     """Turns an outside chat into messages."""

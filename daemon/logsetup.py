@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from chatmod.schema import Secret
+from chatmod.systemd import syslog_priority
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -26,9 +28,41 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class JournalFormatter(logging.Formatter):
+    """``<priority>`` first, so journald records each line's level; no timestamp (journald
+    keeps its own)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        # Every line of a multi-line record (a traceback) keeps the record's level.
+        return "\n".join(prefix + line for line in text.split("\n"))
+
+
+def stderr_is_journal() -> bool:
+    """systemd sets ``$JOURNAL_STREAM`` to the journal stream's ``device:inode``; it may be
+    inherited by a child whose stderr goes elsewhere, so compare it with stderr's."""
+    expected = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return expected == f"{stat.st_dev}:{stat.st_ino}"
+
+
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(getattr(logging, level.upper()))
+
+
 def setup_logging(level: str = "info", *, debug: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+    if stderr_is_journal():
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -128,6 +128,7 @@ class Pipeline:
         self.streaming = chain.engines[0].streams
         self._slots = trio.Semaphore(concurrency)
         self._drained: trio.Event | None = None
+        self._services: trio.Nursery | None = None
         self._reading_scope = trio.CancelScope()
         self._work_scope = trio.CancelScope()
         self._stop_requested = False
@@ -149,10 +150,30 @@ class Pipeline:
         for sink in self.sinks:
             sink.reopen()
 
+    def replace_sinks(self, sinks: Sequence[Sink]) -> None:
+        """Swap in new sinks (reload): started first, the old ones closed after."""
+        if self._services is None:
+            raise RuntimeError("the pipeline is not running")
+        self._services.start_soon(self._swap_sinks, list(sinks))
+
+    async def _swap_sinks(self, sinks: list[Sink]) -> None:
+        assert self._services is not None
+        try:
+            for sink in sinks:
+                await self._services.start(sink.run)
+        except Exception as exc:
+            log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
+            return
+        old, self.sinks = self.sinks, sinks
+        for sink in old:
+            with trio.move_on_after(SINK_CLOSE_GRACE):
+                await sink.aclose()
+
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> RunSummary:
         async with trio.open_nursery() as services:
+            self._services = services
             for engine in self.engines:
                 await services.start(engine.run)
             for sink in self.sinks:

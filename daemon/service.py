@@ -1,20 +1,25 @@
-"""Running the daemon: building the components from the config, signals, the exit status."""
+"""Running the daemon: building the components from the config, signals, systemd
+notifications, reloading, the exit status."""
 
 from __future__ import annotations
 
 import logging
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import cast
 
 import trio
 
 from chatmod.cache import VerdictCache
-from chatmod.config import Config
+from chatmod.config import Config, PluginConfig, load_config
 from chatmod.engine_chain import EngineChain
+from chatmod.errors import ConfigError
 from chatmod.interfaces import Engine, Sink, Source
+from chatmod.logsetup import set_level
 from chatmod.pipeline import Pipeline, RunSummary
 from chatmod.policy import Policy
+from chatmod.systemd import STATUS_INTERVAL, Notifier
 
 log = logging.getLogger("chatmod")
 
@@ -24,10 +29,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def build_pipeline(config: Config) -> Pipeline:
     """Instantiate every configured plugin and join them into a pipeline."""
     engines = [cast(Engine, config.engines[name].build()) for name in config.engine_chain()]
-    cache = (VerdictCache(config.cache.size, config.cache.ttl)
-             if config.cache.enabled and config.cache.ttl > 0 else None)
     chain = EngineChain(engines, last_resort=_last_resort(config), timeout=config.engine.timeout,
-                        cache=cache)
+                        cache=build_cache(config))
     return Pipeline(
         sources=[cast(Source, spec.build()) for spec in config.sources],
         engines=engines,
@@ -40,6 +43,12 @@ def build_pipeline(config: Config) -> Pipeline:
     )
 
 
+def build_cache(config: Config) -> VerdictCache | None:
+    if not config.cache.enabled or config.cache.ttl <= 0:
+        return None
+    return VerdictCache(config.cache.size, config.cache.ttl)
+
+
 def _last_resort(config: Config) -> str:
     fallback = config.engine.fallback
     if fallback and fallback[-1] in ("pass", "flag"):
@@ -48,34 +57,138 @@ def _last_resort(config: Config) -> str:
     return "flag"
 
 
-async def serve(config: Config) -> RunSummary:
-    """Run until the sources end or a stop signal; SIGHUP reopens the sinks' files."""
-    pipeline = build_pipeline(config)
-    with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_handle_signals, signals, pipeline, config.daemon.drain_timeout)
-            summary = await pipeline.run()
-            nursery.cancel_scope.cancel()
-    return summary
+class Service:
+    """The running daemon: its pipeline, its config, and what signals do to them."""
+
+    def __init__(self, config: Config, config_path: str | Path,
+                 notifier: Notifier | None = None) -> None:
+        self.config = config
+        self.config_path = Path(config_path)
+        self.pipeline = build_pipeline(config)
+        self.notifier = notifier or Notifier()
+        self.reloads = 0
+
+    async def serve(self) -> RunSummary:
+        """Run until the sources end or a stop signal."""
+        pipeline, notifier = self.pipeline, self.notifier
+        with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._handle_signals, signals)
+                nursery.start_soon(notifier.keep_watchdog_fed)
+                done = trio.Event()
+                summary: list[RunSummary] = []
+
+                async def run_pipeline(*, task_status: trio.TaskStatus[None]) -> None:
+                    summary.append(await pipeline.run(task_status=task_status))
+                    done.set()
+
+                await nursery.start(run_pipeline)
+                notifier.ready(self.status())
+                nursery.start_soon(self._report_status)
+                await done.wait()
+                nursery.cancel_scope.cancel()
+        notifier.close()
+        return summary[0]
+
+    def status(self) -> str:
+        p = self.pipeline
+        return (f"{p.decided} decided of {p.received} read, {p.in_flight} in flight, "
+                f"{p.invalid} invalid input")
+
+    async def _report_status(self) -> None:
+        while True:
+            await trio.sleep(STATUS_INTERVAL)
+            self.notifier.status(self.status())
+
+    async def _handle_signals(self, signals: AsyncIterator[int]) -> None:
+        drain_timeout = self.config.daemon.drain_timeout
+        stopping = False
+        async for signum in signals:
+            name = signal.Signals(signum).name
+            if signum == signal.SIGHUP:
+                if not stopping:
+                    self.reload()
+            elif not stopping:
+                stopping = True
+                log.info("%s: stopped reading; finishing messages in flight (at most %g s)",
+                         name, drain_timeout)
+                self.notifier.stopping(f"draining: {self.status()}")
+                self.pipeline.stop_reading(drain_timeout)
+            else:
+                log.warning("%s again: stopping now", name)
+                self.pipeline.abort()
+
+    def reload(self) -> None:
+        """SIGHUP: reopen output files, re-read the config and apply what changed without
+        dropping engine connections or messages in flight. A config that does not load is
+        refused, and the running one stays."""
+        self.notifier.reloading()
+        self.pipeline.reopen_sinks()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, the running config stays: %s", exc)
+            self.notifier.ready(f"reload refused: {exc}; {self.status()}")
+            return
+        applied = apply_config(self.pipeline, self.config, new)
+        self.config = new
+        self.reloads += 1
+        log.info("SIGHUP: reopened output files; config reloaded (%s)",
+                 ", ".join(applied) or "no change")
+        self.notifier.ready(self.status())
 
 
-async def _handle_signals(
-    signals: AsyncIterator[int], pipeline: Pipeline, drain_timeout: float
-) -> None:
-    stopping = False
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if signum == signal.SIGHUP:
-            log.info("%s: reopening output files", name)
-            pipeline.reopen_sinks()
-        elif not stopping:
-            stopping = True
-            log.info("%s: stopped reading; finishing messages in flight (at most %g s)",
-                     name, drain_timeout)
-            pipeline.stop_reading(drain_timeout)
+def apply_config(pipeline: Pipeline, old: Config, new: Config) -> list[str]:
+    """Apply ``new`` to a running pipeline built from ``old``; returns what changed."""
+    applied: list[str] = []
+    if new.policy != old.policy:
+        pipeline.policy = Policy(new.policy)
+        applied.append("policy")
+    if new.cache != old.cache:
+        _apply_cache(pipeline.chain, new)
+        applied.append("cache")
+    if new.daemon.log_level != old.daemon.log_level:
+        set_level(new.daemon.log_level)
+        applied.append(f"log level {new.daemon.log_level}")
+    if new.engine != old.engine or new.engine_chain() != old.engine_chain():
+        log.warning("reload: [engine] changed; the engine chain changes on restart")
+    for engine in pipeline.chain.engines:
+        before, after = old.engines[engine.name], new.engines.get(engine.name)
+        if after is None or _same(before, after):
+            continue
+        if after.plugin_type == before.plugin_type and engine.reconfigure(after.options):
+            applied.append(f"engine {engine.name}")
         else:
-            log.warning("%s again: stopping now", name)
-            pipeline.abort()
+            log.warning("reload: engine %s changed in ways that need a restart; "
+                        "it keeps its running settings", engine.name)
+    if [_key(s) for s in new.sources] != [_key(s) for s in old.sources]:
+        log.warning("reload: [[sources]] changed; sources change on restart")
+    if [_key(s) for s in new.sinks] != [_key(s) for s in old.sinks]:
+        pipeline.replace_sinks([cast(Sink, spec.build()) for spec in new.sinks])
+        applied.append("sinks")
+    return applied
+
+
+def _apply_cache(chain: EngineChain, config: Config) -> None:
+    if chain.cache is None:
+        chain.cache = build_cache(config)
+        return
+    # Keep the cache object: messages may be waiting on requests it is tracking.
+    enabled = config.cache.enabled and config.cache.ttl > 0
+    chain.cache.reconfigure(config.cache.size, config.cache.ttl if enabled else 0.0)
+
+
+def _same(a: PluginConfig, b: PluginConfig) -> bool:
+    return _key(a) == _key(b)
+
+
+def _key(spec: PluginConfig) -> tuple[str, str, object]:
+    return (spec.name, spec.plugin_type, spec.options)
+
+
+async def serve(config: Config, config_path: str | Path = "") -> RunSummary:
+    """Run the daemon for ``config`` (read from ``config_path``, re-read on SIGHUP)."""
+    return await Service(config, config_path or config.origin).serve()
 
 
 def exit_status(summary: RunSummary) -> int:

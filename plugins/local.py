@@ -118,6 +118,11 @@ class LocalEngine(Engine):
         self.predicted += len(batch)
         self.largest_batch = max(self.largest_batch, len(batch))
 
+    def reconfigure(self, config: LocalConfig) -> bool:
+        # Thresholds and batching apply to the next batch; the loaded model stays.
+        self.config = config
+        return True
+
     async def moderate(self, message: Message) -> Verdict:
         pending = _Pending(message.text)
         await self._send.send(pending)

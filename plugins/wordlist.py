@@ -40,6 +40,12 @@ class WordlistEngine(Engine):
         self._delete = compile_words(config.delete)
         self._flag = compile_words(config.flag)
 
+    def reconfigure(self, config: WordlistConfig) -> bool:
+        self.config = config
+        self._delete = compile_words(config.delete)
+        self._flag = compile_words(config.flag)
+        return True
+
     async def moderate(self, message: Message) -> Verdict:
         return self.verdict_for(message.text)
 

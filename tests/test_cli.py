@@ -218,7 +218,7 @@ def test_sighup_reopens_the_decisions_file(
     rotated = tmp_path / "decisions.jsonl.1"
     out.rename(rotated)
     process.send_signal(signal.SIGHUP)
-    wait_for_log(tmp_path / "stderr.log", "SIGHUP: reopening output files")
+    wait_for_log(tmp_path / "stderr.log", "SIGHUP: reopened output files")
     send_lines(process, ["after rotation"])
     records = wait_for_ids(out, 1)
     assert [r["text"] for r in records] == ["after rotation"]
