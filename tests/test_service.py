@@ -1,0 +1,278 @@
+"""The daemon as systemd runs it: a real subprocess, a notify socket the test owns, signals."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .helpers import chatmod_command, decision_lines, write_config
+
+pytestmark = pytest.mark.slow
+
+SANDBOX_KEY = "c.service-test.key-0123456789"
+
+LOCAL_CONFIG = """
+[daemon]
+drain_timeout = 10.0
+[engine]
+primary = "local"
+[engines.local]
+flag_threshold = {flag}
+[cache]
+enabled = false
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "jsonl"
+path = "{out}"
+"""
+
+
+class Daemon:
+    """``chatmod run`` with stdin kept open, decisions to a file, stderr to a file."""
+
+    def __init__(self, tmp: Path, config: Path, env: dict[str, str] | None = None) -> None:
+        self.out = tmp / "decisions.jsonl"
+        self.log = tmp / "stderr.log"
+        with self.log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                chatmod_command("run", "-c", str(config)), stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})},
+            )
+        self.sent = 0
+        self._lock = threading.Lock()
+
+    def send(self, *lines: str) -> None:
+        assert self.process.stdin is not None
+        with self._lock:
+            self.process.stdin.write("".join(f"{line}\n" for line in lines).encode())
+            self.process.stdin.flush()
+            self.sent += len(lines)
+
+    def decisions(self) -> list[dict[str, object]]:
+        return decision_lines(self.out.read_bytes()) if self.out.exists() else []
+
+    def wait_for(self, predicate: object, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()}")
+
+    def wait_for_log(self, text: str, count: int = 1) -> None:
+        self.wait_for(lambda: self.log.read_text().count(text) >= count, repr(text))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(0.2)
+        yield sock, path
+
+
+def collect(sock: socket.socket, seconds: float) -> list[str]:
+    messages: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            messages.append(sock.recv(4096).decode())
+    return messages
+
+
+def wait_message(sock: socket.socket, field: str, timeout: float = 20.0) -> list[str]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            message = sock.recv(4096).decode()
+        except TimeoutError:
+            continue
+        seen.append(message)
+        if field in message.split("\n"):
+            return seen
+    raise AssertionError(f"no {field} within {timeout} s; got {seen}")
+
+
+def test_notify_ready_watchdog_reloading_stopping(
+    tmp_path: Path, notify_socket: tuple[socket.socket, str],
+) -> None:
+    sock, path = notify_socket
+    config = write_config(tmp_path / "c.toml", LOCAL_CONFIG.format(flag=0.5, out=tmp_path / "d"))
+    daemon = Daemon(tmp_path, config, env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "400000"})
+    try:
+        ready = wait_message(sock, "READY=1")
+        assert any(m.startswith("STATUS=") or "\nSTATUS=" in m for m in ready)
+        pings = [m for m in collect(sock, 1.0) if m == "WATCHDOG=1"]
+        assert len(pings) >= 3  # every 0.2 s: half of WATCHDOG_USEC
+        daemon.process.send_signal(signal.SIGHUP)
+        after_hup = wait_message(sock, "RELOADING=1")
+        assert any(line.startswith("MONOTONIC_USEC=") for m in after_hup
+                   for line in m.split("\n"))
+        wait_message(sock, "READY=1")
+        daemon.process.send_signal(signal.SIGTERM)
+        wait_message(sock, "STOPPING=1")
+        assert daemon.process.wait(timeout=15) == 0
+    finally:
+        daemon.stop()
+
+
+def test_sighup_applies_new_thresholds_and_refuses_a_broken_config(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    out = tmp_path / "decisions.jsonl"
+    write_config(config, LOCAL_CONFIG.format(flag=0.5, out=out))
+    daemon = Daemon(tmp_path, config)
+    stop_feeding = threading.Event()
+
+    def feed() -> None:  # continuous input across the reloads
+        while not stop_feeding.is_set():
+            daemon.send("hello friends")
+            time.sleep(0.01)
+
+    feeder = threading.Thread(target=feed)
+    try:
+        daemon.wait_for(lambda: daemon.decisions() or daemon.send("hello friends"),
+                        "the first decision")
+        feeder.start()
+        time.sleep(0.3)
+        write_config(config, LOCAL_CONFIG.format(flag=0.01, out=out))  # 0.024 now flags
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for_log("config reloaded (engine local)")
+        daemon.wait_for(lambda: any(d["verdict"] == "flag" for d in daemon.decisions()),
+                        "a decision under the new threshold")
+        config.write_text("[daemon]\ndrain_timeout = 'soon'\n")
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for_log("reload refused, the running config stays")
+        time.sleep(0.3)
+        stop_feeding.set()
+        feeder.join()
+        assert daemon.process.stdin is not None
+        daemon.process.stdin.close()
+        assert daemon.process.wait(timeout=20) == 0
+    finally:
+        stop_feeding.set()
+        daemon.stop()
+    decisions = daemon.decisions()
+    assert len(decisions) == daemon.sent  # none lost across both reloads
+    verdicts = [d["verdict"] for d in decisions]
+    first_flag = verdicts.index("flag")
+    assert set(verdicts[:first_flag]) == {"pass"}
+    # After the new threshold, and still after the refused reload: flagged.
+    assert set(verdicts[first_flag:]) == {"flag"}
+    assert "Traceback" not in daemon.log.read_text()
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Path]]:
+    config = tmp_path / "sandbox-written.toml"
+    log = tmp_path / "sandbox.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            chatmod_command("sandbox", "--ws-port", "0", "--http-port", "0", "--verdicts",
+                            "wordlist", "--latency", "20:80", "--write-config", str(config)),
+            env={**os.environ, "CHATSIGHT_API_KEY": SANDBOX_KEY}, stdout=subprocess.DEVNULL,
+            stderr=stderr)
+    try:
+        deadline = time.monotonic() + 20
+        while not config.exists():
+            assert time.monotonic() < deadline, log.read_text()
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.05)
+        time.sleep(0.1)
+        yield process, config, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+
+
+def chatsight_config(sandbox_config: Path, out: Path, delete_action: str) -> str:
+    engine = sandbox_config.read_text().split("[engines.chatsight]")[1].split("[[")[0]
+    return f"""
+[daemon]
+drain_timeout = 10.0
+[engine]
+primary = "chatsight"
+[engines.chatsight]
+{engine}
+[policy]
+actions = {{ delete = "{delete_action}" }}
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "jsonl"
+path = "{out}"
+"""
+
+
+def test_reload_keeps_the_engine_connection_and_sigterm_drains_under_load(
+    tmp_path: Path, sandbox: tuple[subprocess.Popen[bytes], Path, Path],
+) -> None:
+    sandbox_process, sandbox_config, sandbox_log = sandbox
+    config = tmp_path / "c.toml"
+    out = tmp_path / "decisions.jsonl"
+    config.write_text(chatsight_config(sandbox_config, out, "delete"))
+    daemon = Daemon(tmp_path, config, env={"CHATSIGHT_API_KEY": SANDBOX_KEY})
+    stop_feeding = threading.Event()
+
+    def feed() -> None:
+        i = 0
+        while not stop_feeding.is_set():
+            daemon.send(f"you idiot {i}", f"hello {i}")
+            i += 1
+            time.sleep(0.005)
+
+    feeder = threading.Thread(target=feed)
+    try:
+        daemon.wait_for_log("websocket connected")
+        feeder.start()
+        daemon.wait_for(lambda: len(daemon.decisions()) > 50, "decisions")
+        config.write_text(chatsight_config(sandbox_config, out, "kick"))
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for_log("config reloaded (policy)")
+        daemon.wait_for(lambda: any(d["action"] == "kick" for d in daemon.decisions()),
+                        "a decision under the new policy")
+        stop_feeding.set()
+        feeder.join()
+        # Replies take 20-80 ms: messages are in flight when the signal comes.
+        started = time.monotonic()
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=15) == 0
+        assert time.monotonic() - started < 10.0  # within drain_timeout
+    finally:
+        stop_feeding.set()
+        daemon.stop()
+    log = daemon.log.read_text()
+    assert log.count("websocket connected") == 1  # the reload did not reconnect
+    decisions = daemon.decisions()
+    # Every message read before the signal has exactly one decision. (Lines still in the
+    # pipe when the signal came were never read: stopping means stopping reading.)
+    ids = [d["id"] for d in decisions]
+    assert len(ids) == len(set(ids))
+    summary = re.search(r"done: (\d+) received, (\d+) decided", log)
+    assert summary is not None, log
+    assert int(summary[1]) == int(summary[2]) == len(ids) <= daemon.sent
+    actions = {d["action"] for d in decisions}
+    assert {"kick", "none"} <= actions
+    sandbox_process.send_signal(signal.SIGTERM)
+    sandbox_process.wait(timeout=10)
+    assert "ws_connections 1," in sandbox_log.read_text()
