@@ -16,6 +16,7 @@ import orjson
 import trio
 
 from chatmod import sandbox_cli
+from chatmod import tail as tail_cli
 from chatmod._version import __version__
 from chatmod.config import load_config
 from chatmod.errors import ChatmodError, ConfigError
@@ -51,6 +52,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("plugins", help="list installed sources, sinks and engines")
 
+    tail = commands.add_parser("tail", help="follow decision lines and print them readably")
+    tail_cli.add_arguments(tail)
+
     sandbox = commands.add_parser(
         "sandbox", help="run a local stand-in for the Chatsight API (websocket and HTTP)")
     sandbox_cli.add_arguments(sandbox)
@@ -67,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args.config)
         if args.command == "sandbox":
             return sandbox_cli.run(args)
+        if args.command == "tail":
+            return tail_cli.run(args)
         return _plugins()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
