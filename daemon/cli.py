@@ -114,7 +114,7 @@ def _run(config_path: str, debug: bool) -> int:
 
     setup_logging(debug=debug)
     config = load_config(config_path)
-    setup_logging(config.daemon.log_level, debug=debug)
+    setup_logging(config.daemon.log_level, debug=debug, fmt=config.daemon.log_format)
     logging.getLogger("chatmod").info(
         "chatmod %s: %s; engine %s, fallback %s", __version__, config_path,
         config.engine.primary, " -> ".join(config.engine.fallback),

@@ -35,6 +35,8 @@ class DaemonSection:
         256, min=1, max=1_000_000, help="messages waiting between stages before sources block"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = setting(
+        "text", help="json: one JSON object per log line (ts, level, logger, message)")
     stats_interval: float = setting(
         300.0, min=0, help="seconds between summary log lines; 0 turns them off"
     )

@@ -6,6 +6,9 @@ import logging
 import os
 import sys
 
+import orjson
+
+from chatmod.model import format_timestamp
 from chatmod.schema import Secret
 from chatmod.systemd import syslog_priority
 
@@ -30,16 +33,32 @@ class RedactSecrets(logging.Filter):
 
 class JournalFormatter(logging.Formatter):
     """``<priority>`` first, so journald records each line's level; no timestamp (journald
-    keeps its own)."""
+    keeps its own). Wraps the text or JSON formatter."""
 
-    def __init__(self) -> None:
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
         super().__init__("%(name)s: %(message)s")
+        self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = self.inner.format(record) if self.inner else super().format(record)
         prefix = f"<{syslog_priority(record.levelno)}>"
         # Every line of a multi-line record (a traceback) keeps the record's level.
         return "\n".join(prefix + line for line in text.split("\n"))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``ts``, ``level``, ``logger``, ``message`` (+ ``exception``)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": format_timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry).decode()
 
 
 def stderr_is_journal() -> bool:
@@ -57,12 +76,13 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(getattr(logging, level.upper()))
 
 
-def setup_logging(level: str = "info", *, debug: bool = False) -> None:
+def setup_logging(level: str = "info", *, debug: bool = False, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    formatter = JsonFormatter() if fmt == "json" else None
     if stderr_is_journal():
-        handler.setFormatter(JournalFormatter())
+        handler.setFormatter(JournalFormatter(formatter))
     else:
-        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
+        handler.setFormatter(formatter or logging.Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+from pathlib import Path
 
+import orjson
 import pytest
 
-from chatmod.logsetup import RedactSecrets
+from chatmod.logsetup import JournalFormatter, RedactSecrets
 from chatmod.schema import Secret
+
+from .helpers import WORDLIST_CONFIG, chatmod_command
 
 
 def test_log_records_are_scrubbed_of_secret_values(caplog: pytest.LogCaptureFixture) -> None:
@@ -18,3 +24,43 @@ def test_log_records_are_scrubbed_of_secret_values(caplog: pytest.LogCaptureFixt
     finally:
         logger.filters.clear()
     assert caplog.messages == ["connecting with *** to host"]
+
+
+def test_journal_prefixes_every_line_with_its_priority() -> None:
+    formatter = JournalFormatter()
+    for level, prefix in ((logging.DEBUG, "<7>"), (logging.INFO, "<6>"),
+                          (logging.WARNING, "<4>"), (logging.ERROR, "<3>"),
+                          (logging.CRITICAL, "<2>")):
+        record = logging.LogRecord("chatmod.x", level, __file__, 1, "two\nlines", None, None)
+        assert formatter.format(record) == f"{prefix}chatmod.x: two\n{prefix}lines"
+
+
+def stderr_lines(tmp_path: Path, config_text: str, journal: bool) -> list[str]:
+    config = tmp_path / "c.toml"
+    config.write_text(config_text)
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        stat = os.fstat(stderr.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}" if journal
+               else "1:1"}
+        subprocess.run(chatmod_command("run", "-c", str(config)), input=b"hello\n\xff bad\n",
+                       stdout=subprocess.DEVNULL, stderr=stderr, env=env, timeout=60, check=True)
+    return log.read_text().splitlines()
+
+
+def test_daemon_writes_priorities_only_when_stderr_is_the_journal(tmp_path: Path) -> None:
+    config = WORDLIST_CONFIG.format(format="text", path="-")
+    journal = stderr_lines(tmp_path, config, journal=True)
+    assert journal
+    assert all(line[:3] in ("<6>", "<4>", "<3>") for line in journal), journal
+    assert any(line.startswith("<4>chatmod.pipeline: stdin: line 2: invalid UTF-8")
+               for line in journal)
+    plain = stderr_lines(tmp_path, config, journal=False)  # inherited, but not our stderr
+    assert not any(line.startswith("<") for line in plain)
+
+
+def test_json_log_format(tmp_path: Path) -> None:
+    config = "[daemon]\nlog_format = 'json'\n" + WORDLIST_CONFIG.format(format="text", path="-")
+    records = [orjson.loads(line) for line in stderr_lines(tmp_path, config, journal=False)]
+    assert {"ts", "level", "logger", "message"} <= set(records[0])
+    assert any(r["level"] == "warning" and "invalid UTF-8" in r["message"] for r in records)
