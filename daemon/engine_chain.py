@@ -46,6 +46,10 @@ class EngineChain:
         route = ROUTE_FAIL_OPEN if last_resort == FAIL_OPEN else ROUTE_FAIL_CLOSED
         self._last_resort = Verdict(last_resort, None, NO_ENGINE, route)
         self.failures: Counter[str] = Counter()
+        # Messages each engine holds right now (by id(engine)): a replaced engine is stopped
+        # only once nothing is waiting on it.
+        self.using: Counter[int] = Counter()
+        self._unused: dict[int, trio.Event] = {}
         self._failing: set[str] = set()
 
     async def moderate(self, message: Message) -> Verdict:
@@ -54,6 +58,20 @@ class EngineChain:
         return await self.cache.get_or_ask(
             message.text, lambda: self._ask_engines(message), self._cacheable
         )
+
+    def release(self, engine: Engine) -> None:
+        """A message no longer waits on ``engine``."""
+        key = id(engine)
+        self.using[key] -= 1
+        if self.using[key] <= 0 and key in self._unused:
+            self._unused.pop(key).set()
+
+    async def wait_unused(self, engine: Engine) -> None:
+        """Until no message waits on ``engine``."""
+        key = id(engine)
+        if self.using[key] > 0:
+            event = self._unused.setdefault(key, trio.Event())
+            await event.wait()
 
     def probe(self, message: Message) -> tuple[Verdict | None, str | None]:
         """Streaming: a cached verdict, else the cache key (None when there is no cache)."""
@@ -90,6 +108,7 @@ class EngineChain:
 
     async def _ask_engines(self, message: Message, first: int = 0) -> Verdict:
         for position, engine in enumerate(self.engines[first:], start=first):
+            self.using[id(engine)] += 1
             try:
                 if engine.enforces_own_timeout:
                     verdict = await engine.moderate(message)
@@ -106,6 +125,8 @@ class EngineChain:
                 log.exception("engine %s raised an unexpected error", engine.name)
                 self._engine_failed(engine, f"{type(exc).__name__}: {exc}", message)
                 continue
+            finally:
+                self.release(engine)
             if engine.name in self._failing:
                 self._failing.discard(engine.name)
                 log.warning("engine %s answers again", engine.name)

@@ -31,6 +31,8 @@ log = logging.getLogger("chatmod.pipeline")
 MAX_SINK_BATCH = 512
 # Seconds a sink may take to flush and close once the work is over.
 SINK_CLOSE_GRACE = 5.0
+# Seconds a replaced engine may keep answering the messages it holds.
+ENGINE_RETIRE_GRACE = 60.0
 
 
 # Recent latencies kept per route for the percentiles in logs and metrics.
@@ -129,6 +131,7 @@ class Pipeline:
         self._slots = trio.Semaphore(concurrency)
         self._drained: trio.Event | None = None
         self._services: trio.Nursery | None = None
+        self._engine_scopes: dict[int, trio.CancelScope] = {}
         self._reading_scope = trio.CancelScope()
         self._work_scope = trio.CancelScope()
         self._stop_requested = False
@@ -149,6 +152,38 @@ class Pipeline:
     def reopen_sinks(self) -> None:
         for sink in self.sinks:
             sink.reopen()
+
+    async def _run_engine(
+        self, engine: Engine, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._engine_scopes[id(engine)] = scope
+            await engine.run(task_status=task_status)
+
+    def replace_engine(self, old: Engine, new: Engine) -> None:
+        """Swap in ``new`` for ``old`` (reload): started first; ``old`` is stopped once no
+        message is waiting on it (at most :data:`ENGINE_RETIRE_GRACE` seconds)."""
+        if self._services is None:
+            raise RuntimeError("the pipeline is not running")
+        self._services.start_soon(self._swap_engine, old, new)
+
+    async def _swap_engine(self, old: Engine, new: Engine) -> None:
+        assert self._services is not None
+        try:
+            await self._services.start(self._run_engine, new)
+        except Exception as exc:
+            log.error("reload: engine %s failed to start (%s); keeping the running one",
+                      new.name, exc)
+            return
+        chain = self.chain
+        chain.engines = [new if e is old else e for e in chain.engines]
+        self.engines = [new if e is old else e for e in self.engines]
+        log.info("reload: engine %s restarted with its new settings", new.name)
+        with trio.move_on_after(ENGINE_RETIRE_GRACE):
+            await chain.wait_unused(old)
+        # Whatever it still holds, it fails (to the fallback) as it stops.
+        self._engine_scopes.pop(id(old)).cancel()
+        chain.using.pop(id(old), None)
 
     def replace_sinks(self, sinks: Sequence[Sink]) -> None:
         """Swap in new sinks (reload): started first, the old ones closed after."""
@@ -175,7 +210,7 @@ class Pipeline:
         async with trio.open_nursery() as services:
             self._services = services
             for engine in self.engines:
-                await services.start(engine.run)
+                await services.start(self._run_engine, engine)
             for sink in self.sinks:
                 await services.start(sink.run)
             if self.stats_interval > 0:
@@ -254,8 +289,7 @@ class Pipeline:
     ) -> None:
         """Feed the streaming primary engine; its callbacks finish each message. Only a
         failed message gets a task (for the fallback chain)."""
-        chain, engine, slots, clock = self.chain, self.chain.engines[0], self._slots, \
-            trio.current_time
+        chain, slots, clock = self.chain, self._slots, trio.current_time
         async with intake, decisions, trio.open_nursery() as fallbacks:
 
             def finish(message: Message, verdict: Verdict, started: float) -> None:
@@ -273,15 +307,19 @@ class Pipeline:
             async def fall_back(message: Message, started: float, error: EngineError) -> None:
                 finish(message, await chain.fall_back(message, error), started)
 
-            def answered(message: Message, started: float, key: str | None,
+            def answered(engine: Engine, message: Message, started: float, key: str | None,
                          result: Verdict | EngineError) -> None:
+                chain.release(engine)
                 if isinstance(result, Verdict):
                     finish(message, result, started)
                     for waiting, since in chain.primary_answered(key, result):
                         finish(waiting, replace(result, route=ROUTE_CACHE), since)
                     return
                 for failed, since in [(message, started), *chain.primary_failed(key)]:
-                    fallbacks.start_soon(fall_back, failed, since, result)
+                    try:
+                        fallbacks.start_soon(fall_back, failed, since, result)
+                    except RuntimeError:  # the stage is gone (drain timeout): undecided
+                        return
 
             while True:
                 try:
@@ -304,7 +342,10 @@ class Pipeline:
                     finish(message, cached, started)
                 elif key is None or not chain.cache or not chain.cache.join(
                         key, (message, started)):
-                    await engine.submit(message, partial(answered, message, started, key))
+                    engine = chain.engines[0]  # read each time: a reload may replace it
+                    chain.using[id(engine)] += 1
+                    await engine.submit(message, partial(answered, engine, message, started,
+                                                         key))
             if self.in_flight:
                 self._drained = trio.Event()
                 await self._drained.wait()

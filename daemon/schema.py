@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hmac
 import os
 import types
 import typing
@@ -58,6 +59,17 @@ class Secret:
         if self._value is None:
             raise ConfigError(f"secret from {self.origin} was not resolved")
         return self._value
+
+    def __eq__(self, other: object) -> bool:
+        # Same source and same value (compared in constant time): a reload that re-reads an
+        # unchanged key must not look like a changed engine.
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return self.origin == other.origin and hmac.compare_digest(
+            (self._value or "").encode(), (other._value or "").encode())
+
+    def __hash__(self) -> int:
+        return hash(self.origin)
 
     def masked(self) -> str:
         state = "set" if self._value is not None else "not resolved: component not in use"

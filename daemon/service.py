@@ -159,10 +159,20 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config) -> list[str]:
         if after.plugin_type == before.plugin_type and engine.reconfigure(after.options):
             applied.append(f"engine {engine.name}")
         else:
-            log.warning("reload: engine %s changed in ways that need a restart; "
-                        "it keeps its running settings", engine.name)
-    if [_key(s) for s in new.sources] != [_key(s) for s in old.sources]:
-        log.warning("reload: [[sources]] changed; sources change on restart")
+            pipeline.replace_engine(engine, cast(Engine, after.build()))
+            applied.append(f"engine {engine.name} restarted")
+    old_sources = {s.name: s for s in old.sources}
+    if [(s.name, s.plugin_type) for s in new.sources] != [
+            (s.name, s.plugin_type) for s in old.sources]:
+        log.warning("reload: sources were added, removed or renamed; that takes a restart")
+    else:
+        for spec in new.sources:
+            if _same(spec, old_sources[spec.name]):
+                continue
+            if pipeline.sources[spec.name].reconfigure(spec.options):
+                applied.append(f"source {spec.name}")
+            else:
+                log.warning("reload: source %s changed in ways that need a restart", spec.name)
     if [_key(s) for s in new.sinks] != [_key(s) for s in old.sinks]:
         pipeline.replace_sinks([cast(Sink, spec.build()) for spec in new.sinks])
         applied.append("sinks")

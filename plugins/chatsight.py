@@ -128,6 +128,7 @@ class ChatsightEngine(Engine):
         self._metadata_warned = False
         self._http_auth_failing = False
         self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
+        self._outstanding: set[Settle] = set()  # settles of messages not answered yet
         self._http_failures = 0  # consecutive
         self._http_skip_until = -math.inf  # circuit open until then
 
@@ -154,6 +155,10 @@ class ChatsightEngine(Engine):
                     await trio.sleep_forever()
             finally:
                 self._http, self._tasks = None, None
+                # Stopping must not leave a message waiting forever: each one still
+                # outstanding fails, so the engine chain's fallback decides it.
+                for settle in list(self._outstanding):
+                    settle(EngineError(f"engine {self.name} stopped"))
 
     async def moderate(self, message: Message) -> Verdict:
         """One message, awaited (when chatsight is not the primary engine)."""
@@ -204,12 +209,14 @@ class ChatsightEngine(Engine):
             if settled:
                 return False
             settled = True
+            self._outstanding.discard(settle)
             self._window.release()
             if isinstance(result, Verdict):
                 self.routes[result.route] += 1
             on_result(result)
             return True
 
+        self._outstanding.add(settle)
         return settle
 
     def _on_reply(self, reply: Reply) -> str:

@@ -39,13 +39,14 @@ class StdinSource(Source):
     def __init__(self, name: str, config: StdinConfig, *, fd: int = 0) -> None:
         super().__init__(name, config)
         self.fd = fd
+        self._framer: LineFramer | None = None
         self.lines = 0
         self.skipped = 0
 
     async def run(
         self, intake: Intake, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        framer = LineFramer(self.config.max_line_bytes)
+        framer = self._framer = LineFramer(self.config.max_line_bytes)
         task_status.started()
         while True:
             chunk = await trio.to_thread.run_sync(
@@ -66,6 +67,14 @@ class StdinSource(Source):
                     )
             if not chunk:
                 return
+
+    def reconfigure(self, config: StdinConfig) -> bool:
+        # All of its options are about parsing: they apply from the next line. (Restarting
+        # would be unsafe: a read abandoned in the worker thread could swallow input.)
+        self.config = config
+        if self._framer is not None:
+            self._framer.max_line_bytes = config.max_line_bytes
+        return True
 
     def _to_message(self, line: Line, intake: Intake) -> Message | None:
         self.lines += 1

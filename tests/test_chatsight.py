@@ -24,7 +24,7 @@ from chatmod.policy import Policy
 from chatmod.sandbox import Faults, Sandbox
 from chatmod.schema import Secret
 
-from .helpers import ListSource, RecordingSink
+from .helpers import ListSource, RecordingSink, eventually
 
 API_KEY = "c.test.0123456789abcdef"
 WRONG_KEY = "c.test.wrong-key-000000"
@@ -343,3 +343,60 @@ async def test_late_websocket_reply_still_wins_the_race_with_http(
     stats = engine.statistics()
     assert stats["ws_won_race"] == 1
     assert stats.get("http_answers_dropped", 0) == 0  # cancelled, not answered late
+
+
+class TrickleSource(ListSource):
+    """Submits its messages slowly, so a test can act while they flow."""
+
+    async def run(self, intake: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        for message in self.messages:
+            await intake.submit(message)
+            self.submitted += 1
+            await trio.sleep(0.002)
+
+
+async def test_replacing_the_engine_under_load_loses_nothing(nursery: trio.Nursery) -> None:
+    first_sandbox = await start_sandbox(nursery, latency=(0.0, 0.02))
+    second_sandbox = await start_sandbox(nursery, latency=(0.0, 0.02))
+    old, new = engine_for(first_sandbox), engine_for(second_sandbox)
+    messages = texts(600)
+    source, sink = TrickleSource("test", messages), RecordingSink()
+    pipeline = Pipeline([source], [old], EngineChain([old], "flag", timeout=30),
+                        Policy(PolicySection()), [sink], concurrency=100)
+    async with trio.open_nursery() as inner:
+        inner.start_soon(pipeline.run)
+        await eventually(lambda: source.submitted >= 200)
+        pipeline.replace_engine(old, new)
+    assert_exactly_once(sink, messages)
+    assert {d.verdict.route for d in sink.decisions} == {"ws"}
+    assert first_sandbox.stats["ws_requests"] > 0
+    assert second_sandbox.stats["ws_requests"] > 0
+    assert pipeline.chain.engines == [new]
+    assert not old.socket.is_open  # retired once nothing waited on it
+
+
+async def test_a_retired_engine_fails_what_it_holds_to_the_fallback(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import chatmod.pipeline
+
+    monkeypatch.setattr(chatmod.pipeline, "ENGINE_RETIRE_GRACE", 0.5)
+    # Never answers over the websocket, and the deadline is far away.
+    silent = await start_sandbox(nursery, drop_rate=1.0)
+    working = await start_sandbox(nursery)
+    old = engine_for(silent, verdict_timeout=60.0)
+    new = engine_for(working)
+    stuck = texts(5)
+    source = ListSource("test", stuck, stay_open=True)
+    sink = RecordingSink()
+    pipeline = Pipeline([source], [old], EngineChain([old], "flag", timeout=30),
+                        Policy(PolicySection()), [sink], concurrency=100)
+    async with trio.open_nursery() as inner:
+        inner.start_soon(pipeline.run)
+        await eventually(lambda: len(old.table) == 5)
+        pipeline.replace_engine(old, new)
+        await eventually(lambda: len(sink.decisions) == 5, timeout=5)
+        pipeline.stop_reading(drain_timeout=5)
+    assert_exactly_once(sink, stuck)
+    assert {d.verdict.route for d in sink.decisions} == {"failclosed"}

@@ -276,3 +276,37 @@ def test_reload_keeps_the_engine_connection_and_sigterm_drains_under_load(
     sandbox_process.send_signal(signal.SIGTERM)
     sandbox_process.wait(timeout=10)
     assert "ws_connections 1," in sandbox_log.read_text()
+
+
+def test_sighup_applies_source_and_sink_changes(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    template = """
+[engine]
+primary = "wordlist"
+[[sources]]
+type = "stdin"
+channel = "{channel}"
+[[sinks]]
+type = "jsonl"
+path = "{out}"
+"""
+    write_config(config, template.format(channel="#before", out=first))
+    daemon = Daemon(tmp_path, config)
+    daemon.out = first
+    try:
+        daemon.send("one")
+        daemon.wait_for(lambda: len(daemon.decisions()) == 1, "the first decision")
+        write_config(config, template.format(channel="#after", out=second))
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for_log("config reloaded (source stdin, sinks)")
+        daemon.send("two")
+        daemon.out = second
+        daemon.wait_for(lambda: len(daemon.decisions()) == 1, "a decision in the new sink")
+        assert daemon.process.stdin is not None
+        daemon.process.stdin.close()
+        assert daemon.process.wait(timeout=20) == 0
+    finally:
+        daemon.stop()
+    assert [d["channel"] for d in decision_lines(first.read_bytes())] == ["#before"]
+    assert [d["channel"] for d in decision_lines(second.read_bytes())] == ["#after"]
