@@ -117,9 +117,9 @@ path = "{path}"
 """
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds, checking every 10 ms; fail after ``timeout``."""
-    with trio.fail_after(timeout):
+async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Wait until ``predicate()`` holds, checking every 10 ms; fail after ``within`` s."""
+    with trio.fail_after(within):
         while True:
             if predicate():
                 return

@@ -396,7 +396,7 @@ async def test_a_retired_engine_fails_what_it_holds_to_the_fallback(
         inner.start_soon(pipeline.run)
         await eventually(lambda: len(old.table) == 5)
         pipeline.replace_engine(old, new)
-        await eventually(lambda: len(sink.decisions) == 5, timeout=5)
+        await eventually(lambda: len(sink.decisions) == 5, within=5)
         pipeline.stop_reading(drain_timeout=5)
     assert_exactly_once(sink, stuck)
     assert {d.verdict.route for d in sink.decisions} == {"failclosed"}
