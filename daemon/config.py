@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from chatmod.dead_letters import DeadLettersSection
 from chatmod.errors import ConfigError, PluginError
 from chatmod.interfaces import Plugin
 from chatmod.registry import Registry
@@ -98,6 +99,7 @@ class Config:
     engine: EngineSection
     policy: PolicySection
     cache: CacheSection
+    dead_letters: DeadLettersSection
     engines: dict[str, PluginConfig]
     sources: list[PluginConfig]
     sinks: list[PluginConfig]
@@ -120,12 +122,14 @@ class Config:
             "engines": {name: plugin(p) for name, p in self.engines.items()},
             "policy": to_plain(self.policy),
             "cache": to_plain(self.cache),
+            "dead_letters": to_plain(self.dead_letters),
             "sources": [plugin(p) for p in self.sources],
             "sinks": [plugin(p) for p in self.sinks],
         }
 
 
-TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "sources", "sinks")
+TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "dead_letters", "sources",
+                  "sinks")
 
 
 def load_config(path: str | Path, registry: Registry | None = None) -> Config:
@@ -155,6 +159,7 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
     engine = parse_table(EngineSection, data.get("engine", {}), "engine")
     policy = parse_table(PolicySection, data.get("policy", {}), "policy")
     cache = parse_table(CacheSection, data.get("cache", {}), "cache")
+    dead_letters = parse_table(DeadLettersSection, data.get("dead_letters", {}), "dead_letters")
 
     engine_tables = data.get("engines", {})
     if not isinstance(engine_tables, Mapping):
@@ -191,7 +196,7 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
         raise ConfigError("sources: at least one [[sources]] table is needed")
     if not sinks:
         raise ConfigError("sinks: at least one [[sinks]] table is needed")
-    return Config(daemon, engine, policy, cache, engines, sources, sinks, origin)
+    return Config(daemon, engine, policy, cache, dead_letters, engines, sources, sinks, origin)
 
 
 def _plugin_list(

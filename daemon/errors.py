@@ -11,6 +11,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatmod.model import Decision
+
 
 class ChatmodError(Exception):
     """Base of every error chatmod raises on purpose."""
@@ -36,7 +42,16 @@ class EngineTimeout(EngineError):
 
 
 class SinkError(ChatmodError):
-    """A sink failed to take a decision."""
+    """A sink failed to take decisions: ``failed`` names them (None: the whole batch), and
+    ``reasons``, when given, says why for each."""
+
+    def __init__(
+        self, message: str, failed: Sequence[Decision] | None = None,
+        reasons: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.failed = failed
+        self.reasons = reasons
 
 
 class InputError(ChatmodError):

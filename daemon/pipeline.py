@@ -18,8 +18,9 @@ from functools import partial
 import trio
 
 from chatmod.cache import ROUTE_CACHE
+from chatmod.dead_letters import DeadLetters
 from chatmod.engine_chain import EngineChain
-from chatmod.errors import EngineError
+from chatmod.errors import EngineError, SinkError
 from chatmod.interfaces import Engine, Sink, Source
 from chatmod.model import Decision, Message, Verdict
 from chatmod.policy import Policy
@@ -107,7 +108,9 @@ class Pipeline:
         concurrency: int = 256,
         queue_size: int = 256,
         stats_interval: float = 0.0,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
+        self.dead_letters = dead_letters
         self.sources = {source.name: source for source in sources}
         self.engines = list(engines)
         self.chain = chain
@@ -368,30 +371,43 @@ class Pipeline:
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Decision]) -> None:
-        taken_by_all = True
+        unsafe: set[int] = set()  # decisions neither a sink nor the dead letters took
         for sink in self.sinks:
             try:
                 await sink.write(batch)
             except Exception as exc:  # a failing sink must not stop the others
-                taken_by_all = False
-                self.sink_failures[sink.name] += len(batch)
+                failed = batch if not isinstance(exc, SinkError) or exc.failed is None \
+                    else list(exc.failed)
+                self.sink_failures[sink.name] += len(failed)
                 log.error("sink %s could not take %d decision(s): %s",
-                          sink.name, len(batch), exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                          sink.name, len(failed), exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                reasons = exc.reasons if isinstance(exc, SinkError) and exc.reasons else None
+                by_reason: defaultdict[str, list[Decision]] = defaultdict(list)
+                for i, decision in enumerate(failed):
+                    by_reason[reasons[i] if reasons else str(exc)].append(decision)
+                for reason, decisions in by_reason.items():
+                    if not await self._dead_letter(decisions, sink.name, reason):
+                        unsafe.update(id(d) for d in decisions)
         self.decided += len(batch)
         for decision in batch:
             self.actions[decision.action] += 1
             self.routes[decision.verdict.route] += 1
-        if not taken_by_all:
+        if unsafe:
             # Not acknowledged: a durable source delivers these again.
-            self.unacknowledged += len(batch)
-            return
+            self.unacknowledged += len(unsafe)
         by_source: defaultdict[str, list[Message]] = defaultdict(list)
         for decision in batch:
-            by_source[decision.message.source].append(decision.message)
+            if id(decision) not in unsafe:
+                by_source[decision.message.source].append(decision.message)
         for name, messages in by_source.items():
             source = self.sources.get(name)
             if source is not None:
                 await source.acknowledge(messages)
+
+    async def _dead_letter(self, decisions: list[Decision], sink: str, error: str) -> bool:
+        if self.dead_letters is None:
+            return False
+        return await self.dead_letters.put(decisions, sink, error)
 
     async def _close_sinks(self) -> None:
         for sink in self.sinks:
@@ -415,6 +431,9 @@ class Pipeline:
         stats.update({f"action.{k}": v for k, v in self.actions.items()})
         stats.update({f"route.{k}": v for k, v in self.routes.items()})
         stats.update({f"sink_failures.{k}": v for k, v in self.sink_failures.items()})
+        if self.dead_letters is not None:
+            stats["dead_letters"] = self.dead_letters.written
+            stats["dead_letters_failed"] = self.dead_letters.failed
         for route, (p50, p99) in self.latency.percentiles().items():
             stats[f"latency_ms.p50.{route}"] = p50
             stats[f"latency_ms.p99.{route}"] = p99

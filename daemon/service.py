@@ -13,6 +13,7 @@ import trio
 
 from chatmod.cache import VerdictCache
 from chatmod.config import Config, PluginConfig, load_config
+from chatmod.dead_letters import DeadLetters
 from chatmod.engine_chain import EngineChain
 from chatmod.errors import ConfigError
 from chatmod.interfaces import Engine, Sink, Source
@@ -40,6 +41,7 @@ def build_pipeline(config: Config) -> Pipeline:
         concurrency=config.daemon.concurrency,
         queue_size=config.daemon.queue_size,
         stats_interval=config.daemon.stats_interval,
+        dead_letters=DeadLetters(config.dead_letters),
     )
 
 
@@ -144,6 +146,9 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config) -> list[str]:
     if new.policy != old.policy:
         pipeline.policy = Policy(new.policy)
         applied.append("policy")
+    if new.dead_letters != old.dead_letters and pipeline.dead_letters is not None:
+        pipeline.dead_letters = DeadLetters(new.dead_letters)
+        applied.append("dead letters")
     if new.cache != old.cache:
         _apply_cache(pipeline.chain, new)
         applied.append("cache")

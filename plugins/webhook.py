@@ -1,0 +1,143 @@
+"""The webhook sink: POST each decision line as JSON to a URL, signed, with retries.
+
+Every request carries ``X-Chatmod-Timestamp`` (Unix seconds) and ``X-Chatmod-Signature:
+sha256=<hex>``, the HMAC-SHA256 of ``"<timestamp>." + body`` with the shared secret, so a
+receiver can check that the body came from chatmod, unchanged, recently (see
+:func:`verify_signature`). Network errors, 5xx and 429 are retried with backoff (honouring
+``Retry-After``); other 4xx are final. A decision given up on goes to the dead letters.
+
+``write`` returns once every decision of the batch was delivered or given up on: the source
+is acknowledged only then (at-least-once). At most ``concurrency`` requests run at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+from chatmod.backoff import Backoff
+from chatmod.chatsight_http import retry_after_seconds
+from chatmod.errors import ConfigError, SinkError
+from chatmod.interfaces import Sink
+from chatmod.model import Decision
+from chatmod.schema import Secret, setting
+
+SIGNATURE_HEADER = "x-chatmod-signature"
+TIMESTAMP_HEADER = "x-chatmod-timestamp"
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    """The signature header's value for ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
+
+
+def verify_signature(
+    secret: bytes, timestamp: str, body: bytes, signature: str, *, now: float | None = None,
+    tolerance: float = 300.0,
+) -> bool:
+    """What a receiver does: a fresh timestamp and a matching signature (constant time)."""
+    if not timestamp.isdigit():
+        return False
+    current = time.time() if now is None else now
+    if abs(current - int(timestamp)) > tolerance:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = setting("", nonempty=True, help="where decisions are POSTed")
+    secret: Secret | None = None
+    include_text: bool = True
+    only_actions: tuple[str, ...] = setting((), help="send only decisions with these actions; "
+                                                      "empty: all")
+    concurrency: int = setting(4, min=1, max=1000)
+    timeout: float = setting(5.0, min=0.001, help="seconds per request")
+    retries: int = setting(5, min=0, max=100)
+    retry_initial: float = setting(0.5, min=0.0)
+    retry_max: float = setting(30.0, min=0.0, help="longest wait between retries")
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"url: expected an http:// or https:// URL, found {self.url!r}")
+        if self.secret is None:
+            raise ConfigError("secret: required; set secret_env or secret_file (bodies are "
+                              "signed so receivers can trust them)")
+
+
+class WebhookSink(Sink):
+    Config = WebhookConfig
+    config: WebhookConfig
+
+    def __init__(self, name: str, config: WebhookConfig,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(name, config)
+        assert config.secret is not None
+        self._secret = config.secret.reveal().encode()
+        self._limit = trio.Semaphore(config.concurrency)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(config.timeout), transport=transport,
+            limits=httpx.Limits(max_connections=config.concurrency))
+        self.delivered = 0
+        self.retried = 0
+        self.given_up = 0
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        wanted = self.config.only_actions
+        todo = [d for d in decisions if not wanted or d.action in wanted]
+        failures: list[tuple[Decision, str]] = []
+        async with trio.open_nursery() as nursery:
+            for decision in todo:
+                nursery.start_soon(self._deliver, decision, failures)
+        if failures:
+            reasons = sorted({reason for _, reason in failures})
+            raise SinkError(f"{self.config.url}: gave up on {len(failures)} decision(s): "
+                            f"{'; '.join(reasons)[:300]}", failed=[d for d, _ in failures],
+                            reasons=[reason for _, reason in failures])
+
+    async def _deliver(self, decision: Decision, failures: list[tuple[Decision, str]]) -> None:
+        body = decision.to_line(include_text=self.config.include_text).rstrip(b"\n")
+        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
+        async with self._limit:
+            attempt = 0
+            while True:
+                attempt += 1
+                timestamp = str(int(time.time()))
+                headers = {"content-type": "application/json", TIMESTAMP_HEADER: timestamp,
+                           SIGNATURE_HEADER: sign(self._secret, timestamp, body)}
+                wait: float | None = None
+                try:
+                    response = await self._client.post(self.config.url, content=body,
+                                                       headers=headers)
+                except httpx.TransportError as exc:
+                    reason = f"{type(exc).__name__}"
+                else:
+                    if response.status_code < 300:
+                        self.delivered += 1
+                        return
+                    reason = f"HTTP {response.status_code}"
+                    if response.status_code not in RETRY_STATUSES:
+                        break  # the receiver refuses it: retrying will not help
+                    wait = retry_after_seconds(response.headers.get("retry-after"))
+                if attempt > self.config.retries:
+                    break
+                self.retried += 1
+                delay = wait if wait is not None else backoff.next_delay()
+                await trio.sleep(min(delay, self.config.retry_max))
+        self.given_up += 1
+        failures.append((decision, f"{reason} after {attempt} attempt(s)"))
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True):
+            await self._client.aclose()
+
+    def statistics(self) -> dict[str, float]:
+        return {"delivered": self.delivered, "retried": self.retried, "given_up": self.given_up}
