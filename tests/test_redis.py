@@ -1,0 +1,199 @@
+"""Redis Streams with a real redis-server: at-least-once through crashes and outages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import coredis
+import orjson
+import pytest
+import trio
+
+from .helpers import chatmod_command
+from .redis_server import RedisServer
+
+pytestmark = pytest.mark.slow
+
+CONFIG = """
+[daemon]
+drain_timeout = 5.0
+stats_interval = 0
+[engine]
+primary = "wordlist"
+[engines.wordlist]
+delete = ["idiot"]
+[dead_letters]
+path = "{dead}"
+[[sources]]
+type = "redis"
+port = {port}
+stream = "chat"
+group = "mods"
+consumer = "{consumer}"
+block = 0.2
+min_idle = 1.0
+claim_interval = 0.3
+max_deliveries = 3
+[[sinks]]
+type = "redis"
+port = {port}
+stream = "decisions"
+"""
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def call(port: int, operation: Callable[[coredis.Redis[bytes]], Any]) -> Any:
+    async def run() -> Any:
+        async with coredis.Redis(host="127.0.0.1", port=port) as client:
+            return await operation(client)
+    return trio.run(run)
+
+
+def add_entries(port: int, entries: list[dict[bytes, bytes]]) -> None:
+    async def add(client: coredis.Redis[bytes]) -> None:
+        for fields in entries:
+            await client.xadd("chat", fields)
+    call(port, add)
+
+
+def decided_ids(port: int) -> Counter[str]:
+    async def read(client: coredis.Redis[bytes]) -> list[Any]:
+        return list(await client.xrange("decisions"))
+    return Counter(e.field_values[b"id"].decode() for e in call(port, read))
+
+
+def pending(port: int) -> int:
+    async def count(client: coredis.Redis[bytes]) -> int:
+        return (await client.xpending("chat", "mods")).pending  # type: ignore[union-attr]
+    return int(call(port, count))
+
+
+def start_daemon(tmp_path: Path, port: int, consumer: str) -> subprocess.Popen[bytes]:
+    config = tmp_path / f"{consumer}.toml"
+    config.write_text(CONFIG.format(port=port, consumer=consumer,
+                                    dead=tmp_path / f"{consumer}-dead.jsonl"))
+    with (tmp_path / f"{consumer}.log").open("wb") as log:
+        return subprocess.Popen(chatmod_command("run", "-c", str(config)),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=15)
+
+
+def entries(count: int, start: int = 0) -> list[dict[bytes, bytes]]:
+    return [{b"id": f"m-{i}".encode(),
+             b"text": (b"you idiot" if i % 5 == 0 else b"hello"),
+             b"author": b"al", b"metadata": orjson.dumps({"n": i})}
+            for i in range(start, start + count)]
+
+
+def test_entries_are_decided_acked_and_poison_is_dead_lettered(
+    redis: RedisServer, tmp_path: Path,
+) -> None:
+    poison = [{b"author": b"no-text-here"}, {b"text": b"x", b"metadata": b"{not json"}]
+    add_entries(redis.port, entries(200) + poison)
+    daemon = start_daemon(tmp_path, redis.port, "solo")
+    try:
+        wait_until(lambda: len(decided_ids(redis.port)) == 200, "200 decisions")
+        wait_until(lambda: pending(redis.port) == 0, "nothing pending")
+    finally:
+        assert stop(daemon) == 0
+    decided = decided_ids(redis.port)
+    assert set(decided) == {f"m-{i}" for i in range(200)}
+
+    async def dead(client: coredis.Redis[bytes]) -> list[Any]:
+        return list(await client.xrange("chat:dead"))
+    reasons = sorted(e.field_values[b"reason"].decode() for e in call(redis.port, dead))
+    assert len(reasons) == 2
+    assert all(r.startswith("not a chat message") for r in reasons)
+
+    async def first(client: coredis.Redis[bytes]) -> Any:
+        return (await client.xrange("decisions", count=1))[0]
+    record = orjson.loads(call(redis.port, first).field_values[b"json"])
+    assert record["source"] == "redis"
+    assert record["author"] == "al"
+
+
+def decision_count(port: int) -> int:
+    async def length(client: coredis.Redis[bytes]) -> int:
+        return await client.xlen("decisions")
+    return int(call(port, length))
+
+
+def pending_of(port: int, consumer: str) -> int:
+    async def count(client: coredis.Redis[bytes]) -> int:
+        summary = await client.xpending("chat", "mods")
+        return int(summary.consumers.get(consumer.encode(), 0))  # type: ignore[union-attr]
+    return int(call(port, count))
+
+
+def test_three_daemons_one_killed_every_entry_decided(redis: RedisServer, tmp_path: Path) -> None:
+    count = 20_000
+    add_entries(redis.port, entries(count))
+    daemons = {name: start_daemon(tmp_path, redis.port, name) for name in ("a", "b", "c")}
+    try:
+        wait_until(lambda: decision_count(redis.port) > 1000, "some decisions")
+        # Kill b while it holds entries it has read and not acknowledged.
+        wait_until(lambda: pending_of(redis.port, "b") > 0, "b holding entries", timeout=10)
+        daemons["b"].send_signal(signal.SIGKILL)
+        daemons["b"].wait(timeout=10)
+        held = pending_of(redis.port, "b")
+        wait_until(lambda: pending(redis.port) == 0, "nothing pending", timeout=60)
+        wait_until(lambda: len(decided_ids(redis.port)) == count, "every entry decided")
+    finally:
+        exits = {name: stop(process) for name, process in daemons.items()}
+    assert exits["a"] == 0
+    assert exits["c"] == 0
+    decided = decided_ids(redis.port)
+    duplicates = sum(n - 1 for n in decided.values())
+    print(f"\n{count} entries, {sum(decided.values())} decisions, {duplicates} duplicates "
+          f"(at-least-once: b held {held} entries when it was killed)")
+    assert set(decided) == {f"m-{i}" for i in range(count)}
+    logs = (tmp_path / "a.log").read_text() + (tmp_path / "c.log").read_text()
+    if held:
+        assert "took over" in logs
+
+
+def test_redis_restart_under_load_loses_nothing(redis: RedisServer, tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, redis.port, "solo")
+    try:
+        add_entries(redis.port, entries(300))
+        wait_until(lambda: len(decided_ids(redis.port)) >= 100, "decisions before the restart")
+        add_entries(redis.port, entries(300, start=300))
+        redis.stop()  # appendfsync always: what was written survives
+        time.sleep(1.0)
+        redis.start()
+        add_entries(redis.port, entries(300, start=600))
+        wait_until(lambda: len(decided_ids(redis.port)) == 900, "every entry decided")
+        wait_until(lambda: pending(redis.port) == 0, "nothing pending")
+    finally:
+        assert stop(daemon) == 0
+    log = (tmp_path / "solo.log").read_text()
+    assert "reconnecting" in log
+    assert os.path.exists(tmp_path / "appendonlydir")
