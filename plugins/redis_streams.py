@@ -278,20 +278,25 @@ class RedisSink(Sink):
                     "trim_operator": PureToken.APPROXIMATELY}
         give_up_at = trio.current_time() + config.retry_for
         backoff = Backoff(0.1, 2.0)
-        for i, decision in enumerate(decisions):
-            fields = {b"json": decision.to_line(include_text=config.include_text).rstrip(),
-                      b"id": decision.message.id.encode(), b"action": decision.action.encode()}
-            while True:
-                try:
-                    await self._client.xadd(config.stream, fields, **trim)
-                    break
-                except CONNECTION_ERRORS as exc:
-                    if trio.current_time() >= give_up_at:
-                        raise SinkError(f"redis XADD to {config.stream}: {exc}",
-                                        failed=list(decisions[i:])) from None
-                    self.retries += 1
-                    await trio.sleep(backoff.next_delay())
-            self.written += 1
+        records = [{b"json": d.to_line(include_text=config.include_text).rstrip(),
+                    b"id": d.message.id.encode(), b"action": d.action.encode()}
+                   for d in decisions]
+        while True:
+            try:
+                # One round trip for the batch, applied whole (MULTI/EXEC) or not at all.
+                async with self._client.pipeline(transaction=True) as pipe:
+                    for fields in records:
+                        pipe.xadd(config.stream, fields, **trim)
+                break
+            except (*CONNECTION_ERRORS, BaseExceptionGroup) as exc:
+                if not is_connection_error(exc):
+                    raise
+                if trio.current_time() >= give_up_at:
+                    raise SinkError(f"redis XADD to {config.stream}: "
+                                    f"{describe_connection_error(exc)}") from None
+                self.retries += 1
+                await trio.sleep(backoff.next_delay())
+        self.written += len(records)
 
     def statistics(self) -> dict[str, float]:
         return {"written": self.written, "retries": self.retries}
