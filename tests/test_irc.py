@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from chatmod.config import PolicySection
 from chatmod.engine_chain import EngineChain
@@ -89,3 +90,37 @@ async def test_the_bot_survives_a_server_restart(
     assert [d.message.text for d in recorder.decisions] == ["idiot"]
     await bob.aclose()
     pipeline.abort()
+
+
+async def test_flood_control_spaces_actions(autojump_clock: trio.testing.MockClock) -> None:
+    from chatmod.plugins.irc import TokenBucket
+
+    bucket = TokenBucket(rate=2.0, burst=3)
+    times = []
+    for _ in range(7):
+        await bucket.take()
+        times.append(trio.current_time())
+    # A burst of 3 at once, then one every half second.
+    assert times == pytest.approx([0, 0, 0, 0.5, 1.0, 1.5, 2.0])
+
+
+def test_notice_and_ban_lines_and_rights() -> None:
+    from chatmod.irc_protocol import IrcSession
+    from chatmod.model import Decision, Message, Verdict
+
+    sink = IrcActionSink("a", IrcSinkConfig(actions={"warn": "notice", "ban": "ban"}))
+    session = IrcSession("modbot", ("#c",))
+    message = Message(id="m", text="t", source="irc", author="eve", channel="#c",
+                      metadata={"irc_host": "bad.example"})
+
+    def lines(action: str) -> list[str]:
+        decision = Decision(message, Verdict("delete", 0.9, "e", "local"), action, 1.0)
+        return [line.format() for line in sink._lines(decision, sink.config.actions[action],
+                                                      session)]
+
+    assert lines("warn") == ["NOTICE eve :Please keep it friendly (delete)."]
+    assert lines("ban") == []  # not operator in #c: nothing tried
+    assert sink.statistics()["no_rights"] == 1
+    session.operator_in.add("#c")
+    assert lines("ban") == ["MODE #c +b *!*@bad.example",
+                            "KICK #c eve :moderated by chatmod (delete)"]

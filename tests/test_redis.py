@@ -197,3 +197,30 @@ def test_redis_restart_under_load_loses_nothing(redis: RedisServer, tmp_path: Pa
     log = (tmp_path / "solo.log").read_text()
     assert "reconnecting" in log
     assert os.path.exists(tmp_path / "appendonlydir")
+
+
+def test_entry_delivered_too_often_is_dead_lettered(redis: RedisServer, tmp_path: Path) -> None:
+    add_entries(redis.port, entries(3))
+
+    async def poison_one(client: coredis.Redis[bytes]) -> None:
+        await client.xgroup_create("chat", "mods", "0", mkstream=True)
+        read = await client.xreadgroup("mods", "crashed", streams={"chat": ">"}, count=1)
+        assert read is not None
+        entry_id = next(iter(read.values()))[0].identifier
+        # As if daemons had died on it again and again: its delivery count is past the limit.
+        await client.xclaim("chat", "mods", "crashed", 0, [entry_id], retrycount=10)
+    call(redis.port, poison_one)
+    daemon = start_daemon(tmp_path, redis.port, "solo")
+    try:
+        wait_until(lambda: pending(redis.port) == 0, "nothing pending")
+        wait_until(lambda: len(decided_ids(redis.port)) == 2, "the other two decided")
+    finally:
+        assert stop(daemon) == 0
+
+    async def dead(client: coredis.Redis[bytes]) -> list[Any]:
+        return list(await client.xrange("chat:dead"))
+    letters = call(redis.port, dead)
+    assert len(letters) == 1
+    assert letters[0].field_values[b"reason"].startswith(b"delivered 1")
+    assert letters[0].field_values[b"field:id"] == b"m-0"
+    assert set(decided_ids(redis.port)) == {"m-1", "m-2"}
