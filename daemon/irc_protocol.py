@@ -103,6 +103,9 @@ class IrcSession:
             return [build("AUTHENTICATE", [base64.b64encode(token).decode()])], []
         return [], []
 
+    def _on_464(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # bad password
+        raise IrcFatal("the server password was refused")
+
     def _on_903(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # SASL success
         return [build("CAP", ["END"])], []
 

@@ -206,7 +206,11 @@ class IrcConnection:
             for line in lines:
                 self.stats["lines_in"] += 1
                 if line.command == "ERROR":
-                    raise LinkLost(f"server: {' '.join(line.params)}")
+                    text = " ".join(line.params)
+                    if not session.registered and any(
+                            word in text.lower() for word in ("password", "access denied")):
+                        raise IrcFatal(f"server: {text}")  # retrying at once will not help
+                    raise LinkLost(f"server: {text}")
                 replies, chat = session.receive(line)
                 if replies:
                     await self._write(replies)

@@ -20,26 +20,37 @@ NGIRCD = shutil.which("ngircd") or (
 
 
 class IrcServer:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
         if NGIRCD is None:
             pytest.skip("needs ngircd (scripts/test installs it)")
+        directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = directory / "ngircd.conf"
+        ports = f"Ports = {self.port}"
+        extra = ""
+        if tls:
+            cert, key = directory / "cert.pem", directory / "key.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-subj", "/CN=127.0.0.1", "-days", "1", "-keyout", str(key),
+                            "-out", str(cert)], check=True, capture_output=True)
+            ports = "Ports ="
+            extra = f"[SSL]\nCertFile = {cert}\nKeyFile = {key}\nPorts = {self.port}\n"
         self.config.write_text(f"""
 [Global]
 Name = irc.test
 Info = chatmod test server
 Listen = 127.0.0.1
-Ports = {self.port}
+{ports}
 PidFile = {directory / "ngircd.pid"}
 MotdPhrase = test
+{f"Password = {password}" if password else ""}
 [Limits]
 MaxConnectionsIP = 0
 [Options]
 PAM = no
 Ident = no
 DNS = no
-""")
+{extra}""")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

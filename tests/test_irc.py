@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -15,8 +17,9 @@ from chatmod.pipeline import Pipeline
 from chatmod.plugins.irc import IrcActionSink, IrcSinkConfig, IrcSource, IrcSourceConfig
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.policy import Policy
+from chatmod.schema import Secret
 
-from .helpers import RecordingSink, eventually
+from .helpers import ListSource, RecordingSink, eventually
 from .irc_server import Client, IrcServer
 
 
@@ -124,3 +127,31 @@ def test_notice_and_ban_lines_and_rights() -> None:
     session.operator_in.add("#c")
     assert lines("ban") == ["MODE #c +b *!*@bad.example",
                             "KICK #c eve :moderated by chatmod (delete)"]
+
+
+async def bot_against(server: IrcServer, nursery: trio.Nursery, **options: Any) -> IrcSource:
+    options.setdefault("nick", "modbot")
+    source = IrcSource("irc", IrcSourceConfig(port=server.port, channels=("#lobby",),
+                                              **options))
+    nursery.start_soon(partial(source.run, ListSource("x", [])))  # type: ignore[arg-type]
+    return source
+
+
+async def test_server_password_and_tls(tmp_path: Path, nursery: trio.Nursery) -> None:
+    locked = IrcServer(tmp_path / "locked", password="letmein")
+    secure = IrcServer(tmp_path / "secure", tls=True)
+    for server in (locked, secure):
+        server.start()
+    try:
+        good = await bot_against(locked, nursery, password=Secret("t", "letmein"))
+        bad = await bot_against(locked, nursery, nick="badbot", password=Secret("t", "nope"))
+        tls = await bot_against(secure, nursery, nick="tlsbot", tls=True, tls_verify=False)
+        await eventually(lambda: good.connection.registered.is_set())
+        await eventually(lambda: tls.connection.registered.is_set())
+        await eventually(lambda: bad.connection.stats["connects"] >= 1)
+        await trio.sleep(1.0)
+        assert not bad.connection.registered.is_set()
+        assert bad.connection.stats["connects"] == 1  # refused: a long wait, not a retry loop
+    finally:
+        for server in (locked, secure):
+            server.stop()
