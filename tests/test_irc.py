@@ -20,7 +20,8 @@ from chatmod.policy import Policy
 from chatmod.schema import Secret
 
 from .helpers import ListSource, RecordingSink, eventually
-from .irc_server import Client, IrcServer
+from .irc_client import Client
+from .servers import IrcServer
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from .helpers import chatmod_command
-from .redis_server import RedisServer
+from .servers import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,124 @@
+"""Real servers for tests (redis-server, ngircd): free loopback ports, private directories,
+stopped after."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REDIS_SERVER = shutil.which("redis-server")
+NGIRCD = shutil.which("ngircd") or (
+    "/usr/sbin/ngircd" if Path("/usr/sbin/ngircd").exists() else None)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class LoopbackServer:
+    """A server process on ``self.port``; :meth:`start` returns once it answers."""
+
+    name = "server"
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def answers(self, conn: socket.socket) -> bool:
+        """Whether the server is ready, judged on a fresh connection to it."""
+        return True
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
+                    if self.answers(conn):
+                        return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"{self.name} did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class RedisServer(LoopbackServer):
+    """Append-only with fsync always, so a restart keeps what was written."""
+
+    name = "redis-server"
+
+    def __init__(self, directory: Path) -> None:
+        if REDIS_SERVER is None:
+            pytest.skip("needs redis-server (scripts/test installs it)")
+        super().__init__()
+        self.directory = directory
+
+    def command(self) -> list[str]:
+        assert REDIS_SERVER is not None
+        return [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
+                "--protected-mode", "no"]
+
+    def answers(self, conn: socket.socket) -> bool:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(16).startswith(b"+PONG")
+
+
+class IrcServer(LoopbackServer):
+    """ngircd, optionally with a server password or TLS (a fresh self-signed certificate)."""
+
+    name = "ngircd"
+
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
+        if NGIRCD is None:
+            pytest.skip("needs ngircd (scripts/test installs it)")
+        super().__init__()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config = directory / "ngircd.conf"
+        ports = f"Ports = {self.port}"
+        extra = ""
+        if tls:
+            cert, key = directory / "cert.pem", directory / "key.pem"
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-subj", "/CN=127.0.0.1", "-days", "1", "-keyout", str(key),
+                            "-out", str(cert)], check=True, capture_output=True)
+            ports = "Ports ="
+            extra = f"[SSL]\nCertFile = {cert}\nKeyFile = {key}\nPorts = {self.port}\n"
+        self.config.write_text(f"""
+[Global]
+Name = irc.test
+Info = chatmod test server
+Listen = 127.0.0.1
+{ports}
+PidFile = {directory / "ngircd.pid"}
+MotdPhrase = test
+{f"Password = {password}" if password else ""}
+[Limits]
+MaxConnectionsIP = 0
+[Options]
+PAM = no
+Ident = no
+DNS = no
+{extra}""")
+
+    def command(self) -> list[str]:
+        assert NGIRCD is not None
+        return [NGIRCD, "-n", "-f", str(self.config)]
