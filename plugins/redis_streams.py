@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 import coredis
 import coredis.exceptions
 import orjson
@@ -36,9 +37,13 @@ from chatmod.lines import parse_input_record
 from chatmod.model import Decision, Message
 from chatmod.schema import Secret, setting
 
+# Seconds between looks at the acknowledgements still outstanding when reading has stopped.
+ACK_RECHECK = 0.05
 # What a lost or restarting Redis raises; anything else is a bug or a real refusal.
 CONNECTION_ERRORS = (coredis.exceptions.ConnectionError, coredis.exceptions.BusyLoadingError,
-                     TimeoutError, OSError)
+                     TimeoutError, OSError, anyio.ClosedResourceError,
+                     anyio.BrokenResourceError, trio.ClosedResourceError,
+                     trio.BrokenResourceError)
 
 
 @dataclass(frozen=True)
@@ -52,9 +57,17 @@ class RedisConnection:
 def is_connection_error(exc: BaseException) -> bool:
     """A connection error, or a group (coredis's task groups) holding nothing else."""
     if isinstance(exc, BaseExceptionGroup):
-        _matched, rest = exc.split(CONNECTION_ERRORS)
+        _matched, rest = exc.split(lambda e: is_connection_error(e)
+                                   if not isinstance(e, BaseExceptionGroup) else False)
         return rest is None
-    return isinstance(exc, CONNECTION_ERRORS)
+    return isinstance(exc, CONNECTION_ERRORS) or _pool_gone(exc)
+
+
+def _pool_gone(exc: BaseException) -> bool:
+    # coredis' word for a client whose connection pool was shut down (its task group was
+    # cancelled with the read that stopped): for us, the connection is gone.
+    return isinstance(exc, RuntimeError) and "connection pool is not initialized" in str(
+        exc).lower()
 
 
 def describe_connection_error(exc: BaseException) -> str:
@@ -83,6 +96,8 @@ class RedisSourceConfig(RedisConnection):
     max_deliveries: int = setting(5, min=1)
     dead_letter_stream: str = setting("", help="default: <stream>:dead")
     channel: str | None = None
+    ack_grace: float = setting(10.0, min=0.0, help="seconds, once reading stops, to keep the "
+                                                    "connection for what is still being decided")
 
 
 class RedisSource(Source):
@@ -95,15 +110,39 @@ class RedisSource(Source):
         self.dead_stream = config.dead_letter_stream or f"{config.stream}:dead"
         self._client: coredis.Redis[bytes] | None = None
         self._entry_ids: dict[int, bytes] = {}  # id(message) -> entry id, until acked
+        self._acked_all: trio.Event | None = None
+        self._to_ack: list[bytes] = []  # decided, XACK not confirmed yet
+        self._acking = 0  # ids in an XACK under way
+        self._stopping = trio.Event()  # set when reading is to stop
         self.stats: dict[str, int] = {"read": 0, "acked": 0, "claimed": 0, "dead_lettered": 0,
                                       "reconnects": 0}
 
     async def run(
         self, intake: Intake, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        # Cancelling a read in flight would lose the entries Redis hands us with it, and
+        # takes coredis' connection down. So the connection runs shielded, and cancellation
+        # ("stop reading") only raises a flag that the loop checks between reads; each read
+        # ends within ``block`` seconds.
+        stopping = self._stopping
+
+        async def flag_when_cancelled() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                stopping.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(flag_when_cancelled)
+            with trio.CancelScope(shield=True):
+                await self._serve(intake, stopping, task_status)
+            nursery.cancel_scope.cancel()
+
+    async def _serve(self, intake: Intake, stopping: trio.Event,
+                     task_status: trio.TaskStatus[None]) -> None:
         backoff = Backoff(0.2, 10.0)
         started = False
-        while True:
+        while not stopping.is_set():
             try:
                 async with connect(self.config) as client:
                     self._client = client
@@ -112,8 +151,10 @@ class RedisSource(Source):
                         started = True
                         task_status.started()
                     backoff.reset()
-                    await self._consume(client, intake)
-            except (*CONNECTION_ERRORS, BaseExceptionGroup) as exc:
+                    await self._consume(client, intake, stopping)
+                    await self._await_acks(stopping)
+                    return
+            except (*CONNECTION_ERRORS, RuntimeError, BaseExceptionGroup) as exc:
                 if not is_connection_error(exc):
                     raise
                 self._client = None
@@ -121,7 +162,29 @@ class RedisSource(Source):
                 delay = backoff.next_delay()
                 self.log.warning("redis %s:%d: %s; reconnecting in %.1f s", self.config.host,
                                  self.config.port, describe_connection_error(exc), delay)
-                await trio.sleep(delay)
+                if not started:
+                    started = True
+                    task_status.started()  # reading starts once Redis is back
+                with trio.move_on_after(delay):
+                    await stopping.wait()
+
+    async def _await_acks(self, stopping: trio.Event) -> None:
+        """Reading stopped: keep the connection until what was read is acknowledged, so a
+        clean stop leaves nothing pending; at most ``ack_grace`` seconds."""
+        with trio.move_on_after(self.config.ack_grace):
+            while self._outstanding():
+                await self._flush_acks()
+                # Decisions still on their way: look again shortly.
+                self._acked_all = trio.Event()
+                with trio.move_on_after(ACK_RECHECK):
+                    await self._acked_all.wait()
+        self._client = None
+        if self._entry_ids or self._to_ack:
+            self.log.warning("%d entries read but not acknowledged yet; they stay pending "
+                             "for this group", len(self._entry_ids))
+
+    def _outstanding(self) -> int:
+        return len(self._entry_ids) + len(self._to_ack) + self._acking
 
     async def _ensure_group(self, client: coredis.Redis[bytes]) -> None:
         # Another daemon of the group (or an earlier run) may have created it.
@@ -129,13 +192,14 @@ class RedisSource(Source):
             await client.xgroup_create(self.config.stream, self.config.group, "0",
                                        mkstream=True)
 
-    async def _consume(self, client: coredis.Redis[bytes], intake: Intake) -> None:
+    async def _consume(self, client: coredis.Redis[bytes], intake: Intake,
+                       stopping: trio.Event) -> None:
         config = self.config
         # Own pending entries first: what this consumer read before a restart and never acked.
-        while await self._read(client, intake, "0", block=None):
+        while not stopping.is_set() and await self._read(client, intake, "0", block=None):
             pass
         next_claim = trio.current_time()
-        while True:
+        while not stopping.is_set():
             if trio.current_time() >= next_claim:
                 await self._claim_stale(client, intake)
                 next_claim = trio.current_time() + config.claim_interval
@@ -184,9 +248,18 @@ class RedisSource(Source):
                 intake.report_invalid(self.name, f"entry {entry_id.decode()}: {exc}")
                 await self._dead_letter(client, entry, f"not a chat message: {exc}")
                 continue
+            if self._stopping.is_set():
+                # The pipeline may be gone (drain timeout): what cannot get in stays pending
+                # for the group, which is safe; waiting for it forever would not be.
+                with trio.move_on_after(self.config.ack_grace) as waited:
+                    await intake.submit(message)
+                if waited.cancelled_caught:
+                    return
+            else:
+                await intake.submit(message)
+            # Recorded once submitted (no checkpoint in between, so before any decision).
             self._entry_ids[id(message)] = entry_id
             self.stats["read"] += 1
-            await intake.submit(message)
 
     async def _delivery_counts(self, client: coredis.Redis[bytes],
                                entries: Sequence[Any]) -> dict[bytes, int]:
@@ -218,14 +291,30 @@ class RedisSource(Source):
         return parse_input_record(record, self.name, self.config.channel)
 
     async def acknowledge(self, messages: Sequence[Message]) -> None:
-        ids = [i for m in messages if (i := self._entry_ids.pop(id(m), None)) is not None]
-        client = self._client
-        if ids and client is not None:
+        self._to_ack.extend(
+            i for m in messages if (i := self._entry_ids.pop(id(m), None)) is not None)
+        await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        while self._to_ack and (client := self._client) is not None:
+            ids, self._to_ack = self._to_ack, []
+            self._acking += len(ids)
             try:
                 await self._ack(client, ids)
-            except CONNECTION_ERRORS as exc:
-                # Still pending: claimed and decided again later (at least once).
-                self.log.warning("could not XACK %d entries: %s", len(ids), exc)
+            except (*CONNECTION_ERRORS, RuntimeError, BaseExceptionGroup) as exc:
+                if not is_connection_error(exc):
+                    raise
+                # Kept for the next connection; if none comes, they stay pending and are
+                # claimed and decided again (at least once).
+                self._to_ack = ids + self._to_ack
+                self.log.debug("XACK of %d entries deferred: %s", len(ids),
+                               describe_connection_error(exc))
+                if self._client is client:
+                    break  # this connection is down: the next one retries
+            finally:
+                self._acking -= len(ids)
+        if not self._outstanding() and self._acked_all is not None:
+            self._acked_all.set()
 
     async def _ack(self, client: coredis.Redis[bytes], ids: Sequence[bytes]) -> None:
         await client.xack(self.config.stream, self.config.group, ids)
@@ -243,7 +332,7 @@ class RedisSource(Source):
                          self.dead_stream, reason)
 
     def statistics(self) -> dict[str, float]:
-        return {**self.stats, "unacked": len(self._entry_ids)}
+        return {**self.stats, "unacked": len(self._entry_ids) + len(self._to_ack)}
 
 
 @dataclass(frozen=True)

@@ -224,3 +224,18 @@ def test_entry_delivered_too_often_is_dead_lettered(redis: RedisServer, tmp_path
     assert letters[0].field_values[b"reason"].startswith(b"delivered 1")
     assert letters[0].field_values[b"field:id"] == b"m-0"
     assert set(decided_ids(redis.port)) == {"m-1", "m-2"}
+
+
+def test_sigterm_acknowledges_everything_it_decided(redis: RedisServer, tmp_path: Path) -> None:
+    add_entries(redis.port, entries(20_000))
+    daemon = start_daemon(tmp_path, redis.port, "solo")
+    try:
+        wait_until(lambda: decision_count(redis.port) > 2000, "decisions under way")
+        daemon.send_signal(signal.SIGTERM)  # mid-stream: entries read, not all decided yet
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        stop(daemon)
+    decided = decided_ids(redis.port)
+    assert 2000 < len(decided) < 20_000
+    # Everything read before the signal was decided and acknowledged: nothing is pending.
+    assert pending(redis.port) == 0
