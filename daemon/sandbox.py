@@ -39,12 +39,15 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from chatmod.chatsight_protocol import AUTH_HEADER, SUBPROTOCOL, TEXT_MODERATION_PATH
+from chatmod.discuse_protocol import CHECK_PATH, CLIENT_ID_HEADER, CLIENT_SECRET_HEADER
 
 log = logging.getLogger("chatmod.sandbox")
 
 RECEIVE_SIZE = 65536
 MAX_HTTP_BODY = 1024 * 1024
 DEFAULT_API_KEY = "sandbox-key"
+DEFAULT_DISCUSE_CLIENT_ID = "sandbox-client"
+DEFAULT_DISCUSE_CLIENT_SECRET = "sandbox-secret"
 
 DELETE_WORDS = ("idiot", "stupid", "moron", "fuck", "fucking", "shit", "bitch", "kill yourself")
 FLAG_WORDS = ("damn", "crap", "dumb", "sucks", "hate", "shut up")
@@ -165,6 +168,8 @@ class Sandbox:
     """The sandbox's state: key, faults, verdicts and counters. Serve with :meth:`serve`."""
 
     api_key: str = DEFAULT_API_KEY
+    discuse_client_id: str = DEFAULT_DISCUSE_CLIENT_ID
+    discuse_client_secret: str = DEFAULT_DISCUSE_CLIENT_SECRET
     faults: Faults = field(default_factory=Faults)
     verdicts: str = "auto"  # "auto" (local model if installed), "local" or "wordlist"
     seed: int = 0
@@ -177,6 +182,7 @@ class Sandbox:
         # Routes of the HTTP server; other Chatsight and Discuse routes are added here.
         self.http_routes: dict[tuple[str, str], HttpHandler] = {
             ("POST", TEXT_MODERATION_PATH): self._http_moderate,
+            ("POST", CHECK_PATH): self._discuse_check,
         }
         self.ws_port = 0
         self.http_port = 0
@@ -410,7 +416,12 @@ class Sandbox:
         if handler is None:
             return 404, [], error_body(f"no route {method} {path}")
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        if headers.get(AUTH_HEADER) != self.api_key:
+        if path == CHECK_PATH:  # Discuse: organisation id and project secret
+            authorized = (headers.get(CLIENT_ID_HEADER) == self.discuse_client_id
+                          and headers.get(CLIENT_SECRET_HEADER) == self.discuse_client_secret)
+        else:
+            authorized = headers.get(AUTH_HEADER) == self.api_key
+        if not authorized:
             self.stats["http_auth_rejected"] += 1
             return 401, [], error_body("Unauthorized")
         if self._chance(self.faults.http_429_rate):
@@ -420,6 +431,20 @@ class Sandbox:
             self.stats["http_5xx"] += 1
             return 503, [], error_body("Service Unavailable")
         return await handler(request, body)
+
+    async def _discuse_check(
+        self, request: h11.Request, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        try:
+            media = orjson.loads(body)["request"]["media"]
+            text = media.get("text") or ""
+            images = list(media.get("image_url") or [])
+            gifs = list(media.get("gif_url") or [])
+        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+            return 400, [], orjson.dumps({"detail": "invalid request"})
+        ((_action, probability),) = await self._judge([text])
+        self.stats["discuse_checked"] += 1
+        return 200, [], discuse_reply(probability, images, gifs)
 
     async def _http_moderate(
         self, request: h11.Request, body: bytes
@@ -436,6 +461,35 @@ class Sandbox:
         ((action, probability),) = await self._judge([text])
         self.stats["http_moderated"] += 1
         return 200, [], moderation_reply(action, probability, None)
+
+
+NSFW_MARKER = "nsfw"  # an image URL containing it is judged pornographic (deterministic)
+
+
+def discuse_reply(probability: float, images: list[str], gifs: list[str]) -> bytes:
+    """A check reply in the documented shape."""
+    def media(urls: list[str]) -> dict[str, Any]:
+        if not urls:
+            return {"result": {}}
+        bad = any(NSFW_MARKER in url.lower() for url in urls)
+        porn = 0.95 if bad else 0.02
+        return {"result": {"category": "porn" if bad else "neutral",
+                           "confidence": porn if bad else 0.96},
+                "status": "ok", "porn": porn, "sexual": 0.03, "neutral": 1 - porn,
+                "hit": bad}
+
+    images_section, gifs_section = media(images), media(gifs)
+    sentiment = {"toxic": probability, "profanity": probability,
+                 "threat": round(probability / 10, 4), "insult": round(probability * 0.8, 4),
+                 "hit": probability >= 0.5}
+    return orjson.dumps({
+        "trace_context": None,
+        "links": {"status": "", "hit": False}, "badwords": {"status": "", "hit": False},
+        "antivirus": {"status": "", "hit": False},
+        "language": {"expected": "en", "detected": "en", "hit": False},
+        "images": images_section, "gifs": gifs_section, "sentiment": sentiment,
+        "hits": bool(sentiment["hit"] or images_section.get("hit") or gifs_section.get("hit")),
+    })
 
 
 async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:

@@ -1,0 +1,128 @@
+"""The Discuse engine: text, images and GIFs through Discuse's check API.
+
+Images are the message's ``images`` plus links in its text that look like images or GIFs.
+Discuse throttles heavy use by answering slowly, so the timeout is generous; network errors,
+5xx and 429 are retried with backoff; a refused key is not. Usable as primary or fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+import trio
+
+from chatmod.backoff import Backoff
+from chatmod.discuse_protocol import (
+    CHECK_PATH,
+    CLIENT_ID_HEADER,
+    CLIENT_SECRET_HEADER,
+    CheckReplyError,
+    check_request,
+    media_urls,
+    parse_check_reply,
+    verdict_for,
+)
+from chatmod.errors import ConfigError, EngineError
+from chatmod.interfaces import Engine
+from chatmod.model import Message, Verdict
+from chatmod.schema import Secret, setting
+
+ROUTE_HTTP = "http"
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class DiscuseConfig:
+    client_id: Secret
+    client_secret: Secret
+    url: str = setting("https://api.discuse.com", nonempty=True)
+    project_id: int | None = None
+    flag_threshold: float = setting(0.5, min=0.0, max=1.0)
+    delete_threshold: float = setting(0.9, min=0.0, max=1.0)
+    images_from_text: bool = setting(True, help="also check image and GIF links in the text")
+    timeout: float = setting(15.0, min=0.001, help="seconds per request (throttling is slow)")
+    retries: int = setting(2, min=0, max=20)
+    concurrency: int = setting(16, min=1, max=10_000)
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"url: expected an http:// or https:// URL, found {self.url!r}")
+        if self.delete_threshold < self.flag_threshold:
+            raise ConfigError("delete_threshold: expected a number >= flag_threshold")
+
+
+class DiscuseEngine(Engine):
+    Config = DiscuseConfig
+    config: DiscuseConfig
+
+    def __init__(self, name: str, config: DiscuseConfig,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(name, config)
+        self._headers = {CLIENT_ID_HEADER: config.client_id.reveal(),
+                         CLIENT_SECRET_HEADER: config.client_secret.reveal(),
+                         "content-type": "application/json", "accept": "application/json"}
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._limit = trio.Semaphore(config.concurrency)
+        self.stats: dict[str, int] = {"requests": 0, "retries": 0, "failures": 0}
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(self.config.timeout), transport=self._transport,
+            limits=httpx.Limits(max_connections=self.config.concurrency),
+        ) as client:
+            self._client = client
+            try:
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                self._client = None
+
+    async def moderate(self, message: Message) -> Verdict:
+        client = self._client
+        if client is None:
+            raise EngineError("Discuse engine is not running")
+        config = self.config
+        images, gifs = media_urls(message.text, message.images, config.images_from_text)
+        body = check_request(message.text, images, gifs, message.author, config.project_id)
+        backoff = Backoff(0.2, 5.0)
+        async with self._limit:
+            for attempt in range(config.retries + 1):
+                self.stats["requests"] += 1
+                reason = await self._attempt(client, body)
+                if isinstance(reason, Verdict):
+                    return reason
+                if attempt < config.retries:
+                    self.stats["retries"] += 1
+                    await trio.sleep(backoff.next_delay())
+        self.stats["failures"] += 1
+        raise EngineError(f"Discuse failed after {config.retries + 1} attempt(s): {reason}")
+
+    async def _attempt(self, client: httpx.AsyncClient, body: bytes) -> Verdict | str:
+        """A verdict, or why this attempt failed (worth retrying); raises if not worth it."""
+        try:
+            response = await client.post(self.config.url.rstrip("/") + CHECK_PATH,
+                                         content=body, headers=self._headers)
+        except httpx.TransportError as exc:
+            return type(exc).__name__
+        if response.status_code in (401, 403):
+            raise EngineError(f"Discuse refused the client id or secret "
+                              f"(HTTP {response.status_code})")
+        if response.status_code in RETRY_STATUSES:
+            return f"HTTP {response.status_code}"
+        if response.status_code != 200:
+            raise EngineError(f"Discuse HTTP {response.status_code}")
+        try:
+            result = parse_check_reply(response.content)
+        except CheckReplyError as exc:
+            raise EngineError(f"Discuse reply unreadable: {exc}") from None
+        action, score = verdict_for(result, self.config.flag_threshold,
+                                    self.config.delete_threshold)
+        scores: dict[str, object] = dict(result.scores)
+        if result.hits:
+            scores["hits"] = list(result.hits)
+        return Verdict(action, round(score, 4), self.name, ROUTE_HTTP, scores)
+
+    def statistics(self) -> dict[str, float]:
+        return dict(self.stats)

@@ -1,0 +1,97 @@
+"""Discuse: the protocol on the document's own sample, and the engine against the sandbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import trio
+
+from chatmod.discuse_protocol import (
+    CheckReplyError,
+    check_request,
+    media_urls,
+    parse_check_reply,
+    verdict_for,
+)
+from chatmod.engine_chain import EngineChain
+from chatmod.errors import EngineError
+from chatmod.model import Message
+from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
+from chatmod.plugins.discuse import DiscuseConfig, DiscuseEngine
+from chatmod.sandbox import Sandbox
+from chatmod.schema import Secret
+
+DOC_REPLY = (Path(__file__).parent / "data" / "discuse_reply.json").read_bytes()
+
+
+def test_documented_reply_parses_and_maps_to_a_verdict() -> None:
+    result = parse_check_reply(DOC_REPLY)
+    assert result.scores["toxic"] == pytest.approx(0.78711975)
+    assert result.scores["images.porn"] == pytest.approx(0.068999981880188)
+    assert set(result.hits) == {"sentiment", "images", "language"}
+    assert verdict_for(result, 0.5, 0.9) == ("flag", pytest.approx(0.7888968))
+    assert verdict_for(result, 0.5, 0.75)[0] == "delete"
+
+
+def test_request_shape_and_media_from_text() -> None:
+    images, gifs = media_urls("look https://x.test/cat.PNG?s=1 and https://x.test/a.gif "
+                              "and https://x.test/page", ["https://cdn.test/pic"])
+    assert images == ["https://cdn.test/pic", "https://x.test/cat.PNG?s=1"]
+    assert gifs == ["https://x.test/a.gif"]
+    body = orjson.loads(check_request("hi", images, gifs, "alice", 31337))
+    assert body == {"request": {"media": {"text": "hi", "image_url": images, "gif_url": gifs},
+                                "user_id": "alice"}, "settings": {"project_id": 31337}}
+    with pytest.raises(CheckReplyError):
+        parse_check_reply(b'{"nothing": "here"}')
+
+
+async def start(nursery: trio.Nursery) -> Sandbox:
+    sandbox = Sandbox(verdicts="wordlist")
+    await nursery.start(sandbox.serve)
+    return sandbox
+
+
+async def discuse(nursery: trio.Nursery, sandbox: Sandbox, **options: Any) -> DiscuseEngine:
+    config = DiscuseConfig(client_id=Secret("t", sandbox.discuse_client_id),
+                           client_secret=Secret("t", options.pop("secret",
+                                                                 sandbox.discuse_client_secret)),
+                           url=sandbox.http_url(), project_id=7, **options)
+    engine = DiscuseEngine("discuse", config)
+    await nursery.start(engine.run)
+    return engine
+
+
+async def test_text_and_image_messages_get_verdicts(nursery: trio.Nursery) -> None:
+    sandbox = await start(nursery)
+    engine = await discuse(nursery, sandbox)
+    clean = await engine.moderate(Message(id="1", text="hello", source="t", author="al"))
+    rude = await engine.moderate(Message(id="2", text="you idiot", source="t"))
+    image = await engine.moderate(Message(id="3", text="see this", source="t",
+                                          images=("https://img.test/nsfw.jpg",)))
+    assert (clean.action, clean.engine, clean.route) == ("pass", "discuse", "http")
+    assert rude.action == "delete"
+    assert image.action == "delete"
+    assert image.scores["images.porn"] == pytest.approx(0.95)
+    assert sandbox.stats["discuse_checked"] == 3
+
+
+async def test_refused_credentials_are_an_engine_error(nursery: trio.Nursery) -> None:
+    sandbox = await start(nursery)
+    engine = await discuse(nursery, sandbox, secret="wrong-secret-value")
+    with pytest.raises(EngineError, match="refused the client id or secret"):
+        await engine.moderate(Message(id="1", text="hello", source="t"))
+
+
+async def test_discuse_answers_when_chatsight_is_down(nursery: trio.Nursery) -> None:
+    sandbox = await start(nursery)
+    chatsight = ChatsightEngine("chatsight", ChatsightConfig(
+        api_key=Secret("t", "c.not-the-sandbox-key"), ws_url=sandbox.ws_url(),
+        http_url=sandbox.http_url(), use_websocket=False))
+    await nursery.start(chatsight.run)
+    backup = await discuse(nursery, sandbox)
+    chain = EngineChain([chatsight, backup], "flag", timeout=30)
+    verdict = await chain.moderate(Message(id="1", text="you idiot", source="t"))
+    assert (verdict.engine, verdict.route, verdict.action) == ("discuse", "fallback", "delete")
