@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from chatmod.dead_letters import DeadLettersSection
 from chatmod.errors import ConfigError, PluginError
+from chatmod.http_api import HttpSection
 from chatmod.interfaces import Plugin
 from chatmod.registry import Registry
 from chatmod.schema import describe, did_you_mean, join_path, parse_table, setting, to_plain
@@ -100,6 +101,7 @@ class Config:
     policy: PolicySection
     cache: CacheSection
     dead_letters: DeadLettersSection
+    http: HttpSection
     engines: dict[str, PluginConfig]
     sources: list[PluginConfig]
     sinks: list[PluginConfig]
@@ -123,13 +125,14 @@ class Config:
             "policy": to_plain(self.policy),
             "cache": to_plain(self.cache),
             "dead_letters": to_plain(self.dead_letters),
+            "http": to_plain(self.http),
             "sources": [plugin(p) for p in self.sources],
             "sinks": [plugin(p) for p in self.sinks],
         }
 
 
-TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "dead_letters", "sources",
-                  "sinks")
+TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "dead_letters", "http",
+                  "sources", "sinks")
 
 
 def load_config(path: str | Path, registry: Registry | None = None) -> Config:
@@ -160,6 +163,7 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
     policy = parse_table(PolicySection, data.get("policy", {}), "policy")
     cache = parse_table(CacheSection, data.get("cache", {}), "cache")
     dead_letters = parse_table(DeadLettersSection, data.get("dead_letters", {}), "dead_letters")
+    http = parse_table(HttpSection, data.get("http", {}), "http")
 
     engine_tables = data.get("engines", {})
     if not isinstance(engine_tables, Mapping):
@@ -196,7 +200,8 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
         raise ConfigError("sources: at least one [[sources]] table is needed")
     if not sinks:
         raise ConfigError("sinks: at least one [[sinks]] table is needed")
-    return Config(daemon, engine, policy, cache, dead_letters, engines, sources, sinks, origin)
+    return Config(daemon, engine, policy, cache, dead_letters, http, engines, sources, sinks,
+                  origin)
 
 
 def _plugin_list(

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
-import h11
 import orjson
 import trio
 from wsproto import ConnectionType, WSConnection
@@ -40,6 +39,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from chatmod.chatsight_protocol import AUTH_HEADER, SUBPROTOCOL, TEXT_MODERATION_PATH
 from chatmod.discuse_protocol import CHECK_PATH, CLIENT_ID_HEADER, CLIENT_SECRET_HEADER
+from chatmod.http_server import HttpRequest, HttpResponse, serve_http
 
 log = logging.getLogger("chatmod.sandbox")
 
@@ -160,7 +160,7 @@ GARBAGE_FRAMES: tuple[TextMessage | BytesMessage, ...] = (
     TextMessage(data='["valid json", "wrong shape"]'),
 )
 
-HttpHandler = Callable[[h11.Request, bytes], Awaitable[tuple[int, list[tuple[str, str]], bytes]]]
+HttpHandler = Callable[[HttpRequest], Awaitable[HttpResponse]]
 
 
 @dataclass
@@ -221,10 +221,9 @@ class Sandbox:
         async with trio.open_nursery() as nursery:
             ws = await nursery.start(partial(trio.serve_tcp, host=host), self._ws_connection,
                                      ws_port)
-            http = await nursery.start(partial(trio.serve_tcp, host=host),
-                                       self._http_connection, http_port)
+            self.http_port = await nursery.start(partial(
+                serve_http, self._http_route, host, http_port, max_body=MAX_HTTP_BODY))
             self.ws_port = ws[0].socket.getsockname()[1]
-            self.http_port = http[0].socket.getsockname()[1]
             task_status.started()
 
     def ws_url(self, host: str = "127.0.0.1") -> str:
@@ -374,48 +373,12 @@ class Sandbox:
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await send(b"".join(frames))
 
-    async def _http_connection(self, stream: trio.SocketStream) -> None:
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HTTP_BODY)
-        try:
-            while True:
-                request = await _next_event(stream, conn)
-                if not isinstance(request, h11.Request):
-                    return
-                body = bytearray()
-                while True:
-                    event = await _next_event(stream, conn)
-                    if isinstance(event, h11.Data):
-                        body += event.data
-                        if len(body) > MAX_HTTP_BODY:
-                            return
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    else:
-                        return
-                status, headers, payload = await self._http_route(request, bytes(body))
-                headers = [*headers, ("content-type", "application/json"),
-                           ("content-length", str(len(payload)))]
-                await stream.send_all(conn.send(h11.Response(status_code=status, headers=headers))
-                                      + conn.send(h11.Data(data=payload))
-                                      + conn.send(h11.EndOfMessage()))
-                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                    return
-                conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
-            pass
-        finally:
-            await _close(stream)
-
-    async def _http_route(
-        self, request: h11.Request, body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def _http_route(self, request: HttpRequest) -> HttpResponse:
         self.stats["http_requests"] += 1
-        method = request.method.decode()
-        path = request.target.decode().split("?")[0]
+        method, path, headers = request.method, request.path, request.headers
         handler = self.http_routes.get((method, path))
         if handler is None:
-            return 404, [], error_body(f"no route {method} {path}")
-        headers = {k.decode().lower(): v.decode() for k, v in request.headers}
+            return HttpResponse(404, error_body(f"no route {method} {path}"))
         if path == CHECK_PATH:  # Discuse: organisation id and project secret
             authorized = (headers.get(CLIENT_ID_HEADER) == self.discuse_client_id
                           and headers.get(CLIENT_SECRET_HEADER) == self.discuse_client_secret)
@@ -423,44 +386,41 @@ class Sandbox:
             authorized = headers.get(AUTH_HEADER) == self.api_key
         if not authorized:
             self.stats["http_auth_rejected"] += 1
-            return 401, [], error_body("Unauthorized")
+            return HttpResponse(401, error_body("Unauthorized"))
         if self._chance(self.faults.http_429_rate):
             self.stats["http_429"] += 1
-            return 429, [("retry-after", f"{self.faults.retry_after:g}")], error_body("slow down")
+            return HttpResponse(429, error_body("slow down"),
+                                headers=(("retry-after", f"{self.faults.retry_after:g}"),))
         if self._chance(self.faults.http_error_rate):
             self.stats["http_5xx"] += 1
-            return 503, [], error_body("Service Unavailable")
-        return await handler(request, body)
+            return HttpResponse(503, error_body("Service Unavailable"))
+        return await handler(request)
 
-    async def _discuse_check(
-        self, request: h11.Request, body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def _discuse_check(self, request: HttpRequest) -> HttpResponse:
         try:
-            media = orjson.loads(body)["request"]["media"]
+            media = orjson.loads(request.body)["request"]["media"]
             text = media.get("text") or ""
             images = list(media.get("image_url") or [])
             gifs = list(media.get("gif_url") or [])
         except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
-            return 400, [], orjson.dumps({"detail": "invalid request"})
+            return HttpResponse(400, orjson.dumps({"detail": "invalid request"}))
         ((_action, probability),) = await self._judge([text])
         self.stats["discuse_checked"] += 1
-        return 200, [], discuse_reply(probability, images, gifs)
+        return HttpResponse(200, discuse_reply(probability, images, gifs))
 
-    async def _http_moderate(
-        self, request: h11.Request, body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def _http_moderate(self, request: HttpRequest) -> HttpResponse:
         try:
-            text = orjson.loads(body)["sample"]
+            text = orjson.loads(request.body)["sample"]
             if not isinstance(text, str):
                 raise TypeError("sample")
         except (orjson.JSONDecodeError, TypeError, KeyError):
-            return 400, [], error_body("body must be {\"sample\": \"<text>\"}")
+            return HttpResponse(400, error_body("body must be {\"sample\": \"<text>\"}"))
         low, high = self.faults.latency
         if high > 0:
             await trio.sleep(self.rng.uniform(low, high))
         ((action, probability),) = await self._judge([text])
         self.stats["http_moderated"] += 1
-        return 200, [], moderation_reply(action, probability, None)
+        return HttpResponse(200, moderation_reply(action, probability, None))
 
 
 NSFW_MARKER = "nsfw"  # an image URL containing it is judged pornographic (deterministic)
@@ -490,15 +450,6 @@ def discuse_reply(probability: float, images: list[str], gifs: list[str]) -> byt
         "images": images_section, "gifs": gifs_section, "sentiment": sentiment,
         "hits": bool(sentiment["hit"] or images_section.get("hit") or gifs_section.get("hit")),
     })
-
-
-async def _next_event(stream: trio.SocketStream, conn: h11.Connection) -> Any:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await stream.receive_some(RECEIVE_SIZE))
-            continue
-        return event
 
 
 async def _close(stream: trio.SocketStream, *, reset: bool = False) -> None:

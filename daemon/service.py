@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -16,6 +17,8 @@ from chatmod.config import Config, PluginConfig, load_config
 from chatmod.dead_letters import DeadLetters
 from chatmod.engine_chain import EngineChain
 from chatmod.errors import ConfigError
+from chatmod.http_api import StatusApi
+from chatmod.http_server import serve_http
 from chatmod.interfaces import Engine, Sink, Source
 from chatmod.logsetup import set_level
 from chatmod.pipeline import Pipeline, RunSummary
@@ -69,6 +72,8 @@ class Service:
         self.pipeline = build_pipeline(config)
         self.notifier = notifier or Notifier()
         self.reloads = 0
+        self.ready = False
+        self.http_port: int | None = None
 
     async def serve(self) -> RunSummary:
         """Run until the sources end or a stop signal."""
@@ -77,6 +82,13 @@ class Service:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._handle_signals, signals)
                 nursery.start_soon(notifier.keep_watchdog_fed)
+                http = self.config.http
+                if http.enabled:
+                    api = StatusApi(lambda: self.ready, self.statistics)
+                    self.http_port = await nursery.start(partial(
+                        serve_http, api.handle, http.host, http.port, max_body=http.max_body))
+                    log.info("serving /healthz, /readyz, /metrics on %s:%d", http.host,
+                             self.http_port)
                 done = trio.Event()
                 summary: list[RunSummary] = []
 
@@ -85,12 +97,24 @@ class Service:
                     done.set()
 
                 await nursery.start(run_pipeline)
+                self.ready = True
                 notifier.ready(self.status())
                 nursery.start_soon(self._report_status)
                 await done.wait()
                 nursery.cancel_scope.cancel()
         notifier.close()
         return summary[0]
+
+    def statistics(self) -> dict[str, dict[str, float]]:
+        """Every component's counters, for /metrics."""
+        p = self.pipeline
+        groups: dict[str, dict[str, float]] = {"pipeline": p.statistics()}
+        for source in p.sources.values():
+            groups[f"source_{source.name}"] = dict(source.statistics())
+        for sink in p.sinks:
+            groups[f"sink_{sink.name}"] = dict(sink.statistics())
+        groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.ready else 0.0}
+        return groups
 
     def status(self) -> str:
         p = self.pipeline
@@ -155,6 +179,8 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config) -> list[str]:
     if new.daemon.log_level != old.daemon.log_level:
         set_level(new.daemon.log_level)
         applied.append(f"log level {new.daemon.log_level}")
+    if new.http != old.http:
+        log.warning("reload: [http] changed; the HTTP server changes on restart")
     if new.engine != old.engine or new.engine_chain() != old.engine_chain():
         log.warning("reload: [engine] changed; the engine chain changes on restart")
     for engine in pipeline.chain.engines:

@@ -1,0 +1,98 @@
+"""The HTTP server and the daemon's /healthz, /readyz and /metrics."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from functools import partial
+from pathlib import Path
+
+import httpx
+import trio
+
+from chatmod.http_api import StatusApi, prometheus_text
+from chatmod.http_server import serve_http
+
+from .helpers import WORDLIST_CONFIG, chatmod_command, write_config
+from .servers import free_port
+
+SAMPLE_LINE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]* [-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
+
+
+def assert_prometheus(text: str) -> None:
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            assert line.split()[3] in ("counter", "gauge", "untyped"), line
+        else:
+            assert SAMPLE_LINE.match(line), line
+
+
+async def test_status_endpoints_and_refusals(nursery: trio.Nursery) -> None:
+    ready = False
+    api = StatusApi(lambda: ready, lambda: {"pipeline": {"received": 3, "route.ws": 2}})
+    port = await nursery.start(partial(serve_http, api.handle, "127.0.0.1", 0, max_body=100))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
+        ready = True
+        assert (await client.get("/readyz")).status_code == 200  # same connection: keep-alive
+        metrics = await client.get("/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert_prometheus(metrics.text)
+        assert "chatmod_pipeline_route_ws 2" in metrics.text
+        assert (await client.get("/nope")).status_code == 404
+        assert (await client.post("/healthz", content=b"{}")).status_code == 405
+        assert (await client.post("/healthz", content=b"x" * 101)).status_code == 413
+    with trio.socket.socket() as raw:
+        await raw.connect(("127.0.0.1", port))
+        await raw.send(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = await raw.recv(100)
+    assert answer.startswith(b"HTTP/1.1 400")
+
+
+def test_prometheus_names_are_sanitised() -> None:
+    text = prometheus_text({"sink_irc-actions": {"kick": 1}, "engine.x": {"p50.ws": 0.5}})
+    assert_prometheus(text)
+    assert "chatmod_sink_irc_actions_kick 1" in text
+    assert "chatmod_engine_x_p50_ws 0.5" in text
+
+
+def test_daemon_serves_health_readiness_and_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    config = write_config(
+        tmp_path / "c.toml",
+        f"[http]\nenabled = true\nport = {port}\n"
+        + WORDLIST_CONFIG.format(format="text", path=tmp_path / "d.jsonl"))
+    with (tmp_path / "stderr.log").open("wb") as stderr:
+        daemon = subprocess.Popen(chatmod_command("run", "-c", str(config)),
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=stderr)
+    try:
+        assert daemon.stdin is not None
+        daemon.stdin.write(b"hello\nyou idiot\n")
+        daemon.stdin.flush()
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "stderr.log").read_text()
+            time.sleep(0.05)
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "alive"}
+        metrics = ""
+        while "chatmod_pipeline_decided 2" not in metrics:
+            assert time.monotonic() < deadline, metrics
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            time.sleep(0.05)
+        assert_prometheus(metrics)
+        assert "chatmod_pipeline_action_delete 1" in metrics
+        assert "chatmod_sink_jsonl_written 2" in metrics
+        daemon.stdin.close()
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
