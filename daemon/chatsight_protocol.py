@@ -26,6 +26,8 @@ from typing import Any
 
 import orjson
 
+from chatmod.numbers import as_number
+
 AUTH_HEADER = "x-chatsight-api-auth"
 SUBPROTOCOL = "echo-protocol"
 TEXT_MODERATION_PATH = "/text/moderation"
@@ -80,22 +82,6 @@ def http_request(text: str, metadata: Mapping[str, Any] | None = None) -> bytes:
     return orjson.dumps(payload)
 
 
-def _number(value: Any) -> float | None:
-    """A float from a number or a numeric string; ``None`` for anything else."""
-    if type(value) is float:  # the common case, first
-        return value
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def parse_result(response: Any) -> ChatsightResult:
     """The moderation result inside a reply's ``response`` object."""
     if not isinstance(response, dict):
@@ -112,10 +98,10 @@ def parse_result(response: Any) -> ChatsightResult:
     for group in SCORE_GROUPS:
         values = response.get(group)
         if isinstance(values, dict):
-            numbers = {k: n for k, v in values.items() if (n := _number(v)) is not None}
+            numbers = {k: n for k, v in values.items() if (n := as_number(v)) is not None}
             if numbers:
                 scores[group] = numbers
-    return ChatsightResult(action.strip().lower(), _number(raw_score), scores)
+    return ChatsightResult(action.strip().lower(), as_number(raw_score), scores)
 
 
 def _envelope(data: bytes | str) -> dict[str, Any]:

@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 
+from chatmod.numbers import as_number
+
 CHECK_PATH = "/api/v1/check"
 CLIENT_ID_HEADER = "x-client-id"
 CLIENT_SECRET_HEADER = "x-client-secret"
@@ -75,19 +77,6 @@ class CheckResult:
     hits: tuple[str, ...]  # the sections that crossed the project's thresholds
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
-
-
 def parse_check_reply(data: bytes | str) -> CheckResult:
     try:
         reply = orjson.loads(data)
@@ -100,13 +89,13 @@ def parse_check_reply(data: bytes | str) -> CheckResult:
     sentiment = reply.get("sentiment")
     if isinstance(sentiment, dict):
         for key in TEXT_SCORES:
-            if (n := _number(sentiment.get(key))) is not None:
+            if (n := as_number(sentiment.get(key))) is not None:
                 scores[key] = n
     for section in ("images", "gifs"):
         media = reply.get(section)
         if isinstance(media, dict):
             for key in MEDIA_SCORES:
-                if (n := _number(media.get(key))) is not None:
+                if (n := as_number(media.get(key))) is not None:
                     scores[f"{section}.{key}"] = n
     for section in ("sentiment", "images", "gifs", "language", "links", "badwords",
                     "antivirus"):
