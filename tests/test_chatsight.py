@@ -33,7 +33,7 @@ WRONG_KEY = "c.test.wrong-key-000000"
 @pytest.fixture
 def slow_autojump_clock() -> trio.testing.MockClock:
     """Virtual time that jumps only after real idleness, so loopback I/O still completes."""
-    return trio.testing.MockClock(autojump_threshold=0.05)
+    return trio.testing.MockClock(autojump_threshold=0.2)
 
 
 async def start_sandbox(nursery: trio.Nursery, **faults: Any) -> Sandbox:

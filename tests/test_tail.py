@@ -20,6 +20,20 @@ def decision(i: int, action: str = "none", channel: str = "#lobby") -> bytes:
     }) + b"\n"
 
 
+def wait_until_open(pid: int, path: Path, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    fds = Path(f"/proc/{pid}/fd")
+    while True:
+        try:
+            if any(fd.resolve() == path.resolve() for fd in fds.iterdir()):
+                time.sleep(0.3)  # from open to the seek to the end: a few instructions
+                return
+        except (FileNotFoundError, PermissionError):
+            pass
+        assert time.monotonic() < deadline, "chatmod tail did not open the file"
+        time.sleep(0.02)
+
+
 def read_until(process: subprocess.Popen[str], text: str, timeout: float = 10.0) -> str:
     assert process.stdout is not None
     seen = ""
@@ -39,7 +53,7 @@ def test_tail_follows_a_live_file_across_rotation(tmp_path: Path) -> None:
         chatmod_command("tail", str(path), "--no-color", "--summary-every", "0"),
         stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(1.0)  # let it open the file and seek to the end
+        wait_until_open(process.pid, path)  # it has opened the file (and gone to its end)
         with path.open("ab") as f:
             f.write(decision(1, "delete"))
             f.flush()
