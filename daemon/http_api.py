@@ -4,12 +4,25 @@ component's ``statistics()``)."""
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+import orjson
+
+from chatmod.chatsight_webhook import (
+    DEFAULT_WINDOW,
+    KeywordAlert,
+    ReplayGuard,
+    WebhookRejected,
+    verify,
+)
 from chatmod.http_server import HttpRequest, HttpResponse
-from chatmod.schema import setting
+from chatmod.schema import Secret, setting
+
+log = logging.getLogger("chatmod.http")
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
@@ -22,6 +35,9 @@ class HttpSection:
                                                           "unless you mean otherwise)")
     port: int = setting(9177, min=0, max=65535)
     max_body: int = setting(65536, min=0, help="largest request body accepted (bytes)")
+    chatsight_webhook_secret: Secret | None = None
+    webhook_window: float = setting(DEFAULT_WINDOW, min=1.0, help="seconds a keyword alert's "
+                                                                 "timestamp may be off")
 
 
 def metric_name(*parts: str) -> str:
@@ -40,13 +56,27 @@ def prometheus_text(groups: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+WEBHOOK_PATH = "/webhooks/chatsight"
+
+
 class StatusApi:
-    def __init__(self, ready: Callable[[], bool],
-                 statistics: Callable[[], Mapping[str, Mapping[str, float]]]) -> None:
+    def __init__(
+        self, ready: Callable[[], bool],
+        statistics: Callable[[], Mapping[str, Mapping[str, float]]],
+        alerts: Callable[[KeywordAlert], Awaitable[None]] | None = None,
+        section: HttpSection | None = None,
+    ) -> None:
         self.ready = ready
         self.statistics = statistics
+        self.alerts = alerts
+        self._secret = (section.chatsight_webhook_secret.reveal().encode()
+                        if section and section.chatsight_webhook_secret else None)
+        self._guard = ReplayGuard(section.webhook_window if section else DEFAULT_WINDOW)
+        self.rejected = 0
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
+        if request.path == WEBHOOK_PATH and self._secret is not None:
+            return await self._keyword_alert(request)
         if request.method != "GET":
             return HttpResponse(405, b'{"error": "method not allowed"}',
                                 headers=(("allow", "GET"),))
@@ -60,3 +90,18 @@ class StatusApi:
             return HttpResponse(200, prometheus_text(self.statistics()).encode(),
                                 content_type=PROMETHEUS_TYPE)
         return HttpResponse(404, b'{"error": "not found"}')
+
+    async def _keyword_alert(self, request: HttpRequest) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponse(405, b'{"error": "method not allowed"}',
+                                headers=(("allow", "POST"),))
+        assert self._secret is not None
+        try:
+            alert = verify(request.body, self._secret, time.time(), self._guard)
+        except WebhookRejected as exc:
+            self.rejected += 1
+            log.warning("keyword alert refused (%d): %s", exc.status, exc.reason)
+            return HttpResponse(exc.status, orjson.dumps({"error": exc.reason}))
+        if self.alerts is not None:
+            await self.alerts(alert)
+        return HttpResponse(200, b'{"status": "accepted"}')

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import abc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -93,6 +93,10 @@ class Sink(Plugin, abc.ABC):
 
     def reopen(self) -> None:
         """Reopen files (SIGHUP, after logrotate moved them)."""
+
+    async def write_alert(self, record: Mapping[str, Any]) -> None:
+        """An alert (e.g. a verified keyword alert): ``{"type": "alert", ...}``. Sinks that
+        do not show alerts ignore it."""
 
 
 class Engine(Plugin, abc.ABC):

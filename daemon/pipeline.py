@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -124,6 +125,7 @@ class Pipeline:
         self.decided = 0
         self.in_flight = 0
         self.unacknowledged = 0
+        self.alerts = 0
         self.actions: Counter[str] = Counter()
         self.routes: Counter[str] = Counter()
         self.sink_failures: Counter[str] = Counter()
@@ -404,6 +406,15 @@ class Pipeline:
             if source is not None:
                 await source.acknowledge(messages)
 
+    async def deliver_alert(self, record: Mapping[str, Any]) -> None:
+        """Hand an alert to every sink; one that fails is logged, the others still get it."""
+        self.alerts += 1
+        for sink in self.sinks:
+            try:
+                await sink.write_alert(record)
+            except Exception as exc:
+                log.error("sink %s could not take an alert: %s", sink.name, exc)
+
     async def _dead_letter(self, decisions: list[Decision], sink: str, error: str) -> bool:
         if self.dead_letters is None:
             return False
@@ -427,6 +438,7 @@ class Pipeline:
             "invalid": self.invalid,
             "in_flight": self.in_flight,
             "unacknowledged": self.unacknowledged,
+            "alerts": self.alerts,
         }
         stats.update({f"action.{k}": v for k, v in self.actions.items()})
         stats.update({f"route.{k}": v for k, v in self.routes.items()})

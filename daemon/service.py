@@ -13,6 +13,7 @@ from typing import cast
 import trio
 
 from chatmod.cache import VerdictCache
+from chatmod.chatsight_webhook import KeywordAlert
 from chatmod.config import Config, PluginConfig, load_config
 from chatmod.dead_letters import DeadLetters
 from chatmod.engine_chain import EngineChain
@@ -84,7 +85,8 @@ class Service:
                 nursery.start_soon(notifier.keep_watchdog_fed)
                 http = self.config.http
                 if http.enabled:
-                    api = StatusApi(lambda: self.ready, self.statistics)
+                    api = StatusApi(lambda: self.ready, self.statistics,
+                                    alerts=self._alert, section=http)
                     self.http_port = await nursery.start(partial(
                         serve_http, api.handle, http.host, http.port, max_body=http.max_body))
                     log.info("serving /healthz, /readyz, /metrics on %s:%d", http.host,
@@ -104,6 +106,9 @@ class Service:
                 nursery.cancel_scope.cancel()
         notifier.close()
         return summary[0]
+
+    async def _alert(self, alert: KeywordAlert) -> None:
+        await self.pipeline.deliver_alert(alert.to_record())
 
     def statistics(self) -> dict[str, dict[str, float]]:
         """Every component's counters, for /metrics."""

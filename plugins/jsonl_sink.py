@@ -5,15 +5,17 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+import orjson
 import trio
 
 from chatmod.errors import SinkError
 from chatmod.interfaces import Sink
-from chatmod.model import Decision
+from chatmod.model import Decision, format_timestamp
 from chatmod.schema import setting
 
 STDOUT = "-"
@@ -80,6 +82,12 @@ class JsonlSink(Sink):
             else:
                 await trio.to_thread.run_sync(self._write_blocking, data)
         self.written += len(decisions)
+
+    async def write_alert(self, record: Mapping[str, Any]) -> None:
+        data = orjson.dumps({**record, "ts": format_timestamp(time.time())},
+                            option=orjson.OPT_APPEND_NEWLINE, default=str)
+        async with self._lock:
+            await trio.to_thread.run_sync(self._write_blocking, data)
 
     def reopen(self) -> None:
         if self.config.path != STDOUT:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from chatmod.interfaces import Sink
 from chatmod.model import Decision
@@ -49,6 +49,11 @@ class LogSink(Sink):
             if self.config.only_actions and decision.action == "none":
                 continue
             self.logger.log(self.level, "%s", self.summary(decision))
+
+    async def write_alert(self, record: Mapping[str, Any]) -> None:
+        details = ", ".join(f"{k}={printable(str(v), 80)}" for k, v in record.items()
+                            if k not in ("type", "text"))
+        self.logger.warning("ALERT %s", details)
 
     def summary(self, decision: Decision) -> str:
         message, verdict = decision.message, decision.verdict

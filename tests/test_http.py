@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -96,3 +97,70 @@ def test_daemon_serves_health_readiness_and_metrics(tmp_path: Path) -> None:
         if daemon.poll() is None:
             daemon.kill()
             daemon.wait()
+
+
+def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
+    import orjson
+
+    from chatmod.chatsight_webhook import sign
+
+    secret = "alert-secret-0123456789"
+    port = free_port()
+    out = tmp_path / "d.jsonl"
+    config = write_config(
+        tmp_path / "c.toml",
+        f"[http]\nenabled = true\nport = {port}\nmax_body = 2048\n"
+        "chatsight_webhook_secret_env = 'ALERT_SECRET'\n"
+        + WORDLIST_CONFIG.format(format="text", path=out))
+    with (tmp_path / "stderr.log").open("wb") as stderr:
+        daemon = subprocess.Popen(chatmod_command("run", "-c", str(config)),
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                  stderr=stderr, env={**os.environ, "ALERT_SECRET": secret})
+    url = f"http://127.0.0.1:{port}/webhooks/chatsight"
+
+    def post(content: bytes) -> int:
+        return httpx.post(url, content=content).status_code
+
+    def alert(time_ms: int, signature: str | None = None) -> bytes:
+        return orjson.dumps({
+            "sender": "chatsight-webhooks", "addon": "keywordAlert",
+            "payload": {"keywordDetected": "pizza", "metadata": {"channel": "#lobby"},
+                        "fullText": "Is the pizza ready?"},
+            "time": time_ms, "hmac": signature or sign(secret.encode(), time_ms)})
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        now = int(time.time() * 1000)
+        assert post(alert(now)) == 200
+        refused = [
+            post(alert(now)),  # replayed
+            post(alert(now + 1, sign(b"not-the-secret", now + 1))),  # forged
+            post(alert(now - 3_600_000)),  # stale
+            post(alert(now + 3_600_000)),  # from the future
+            post(b"{" * 10),  # malformed
+            post(b"x" * 4096),  # oversized
+            httpx.get(url).status_code,  # wrong method
+        ]
+        assert refused == [401, 401, 401, 401, 400, 413, 405]
+        assert daemon.stdin is not None
+        daemon.stdin.close()
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+    alerts = [orjson.loads(line) for line in out.read_bytes().splitlines()
+              if b'"type":"alert"' in line]
+    assert len(alerts) == 1
+    assert (alerts[0]["keyword"], alerts[0]["metadata"]) == ("pizza", {"channel": "#lobby"})
+    log = (tmp_path / "stderr.log").read_text()
+    # Each refusal the receiver made is logged with its reason (413 comes before it).
+    assert log.count("keyword alert refused") == 5
+    assert secret not in log

@@ -64,3 +64,14 @@ def test_json_log_format(tmp_path: Path) -> None:
     records = [orjson.loads(line) for line in stderr_lines(tmp_path, config, journal=False)]
     assert {"ts", "level", "logger", "message"} <= set(records[0])
     assert any(r["level"] == "warning" and "invalid UTF-8" in r["message"] for r in records)
+
+
+async def test_log_sink_shows_alerts(caplog: pytest.LogCaptureFixture) -> None:
+    from chatmod.plugins.log_sink import LogConfig, LogSink
+
+    sink = LogSink("log", LogConfig())
+    with caplog.at_level(logging.WARNING, logger="chatmod.decisions"):
+        await sink.write_alert({"type": "alert", "alert": "keyword", "keyword": "pizza\x1b[2J",
+                                "metadata": {"room": 5}, "text": "secret text"})
+    assert caplog.messages == [
+        "ALERT alert=keyword, keyword=pizza\\x1b[2J, metadata={'room': 5}"]

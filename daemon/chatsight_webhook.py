@@ -1,0 +1,108 @@
+"""Chatsight keyword-alert webhooks: strict parsing and verification. No I/O here.
+
+The body is ``{"sender", "addon", "payload": {"keywordDetected", "metadata", "fullText"},
+"time": <ms since the epoch>, "hmac": base64(HMAC-SHA256(shared secret, str(time)))}``.
+
+Only ``time`` is signed, not the body: someone who captured one request could send another
+body with the same ``time`` and ``hmac`` until the window closes. So the window is short
+(60 s by default, both directions), and a signature is accepted once (replays are refused
+while they would still be in the window).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+DEFAULT_WINDOW = 60.0
+REPLAY_MEMORY = 100_000
+
+
+class WebhookRejected(Exception):
+    """Refused, with the HTTP status to answer (400 malformed, 401 not authentic)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class KeywordAlert:
+    keyword: str
+    metadata: dict[str, Any]
+    text: str | None
+    time_ms: int
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": "alert", "alert": "keyword", "keyword": self.keyword,
+                "metadata": self.metadata, "text": self.text, "time_ms": self.time_ms}
+
+
+def sign(secret: bytes, time_ms: int) -> str:
+    return base64.b64encode(hmac.new(secret, str(time_ms).encode(), hashlib.sha256).digest()
+                            ).decode()
+
+
+class ReplayGuard:
+    """Signatures seen recently, each remembered until it would be out of the window."""
+
+    def __init__(self, window: float, size: int = REPLAY_MEMORY) -> None:
+        self.window = window
+        self.size = size
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, signature: str, now: float) -> bool:
+        while self._seen:
+            oldest, expires = next(iter(self._seen.items()))
+            if expires > now and len(self._seen) < self.size:
+                break
+            del self._seen[oldest]
+        if signature in self._seen:
+            return False
+        self._seen[signature] = now + 2 * self.window
+        return True
+
+
+def verify(body: bytes, secret: bytes, now: float, guard: ReplayGuard) -> KeywordAlert:
+    """The alert in ``body`` if it is authentic and fresh; :class:`WebhookRejected` if not."""
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise WebhookRejected(400, "body is not JSON") from None
+    if not isinstance(envelope, dict):
+        raise WebhookRejected(400, "body is not a JSON object")
+    time_ms = envelope.get("time")
+    signature = envelope.get("hmac")
+    if type(time_ms) is not int or time_ms < 0:  # not bool, not float, not a string
+        raise WebhookRejected(400, "'time' must be a non-negative integer")
+    if not isinstance(signature, str) or not signature:
+        raise WebhookRejected(401, "no 'hmac'")
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookRejected(401, "'hmac' is not base64") from None
+    if len(raw) != hashlib.sha256().digest_size or base64.b64encode(raw).decode() != signature:
+        raise WebhookRejected(401, "'hmac' is not a canonical SHA-256 digest")
+    if not hmac.compare_digest(sign(secret, time_ms), signature):
+        raise WebhookRejected(401, "signature does not match")
+    if abs(now - time_ms / 1000) > guard.window:
+        raise WebhookRejected(401, "'time' is outside the accepted window")
+    if not guard.first_time(signature, now):
+        raise WebhookRejected(401, "replayed signature")
+    payload = envelope.get("payload")
+    if not isinstance(payload, dict):
+        raise WebhookRejected(400, "'payload' must be an object")
+    keyword = payload.get("keywordDetected")
+    metadata = payload.get("metadata") or {}
+    text = payload.get("fullText")
+    if not isinstance(keyword, str) or not isinstance(metadata, dict):
+        raise WebhookRejected(400, "'payload' needs a 'keywordDetected' string")
+    return KeywordAlert(keyword, metadata, text if isinstance(text, str) else None, time_ms)
