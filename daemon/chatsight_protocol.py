@@ -57,12 +57,14 @@ class Reply:
     error: str | None = None
 
 
-def trim_metadata(metadata: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """At most :data:`MAX_METADATA_KEYS` keys (the first ones in sorted order), and whether
-    any were dropped. Sorting makes the choice the same whatever order the keys came in."""
-    if len(metadata) <= MAX_METADATA_KEYS:
+def trim_metadata(
+    metadata: Mapping[str, Any], limit: int = MAX_METADATA_KEYS
+) -> tuple[dict[str, Any], bool]:
+    """At most ``limit`` keys (the first ones in sorted order), and whether any were dropped.
+    Sorting makes the choice the same whatever order the keys came in."""
+    if len(metadata) <= limit:
         return dict(metadata), False
-    kept = sorted(metadata, key=str)[:MAX_METADATA_KEYS]
+    kept = sorted(metadata, key=str)[:limit]
     return {key: metadata[key] for key in kept}, True
 
 

@@ -26,6 +26,7 @@ import trio
 from chatmod.backoff import Backoff
 from chatmod.chatsight_http import AuthRejected, ChatsightHttp
 from chatmod.chatsight_protocol import (
+    MAX_METADATA_KEYS,
     SUBPROTOCOL,
     ChatsightResult,
     Reply,
@@ -278,9 +279,16 @@ class ChatsightEngine(Engine):
         return Verdict(result.action, result.score, self.name, route, result.scores)
 
     def _metadata(self, message: Message) -> Mapping[str, Any] | None:
-        if not self.config.send_metadata or not message.metadata:
+        """The message's context (so a keyword alert leads back to it), then its own
+        metadata, 20 keys in all."""
+        if not self.config.send_metadata:
             return None
-        metadata, trimmed = trim_metadata(message.metadata)
+        context = {key: value for key, value in (
+            ("chatmod_id", message.id), ("chatmod_source", message.source),
+            ("chatmod_channel", message.channel), ("chatmod_author", message.author),
+        ) if value}
+        own = {k: v for k, v in message.metadata.items() if k not in context}
+        metadata, trimmed = trim_metadata(own, MAX_METADATA_KEYS - len(context))
         if trimmed:
             self.stats["metadata_trimmed"] += 1
             if not self._metadata_warned:
@@ -289,7 +297,7 @@ class ChatsightEngine(Engine):
                     "message %s has %d metadata keys; sending the first 20 in sorted order "
                     "(with more, Chatsight's keyword add-on would not run). Warned once.",
                     message.id, len(message.metadata))
-        return metadata
+        return {**context, **metadata}
 
     async def _via_http(
         self, message: Message, metadata: Mapping[str, Any] | None

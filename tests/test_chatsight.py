@@ -284,6 +284,21 @@ async def test_metadata_is_trimmed_and_warned_once(
     assert engine.statistics()["metadata_trimmed"] == 3
 
 
+def test_requests_carry_the_message_context_first() -> None:
+    engine = ChatsightEngine("chatsight", ChatsightConfig(api_key=Secret("t", API_KEY)))
+    message = Message(id="m-9", text="t", source="irc", author="alice", channel="#lobby",
+                      metadata={f"key{i:02d}": i for i in range(30)})
+    metadata = engine._metadata(message)
+    assert metadata is not None
+    assert len(metadata) == 20
+    assert {k: metadata[k] for k in ("chatmod_id", "chatmod_source", "chatmod_channel",
+                                     "chatmod_author")} == {
+        "chatmod_id": "m-9", "chatmod_source": "irc", "chatmod_channel": "#lobby",
+        "chatmod_author": "alice"}
+    assert sorted(k for k in metadata if k.startswith("key")) == [f"key{i:02d}"
+                                                                 for i in range(16)]
+
+
 async def test_http_breaker_skips_a_failing_service_then_probes_it(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock,
 ) -> None:
