@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from chatmod.numbers import as_number
+from chatmod.replies import as_number, json_object
 
 AUTH_HEADER = "x-chatsight-api-auth"
 SUBPROTOCOL = "echo-protocol"
@@ -106,19 +106,9 @@ def parse_result(response: Any) -> ChatsightResult:
     return ChatsightResult(action.strip().lower(), as_number(raw_score), scores)
 
 
-def _envelope(data: bytes | str) -> dict[str, Any]:
-    try:
-        envelope = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise ReplyError("reply is not JSON") from None
-    if not isinstance(envelope, dict):
-        raise ReplyError(f"reply is {type(envelope).__name__}, not an object")
-    return envelope
-
-
 def parse_ws_reply(data: bytes | str) -> Reply:
     """A websocket reply. :class:`ReplyError` when it is not a reply at all."""
-    envelope = _envelope(data)
+    envelope = json_object(data, ReplyError)
     response = envelope.get("response")
     reference = None
     if isinstance(response, dict):
@@ -140,7 +130,7 @@ def parse_ws_reply(data: bytes | str) -> Reply:
 
 def parse_http_reply(data: bytes | str) -> ChatsightResult:
     """An HTTP moderation reply; :class:`ReplyError` says what is wrong with it."""
-    envelope = _envelope(data)
+    envelope = json_object(data, ReplyError)
     if envelope.get("success") is False:
         detail = envelope.get("response")
         raise ReplyError(f"Chatsight answered success: false ({str(detail)[:200]})")

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from chatmod.numbers import as_number
+from chatmod.replies import as_number, json_object
 
 CHECK_PATH = "/api/v1/check"
 CLIENT_ID_HEADER = "x-client-id"
@@ -78,12 +78,7 @@ class CheckResult:
 
 
 def parse_check_reply(data: bytes | str) -> CheckResult:
-    try:
-        reply = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise CheckReplyError("reply is not JSON") from None
-    if not isinstance(reply, dict):
-        raise CheckReplyError(f"reply is {type(reply).__name__}, not an object")
+    reply = json_object(data, CheckReplyError)
     scores: dict[str, float] = {}
     hits: list[str] = []
     sentiment = reply.get("sentiment")

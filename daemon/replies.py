@@ -1,8 +1,21 @@
-"""Numbers from provider replies, which send them as numbers or as numeric strings."""
+"""Reading moderation providers' replies: JSON objects, and numbers that may come as strings."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
+
+
+def json_object(data: bytes | str, error: type[ValueError]) -> dict[str, Any]:
+    """``data`` as a JSON object; ``error`` says why it is not one."""
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise error("reply is not JSON") from None
+    if not isinstance(value, dict):
+        raise error(f"reply is {type(value).__name__}, not an object")
+    return value
 
 
 def as_number(value: Any) -> float | None:
