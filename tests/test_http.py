@@ -21,6 +21,19 @@ from .servers import free_port
 SAMPLE_LINE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]* [-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
 
 
+def wait_ready(port: int, log: Path, within: float = 20.0) -> float:
+    """Until the daemon's /readyz answers 200; returns the deadline, for later waits."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return deadline
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+
+
 def assert_prometheus(text: str) -> None:
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -73,15 +86,7 @@ def test_daemon_serves_health_readiness_and_metrics(tmp_path: Path) -> None:
         assert daemon.stdin is not None
         daemon.stdin.write(b"hello\nyou idiot\n")
         daemon.stdin.flush()
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "stderr.log").read_text()
-            time.sleep(0.05)
+        deadline = wait_ready(port, tmp_path / "stderr.log")
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "alive"}
         metrics = ""
         while "chatmod_pipeline_decided 2" not in metrics:
@@ -128,15 +133,7 @@ def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
                         "fullText": "Is the pizza ready?"},
             "time": time_ms, "hmac": signature or sign(secret.encode(), time_ms)})
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_ready(port, tmp_path / "stderr.log")
         now = int(time.time() * 1000)
         assert post(alert(now)) == 200
         refused = [
