@@ -1,4 +1,10 @@
-"""Chatsight keyword-alert webhooks: strict parsing and verification. No I/O here.
+"""Chatsight keyword alerts: the add-on's routes, and strict webhook verification. No I/O.
+
+The add-on is enabled with ``PATCH /addons`` ``{"addon": "keywordAlert", "webhook": "<URL>",
+"includeFullMessage": <bool>}``; keywords are added with ``PATCH /addons/keywords`` and removed
+with ``DELETE /addons/keywords``, both ``{"keyword": "<text>"}``; ``PATCH /addons/secrets``
+(body ``{}``) issues the shared secret (``response.sharedSecret``, shown once; calling it again
+replaces it). A request whose ``metadata`` has over 20 keys is moderated but not alerted on.
 
 The body is ``{"sender", "addon", "payload": {"keywordDetected", "metadata", "fullText"},
 "time": <ms since the epoch>, "hmac": base64(HMAC-SHA256(shared secret, str(time)))}``.
@@ -21,6 +27,11 @@ from typing import Any
 
 import orjson
 
+ADDONS_PATH = "/addons"
+KEYWORDS_PATH = "/addons/keywords"
+SECRETS_PATH = "/addons/secrets"
+KEYWORD_ADDON = "keywordAlert"
+WEBHOOK_SENDER = "chatsight-webhooks"
 DEFAULT_WINDOW = 60.0
 REPLAY_MEMORY = 100_000
 
