@@ -40,6 +40,7 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from chatmod.chatsight_protocol import AUTH_HEADER, SUBPROTOCOL, TEXT_MODERATION_PATH
 from chatmod.discuse_protocol import CHECK_PATH, CLIENT_ID_HEADER, CLIENT_SECRET_HEADER
 from chatmod.http_server import HttpRequest, HttpResponse, serve_http
+from chatmod.sandbox_account import Account
 
 log = logging.getLogger("chatmod.sandbox")
 
@@ -120,6 +121,11 @@ def make_judge(kind: str) -> Callable[[Sequence[str]], list[Judgement]]:
 
 def moderation_reply(action: str, probability: float, reference: str | None) -> bytes:
     """A reply in the documented shape (including its quirks: a text baseline in engine2)."""
+    return orjson.dumps(moderation_body(action, probability, reference))
+
+
+def moderation_body(action: str, probability: float, reference: str | None = None
+                    ) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "modelTrainingWords": [], "computeTime": 1, "times": [0.4, 0.2],
         "uuid": "Future Placeholder", "warningIssued": False, "endpoint": "sandbox",
@@ -127,7 +133,7 @@ def moderation_reply(action: str, probability: float, reference: str | None) -> 
     }
     if reference is not None:
         metadata["self_reference"] = reference
-    return orjson.dumps({
+    return {
         "api": "chatsight-lang-text",
         "success": True,
         "response": {
@@ -145,7 +151,7 @@ def moderation_reply(action: str, probability: float, reference: str | None) -> 
         },
         "TOS": "https://announce.chatsight.ai/terms_of_service",
         "version": "sandbox",
-    })
+    }
 
 
 def error_body(message: str) -> bytes:
@@ -179,6 +185,7 @@ class Sandbox:
         self.judge = make_judge(self.verdicts)
         self._threaded_judge = isinstance(self.judge, ModelJudge)
         self.rng = random.Random(self.seed)
+        self.account = Account(self._judge, moderation_body, stats=self.stats)
         # Routes of the HTTP server; other Chatsight and Discuse routes are added here.
         self.http_routes: dict[tuple[str, str], HttpHandler] = {
             ("POST", TEXT_MODERATION_PATH): self._http_moderate,
@@ -219,6 +226,7 @@ class Sandbox:
     ) -> None:
         """Serve websocket and HTTP on two ports (0: any free one, see ``ws_port``)."""
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.account.run)
             ws = await nursery.start(partial(trio.serve_tcp, host=host), self._ws_connection,
                                      ws_port)
             self.http_port = await nursery.start(partial(
@@ -299,7 +307,7 @@ class Sandbox:
         while True:
             await self._until_answering()
             out: list[bytes] = []
-            requests: list[tuple[str, str | None]] = []
+            requests: list[tuple[str, str | None, Any]] = []
             for event in conn.events():
                 if isinstance(event, TextMessage):
                     fragments.append(event.data)
@@ -313,10 +321,12 @@ class Sandbox:
                     return
                 elif isinstance(event, BytesMessage):
                     self.stats["ws_binary_ignored"] += 1
-            valid = [(text, ref) for text, ref in requests if text is not None and ref != "\0"]
+            valid = [request for request in requests if request[1] != "\0"]
             if valid:
-                judged = await self._judge([text for text, _ in valid])
-                for (_text, reference), (action, probability) in zip(valid, judged, strict=True):
+                judged = await self._judge([text for text, _, _ in valid])
+                for (text, reference, metadata), (action, probability) in zip(
+                        valid, judged, strict=True):
+                    self.account.moderated(text, action, metadata)
                     self._queue_reply(moderation_reply(action, probability, reference),
                                       out, conn, send, nursery)
             if out:
@@ -328,7 +338,7 @@ class Sandbox:
 
     def _read_request(
         self, raw: str, out: list[bytes], conn: WSConnection
-    ) -> tuple[str, str | None]:
+    ) -> tuple[str, str | None, Any]:
         self.stats["ws_requests"] += 1
         try:
             payload = orjson.loads(raw)
@@ -338,8 +348,8 @@ class Sandbox:
                 raise TypeError("sample")
         except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
             out.append(conn.send(TextMessage(data=error_body("invalid payload").decode())))
-            return "", "\0"
-        return text, None if reference is None else str(reference)
+            return "", "\0", None
+        return text, None if reference is None else str(reference), payload.get("metadata")
 
     def _queue_reply(
         self, reply: bytes, out: list[bytes], conn: WSConnection,
@@ -376,7 +386,7 @@ class Sandbox:
     async def _http_route(self, request: HttpRequest) -> HttpResponse:
         self.stats["http_requests"] += 1
         method, path, headers = request.method, request.path, request.headers
-        handler = self.http_routes.get((method, path))
+        handler = self.http_routes.get((method, path)) or self.account.route(method, path)
         if handler is None:
             return HttpResponse(404, error_body(f"no route {method} {path}"))
         if path == CHECK_PATH:  # Discuse: organisation id and project secret
@@ -410,7 +420,8 @@ class Sandbox:
 
     async def _http_moderate(self, request: HttpRequest) -> HttpResponse:
         try:
-            text = orjson.loads(request.body)["sample"]
+            payload = orjson.loads(request.body)
+            text = payload["sample"]
             if not isinstance(text, str):
                 raise TypeError("sample")
         except (orjson.JSONDecodeError, TypeError, KeyError):
@@ -420,6 +431,7 @@ class Sandbox:
             await trio.sleep(self.rng.uniform(low, high))
         ((action, probability),) = await self._judge([text])
         self.stats["http_moderated"] += 1
+        self.account.moderated(text, action, payload.get("metadata"))
         return HttpResponse(200, moderation_reply(action, probability, None))
 
 
