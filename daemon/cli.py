@@ -1,4 +1,5 @@
-"""The command line: ``chatmod run | check-config | plugins``.
+"""The command line: ``chatmod run | check-config | plugins | tail | sandbox`` and the
+Chatsight account commands ``addon | keywords | secret | stats | voice``.
 
 Exit codes: 0 done, 2 bad config or usage, 1 anything else fatal. Errors are one line on
 stderr; ``--debug`` adds the traceback.
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 import orjson
 import trio
 
-from chatmod import sandbox_cli
+from chatmod import account_cli, sandbox_cli
 from chatmod import tail as tail_cli
 from chatmod._version import __version__
 from chatmod.config import load_config
@@ -27,6 +28,7 @@ EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_CONFIG = 2
 EXIT_INTERRUPTED = 130
+ACCOUNT_COMMANDS = ("addon", "keywords", "secret", "stats", "voice")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,6 +60,7 @@ def make_parser() -> argparse.ArgumentParser:
     sandbox = commands.add_parser(
         "sandbox", help="run a local stand-in for the Chatsight API (websocket and HTTP)")
     sandbox_cli.add_arguments(sandbox)
+    account_cli.add_commands(commands)
     return parser
 
 
@@ -73,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sandbox_cli.run(args)
         if args.command == "tail":
             return tail_cli.run(args)
+        if args.command in ACCOUNT_COMMANDS:
+            return account_cli.run(args)
         return _plugins()
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
