@@ -42,6 +42,9 @@ class DaemonSection:
     stats_interval: float = setting(
         300.0, min=0, help="seconds between summary log lines; 0 turns them off"
     )
+    state_dir: str = setting("", help="where moderation stats, voice author keys and the "
+                                      "webhook secret are kept (default: $STATE_DIRECTORY, "
+                                      "set by systemd; unset: stats in memory only)")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """The daemon's own HTTP endpoints: ``GET /healthz`` (alive), ``GET /readyz`` (sources,
-engine and sinks started) and ``GET /metrics`` (Prometheus text format, from every
-component's ``statistics()``)."""
+engine and sinks started), ``GET /metrics`` (Prometheus text format, from every
+component's ``statistics()``), ``GET /stats/moderation`` and ``POST /stats/moderation/search``
+(its decision counts in Chatsight's shapes) and, with a webhook secret configured,
+``POST /webhooks/chatsight`` (keyword alerts)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,15 @@ from chatmod.chatsight_webhook import (
 )
 from chatmod.http_server import HttpRequest, HttpResponse
 from chatmod.schema import Secret, setting
+from chatmod.stats_protocol import (
+    LIFETIME_PATH,
+    SEARCH_PATH,
+    envelope,
+    lifetime_reply,
+    parse_search_request,
+    search_reply,
+)
+from chatmod.stats_store import DecisionStats
 
 log = logging.getLogger("chatmod.http")
 
@@ -65,18 +76,39 @@ class StatusApi:
         statistics: Callable[[], Mapping[str, Mapping[str, float]]],
         alerts: Callable[[KeywordAlert], Awaitable[None]] | None = None,
         section: HttpSection | None = None,
+        decision_stats: DecisionStats | None = None,
     ) -> None:
         self.ready = ready
         self.statistics = statistics
         self.alerts = alerts
-        self._secret = (section.chatsight_webhook_secret.reveal().encode()
-                        if section and section.chatsight_webhook_secret else None)
-        self._guard = ReplayGuard(section.webhook_window if section else DEFAULT_WINDOW)
+        self.decision_stats = decision_stats
+        self.section = section or HttpSection()
+        self._secret: bytes | None = None
+        self._guard = ReplayGuard(DEFAULT_WINDOW)
+        self._use_secret(self.section)
         self.rejected = 0
+
+    def _use_secret(self, section: HttpSection) -> None:
+        secret = section.chatsight_webhook_secret
+        self._secret = secret.reveal().encode() if secret else None
+        self._guard = ReplayGuard(section.webhook_window)
+
+    def reconfigure(self, section: HttpSection) -> bool:
+        """A reload: the webhook secret and window apply at once (after ``chatmod secret
+        rotate``); False when the listening address or limits changed (that takes a restart)."""
+        old = self.section
+        if (section.enabled, section.host, section.port, section.max_body) != (
+                old.enabled, old.host, old.port, old.max_body):
+            return False
+        self.section = section
+        self._use_secret(section)
+        return True
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
         if request.path == WEBHOOK_PATH and self._secret is not None:
             return await self._keyword_alert(request)
+        if request.path == SEARCH_PATH and self.decision_stats is not None:
+            return await self._search(request, self.decision_stats)
         if request.method != "GET":
             return HttpResponse(405, b'{"error": "method not allowed"}',
                                 headers=(("allow", "GET"),))
@@ -89,7 +121,19 @@ class StatusApi:
         if request.path == "/metrics":
             return HttpResponse(200, prometheus_text(self.statistics()).encode(),
                                 content_type=PROMETHEUS_TYPE)
+        if request.path == LIFETIME_PATH and self.decision_stats is not None:
+            return HttpResponse(200, lifetime_reply(self.decision_stats.lifetime()))
         return HttpResponse(404, b'{"error": "not found"}')
+
+    async def _search(self, request: HttpRequest, stats: DecisionStats) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponse(405, b'{"error": "method not allowed"}',
+                                headers=(("allow", "POST"),))
+        try:
+            start, end = parse_search_request(request.body)
+        except ValueError as exc:
+            return HttpResponse(400, envelope(str(exc), success=False))
+        return HttpResponse(200, search_reply(await stats.search(start, end)))
 
     async def _keyword_alert(self, request: HttpRequest) -> HttpResponse:
         if request.method != "POST":

@@ -38,6 +38,12 @@ class Message:
     channel: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     images: tuple[str, ...] = ()
+    #: When the message was said, as its source states it (voice: the offset into the
+    #: conversation); it appears in the decision line only when set.
+    timestamp: str | None = None
+    #: A verdict the source already has (voice: Chatsight moderated each sentence); the
+    #: pipeline uses it instead of asking an engine.
+    verdict: Verdict | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -86,6 +92,8 @@ class Decision:
         }
         if include_text:
             record["text"] = message.text
+        if message.timestamp is not None:
+            record["timestamp"] = message.timestamp
         # Only present when true, so the common line stays the documented one.
         if self.shadow:
             record["shadow"] = True

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -130,6 +130,8 @@ class Pipeline:
         self.routes: Counter[str] = Counter()
         self.sink_failures: Counter[str] = Counter()
         self.latency = LatencyByRoute()
+        # Told of every batch of decisions the sinks took (e.g. the per-minute stats).
+        self.observers: list[Callable[[Sequence[Decision]], None]] = []
         # Streaming mode (the primary engine streams): slots bound the messages between the
         # intake and the sink stage, which frees one per decision it takes.
         self.streaming = chain.engines[0].streams
@@ -280,7 +282,7 @@ class Pipeline:
                 self.in_flight += 1
                 started = clock()
                 try:
-                    verdict = await chain.moderate(message)
+                    verdict = message.verdict or await chain.moderate(message)
                 finally:
                     self.in_flight -= 1
                 latency_ms = (clock() - started) * 1000.0
@@ -342,6 +344,9 @@ class Pipeline:
                     await slots.acquire()
                 self.in_flight += 1
                 started = clock()
+                if message.verdict is not None:  # the source brought it: no engine is asked
+                    finish(message, message.verdict, started)
+                    continue
                 cached, key = chain.probe(message)
                 if cached is not None:
                     finish(message, cached, started)
@@ -394,6 +399,8 @@ class Pipeline:
         for decision in batch:
             self.actions[decision.action] += 1
             self.routes[decision.verdict.route] += 1
+        for observer in self.observers:
+            observer(batch)
         if unsafe:
             # Not acknowledged: a durable source delivers these again.
             self.unacknowledged += len(unsafe)

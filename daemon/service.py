@@ -24,6 +24,8 @@ from chatmod.interfaces import Engine, Sink, Source
 from chatmod.logsetup import set_level
 from chatmod.pipeline import Pipeline, RunSummary
 from chatmod.policy import Policy
+from chatmod.state import state_directory
+from chatmod.stats_store import STATS_FILE, DecisionStats
 from chatmod.systemd import STATUS_INTERVAL, Notifier
 
 log = logging.getLogger("chatmod")
@@ -75,6 +77,10 @@ class Service:
         self.reloads = 0
         self.ready = False
         self.http_port: int | None = None
+        state = state_directory(config.daemon.state_dir)
+        self.decision_stats = DecisionStats(state / STATS_FILE if state else None)
+        self.pipeline.observers.append(self.decision_stats.count)
+        self.api: StatusApi | None = None
 
     async def serve(self) -> RunSummary:
         """Run until the sources end or a stop signal."""
@@ -83,14 +89,16 @@ class Service:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._handle_signals, signals)
                 nursery.start_soon(notifier.keep_watchdog_fed)
+                await nursery.start(self.decision_stats.run)
                 http = self.config.http
                 if http.enabled:
-                    api = StatusApi(lambda: self.ready, self.statistics,
-                                    alerts=self._alert, section=http)
+                    api = self.api = StatusApi(lambda: self.ready, self.statistics,
+                                               alerts=self._alert, section=http,
+                                               decision_stats=self.decision_stats)
                     self.http_port = await nursery.start(partial(
                         serve_http, api.handle, http.host, http.port, max_body=http.max_body))
-                    log.info("serving /healthz, /readyz, /metrics on %s:%d", http.host,
-                             self.http_port)
+                    log.info("serving /healthz, /readyz, /metrics and /stats on %s:%d",
+                             http.host, self.http_port)
                 done = trio.Event()
                 summary: list[RunSummary] = []
 
@@ -103,7 +111,7 @@ class Service:
                 notifier.ready(self.status())
                 nursery.start_soon(self._report_status)
                 await done.wait()
-                nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel()  # the stats are flushed as they stop
         notifier.close()
         return summary[0]
 
@@ -119,6 +127,7 @@ class Service:
         for sink in p.sinks:
             groups[f"sink_{sink.name}"] = dict(sink.statistics())
         groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.ready else 0.0}
+        groups["decisions"] = self.decision_stats.statistics()
         return groups
 
     def status(self) -> str:
@@ -161,7 +170,7 @@ class Service:
             log.error("reload refused, the running config stays: %s", exc)
             self.notifier.ready(f"reload refused: {exc}; {self.status()}")
             return
-        applied = apply_config(self.pipeline, self.config, new)
+        applied = apply_config(self.pipeline, self.config, new, self.api)
         self.config = new
         self.reloads += 1
         log.info("SIGHUP: reopened output files; config reloaded (%s)",
@@ -169,7 +178,8 @@ class Service:
         self.notifier.ready(self.status())
 
 
-def apply_config(pipeline: Pipeline, old: Config, new: Config) -> list[str]:
+def apply_config(pipeline: Pipeline, old: Config, new: Config,
+                 api: StatusApi | None = None) -> list[str]:
     """Apply ``new`` to a running pipeline built from ``old``; returns what changed."""
     applied: list[str] = []
     if new.policy != old.policy:
@@ -185,7 +195,10 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config) -> list[str]:
         set_level(new.daemon.log_level)
         applied.append(f"log level {new.daemon.log_level}")
     if new.http != old.http:
-        log.warning("reload: [http] changed; the HTTP server changes on restart")
+        if api is not None and api.reconfigure(new.http):
+            applied.append("keyword alert verification")
+        else:
+            log.warning("reload: [http] changed; the HTTP server changes on restart")
     if new.engine != old.engine or new.engine_chain() != old.engine_chain():
         log.warning("reload: [engine] changed; the engine chain changes on restart")
     for engine in pipeline.chain.engines:
