@@ -304,9 +304,11 @@ class Account:
                                      "moderationResults": results}, None])
         if self.voice_speakers != "document":
             return reply
-        # As the document writes it: a list holding "key": value pairs (invalid JSON).
+        # As the document writes it: a list holding "key": value pairs, and no comma before
+        # the final null (invalid JSON both).
         pairs = b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in by_speaker.items())
-        return reply.replace(orjson.dumps(marker), b"[" + pairs + b"]")
+        reply = reply.replace(orjson.dumps(marker), b"[" + pairs + b"]")
+        return reply.removesuffix(b",null]") + b"\nnull]"
 
 
 def _object(body: bytes) -> dict[str, Any] | None:

@@ -13,8 +13,9 @@ Facts from the provider's documents (kept here so the project does not depend on
   carries a full text-moderation reply at ``response`` plus ``voiceSTT`` (the sentence),
   ``convoID``, ``messageOrder`` and ``time`` (ms since the epoch, as a string).
 - The document's own sample is not valid JSON: ``speakers`` is written as a list holding
-  ``"0": [...]`` pairs. A reply may carry ``speakers`` as an object, as a list (index =
-  speaker) or in that malformed form; all three are read.
+  ``"0": [...]`` pairs, and no comma separates the result object from the ``null`` after it.
+  A reply may carry ``speakers`` as an object, as a list (index = speaker) or in that
+  malformed form; all three are read, and a missing comma after ``}`` or ``]`` is supplied.
 """
 
 from __future__ import annotations
@@ -117,13 +118,41 @@ def repair_speakers(data: bytes) -> bytes:
     return data
 
 
+_VALUE_START = frozenset(b'{["-0123456789tfn')
+
+
+def supply_commas(data: bytes) -> bytes:
+    """A comma where a value follows ``}`` or ``]`` with none between (outside strings)."""
+    out = bytearray()
+    in_string = escaped = False
+    after_close = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte in b" \t\r\n":
+            out.append(byte)
+            continue
+        else:
+            if after_close and byte in _VALUE_START:
+                out += b","
+            in_string = byte == 0x22
+            after_close = byte in b"}]"
+        out.append(byte)
+    return bytes(out)
+
+
 def parse_transcript(data: bytes) -> Transcript:
     """A fetch reply; :class:`VoiceReplyError` when it is not one."""
     try:
         reply = orjson.loads(data)
     except orjson.JSONDecodeError:
         try:
-            reply = orjson.loads(repair_speakers(data))
+            reply = orjson.loads(supply_commas(repair_speakers(data)))
         except orjson.JSONDecodeError:
             raise VoiceReplyError("reply is not JSON") from None
     if isinstance(reply, dict):  # an error envelope: {"success": false, "response": "..."}

@@ -4,8 +4,10 @@ stopped after."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -122,3 +124,47 @@ DNS = no
     def command(self) -> list[str]:
         assert NGIRCD is not None
         return [NGIRCD, "-n", "-f", str(self.config)]
+
+
+class SandboxProcess:
+    """``chatmod sandbox`` as a real process on free ports; its config written for chatmod.
+
+    Use as a context manager; ``config`` is the file ``--write-config`` wrote, ``http_url``
+    and ``ws_url`` its addresses. On exit it is stopped with SIGTERM (and must exit 0).
+    """
+
+    def __init__(self, workdir: Path, api_key: str, *extra: str) -> None:
+        self.config = workdir / "sandbox.toml"
+        self.log = workdir / "sandbox.log"
+        self.api_key = api_key
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> SandboxProcess:
+        with self.log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "chatmod", "sandbox", "--ws-port", "0",
+                 "--http-port", "0", "--verdicts", "wordlist", *self.extra,
+                 "--write-config", str(self.config)],
+                env={"CHATSIGHT_API_KEY": self.api_key, "PATH": "/usr/bin:/bin"},
+                stdout=subprocess.DEVNULL, stderr=stderr)
+        deadline = time.monotonic() + 20
+        while not self.config.exists():
+            assert self.process.poll() is None, self.log.read_text()
+            assert time.monotonic() < deadline, "sandbox did not start"
+            time.sleep(0.05)
+        text = self.config.read_text()
+        self.http_url = text.split('http_url = "')[1].split('"')[0]
+        self.ws_url = text.split('ws_url = "')[1].split('"')[0]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.process is not None
+        try:
+            self.process.send_signal(signal.SIGTERM)
+            assert self.process.wait(timeout=10) == 0, self.log.read_text()
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        assert self.api_key not in self.log.read_text()
