@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -199,12 +199,22 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
 
     sources = _plugin_list("source", "sources", data, registry)
     sinks = _plugin_list("sink", "sinks", data, registry)
+    if daemon.state_dir:
+        sources = [_inherit_state_dir(spec, daemon.state_dir) for spec in sources]
+        sinks = [_inherit_state_dir(spec, daemon.state_dir) for spec in sinks]
     if not sources:
         raise ConfigError("sources: at least one [[sources]] table is needed")
     if not sinks:
         raise ConfigError("sinks: at least one [[sinks]] table is needed")
     return Config(daemon, engine, policy, cache, dead_letters, http, engines, sources, sinks,
                   origin)
+
+
+def _inherit_state_dir(spec: PluginConfig, state_dir: str) -> PluginConfig:
+    """A plugin with a ``state_dir`` option left empty uses ``[daemon] state_dir``."""
+    if getattr(spec.options, "state_dir", None) != "":
+        return spec
+    return replace(spec, options=replace(spec.options, state_dir=state_dir))
 
 
 def _plugin_list(

@@ -54,8 +54,8 @@ class VoiceJobConfig:
 class VoiceConfig:
     api_key: Secret
     http_url: str = setting(DEFAULT_HTTP_URL, nonempty=True)
-    state_dir: str = setting("", help="where author keys are kept (default: "
-                                      "$STATE_DIRECTORY, set by systemd)")
+    state_dir: str = setting("", help="where author keys are kept (default: [daemon] "
+                                      "state_dir, else $STATE_DIRECTORY, set by systemd)")
     jobs: tuple[VoiceJobConfig, ...] = ()
     poll_interval: float = setting(10.0, min=0.01, help="seconds between result fetches")
     request_timeout: float = setting(30.0, min=0.01)
