@@ -1,0 +1,153 @@
+"""Keyword alerts end to end: ``chatmod addon enable``, ``keywords add``, ``secret rotate``
+against the sandbox, then a matching message through the daemon makes the sandbox deliver a
+signed webhook that the daemon verifies and turns into an alert record."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import trio
+
+from chatmod.chatsight_account import AccountClient
+from chatmod.chatsight_protocol import AUTH_HEADER
+from chatmod.chatsight_webhook import sign
+from chatmod.http_server import HttpRequest, HttpResponse, serve_http
+from chatmod.sandbox import Sandbox
+
+from .helpers import chatmod_command, eventually, run_chatmod
+from .servers import SandboxProcess, free_port
+from .test_http import wait_ready
+
+KEY = "alerts-test-key-0123456789"
+
+
+async def test_sandbox_delivers_signed_webhooks_on_a_keyword(nursery: trio.Nursery) -> None:
+    received: list[bytes] = []
+
+    async def receiver(request: HttpRequest) -> HttpResponse:
+        received.append(request.body)
+        return HttpResponse(200, b"{}")
+
+    port = await nursery.start(serve_http, receiver, "127.0.0.1", 0)
+    sandbox = Sandbox(api_key=KEY, verdicts="wordlist")
+    await nursery.start(sandbox.serve)
+    async with AccountClient(sandbox.http_url(), KEY) as account:
+        await account.enable_keyword_alerts(f"http://127.0.0.1:{port}/hook", full_message=False)
+        await account.add_keyword("pizza")
+        await account.add_keyword("Café")
+        await account.remove_keyword("Café")
+        first = await account.rotate_secret()
+        secret = await account.rotate_secret()  # replaces the first
+    assert first != secret
+    async with httpx.AsyncClient(base_url=sandbox.http_url(),
+                                 headers={AUTH_HEADER: KEY}) as client:
+        for body in ({"sample": "Is the PIZZA ready?", "metadata": {"room": "#5"}},
+                     {"sample": "pizzas are not a word match"},
+                     {"sample": "a café"},
+                     # Over 20 metadata keys: moderated, but the add-on does not run.
+                     {"sample": "pizza", "metadata": {f"k{i}": i for i in range(21)}}):
+            assert (await client.post("/text/moderation", json=body)).status_code == 200
+    await eventually(lambda: sandbox.stats["webhooks_status_200"] >= 1, within=5)
+    await trio.sleep(0.1)  # nothing else is on its way
+    assert len(received) == 1
+    alert = orjson.loads(received[0])
+    assert alert["payload"] == {"keywordDetected": "pizza", "metadata": {"room": "#5"},
+                                "fullText": False}
+    assert alert["hmac"] == sign(secret.encode(), alert["time"])
+    assert alert["hmac"] != sign(first.encode(), alert["time"])
+    assert sandbox.stats["keyword_skipped_metadata"] == 1
+
+
+@pytest.mark.slow
+def test_keyword_alert_from_the_sandbox_through_the_daemon(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    port = free_port()
+    env = {"CHATSIGHT_API_KEY": KEY}
+    with SandboxProcess(tmp_path, KEY) as sandbox:
+        account = ("-c", str(sandbox.config))
+        enabled = run_chatmod("addon", "enable", *account, "--full-message",
+                              "--webhook", f"http://127.0.0.1:{port}/webhooks/chatsight", env=env)
+        assert enabled.returncode == 0, enabled.stderr.decode()
+        added = run_chatmod("keywords", "add", *account, "pizza", "refund", env=env)
+        assert added.returncode == 0, added.stderr.decode()
+        assert "keywords added: pizza, refund" in added.stderr.decode()
+        rotated = run_chatmod("secret", "rotate", *account, "--state-dir", str(state), env=env)
+        assert rotated.returncode == 0, rotated.stderr.decode()
+        secret_file = state / "chatsight-webhook-secret"
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        shown = rotated.stdout.decode().strip()
+        assert shown == secret_file.read_text()  # shown once, to the operator, and kept
+        assert "shown once" in rotated.stderr.decode()
+
+        out = tmp_path / "decisions.jsonl"
+        engine = sandbox.config.read_text().split("[engines.chatsight]")[1].split("[[")[0]
+        config = tmp_path / "daemon.toml"
+        config.write_text(
+            f"[http]\nenabled = true\nport = {port}\n"
+            f"chatsight_webhook_secret_file = '{secret_file}'\n"
+            f"[engine]\nprimary = 'chatsight'\nfallback = 'flag'\n[engines.chatsight]{engine}"
+            f"[[sources]]\ntype = 'stdin'\nformat = 'jsonl'\n"
+            f"[[sinks]]\ntype = 'jsonl'\npath = '{out}'\n")
+        with (tmp_path / "daemon.log").open("wb") as stderr:
+            daemon = subprocess.Popen(chatmod_command("run", "-c", str(config)),
+                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=stderr, env={**os.environ, **env})
+        try:
+            deadline = wait_ready(port, tmp_path / "daemon.log")
+            assert daemon.stdin is not None
+            daemon.stdin.write(b'{"id": "m-1", "text": "hello there", "channel": "#lobby"}\n'
+                               b'{"id": "m-2", "text": "where is my pizza", "author": "bob",'
+                               b' "channel": "#food"}\n')
+            daemon.stdin.flush()
+
+            def alerts() -> list[dict[str, object]]:
+                lines = out.read_bytes().splitlines() if out.exists() else []
+                return [orjson.loads(line) for line in lines if b'"type":"alert"' in line]
+
+            while not alerts():
+                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+                time.sleep(0.05)
+            # A rotation the daemon has not reloaded: the new signatures fail until SIGHUP.
+            rotated_again = run_chatmod("secret", "rotate", *account, "--state-dir",
+                                        str(state), env=env)
+            assert rotated_again.returncode == 0
+            daemon.stdin.write(b'{"id": "m-3", "text": "pizza again", "channel": "#food"}\n')
+            daemon.stdin.flush()
+            while "keyword alert refused (401)" not in (tmp_path / "daemon.log").read_text():
+                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+                time.sleep(0.05)
+            daemon.send_signal(signal.SIGHUP)
+            while "keyword alert verification" not in (tmp_path / "daemon.log").read_text():
+                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+                time.sleep(0.05)
+            daemon.stdin.write(b'{"id": "m-4", "text": "a refund please", "channel": "#help"}\n')
+            daemon.stdin.flush()
+            while len(alerts()) < 2:
+                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
+                time.sleep(0.05)
+            daemon.stdin.close()
+            assert daemon.wait(timeout=20) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
+    found = alerts()
+    assert [(a["keyword"], a["text"]) for a in found] == [("pizza", "where is my pizza"),
+                                                          ("refund", "a refund please")]
+    # The context chatmod sent with the request comes back, so the alert can be traced.
+    metadata = found[0]["metadata"]
+    assert isinstance(metadata, dict)
+    assert (metadata["chatmod_id"], metadata["chatmod_channel"], metadata["chatmod_author"],
+            metadata["chatmod_source"]) == ("m-2", "#food", "bob", "stdin")
+    log = (tmp_path / "daemon.log").read_text()
+    for secret in (shown, secret_file.read_text(), KEY):
+        assert secret not in log
+        assert secret.encode() not in out.read_bytes()
