@@ -173,14 +173,19 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config: {exc}") from None
 
 
+def _state_file(given: Path | None, state_dir: Path | None, relative: str, command: str,
+                option: str) -> Path:
+    """``given``, else ``relative`` under the state directory."""
+    if given is not None:
+        return given
+    if state_dir is None:
+        raise ConfigError(f"{command}: give {option} FILE, --state-dir or daemon.state_dir")
+    return state_dir / relative
+
+
 async def _rotate_secret(client: AccountClient, args: argparse.Namespace,
                          state_dir: Path | None) -> int:
-    target: Path | None = args.out
-    if target is None:
-        if state_dir is None:
-            raise ConfigError("secret rotate: no place to store the secret: give --out FILE, "
-                              "--state-dir or daemon.state_dir")
-        target = state_dir / WEBHOOK_SECRET_FILE
+    target = _state_file(args.out, state_dir, WEBHOOK_SECRET_FILE, "secret rotate", "--out")
     secret = await client.rotate_secret()
     write_private(target, secret)
     print(secret)
@@ -192,12 +197,8 @@ async def _rotate_secret(client: AccountClient, args: argparse.Namespace,
 
 async def _voice_fetch(client: AccountClient, args: argparse.Namespace,
                        state_dir: Path | None) -> int:
-    key_file: Path | None = args.author_key_file
-    if key_file is None:
-        if state_dir is None:
-            raise ConfigError("voice fetch: give --author-key-file, --state-dir or "
-                              "daemon.state_dir")
-        key_file = state_dir / "voice" / f"{args.convo_id}.key"
+    key_file = _state_file(args.author_key_file, state_dir, f"voice/{args.convo_id}.key",
+                           "voice fetch", "--author-key-file")
     try:
         author_key = key_file.read_text().strip()
     except OSError as exc:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -124,3 +126,58 @@ async def eventually(predicate: Callable[[], bool], within: float = 10.0) -> Non
             if predicate():
                 return
             await trio.sleep(0.01)
+
+
+class Daemon:
+    """``chatmod run`` with stdin kept open, decisions to a file, stderr to a file."""
+
+    def __init__(self, tmp: Path, config: Path, env: dict[str, str] | None = None) -> None:
+        self.out = tmp / "decisions.jsonl"
+        self.log = tmp / "stderr.log"
+        with self.log.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                chatmod_command("run", "-c", str(config)), stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})},
+            )
+        self.sent = 0
+        self._lock = threading.Lock()
+
+    def send(self, *lines: str) -> None:
+        assert self.process.stdin is not None
+        with self._lock:
+            self.process.stdin.write("".join(f"{line}\n" for line in lines).encode())
+            self.process.stdin.flush()
+            self.sent += len(lines)
+
+    def decisions(self) -> list[dict[str, object]]:
+        return decision_lines(self.out.read_bytes()) if self.out.exists() else []
+
+    def wait_for(self, predicate: object, what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():  # type: ignore[operator]
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()}")
+
+    def wait_for_log(self, text: str, count: int = 1) -> None:
+        self.wait_for(lambda: self.log.read_text().count(text) >= count, repr(text))
+
+    def finish(self) -> int:
+        """End of input: the daemon drains and exits; its exit code."""
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        return self.process.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+
+    def __enter__(self) -> Daemon:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import time
 from functools import partial
 from pathlib import Path
@@ -15,7 +13,7 @@ import trio
 from chatmod.http_api import StatusApi, prometheus_text
 from chatmod.http_server import serve_http
 
-from .helpers import WORDLIST_CONFIG, chatmod_command, write_config
+from .helpers import WORDLIST_CONFIG, Daemon, write_config
 from .servers import free_port
 
 SAMPLE_LINE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]* [-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?$")
@@ -78,15 +76,9 @@ def test_daemon_serves_health_readiness_and_metrics(tmp_path: Path) -> None:
         tmp_path / "c.toml",
         f"[http]\nenabled = true\nport = {port}\n"
         + WORDLIST_CONFIG.format(format="text", path=tmp_path / "d.jsonl"))
-    with (tmp_path / "stderr.log").open("wb") as stderr:
-        daemon = subprocess.Popen(chatmod_command("run", "-c", str(config)),
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=stderr)
-    try:
-        assert daemon.stdin is not None
-        daemon.stdin.write(b"hello\nyou idiot\n")
-        daemon.stdin.flush()
-        deadline = wait_ready(port, tmp_path / "stderr.log")
+    with Daemon(tmp_path, config) as daemon:
+        daemon.send("hello", "you idiot")
+        deadline = wait_ready(port, daemon.log)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").json() == {"status": "alive"}
         metrics = ""
         while "chatmod_pipeline_decided 2" not in metrics:
@@ -96,12 +88,7 @@ def test_daemon_serves_health_readiness_and_metrics(tmp_path: Path) -> None:
         assert_prometheus(metrics)
         assert "chatmod_pipeline_action_delete 1" in metrics
         assert "chatmod_sink_jsonl_written 2" in metrics
-        daemon.stdin.close()
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        assert daemon.finish() == 0
 
 
 def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
@@ -111,16 +98,12 @@ def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
 
     secret = "alert-secret-0123456789"
     port = free_port()
-    out = tmp_path / "d.jsonl"
+    out = tmp_path / "decisions.jsonl"
     config = write_config(
         tmp_path / "c.toml",
         f"[http]\nenabled = true\nport = {port}\nmax_body = 2048\n"
         "chatsight_webhook_secret_env = 'ALERT_SECRET'\n"
         + WORDLIST_CONFIG.format(format="text", path=out))
-    with (tmp_path / "stderr.log").open("wb") as stderr:
-        daemon = subprocess.Popen(chatmod_command("run", "-c", str(config)),
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=stderr, env={**os.environ, "ALERT_SECRET": secret})
     url = f"http://127.0.0.1:{port}/webhooks/chatsight"
 
     def post(content: bytes) -> int:
@@ -132,8 +115,8 @@ def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
             "payload": {"keywordDetected": "pizza", "metadata": {"channel": "#lobby"},
                         "fullText": "Is the pizza ready?"},
             "time": time_ms, "hmac": signature or sign(secret.encode(), time_ms)})
-    try:
-        wait_ready(port, tmp_path / "stderr.log")
+    with Daemon(tmp_path, config, env={"ALERT_SECRET": secret}) as daemon:
+        wait_ready(port, daemon.log)
         now = int(time.time() * 1000)
         assert post(alert(now)) == 200
         refused = [
@@ -146,13 +129,7 @@ def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
             httpx.get(url).status_code,  # wrong method
         ]
         assert refused == [401, 401, 401, 401, 400, 413, 405]
-        assert daemon.stdin is not None
-        daemon.stdin.close()
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        assert daemon.finish() == 0
     alerts = [orjson.loads(line) for line in out.read_bytes().splitlines()
               if b'"type":"alert"' in line]
     assert len(alerts) == 1

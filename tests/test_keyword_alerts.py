@@ -4,11 +4,8 @@ signed webhook that the daemon verifies and turns into an alert record."""
 
 from __future__ import annotations
 
-import os
 import signal
 import stat
-import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +19,7 @@ from chatmod.chatsight_webhook import sign
 from chatmod.http_server import HttpRequest, HttpResponse, serve_http
 from chatmod.sandbox import Sandbox
 
-from .helpers import chatmod_command, eventually, run_chatmod
+from .helpers import Daemon, eventually, run_chatmod
 from .servers import SandboxProcess, free_port
 from .test_http import wait_ready
 
@@ -87,7 +84,6 @@ def test_keyword_alert_from_the_sandbox_through_the_daemon(tmp_path: Path) -> No
         assert shown == secret_file.read_text()  # shown once, to the operator, and kept
         assert "shown once" in rotated.stderr.decode()
 
-        out = tmp_path / "decisions.jsonl"
         engine = sandbox.config.read_text().split("[engines.chatsight]")[1].split("[[")[0]
         config = tmp_path / "daemon.toml"
         config.write_text(
@@ -95,50 +91,29 @@ def test_keyword_alert_from_the_sandbox_through_the_daemon(tmp_path: Path) -> No
             f"chatsight_webhook_secret_file = '{secret_file}'\n"
             f"[engine]\nprimary = 'chatsight'\nfallback = 'flag'\n[engines.chatsight]{engine}"
             f"[[sources]]\ntype = 'stdin'\nformat = 'jsonl'\n"
-            f"[[sinks]]\ntype = 'jsonl'\npath = '{out}'\n")
-        with (tmp_path / "daemon.log").open("wb") as stderr:
-            daemon = subprocess.Popen(chatmod_command("run", "-c", str(config)),
-                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                      stderr=stderr, env={**os.environ, **env})
-        try:
-            deadline = wait_ready(port, tmp_path / "daemon.log")
-            assert daemon.stdin is not None
-            daemon.stdin.write(b'{"id": "m-1", "text": "hello there", "channel": "#lobby"}\n'
-                               b'{"id": "m-2", "text": "where is my pizza", "author": "bob",'
-                               b' "channel": "#food"}\n')
-            daemon.stdin.flush()
+            f"[[sinks]]\ntype = 'jsonl'\npath = '{tmp_path / 'decisions.jsonl'}'\n")
+        with Daemon(tmp_path, config, env=env) as daemon:
+            wait_ready(port, daemon.log)
+            daemon.send('{"id": "m-1", "text": "hello there", "channel": "#lobby"}',
+                        '{"id": "m-2", "text": "where is my pizza", "author": "bob", '
+                        '"channel": "#food"}')
 
             def alerts() -> list[dict[str, object]]:
-                lines = out.read_bytes().splitlines() if out.exists() else []
+                lines = daemon.out.read_bytes().splitlines() if daemon.out.exists() else []
                 return [orjson.loads(line) for line in lines if b'"type":"alert"' in line]
 
-            while not alerts():
-                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-                time.sleep(0.05)
+            daemon.wait_for(lambda: len(alerts()) == 1, "the first alert")
             # A rotation the daemon has not reloaded: the new signatures fail until SIGHUP.
             rotated_again = run_chatmod("secret", "rotate", *account, "--state-dir",
                                         str(state), env=env)
             assert rotated_again.returncode == 0
-            daemon.stdin.write(b'{"id": "m-3", "text": "pizza again", "channel": "#food"}\n')
-            daemon.stdin.flush()
-            while "keyword alert refused (401)" not in (tmp_path / "daemon.log").read_text():
-                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-                time.sleep(0.05)
-            daemon.send_signal(signal.SIGHUP)
-            while "keyword alert verification" not in (tmp_path / "daemon.log").read_text():
-                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-                time.sleep(0.05)
-            daemon.stdin.write(b'{"id": "m-4", "text": "a refund please", "channel": "#help"}\n')
-            daemon.stdin.flush()
-            while len(alerts()) < 2:
-                assert time.monotonic() < deadline, (tmp_path / "daemon.log").read_text()
-                time.sleep(0.05)
-            daemon.stdin.close()
-            assert daemon.wait(timeout=20) == 0
-        finally:
-            if daemon.poll() is None:
-                daemon.kill()
-                daemon.wait()
+            daemon.send('{"id": "m-3", "text": "pizza again", "channel": "#food"}')
+            daemon.wait_for_log("keyword alert refused (401)")
+            daemon.process.send_signal(signal.SIGHUP)
+            daemon.wait_for_log("keyword alert verification")
+            daemon.send('{"id": "m-4", "text": "a refund please", "channel": "#help"}')
+            daemon.wait_for(lambda: len(alerts()) == 2, "the second alert")
+            assert daemon.finish() == 0
     found = alerts()
     assert [(a["keyword"], a["text"]) for a in found] == [("pizza", "where is my pizza"),
                                                           ("refund", "a refund please")]
@@ -147,7 +122,7 @@ def test_keyword_alert_from_the_sandbox_through_the_daemon(tmp_path: Path) -> No
     assert isinstance(metadata, dict)
     assert (metadata["chatmod_id"], metadata["chatmod_channel"], metadata["chatmod_author"],
             metadata["chatmod_source"]) == ("m-2", "#food", "bob", "stdin")
-    log = (tmp_path / "daemon.log").read_text()
+    log = daemon.log.read_text()
     for secret in (shown, secret_file.read_text(), KEY):
         assert secret not in log
-        assert secret.encode() not in out.read_bytes()
+        assert secret.encode() not in daemon.out.read_bytes()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import chatmod_command, decision_lines, write_config
+from .helpers import Daemon, chatmod_command, decision_lines, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -36,49 +36,6 @@ type = "stdin"
 type = "jsonl"
 path = "{out}"
 """
-
-
-class Daemon:
-    """``chatmod run`` with stdin kept open, decisions to a file, stderr to a file."""
-
-    def __init__(self, tmp: Path, config: Path, env: dict[str, str] | None = None) -> None:
-        self.out = tmp / "decisions.jsonl"
-        self.log = tmp / "stderr.log"
-        with self.log.open("wb") as stderr:
-            self.process = subprocess.Popen(
-                chatmod_command("run", "-c", str(config)), stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, stderr=stderr, env={**os.environ, **(env or {})},
-            )
-        self.sent = 0
-        self._lock = threading.Lock()
-
-    def send(self, *lines: str) -> None:
-        assert self.process.stdin is not None
-        with self._lock:
-            self.process.stdin.write("".join(f"{line}\n" for line in lines).encode())
-            self.process.stdin.flush()
-            self.sent += len(lines)
-
-    def decisions(self) -> list[dict[str, object]]:
-        return decision_lines(self.out.read_bytes()) if self.out.exists() else []
-
-    def wait_for(self, predicate: object, what: str, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():  # type: ignore[operator]
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {what}:\n{self.log.read_text()}")
-
-    def wait_for_log(self, text: str, count: int = 1) -> None:
-        self.wait_for(lambda: self.log.read_text().count(text) >= count, repr(text))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(timeout=10)
-        assert self.process.stdin is not None
-        self.process.stdin.close()
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from chatmod.stats_protocol import (
 )
 from chatmod.stats_store import DecisionStats
 
-from .helpers import WORDLIST_CONFIG, chatmod_command, run_chatmod, write_config
+from .helpers import WORDLIST_CONFIG, Daemon, run_chatmod, write_config
 from .servers import SandboxProcess, free_port
 from .test_http import wait_ready
 
@@ -201,25 +199,15 @@ async def test_without_a_state_directory_counts_stay_in_memory() -> None:
 @pytest.mark.slow
 def test_daemon_serves_its_counts_to_chatmod_stats(tmp_path: Path) -> None:
     port = free_port()
-    out = tmp_path / "d.jsonl"
     config = write_config(
         tmp_path / "c.toml",
         f"[daemon]\nstate_dir = '{tmp_path / 'state'}'\n[http]\nenabled = true\nport = {port}\n"
-        + WORDLIST_CONFIG.format(format="text", path=out))
-    with (tmp_path / "stderr.log").open("wb") as stderr:
-        daemon = subprocess.Popen(chatmod_command("run", "-c", str(config)),
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                  stderr=stderr)
+        + WORDLIST_CONFIG.format(format="text", path=tmp_path / "decisions.jsonl"))
     url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(port, tmp_path / "stderr.log")
-        assert daemon.stdin is not None
-        daemon.stdin.write(b"hello\nyou idiot\npizza time\nhello again\n")
-        daemon.stdin.flush()
-        deadline = time.monotonic() + 20
-        while not out.exists() or out.read_bytes().count(b"\n") < 4:
-            assert time.monotonic() < deadline, "no decisions"
-            time.sleep(0.05)
+    with Daemon(tmp_path, config) as daemon:
+        wait_ready(port, daemon.log)
+        daemon.send("hello", "you idiot", "pizza time", "hello again")
+        daemon.wait_for(lambda: len(daemon.decisions()) == 4, "4 decisions")
         lifetime = run_chatmod("stats", "--daemon", url, "--json")
         assert lifetime.returncode == 0, lifetime.stderr.decode()
         assert orjson.loads(lifetime.stdout) == {"passed": 2, "flagged": 1, "deleted": 1,
@@ -233,12 +221,7 @@ def test_daemon_serves_its_counts_to_chatmod_stats(tmp_path: Path) -> None:
         assert rows[0] == "minute,passed,flagged,deleted,total"
         assert sum(int(row.split(",")[4]) for row in rows[1:]) == 4
         assert "the API rounds to the hour" in search.stderr.decode()
-        daemon.stdin.close()
-        assert daemon.wait(timeout=20) == 0
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
+        assert daemon.finish() == 0
     assert (tmp_path / "state" / "stats.sqlite3").exists()
 
 
@@ -281,3 +264,34 @@ def test_chatmod_stats_against_the_sandbox(tmp_path: Path) -> None:
                         env={k: v for k, v in os.environ.items() if k != "NO_SUCH_VARIABLE"})
     assert unset.returncode == 2
     assert "NO_SUCH_VARIABLE is not set" in unset.stderr.decode()
+
+
+async def test_stats_routes_refuse_bad_requests(nursery: trio.Nursery) -> None:
+    from functools import partial
+
+    from chatmod.http_api import StatusApi
+    from chatmod.http_server import serve_http
+
+    stats = DecisionStats(None)
+    api = StatusApi(lambda: True, dict, decision_stats=stats)
+    port = await nursery.start(partial(serve_http, api.handle, "127.0.0.1", 0, max_body=1024))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        assert (await client.get("/stats/moderation/search")).status_code == 405
+        for body in (b"", b"[]", b'{"timefrom": "yesterday", "timeto": "2026-11-22 10:00:00"}',
+                     b'{"timefrom": 5}', b"x" * 2000):
+            answer = await client.post("/stats/moderation/search", content=body)
+            assert answer.status_code in (400, 413), body
+        stats.count([decision("delete", 3600.0)])
+        lifetime = await client.get("/stats/moderation")
+        assert lifetime.json()["response"]["commentsDeleted"] == "1"  # a string, as Chatsight's
+        found = await client.post("/stats/moderation/search", json={
+            "timefrom": "1970-01-01 00:40:00", "timeto": "1970-01-01 01:40:00"})  # 01:00-02:00
+        assert parse_search(found.content) == [Record(utc("1970-01-01 01:00:00"),
+                                                      Counts(deleted=1, total=1))]
+
+
+def test_secret_rotate_needs_a_place_to_keep_it(tmp_path: Path) -> None:
+    result = run_chatmod("secret", "rotate", "--url", "http://127.0.0.1:9",
+                         env={"CHATSIGHT_API_KEY": KEY, "STATE_DIRECTORY": ""})
+    assert result.returncode == 2
+    assert "give --out FILE, --state-dir or daemon.state_dir" in result.stderr.decode()
