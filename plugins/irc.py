@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 import ssl
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import trio
 from irctokens.line import Line, build
@@ -32,6 +32,7 @@ READ_SIZE = 16384
 OUTGOING_QUEUE = 256
 # Remembered message ids, so that one message is never acted on twice.
 ACTED_MEMORY = 10_000
+ALERT_MAX_BYTES = 400  # an IRC line is 512 bytes with the command and target
 # Seconds before reconnecting after the server refused our credentials.
 FATAL_RETRY = 300.0
 
@@ -75,6 +76,9 @@ class IrcSourceConfig:
     sasl_user: str = ""
     sasl_password: Secret | None = None
     channels: tuple[str, ...] = setting((), one_or_many=True)
+    quiet_channels: tuple[str, ...] = setting(
+        (), one_or_many=True, help="channels joined only to post in (e.g. keyword alerts to "
+                                   "moderators); their chat is not moderated")
     connect_timeout: float = setting(10.0, min=0.01)
     ping_interval: float = setting(60.0, min=0.01, help="seconds of silence before a PING")
     ping_timeout: float = setting(30.0, min=0.01, help="seconds a PING may go unanswered")
@@ -118,7 +122,8 @@ class IrcConnection:
         self.on_chat = on_chat
         self.session: IrcSession | None = None
         self.registered = trio.Event()
-        self.stats: dict[str, int] = {"connects": 0, "lines_in": 0, "actions_sent": 0}
+        self.stats: dict[str, int] = {"connects": 0, "lines_in": 0, "actions_sent": 0,
+                                      "quiet_lines": 0}
         self._stream: trio.abc.Stream | None = None
         self._write_lock = trio.Lock()
         self._actions: trio.MemorySendChannel[Line] | None = None
@@ -171,7 +176,8 @@ class IrcConnection:
         async with stream:
             self._stream = stream
             session = self.session = IrcSession(
-                config.nick, config.channels, config.user, config.realname,
+                config.nick, config.channels + config.quiet_channels, config.user,
+                config.realname,
                 password=config.password.reveal() if config.password else None,
                 sasl_user=config.sasl_user or None,
                 sasl_password=config.sasl_password.reveal() if config.sasl_password else None)
@@ -253,6 +259,7 @@ class IrcSource(Source):
     def __init__(self, name: str, config: IrcSourceConfig) -> None:
         super().__init__(name, config)
         self._intake: Intake | None = None
+        self._quiet = {channel.casefold() for channel in config.quiet_channels}
         self.connection = IrcConnection(name, config, self._chat, self.log)
 
     async def run(self, intake: Intake, *,
@@ -266,6 +273,9 @@ class IrcSource(Source):
 
     async def _chat(self, chat: ChatLine) -> None:
         assert self._intake is not None
+        if chat.channel.casefold() in self._quiet:
+            self.connection.stats["quiet_lines"] += 1
+            return
         metadata = {"irc_host": chat.host or "", "irc_user": chat.user or ""}
         if chat.server_time:
             metadata["irc_time"] = chat.server_time
@@ -289,6 +299,11 @@ class IrcSinkConfig:
     reason: str = setting("moderated by chatmod ({verdict})", help="kick reason; {verdict}, "
                                                                     "{action}, {score}")
     notice: str = setting("Please keep it friendly ({verdict}).")
+    alerts_channel: str = setting("", help="where keyword alerts are posted as a NOTICE "
+                                           "(join it with the source's quiet_channels); '' "
+                                           "none")
+    alert_format: str = setting("keyword alert: {keyword!r} from {author} in {channel}: {text}",
+                                help="{keyword}, {author}, {channel}, {text}")
 
 
 class IrcActionSink(Sink):
@@ -302,7 +317,8 @@ class IrcActionSink(Sink):
         super().__init__(name, config)
         self._acted: OrderedDict[str, None] = OrderedDict()
         self._warned_no_rights: set[str] = set()
-        self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0}
+        self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0,
+                                      "alerts": 0}
 
     async def write(self, decisions: Sequence[Decision]) -> None:
         failed: list[Decision] = []
@@ -353,6 +369,30 @@ class IrcActionSink(Sink):
             host = message.metadata.get("irc_host") or "*"
             return [build("MODE", [message.channel, "+b", f"*!*@{host}"]), kick]
         return [kick]
+
+    async def write_alert(self, record: Mapping[str, Any]) -> None:
+        """A keyword alert as a NOTICE to ``alerts_channel`` (nothing when it is unset)."""
+        channel = self.config.alerts_channel
+        if not channel or record.get("type") != "alert":
+            return
+        connection = CONNECTIONS.get(self.config.connection)
+        if connection is None or connection.session is None:
+            raise SinkError(f"IRC connection {self.config.connection!r} is down")
+        metadata = record.get("metadata")
+        context = metadata if isinstance(metadata, Mapping) else {}
+        text = record.get("text")
+        notice = self.config.alert_format.format(
+            keyword=str(record.get("keyword", "")),
+            author=context.get("chatmod_author") or "?",
+            channel=context.get("chatmod_channel") or "?",
+            text=text if isinstance(text, str) else "(text not included)")
+        # One line: IRC has no room for newlines, and a long text is cut, not split.
+        clean = " ".join(notice.split()).encode()[:ALERT_MAX_BYTES].decode(errors="ignore")
+        try:
+            await connection.act([build("NOTICE", [channel, clean])])
+        except LinkLost as exc:
+            raise SinkError(f"IRC connection {self.config.connection!r}: {exc}") from None
+        self.stats["alerts"] += 1
 
     def statistics(self) -> dict[str, float]:
         return dict(self.stats)

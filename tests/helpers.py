@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ class RecordingSink(Sink):
     def __init__(self, name: str = "recorder", delay: float = 0.0, fail: bool = False) -> None:
         super().__init__(name, None)
         self.decisions: list[Decision] = []
+        self.alerts: list[Mapping[str, Any]] = []
         self.delay = delay
         self.fail = fail
         self.closed = False
@@ -62,6 +63,9 @@ class RecordingSink(Sink):
         if self.fail:
             raise OSError("disk full")
         self.decisions.extend(decisions)
+
+    async def write_alert(self, record: Mapping[str, Any]) -> None:
+        self.alerts.append(record)
 
     async def aclose(self) -> None:
         self.closed = True

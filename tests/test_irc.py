@@ -156,3 +156,35 @@ async def test_server_password_and_tls(tmp_path: Path, nursery: trio.Nursery) ->
     finally:
         for server in (locked, secure):
             server.stop()
+
+
+async def test_keyword_alerts_go_to_the_moderators_channel(
+    irc_server: IrcServer, nursery: trio.Nursery,
+) -> None:
+    source = IrcSource("irc", IrcSourceConfig(
+        port=irc_server.port, nick="modbot", channels=("#lobby",), quiet_channels=("#mods",)))
+    actions = IrcActionSink("irc-actions", IrcSinkConfig(alerts_channel="#mods"))
+    recorder = RecordingSink()
+    engine = WordlistEngine("wordlist", WordlistConfig(delete=("idiot",)))
+    pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
+                        Policy(PolicySection()), [recorder, actions])
+    nursery.start_soon(pipeline.run)
+    await eventually(lambda: source.connection.session is not None
+                     and {"#lobby", "#mods"} <= source.connection.session.joined)
+    mod = Client("mod")
+    await mod.connect(nursery, irc_server.port, "#mods")
+    await mod.say("#mods", "that idiot again")  # moderators' talk: not moderated
+    await pipeline.deliver_alert({
+        "type": "alert", "alert": "keyword", "keyword": "refund",
+        "metadata": {"chatmod_author": "bob", "chatmod_channel": "#lobby"},
+        "text": "I want a refund\r\nPRIVMSG #lobby :injected", "time_ms": 1})
+    notice = await mod.wait_for(lambda line: line.command == "NOTICE"
+                                and line.params[0] == "#mods")
+    assert notice.params[1] == ("keyword alert: 'refund' from bob in #lobby: I want a refund "
+                                "PRIVMSG #lobby :injected")
+    assert actions.statistics()["alerts"] == 1
+    await eventually(lambda: source.connection.stats["quiet_lines"] == 1)
+    assert recorder.decisions == []
+    assert len(recorder.alerts) == 1
+    await mod.aclose()
+    pipeline.abort()
