@@ -63,6 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--http-429", type=float, default=0, metavar="RATE")
     faults.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS")
     faults.add_argument("--seed", type=int, default=0)
+    account = parser.add_argument_group("account")
+    account.add_argument("--search-interval", type=float, default=120.0, metavar="SECONDS",
+                         help="the stats search limit (the API's is 120 s)")
+    account.add_argument("--voice-speakers", choices=("document", "object", "list"),
+                         default="document",
+                         help="how voice replies write speakers (document: as the API's "
+                              "document does, not valid JSON)")
+    account.add_argument("--voice-fetches", type=int, default=3, metavar="N",
+                         help="fetches until a voice job is complete")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     )
     key = os.environ.get(args.api_key_env) or DEFAULT_API_KEY
     sandbox = Sandbox(api_key=key, faults=faults, verdicts=args.verdicts, seed=args.seed)
+    sandbox.account.search_interval = args.search_interval
+    sandbox.account.voice_speakers = args.voice_speakers
+    sandbox.account.voice_fetches_until_done = args.voice_fetches
     trio.run(_serve, sandbox, args)
     return 0
 

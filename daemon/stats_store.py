@@ -108,7 +108,7 @@ class DecisionStats:
             self._stored = _counts([value or 0 for value in row])
             log.info("moderation stats kept in %s", self.path)
         else:
-            log.info("moderation stats kept in memory only (set daemon.state_dir to keep them)")
+            log.debug("moderation stats kept in memory only (set daemon.state_dir to keep them)")
         task_status.started()
         try:
             while True:
