@@ -125,11 +125,11 @@ class VoiceSource(Source):
         while True:
             try:
                 transcript = await client.fetch_voice(job.convo_id, author_key)
-            except AccountAuthError as exc:
-                self.log.error("voice job %s stopped: %s", job.convo_id, exc)
-                return
             except AccountError as exc:
                 self.fetch_errors += 1
+                if _final(exc):
+                    self.log.error("voice job %s stopped: %s", job.convo_id, exc)
+                    return
                 self.log.warning("voice job %s: %s; retrying", job.convo_id, exc)
                 await trio.sleep(backoff.next_delay())
                 continue
@@ -155,11 +155,8 @@ class VoiceSource(Source):
                                           long_running=job.long_running)
                 self.log.info("voice job %s submitted", job.convo_id)
                 return True
-            except AccountAuthError as exc:
-                self.log.error("voice job %s not submitted: %s", job.convo_id, exc)
-                return False
             except AccountError as exc:
-                if exc.status is not None and 400 <= exc.status < 500:  # retrying won't help
+                if _final(exc):
                     self.log.error("voice job %s not submitted: %s", job.convo_id, exc)
                     return False
                 self.log.warning("voice job %s: %s; retrying", job.convo_id, exc)
@@ -180,3 +177,10 @@ class VoiceSource(Source):
             metadata={"convo_id": convo_id, "offset": sentence.offset,
                       "speaker": sentence.speaker},
         )
+
+
+def _final(error: AccountError) -> bool:
+    """A refusal that retrying will not change: the key, the author key, an unknown or
+    duplicate conversation (4xx other than 429)."""
+    return isinstance(error, AccountAuthError) or (
+        error.status is not None and 400 <= error.status < 500 and error.status != 429)

@@ -241,3 +241,20 @@ async def test_sandbox_voice_routes_need_the_voice_header(nursery: trio.Nursery)
         missing = await client.post("/stream/moderate", content=b"{}")
         assert missing.status_code == 400
         assert "x-chatsight-api" in missing.text
+
+
+async def test_a_wrong_author_key_stops_the_job(
+        tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
+    sandbox = Sandbox(api_key=KEY, verdicts="wordlist")
+    await nursery.start(sandbox.serve)
+    sandbox.account.voice_jobs[CONVO] = VoiceJob(CONVO, "u", "the-real-key", True, (), 0)
+    (tmp_path / "voice").mkdir()
+    (tmp_path / "voice" / f"{CONVO}.key").write_text("a-key-from-elsewhere")
+    intake = Collect()
+    source = voice_source(sandbox, tmp_path, VoiceJobConfig(url="u", convo_id=CONVO))
+    with trio.fail_after(10):
+        await source.run(intake)  # returns: the job cannot go on, and is not retried forever
+    assert intake.messages == []
+    assert "HTTP 403" in caplog.text
+    assert source.statistics()["fetch_errors"] == 1
+    assert not (tmp_path / "voice" / f"{CONVO}.done").exists()
