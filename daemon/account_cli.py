@@ -245,6 +245,9 @@ async def _stats(args: argparse.Namespace) -> int:
         if end <= start:
             raise ConfigError("--to: expected a time after --from")
         rounded = api_range(start, end)
+        if rounded[0] >= rounded[1]:
+            raise ConfigError(f"--from/--to: the API rounds both to {format_time(rounded[0])}, "
+                              "an empty range; widen it (times round to the nearest hour)")
         pieces = split_range(*rounded)
         interval = 0.0 if daemon_url else SEARCH_INTERVAL
         print(f"chatmod: the API rounds to the hour: {format_time(rounded[0])} to "

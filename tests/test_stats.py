@@ -295,3 +295,11 @@ def test_secret_rotate_needs_a_place_to_keep_it(tmp_path: Path) -> None:
                          env={"CHATSIGHT_API_KEY": KEY, "STATE_DIRECTORY": ""})
     assert result.returncode == 2
     assert "give --out FILE, --state-dir or daemon.state_dir" in result.stderr.decode()
+
+
+def test_a_range_that_rounds_to_nothing_is_refused_before_any_request() -> None:
+    result = run_chatmod("stats", "search", "--url", "http://127.0.0.1:9",
+                         "--from", "2026-11-22 10:10:00", "--to", "2026-11-22 10:20:00",
+                         env={"CHATSIGHT_API_KEY": KEY})
+    assert result.returncode == 2
+    assert "rounds both to 2026-11-22 10:00:00" in result.stderr.decode()
