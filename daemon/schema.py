@@ -192,10 +192,11 @@ def _read_secret(
             )
         if not resolve:
             return Secret(f"env {var}", None)
-        value = os.environ.get(var)
+        value = os.environ.get(var, "").strip()
         if not value:
-            raise ConfigError(f"{key_path}_env: environment variable {var} is not set")
-        return Secret(f"env {var}", value.strip())
+            raise ConfigError(f"{key_path}_env: environment variable {var} is not set "
+                              "(or is blank)")
+        return Secret(f"env {var}", value)
     if file_key in table:
         raw = table[file_key]
         if not isinstance(raw, str) or not raw:

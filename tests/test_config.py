@@ -188,6 +188,9 @@ def test_secrets_of_used_engines_are_resolved_and_masked(
     monkeypatch.delenv("CHATMOD_TEST_KEY")
     with pytest.raises(ConfigError, match="CHATMOD_TEST_KEY is not set"):
         parse_config(tomllib.loads(text + BASE), secret_registry())
+    monkeypatch.setenv("CHATMOD_TEST_KEY", " \n")  # blank is no secret (an empty HMAC key!)
+    with pytest.raises(ConfigError, match="CHATMOD_TEST_KEY is not set"):
+        parse_config(tomllib.loads(text + BASE), secret_registry())
 
 
 def test_local_engine_without_its_extra_is_a_clear_config_error(
