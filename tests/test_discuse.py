@@ -24,6 +24,9 @@ from chatmod.plugins.discuse import DiscuseConfig, DiscuseEngine
 from chatmod.sandbox import Sandbox
 from chatmod.schema import Secret
 
+from .helpers import decision_lines, run_chatmod
+from .servers import SandboxProcess, free_port
+
 DOC_REPLY = (Path(__file__).parent / "data" / "discuse_reply.json").read_bytes()
 
 
@@ -95,3 +98,41 @@ async def test_discuse_answers_when_chatsight_is_down(nursery: trio.Nursery) -> 
     chain = EngineChain([chatsight, backup], "flag", timeout=30)
     verdict = await chain.moderate(Message(id="1", text="you idiot", source="t"))
     assert (verdict.engine, verdict.route, verdict.action) == ("discuse", "fallback", "delete")
+
+
+@pytest.mark.slow
+def test_daemon_with_discuse_primary_then_as_chatsights_fallback(tmp_path: Path) -> None:
+    env = {"CHATSIGHT_API_KEY": "c.discuse-test-0123456789", "DISCUSE_ID": "sandbox-client",
+           "DISCUSE_SECRET": "sandbox-secret"}
+    lines = (b'{"id": "t", "text": "hello there"}\n'
+             b'{"id": "r", "text": "you idiot"}\n'
+             b'{"id": "i", "text": "look", "images": ["https://img.test/nsfw.png"]}\n'
+             b'{"id": "l", "text": "look https://img.test/nsfw.gif"}\n')
+    with SandboxProcess(tmp_path, env["CHATSIGHT_API_KEY"]) as sandbox:
+        discuse = (f"[engines.discuse]\nurl = '{sandbox.http_url}'\nclient_id_env = 'DISCUSE_ID'\n"
+                   "client_secret_env = 'DISCUSE_SECRET'\nproject_id = 1\n")
+        io = "[[sources]]\ntype = 'stdin'\nformat = 'jsonl'\n[[sinks]]\ntype = 'jsonl'\npath = '-'\n"
+        primary = tmp_path / "primary.toml"
+        primary.write_text("[engine]\nprimary = 'discuse'\nfallback = 'flag'\n" + discuse + io)
+        result = run_chatmod("run", "-c", str(primary), input=lines, env=env)
+        assert result.returncode == 0, result.stderr.decode()
+        by_id = {d["id"]: d for d in decision_lines(result.stdout)}
+        assert {i: (d["engine"], d["route"], d["verdict"]) for i, d in by_id.items()} == {
+            "t": ("discuse", "http", "pass"), "r": ("discuse", "http", "delete"),
+            "i": ("discuse", "http", "delete"), "l": ("discuse", "http", "delete")}
+        down = free_port()  # nothing listens here: Chatsight is down
+        fallback = tmp_path / "fallback.toml"
+        fallback.write_text(
+            "[engine]\nprimary = 'chatsight'\nfallback = ['discuse', 'flag']\n"
+            f"[engines.chatsight]\nws_url = 'ws://127.0.0.1:{down}/text/moderation'\n"
+            f"http_url = 'http://127.0.0.1:{down}'\napi_key_env = 'CHATSIGHT_API_KEY'\n"
+            "http_retries = 0\nconnect_timeout = 1.0\n" + discuse + io)
+        result = run_chatmod("run", "-c", str(fallback), input=lines, env=env)
+        assert result.returncode == 0, result.stderr.decode()
+        decisions = decision_lines(result.stdout)
+        assert len(decisions) == 4
+        assert {(d["engine"], d["route"]) for d in decisions} == {("discuse", "fallback")}
+        assert {d["id"]: d["verdict"] for d in decisions} == {
+            "t": "pass", "r": "delete", "i": "delete", "l": "delete"}
+    for secret in env.values():
+        assert secret.encode() not in result.stdout + result.stderr
