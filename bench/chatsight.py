@@ -75,7 +75,6 @@ class SandboxProcess:
             if time.monotonic() > deadline or self.process.poll() is not None:
                 raise SystemExit("the sandbox did not start")
             time.sleep(0.05)
-        time.sleep(0.1)  # the file is written whole before the next line runs, but be safe
         engine = tomllib.loads(config.read_text())["engines"]["chatsight"]
         self.ws_url, self.http_url = engine["ws_url"], engine["http_url"]
 

@@ -105,9 +105,12 @@ async def _serve(sandbox: Sandbox, args: argparse.Namespace) -> None:
                   f"HTTP {sandbox.http_url(args.host)}; accepts the key {key_source}; "
                   f"verdicts: {type(sandbox.judge).__name__}", file=sys.stderr, flush=True)
             if args.write_config:
-                args.write_config.write_text(SANDBOX_CONFIG.format(
+                # Renamed into place whole: whoever waits for the file never reads half of it.
+                written = args.write_config.with_name(f".{args.write_config.name}.tmp")
+                written.write_text(SANDBOX_CONFIG.format(
                     ws_url=sandbox.ws_url(args.host), http_url=sandbox.http_url(args.host),
                     key_env=args.api_key_env))
+                written.replace(args.write_config)
                 print(f"chatsight sandbox: wrote {args.write_config}", file=sys.stderr,
                       flush=True)
             async for _ in signals:

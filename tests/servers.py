@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,8 @@ class SandboxProcess:
     """``chatmod sandbox`` as a real process on free ports; its config written for chatmod.
 
     Use as a context manager; ``config`` is the file ``--write-config`` wrote, ``http_url``
-    and ``ws_url`` its addresses. On exit it is stopped with SIGTERM (and must exit 0).
+    and ``ws_url`` its addresses. :meth:`stop` (also on exit) stops it with SIGTERM; it must
+    exit 0, and its key must be in none of its output.
     """
 
     def __init__(self, workdir: Path, api_key: str, *extra: str) -> None:
@@ -149,22 +151,32 @@ class SandboxProcess:
                 env={"CHATSIGHT_API_KEY": self.api_key, "PATH": "/usr/bin:/bin"},
                 stdout=subprocess.DEVNULL, stderr=stderr)
         deadline = time.monotonic() + 20
-        while not self.config.exists():
+        while not self.config.exists():  # written whole (renamed into place)
             assert self.process.poll() is None, self.log.read_text()
             assert time.monotonic() < deadline, "sandbox did not start"
             time.sleep(0.05)
-        text = self.config.read_text()
-        self.http_url = text.split('http_url = "')[1].split('"')[0]
-        self.ws_url = text.split('ws_url = "')[1].split('"')[0]
+        engine = tomllib.loads(self.config.read_text())["engines"]["chatsight"]
+        self.ws_url, self.http_url = engine["ws_url"], engine["http_url"]
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def engine_table(self) -> str:
+        """The written config's ``[engines.chatsight]`` lines, to build other configs on."""
+        return self.config.read_text().split("[engines.chatsight]")[1].split("[[")[0]
+
+    def stop(self) -> str:
+        """Stop it (once); its log."""
         assert self.process is not None
         try:
-            self.process.send_signal(signal.SIGTERM)
-            assert self.process.wait(timeout=10) == 0, self.log.read_text()
+            if self.process.returncode is None:
+                self.process.send_signal(signal.SIGTERM)
+                assert self.process.wait(timeout=10) == 0, self.log.read_text()
         finally:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
-        assert self.api_key not in self.log.read_text()
+        log = self.log.read_text()
+        assert self.api_key not in log
+        return log
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

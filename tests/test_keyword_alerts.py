@@ -84,7 +84,7 @@ def test_keyword_alert_from_the_sandbox_through_the_daemon(tmp_path: Path) -> No
         assert shown == secret_file.read_text()  # shown once, to the operator, and kept
         assert "shown once" in rotated.stderr.decode()
 
-        engine = sandbox.config.read_text().split("[engines.chatsight]")[1].split("[[")[0]
+        engine = sandbox.engine_table()
         config = tmp_path / "daemon.toml"
         config.write_text(
             f"[http]\nenabled = true\nport = {port}\n"

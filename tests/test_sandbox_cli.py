@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from .helpers import chatmod_command, decision_lines, run_chatmod
+from .helpers import decision_lines, run_chatmod
+from .servers import SandboxProcess
 
 pytestmark = pytest.mark.slow
 
@@ -20,31 +18,9 @@ SANDBOX_KEY = "c.sandbox.key-0123456789"
 
 @pytest.fixture
 def sandbox_config(tmp_path: Path) -> Iterator[Path]:
-    config = tmp_path / "sandbox.toml"
-    log = tmp_path / "sandbox.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            [*chatmod_command("sandbox", "--ws-port", "0", "--http-port", "0",
-                              "--verdicts", "wordlist", "--latency", "0:5",
-                              "--write-config", str(config))],
-            env={"CHATSIGHT_API_KEY": SANDBOX_KEY, "PATH": "/usr/bin:/bin"},
-            stdout=subprocess.DEVNULL, stderr=stderr,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while not config.exists():
-            assert process.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "sandbox did not start"
-            time.sleep(0.05)
-        yield config
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-        assert "chatsight sandbox: stopped; " in log.read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert SANDBOX_KEY not in log.read_text()
+    with SandboxProcess(tmp_path, SANDBOX_KEY, "--latency", "0:5") as sandbox:
+        yield sandbox.config
+    assert "chatsight sandbox: stopped; " in sandbox.stop()
 
 
 def test_daemon_moderates_through_the_sandbox_websocket(sandbox_config: Path) -> None:

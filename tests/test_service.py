@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import Daemon, chatmod_command, decision_lines, write_config
+from .helpers import Daemon, decision_lines, write_config
+from .servers import SandboxProcess
 
 pytestmark = pytest.mark.slow
 
@@ -139,31 +138,13 @@ def test_sighup_applies_new_thresholds_and_refuses_a_broken_config(tmp_path: Pat
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Path]]:
-    config = tmp_path / "sandbox-written.toml"
-    log = tmp_path / "sandbox.log"
-    with log.open("wb") as stderr:
-        process = subprocess.Popen(
-            chatmod_command("sandbox", "--ws-port", "0", "--http-port", "0", "--verdicts",
-                            "wordlist", "--latency", "20:80", "--write-config", str(config)),
-            env={**os.environ, "CHATSIGHT_API_KEY": SANDBOX_KEY}, stdout=subprocess.DEVNULL,
-            stderr=stderr)
-    try:
-        deadline = time.monotonic() + 20
-        while not config.exists():
-            assert time.monotonic() < deadline, log.read_text()
-            assert process.poll() is None, log.read_text()
-            time.sleep(0.05)
-        time.sleep(0.1)
-        yield process, config, log
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=10)
+def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
+    with SandboxProcess(tmp_path, SANDBOX_KEY, "--latency", "20:80") as running:
+        yield running
 
 
-def chatsight_config(sandbox_config: Path, out: Path, delete_action: str) -> str:
-    engine = sandbox_config.read_text().split("[engines.chatsight]")[1].split("[[")[0]
+def chatsight_config(sandbox: SandboxProcess, out: Path, delete_action: str) -> str:
+    engine = sandbox.engine_table()
     return f"""
 [daemon]
 drain_timeout = 10.0
@@ -182,12 +163,11 @@ path = "{out}"
 
 
 def test_reload_keeps_the_engine_connection_and_sigterm_drains_under_load(
-    tmp_path: Path, sandbox: tuple[subprocess.Popen[bytes], Path, Path],
+    tmp_path: Path, sandbox: SandboxProcess,
 ) -> None:
-    sandbox_process, sandbox_config, sandbox_log = sandbox
     config = tmp_path / "c.toml"
     out = tmp_path / "decisions.jsonl"
-    config.write_text(chatsight_config(sandbox_config, out, "delete"))
+    config.write_text(chatsight_config(sandbox, out, "delete"))
     daemon = Daemon(tmp_path, config, env={"CHATSIGHT_API_KEY": SANDBOX_KEY})
     stop_feeding = threading.Event()
 
@@ -203,7 +183,7 @@ def test_reload_keeps_the_engine_connection_and_sigterm_drains_under_load(
         daemon.wait_for_log("websocket connected")
         feeder.start()
         daemon.wait_for(lambda: len(daemon.decisions()) > 50, "decisions")
-        config.write_text(chatsight_config(sandbox_config, out, "kick"))
+        config.write_text(chatsight_config(sandbox, out, "kick"))
         daemon.process.send_signal(signal.SIGHUP)
         daemon.wait_for_log("config reloaded (policy)")
         daemon.wait_for(lambda: any(d["action"] == "kick" for d in daemon.decisions()),
@@ -230,9 +210,7 @@ def test_reload_keeps_the_engine_connection_and_sigterm_drains_under_load(
     assert int(summary[1]) == int(summary[2]) == len(ids) <= daemon.sent
     actions = {d["action"] for d in decisions}
     assert {"kick", "none"} <= actions
-    sandbox_process.send_signal(signal.SIGTERM)
-    sandbox_process.wait(timeout=10)
-    assert "ws_connections 1," in sandbox_log.read_text()
+    assert "ws_connections 1," in sandbox.stop()
 
 
 def test_sighup_applies_source_and_sink_changes(tmp_path: Path) -> None:
