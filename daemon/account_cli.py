@@ -15,12 +15,11 @@ import tomllib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
 
-from chatmod.chatsight_account import AccountClient, search_range
 from chatmod.errors import ConfigError
 from chatmod.schema import parse_table
 from chatmod.state import state_directory, write_private
@@ -34,6 +33,9 @@ from chatmod.stats_protocol import (
     split_range,
 )
 from chatmod.voice_protocol import Transcript
+
+if TYPE_CHECKING:
+    from chatmod.chatsight_account import AccountClient
 
 DEFAULT_URL = "https://api.chatsight.ai"
 DEFAULT_KEY_ENV = "CHATSIGHT_API_KEY"
@@ -113,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    # The HTTP client (httpx) is imported only when an account command runs, not at every
+    # start of the daemon, whose parser includes these commands.
+    from chatmod.chatsight_account import AccountClient
+
     command = args.command
     if command == "stats":
         return await _stats(args)
@@ -230,6 +236,8 @@ def print_transcript(transcript: Transcript, *, as_json: bool) -> None:
 
 
 async def _stats(args: argparse.Namespace) -> int:
+    from chatmod.chatsight_account import AccountClient, search_range
+
     daemon_url = getattr(args, "daemon", None)
     if daemon_url:
         base_url, api_key = daemon_url, None

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import httpx
 import orjson
 import trio
 
@@ -128,6 +127,8 @@ class Account:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         """Deliver queued webhooks, one at a time (the provider's order)."""
+        import httpx  # here, not at import: `chatmod run` loads this module via its parser
+
         async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT) as client:
             task_status.started()
             async for body in self._webhooks_in:
