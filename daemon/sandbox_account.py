@@ -149,10 +149,7 @@ class Account:
     def moderated(self, text: str, action: str, metadata: Any) -> None:
         """Count a moderated text, and queue keyword alerts for it."""
         now = time.time()
-        minute = datetime.fromtimestamp(now - now % 60, UTC)
-        counts = counts_for_verdict(action)
-        self.minutes[minute] = self.minutes.get(minute, Counts()) + counts
-        self.lifetime = self.lifetime + counts
+        self.add_history(datetime.fromtimestamp(now, UTC), counts_for_verdict(action))
         if self.webhook_url is None or not self.keywords:
             return
         if isinstance(metadata, dict) and len(metadata) > MAX_METADATA_KEYS:
@@ -164,7 +161,8 @@ class Account:
                                     int(now * 1000))
 
     def add_history(self, minute: datetime, counts: Counts) -> None:
-        """Past traffic, for trying the stats search over days (tests, demos)."""
+        """Count traffic in the minute of ``minute``: what the sandbox moderates, or past
+        traffic for trying the stats search over days (tests, demos)."""
         minute = minute.astimezone(UTC).replace(second=0, microsecond=0)
         self.minutes[minute] = self.minutes.get(minute, Counts()) + counts
         self.lifetime = self.lifetime + counts

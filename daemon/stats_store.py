@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,6 +41,14 @@ _ADD = """INSERT INTO minutes VALUES (?, ?, ?, ?, ?) ON CONFLICT(minute) DO UPDA
 
 def _counts(row: Sequence[int]) -> Counts:
     return Counts(passed=row[0], flagged=row[1], deleted=row[2], total=row[3])
+
+
+def _add_rows(into: dict[int, list[int]], rows: Mapping[int, Sequence[int]]) -> None:
+    """Add per-minute rows (passed, flagged, deleted, total) into ``into``."""
+    for minute, row in rows.items():
+        kept = into.setdefault(minute, [0, 0, 0, 0])
+        for i, value in enumerate(row):
+            kept[i] += value
 
 
 def _minute(epoch_minute: int) -> datetime:
@@ -87,11 +95,7 @@ class DecisionStats:
             rows.update((minute, list(counts)) for minute, *counts in found)
         else:
             rows.update((m, list(r)) for m, r in self._memory.items() if first <= m < last)
-        for minute, row in self._pending.items():
-            if first <= minute < last:
-                merged = rows.setdefault(minute, [0, 0, 0, 0])
-                for i, value in enumerate(row):
-                    merged[i] += value
+        _add_rows(rows, {m: r for m, r in self._pending.items() if first <= m < last})
         return select_records({_minute(m): _counts(r) for m, r in rows.items()}, start, end)
 
     def statistics(self) -> dict[str, float]:
@@ -128,10 +132,7 @@ class DecisionStats:
             return
         flushed = sum((_counts(r) for r in pending.values()), Counts())
         if self._db is None:
-            for minute, row in pending.items():
-                kept = self._memory.setdefault(minute, [0, 0, 0, 0])
-                for i, value in enumerate(row):
-                    kept[i] += value
+            _add_rows(self._memory, pending)
             for minute in sorted(self._memory)[:-MEMORY_MINUTES]:
                 del self._memory[minute]
             self._stored += flushed
@@ -143,10 +144,7 @@ class DecisionStats:
         except sqlite3.Error as exc:
             self.flush_failures += 1
             log.warning("moderation stats not saved (%s); kept for the next try", exc)
-            for minute, row in pending.items():  # back in front of what came since
-                again = self._pending.setdefault(minute, [0, 0, 0, 0])
-                for i, value in enumerate(row):
-                    again[i] += value
+            _add_rows(self._pending, pending)  # merged with what came since
             return
         self._stored += flushed
 

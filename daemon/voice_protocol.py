@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import re
 from collections import defaultdict, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,24 @@ def fetch_request(author_key: str) -> bytes:
 _SPEAKERS_LIST = re.compile(rb'"speakers"\s*:\s*\[')
 
 
+def _outside_strings(data: bytes, start: int = 0) -> Iterator[tuple[int, int]]:
+    """``(index, byte)`` of each byte from ``start`` that is not inside a JSON string; a
+    string shows as its opening quote only."""
+    in_string = escaped = False
+    for i in range(start, len(data)):
+        byte = data[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # the closing quote
+                in_string = False
+            continue
+        in_string = byte == 0x22
+        yield i, byte
+
+
 def repair_speakers(data: bytes) -> bytes:
     """The document's ``"speakers": ["0": [...], "1": [...]]`` made an object, so the reply
     parses; any other text is returned unchanged."""
@@ -92,28 +111,17 @@ def repair_speakers(data: bytes) -> bytes:
     if match is None:
         return data
     opening = match.end() - 1
-    depth, in_string, escaped, keyed = 0, False, False, False
-    for i in range(opening, len(data)):
-        char = data[i:i + 1]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == b"\\":
-                escaped = True
-            elif char == b'"':
-                in_string = False
-            continue
-        if char == b'"':
-            in_string = True
-        elif char in (b"[", b"{"):
+    depth, keyed = 0, False
+    for i, byte in _outside_strings(data, opening):
+        if byte in b"[{":
             depth += 1
-        elif char in (b"]", b"}"):
+        elif byte in b"]}":
             depth -= 1
             if depth == 0:
                 if not keyed:
                     return data
                 return data[:opening] + b"{" + data[opening + 1:i] + b"}" + data[i + 1:]
-        elif char == b":" and depth == 1:
+        elif byte == 0x3A and depth == 1:  # a colon: "key": value pairs in a list
             keyed = True
     return data
 
@@ -123,27 +131,18 @@ _VALUE_START = frozenset(b'{["-0123456789tfn')
 
 def supply_commas(data: bytes) -> bytes:
     """A comma where a value follows ``}`` or ``]`` with none between (outside strings)."""
-    out = bytearray()
-    in_string = escaped = False
+    missing: list[int] = []
     after_close = False
-    for byte in data:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte in b" \t\r\n":
-            out.append(byte)
+    for i, byte in _outside_strings(data):
+        if byte in b" \t\r\n":
             continue
-        else:
-            if after_close and byte in _VALUE_START:
-                out += b","
-            in_string = byte == 0x22
-            after_close = byte in b"}]"
-        out.append(byte)
-    return bytes(out)
+        if after_close and byte in _VALUE_START:
+            missing.append(i)
+        after_close = byte in b"}]"
+    if not missing:
+        return data
+    pieces = [data[a:b] for a, b in zip([0, *missing], [*missing, len(data)], strict=True)]
+    return b",".join(pieces)
 
 
 def parse_transcript(data: bytes) -> Transcript:
