@@ -11,7 +11,6 @@ import argparse
 import csv
 import os
 import sys
-import tomllib
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import trio
 
+from chatmod.config import DaemonSection, read_config_tables
 from chatmod.errors import ConfigError
 from chatmod.schema import parse_table
 from chatmod.state import state_directory, write_private
@@ -152,7 +152,7 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str, Path | None]:
     if config_path is not None and (url is None or key_env is None):
         from chatmod.plugins.chatsight import ChatsightConfig
 
-        tables = _read_toml(config_path)
+        tables = read_config_tables(config_path)
         engine = tables.get("engines", {}).get("chatsight")
         if not isinstance(engine, dict):
             raise ConfigError(f"{config_path}: engines.chatsight: needed for the API key "
@@ -163,20 +163,13 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str, Path | None]:
             options["api_key_env"] = key_env
         chatsight = parse_table(ChatsightConfig, options, "engines.chatsight")
         if state is None:
-            state = tables.get("daemon", {}).get("state_dir", "")
+            state = parse_table(DaemonSection, tables.get("daemon", {}), "daemon").state_dir
         return url or chatsight.http_url, chatsight.api_key.reveal(), state_directory(state or "")
     name = key_env or DEFAULT_KEY_ENV
-    key = os.environ.get(name)
+    key = os.environ.get(name, "").strip()
     if not key:
         raise ConfigError(f"--api-key-env: ${name} is not set (or give -c FILE)")
     return url or DEFAULT_URL, key, state_directory(state or "")
-
-
-def _read_toml(path: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from None
 
 
 def _state_file(given: Path | None, state_dir: Path | None, relative: str, command: str,

@@ -138,19 +138,25 @@ TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "dead_letter
                   "sources", "sinks")
 
 
-def load_config(path: str | Path, registry: Registry | None = None) -> Config:
-    """Read and validate a config file; :class:`ConfigError` says what is wrong and where."""
+def read_config_tables(path: str | Path) -> dict[str, Any]:
+    """A config file's TOML, not yet validated; :class:`ConfigError` when it can't be read."""
     path = Path(path)
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: config is not valid UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def load_config(path: str | Path, registry: Registry | None = None) -> Config:
+    """Read and validate a config file; :class:`ConfigError` says what is wrong and where."""
+    path = Path(path)
+    data = read_config_tables(path)
     try:
         return parse_config(data, registry or Registry.from_entry_points(), origin=str(path))
     except ConfigError as exc:
