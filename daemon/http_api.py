@@ -51,6 +51,12 @@ class HttpSection:
                                                                  "timestamp may be off")
 
 
+def _verification(section: HttpSection) -> tuple[bytes | None, ReplayGuard]:
+    """The webhook secret (None: no receiver) and a fresh replay guard for its window."""
+    secret = section.chatsight_webhook_secret
+    return (secret.reveal().encode() if secret else None), ReplayGuard(section.webhook_window)
+
+
 def metric_name(*parts: str) -> str:
     name = "_".join(_NOT_NAME.sub("_", part) for part in parts if part)
     return "chatmod_" + re.sub("_+", "_", name).strip("_")
@@ -83,15 +89,8 @@ class StatusApi:
         self.alerts = alerts
         self.decision_stats = decision_stats
         self.section = section or HttpSection()
-        self._secret: bytes | None = None
-        self._guard = ReplayGuard(DEFAULT_WINDOW)
-        self._use_secret(self.section)
+        self._secret, self._guard = _verification(self.section)
         self.rejected = 0
-
-    def _use_secret(self, section: HttpSection) -> None:
-        secret = section.chatsight_webhook_secret
-        self._secret = secret.reveal().encode() if secret else None
-        self._guard = ReplayGuard(section.webhook_window)
 
     def reconfigure(self, section: HttpSection) -> bool:
         """A reload: the webhook secret and window apply at once (after ``chatmod secret
@@ -101,7 +100,7 @@ class StatusApi:
                 old.enabled, old.host, old.port, old.max_body):
             return False
         self.section = section
-        self._use_secret(section)
+        self._secret, self._guard = _verification(section)
         return True
 
     async def handle(self, request: HttpRequest) -> HttpResponse:
