@@ -89,15 +89,18 @@ class AccountClient:
             await self._client.aclose()
 
     async def request(self, method: str, path: str, body: Any = None,
-                      headers: Mapping[str, str] | None = None) -> httpx.Response:
-        """One call; network failures and refused keys as :class:`AccountError`."""
+                      headers: Mapping[str, str] | None = None, *,
+                      refusal_means_key: bool = True) -> httpx.Response:
+        """One call; network failures as :class:`AccountError`, and 401/403 as
+        :class:`AccountAuthError` unless ``refusal_means_key`` is false (a call whose 403 can
+        mean something else, such as a wrong author key)."""
         content = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
         try:
             response = await self._client.request(method, path, content=content,
                                                   headers=headers)
         except httpx.HTTPError as exc:
             raise AccountError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        if response.status_code in AUTH_STATUSES and not path.startswith(FETCH_PREFIX):
+        if response.status_code in AUTH_STATUSES and refusal_means_key:
             raise AccountAuthError(f"{method} {path}: Chatsight refused the API key "
                                    f"(HTTP {response.status_code})", response.status_code)
         return response
@@ -160,7 +163,7 @@ class AccountClient:
     async def fetch_voice(self, convo_id: str, author_key: str) -> Transcript:
         path = FETCH_PREFIX + convo_id
         response = await self.request("POST", path, fetch_request(author_key),
-                                      headers={API_HEADER: API_VOICE})
+                                      headers={API_HEADER: API_VOICE}, refusal_means_key=False)
         if response.status_code != 200:
             raise AccountError(f"POST {path}: HTTP {response.status_code}: "
                                f"{response.text[:200]}", response.status_code)
