@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections.abc import Sequence
@@ -11,6 +12,8 @@ import trio.testing
 from chatmod.errors import EngineError
 from chatmod.model import Message
 from chatmod.plugins.local import LocalConfig, LocalEngine
+
+from .servers import missing
 
 
 class FakePredictor:
@@ -114,7 +117,8 @@ async def test_model_failure_is_an_engine_error() -> None:
 
 
 async def test_real_model_tells_insults_from_greetings() -> None:
-    pytest.importorskip("profanity_check", reason="needs the 'local' extra")
+    if importlib.util.find_spec("profanity_check") is None:
+        missing("the 'local' extra")
     engine = LocalEngine("local", LocalConfig())
     verdicts = await moderate_all(engine, ["hello friends", "you are a fucking idiot"])
     assert verdicts[0] == "pass"
