@@ -138,3 +138,15 @@ def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
     # Each refusal the receiver made is logged with its reason (413 comes before it).
     assert log.count("keyword alert refused") == 5
     assert secret not in log
+
+
+def test_a_reload_applies_the_webhook_secret_but_not_a_new_address() -> None:
+    from chatmod.http_api import HttpSection
+    from chatmod.schema import Secret
+
+    api = StatusApi(lambda: True, dict, section=HttpSection(enabled=True))
+    rotated = HttpSection(enabled=True, chatsight_webhook_secret=Secret("t", "new-secret-value"))
+    assert api.reconfigure(rotated)
+    assert api.section is rotated
+    assert not api.reconfigure(HttpSection(enabled=True, port=9178))
+    assert api.section is rotated  # the refused one is not half-applied

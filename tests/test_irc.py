@@ -188,3 +188,14 @@ async def test_keyword_alerts_go_to_the_moderators_channel(
     assert len(recorder.alerts) == 1
     await mod.aclose()
     pipeline.abort()
+
+
+async def test_an_alert_with_the_irc_connection_down_is_a_sink_error() -> None:
+    from chatmod.errors import SinkError
+
+    sink = IrcActionSink("irc-actions", IrcSinkConfig(connection="nowhere",
+                                                      alerts_channel="#mods"))
+    with pytest.raises(SinkError, match="'nowhere' is down"):
+        await sink.write_alert({"type": "alert", "keyword": "x", "metadata": {}, "text": "t"})
+    await IrcActionSink("quiet", IrcSinkConfig(connection="nowhere")).write_alert(
+        {"type": "alert", "keyword": "x"})  # no alerts_channel: nothing to do, no error

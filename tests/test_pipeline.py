@@ -9,7 +9,7 @@ import trio.testing
 
 from chatmod.config import PolicySection
 from chatmod.engine_chain import EngineChain
-from chatmod.interfaces import Engine, Sink
+from chatmod.interfaces import Engine, ResultCallback, Sink
 from chatmod.model import Decision, Message, Verdict
 from chatmod.pipeline import Pipeline
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
@@ -147,3 +147,40 @@ async def test_latency_percentiles_by_route(autojump_clock: trio.testing.MockClo
     stats = pipeline.statistics()
     assert stats["latency_ms.p50.ws"] == pytest.approx(250)
     assert stats["latency_ms.p99.ws"] == pytest.approx(250)
+
+
+class StreamingEngine(Engine):
+    """Streams like Chatsight: answers through the callback; counts what it was asked."""
+
+    streams = True
+    enforces_own_timeout = True
+
+    def __init__(self) -> None:
+        super().__init__("streamer", None)
+        self.asked: list[str] = []
+
+    async def submit(self, message: Message, on_result: ResultCallback) -> None:
+        self.asked.append(message.id)
+        on_result(Verdict("pass", 0.1, self.name, "ws"))
+
+    async def moderate(self, message: Message) -> Verdict:
+        raise AssertionError("a streaming primary is fed through submit")
+
+
+@pytest.mark.parametrize("streaming", [True, False])
+async def test_a_verdict_the_source_brought_is_used_without_asking_an_engine(
+        streaming: bool) -> None:
+    brought = Verdict("delete", 0.9, "chatsight", "voice")
+    source = ListSource("voice", [Message(id="s-1", text="said", source="voice", verdict=brought),
+                                  Message(id="s-2", text="typed", source="voice")])
+    sink = RecordingSink()
+    engine: Engine = StreamingEngine() if streaming else WordlistEngine(
+        "wordlist", WordlistConfig(delete=("idiot",)))
+    summary = await make_pipeline([source], [sink], engine=engine).run()
+    assert summary.decided == 2
+    by_id = {d.message.id: d for d in sink.decisions}
+    assert by_id["s-1"].verdict == brought
+    assert by_id["s-1"].action == "delete"
+    assert by_id["s-2"].verdict.engine == engine.name
+    if isinstance(engine, StreamingEngine):
+        assert engine.asked == ["s-2"]

@@ -303,3 +303,24 @@ def test_a_range_that_rounds_to_nothing_is_refused_before_any_request() -> None:
                          env={"CHATSIGHT_API_KEY": KEY})
     assert result.returncode == 2
     assert "rounds both to 2026-11-22 10:00:00" in result.stderr.decode()
+
+
+@pytest.mark.slow
+def test_sandbox_account_switches(tmp_path: Path) -> None:
+    from chatmod.chatsight_protocol import AUTH_HEADER
+    from chatmod.voice_protocol import API_HEADER, API_VOICE
+
+    switches = ("--search-interval", "0", "--voice-speakers", "object", "--voice-fetches", "1")
+    with SandboxProcess(tmp_path, KEY, *switches) as sandbox:
+        headers = {AUTH_HEADER: KEY, API_HEADER: API_VOICE}
+        with httpx.Client(base_url=sandbox.http_url, headers=headers) as client:
+            search = {"timefrom": "2026-11-22 10:00:00", "timeto": "2026-11-22 11:00:00"}
+            assert [client.post("/stats/moderation/search", json=search).status_code
+                    for _ in range(2)] == [200, 200]  # no two-minute limit
+            key = "A" * 43 + "="  # base64 of 32 bytes
+            assert client.post("/stream/moderate", json={
+                "url": "u", "authorKey": key, "convoId": "switch-test-1"}).status_code == 200
+            reply = client.post("/stream/switch-test-1", json={"authorKey": key})
+            ready, body, _ = orjson.loads(reply.content)  # valid JSON: speakers as an object
+            assert ready is True  # complete at the first fetch
+            assert isinstance(body["transcript"]["speakers"], dict)
