@@ -11,13 +11,12 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import trio
 
-from chatmod.backoff import Backoff
+from chatmod.backoff import Backoff, Retry, with_retries
 from chatmod.chatsight_protocol import (
     AUTH_HEADER,
     TEXT_MODERATION_PATH,
@@ -97,27 +96,24 @@ class ChatsightHttp:
         body = http_request(text, metadata)
         template = self._backoff_template
         backoff = Backoff(template.initial, template.cap, jitter=template.jitter, rng=template.rng)
+
+        def retrying(outcome: Retry, delay: float) -> None:
+            self.stats["retries"] += 1
+            log.debug("retrying in %.2f s: %s", delay, outcome.reason)
+
         async with self._limit:
-            attempt = 0
-            while True:
-                attempt += 1
-                self.stats["requests"] += 1
-                outcome = await self._attempt(body)
-                if isinstance(outcome, ChatsightResult):
-                    return outcome
-                if attempt > self.retries:
-                    self.stats["gave_up"] += 1
-                    raise EngineError(
-                        f"Chatsight HTTP failed after {attempt} attempt(s): {outcome.reason}"
-                    )
-                self.stats["retries"] += 1
-                delay = min(self.max_retry_wait,
-                            outcome.wait if outcome.wait is not None else backoff.next_delay())
-                log.debug("retrying in %.2f s: %s", delay, outcome.reason)
-                await trio.sleep(delay)
+            outcome, attempts = await with_retries(
+                lambda: self._attempt(body), retries=self.retries, backoff=backoff,
+                max_wait=self.max_retry_wait, on_retry=retrying)
+        if isinstance(outcome, Retry):
+            self.stats["gave_up"] += 1
+            raise EngineError(
+                f"Chatsight HTTP failed after {attempts} attempt(s): {outcome.reason}")
+        return outcome
 
     async def _attempt(self, body: bytes) -> ChatsightResult | Retry:
         """One request: its result, a :class:`Retry`, or a final :class:`EngineError`."""
+        self.stats["requests"] += 1
         try:
             response = await self._client.post(self.url, content=body, headers=self._headers)
         except httpx.TimeoutException:
@@ -138,11 +134,3 @@ class ChatsightHttp:
         if status in RETRY_STATUSES:
             return Retry(f"HTTP {status}", retry_after_seconds(response.headers.get("retry-after")))
         raise EngineError(f"Chatsight HTTP {status}: {response.text[:200]}")
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """A failed attempt worth repeating, after ``wait`` seconds (``None``: use the backoff)."""
-
-    reason: str
-    wait: float | None = None

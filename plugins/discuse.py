@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from chatmod.backoff import Backoff
+from chatmod.backoff import Backoff, Retry, with_retries
 from chatmod.discuse_protocol import (
     CHECK_PATH,
     CLIENT_ID_HEADER,
@@ -30,6 +30,7 @@ from chatmod.schema import Secret, setting
 
 ROUTE_HTTP = "http"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_MAX_WAIT = 5.0  # seconds between attempts at most
 
 
 @dataclass(frozen=True)
@@ -86,31 +87,33 @@ class DiscuseEngine(Engine):
         config = self.config
         images, gifs = media_urls(message.text, message.images, config.images_from_text)
         body = check_request(message.text, images, gifs, message.author, config.project_id)
-        backoff = Backoff(0.2, 5.0)
         async with self._limit:
-            for attempt in range(config.retries + 1):
-                self.stats["requests"] += 1
-                reason = await self._attempt(client, body)
-                if isinstance(reason, Verdict):
-                    return reason
-                if attempt < config.retries:
-                    self.stats["retries"] += 1
-                    await trio.sleep(backoff.next_delay())
-        self.stats["failures"] += 1
-        raise EngineError(f"Discuse failed after {config.retries + 1} attempt(s): {reason}")
+            outcome, attempts = await with_retries(
+                lambda: self._attempt(client, body), retries=config.retries,
+                backoff=Backoff(0.2, RETRY_MAX_WAIT), max_wait=RETRY_MAX_WAIT,
+                on_retry=self._count_retry)
+        if isinstance(outcome, Retry):
+            self.stats["failures"] += 1
+            raise EngineError(f"Discuse failed after {attempts} attempt(s): {outcome.reason}")
+        return outcome
 
-    async def _attempt(self, client: httpx.AsyncClient, body: bytes) -> Verdict | str:
-        """A verdict, or why this attempt failed (worth retrying); raises if not worth it."""
+    def _count_retry(self, retry: Retry, delay: float) -> None:
+        self.stats["retries"] += 1
+
+    async def _attempt(self, client: httpx.AsyncClient, body: bytes) -> Verdict | Retry:
+        """A verdict, or a :class:`Retry` saying why this attempt failed; raises if retrying
+        is not worth it."""
+        self.stats["requests"] += 1
         try:
             response = await client.post(self.config.url.rstrip("/") + CHECK_PATH,
                                          content=body, headers=self._headers)
         except httpx.TransportError as exc:
-            return type(exc).__name__
+            return Retry(type(exc).__name__)
         if response.status_code in (401, 403):
             raise EngineError(f"Discuse refused the client id or secret "
                               f"(HTTP {response.status_code})")
         if response.status_code in RETRY_STATUSES:
-            return f"HTTP {response.status_code}"
+            return Retry(f"HTTP {response.status_code}")
         if response.status_code != 200:
             raise EngineError(f"Discuse HTTP {response.status_code}")
         try:

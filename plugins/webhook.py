@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from chatmod.backoff import Backoff
+from chatmod.backoff import Backoff, Retry, with_retries
 from chatmod.chatsight_http import retry_after_seconds
 from chatmod.errors import ConfigError, SinkError
 from chatmod.interfaces import Sink
@@ -105,35 +105,37 @@ class WebhookSink(Sink):
 
     async def _deliver(self, decision: Decision, failures: list[tuple[Decision, str]]) -> None:
         body = decision.to_line(include_text=self.config.include_text).rstrip(b"\n")
-        backoff = Backoff(self.config.retry_initial, self.config.retry_max)
         async with self._limit:
-            attempt = 0
-            while True:
-                attempt += 1
-                timestamp = str(int(time.time()))
-                headers = {"content-type": "application/json", TIMESTAMP_HEADER: timestamp,
-                           SIGNATURE_HEADER: sign(self._secret, timestamp, body)}
-                wait: float | None = None
-                try:
-                    response = await self._client.post(self.config.url, content=body,
-                                                       headers=headers)
-                except httpx.TransportError as exc:
-                    reason = f"{type(exc).__name__}"
-                else:
-                    if response.status_code < 300:
-                        self.delivered += 1
-                        return
-                    reason = f"HTTP {response.status_code}"
-                    if response.status_code not in RETRY_STATUSES:
-                        break  # the receiver refuses it: retrying will not help
-                    wait = retry_after_seconds(response.headers.get("retry-after"))
-                if attempt > self.config.retries:
-                    break
-                self.retried += 1
-                delay = wait if wait is not None else backoff.next_delay()
-                await trio.sleep(min(delay, self.config.retry_max))
+            outcome, attempts = await with_retries(
+                lambda: self._attempt(body), retries=self.config.retries,
+                backoff=Backoff(self.config.retry_initial, self.config.retry_max),
+                max_wait=self.config.retry_max, on_retry=self._count_retry)
+        if outcome is None:
+            self.delivered += 1
+            return
         self.given_up += 1
-        failures.append((decision, f"{reason} after {attempt} attempt(s)"))
+        reason = outcome.reason if isinstance(outcome, Retry) else outcome
+        failures.append((decision, f"{reason} after {attempts} attempt(s)"))
+
+    def _count_retry(self, retry: Retry, delay: float) -> None:
+        self.retried += 1
+
+    async def _attempt(self, body: bytes) -> str | Retry | None:
+        """One signed POST: None when delivered, a :class:`Retry`, or why the receiver
+        refused it for good."""
+        timestamp = str(int(time.time()))  # signed anew each attempt: receivers check its age
+        headers = {"content-type": "application/json", TIMESTAMP_HEADER: timestamp,
+                   SIGNATURE_HEADER: sign(self._secret, timestamp, body)}
+        try:
+            response = await self._client.post(self.config.url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            return Retry(type(exc).__name__)
+        if response.status_code < 300:
+            return None
+        reason = f"HTTP {response.status_code}"
+        if response.status_code not in RETRY_STATUSES:
+            return reason  # the receiver refuses it: retrying will not help
+        return Retry(reason, retry_after_seconds(response.headers.get("retry-after")))
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
