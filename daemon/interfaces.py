@@ -68,8 +68,20 @@ class Source(Plugin, abc.ABC):
     ) -> None:
         """Read messages and ``await intake.submit(...)`` each; return when the chat ends.
 
-        Cancellation means "stop reading": already-submitted messages are still decided.
+        Cancellation means "stop reading": already-submitted messages are still decided, and
+        so is a message whose ``submit`` was cancelled (the intake keeps it). A source that
+        reads several messages at once keeps the rest for :meth:`hand_over`. If ``run``
+        fails after it reported ready, it is called again (with backoff) on the same object.
         """
+
+    async def hand_over(self, intake: Intake) -> None:
+        """After reading stopped: submit what was read but not yet submitted. Runs within
+        the drain deadline; the default has nothing to hand over."""
+
+    def unsubmitted(self) -> int:
+        """Messages read from outside and still not submitted (counted undecided at the
+        stop, which makes the exit status 1)."""
+        return 0
 
     async def acknowledge(self, messages: Sequence[Message]) -> None:
         """Every sink has taken the decisions for these messages (e.g. Redis ``XACK``)."""

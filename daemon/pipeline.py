@@ -25,6 +25,7 @@ from chatmod.errors import EngineError, SinkError
 from chatmod.interfaces import Engine, Sink, Source
 from chatmod.model import Decision, Message, Verdict
 from chatmod.policy import Policy
+from chatmod.supervisor import Supervisor, describe
 
 log = logging.getLogger("chatmod.pipeline")
 
@@ -63,23 +64,37 @@ class LatencyByRoute:
         return result
 
 
+# Attempts at one message before it goes to the dead letters: a message that makes the
+# pipeline's own code fail twice would fail forever.
+MESSAGE_ATTEMPTS = 2
+
+
 @dataclass(frozen=True)
 class RunSummary:
     received: int
     decided: int
     invalid: int
+    #: Read and not decided: still in the pipeline at the stop, or read by a source and not
+    #: yet handed over (the exit status is then 1).
     undecided: int
     stop_requested: bool
+    #: Messages the pipeline could not decide (failed twice), written to the dead letters.
+    dead_lettered: int = 0
 
 
 class _SourceIntake:
-    """The :class:`~chatmod.interfaces.Intake` handed to one source."""
+    """The :class:`~chatmod.interfaces.Intake` handed to one source.
 
-    __slots__ = ("_pipeline", "_send")
+    A message whose submission is cancelled (the stop) was already read: the intake keeps it
+    in ``held`` and the pipeline submits it during the drain, so nothing read is dropped.
+    """
+
+    __slots__ = ("_pipeline", "_send", "held")
 
     def __init__(self, pipeline: Pipeline, send: trio.MemorySendChannel[Message]) -> None:
         self._pipeline = pipeline
         self._send = send
+        self.held: list[Message] = []
 
     async def submit(self, message: Message) -> None:
         # Without a checkpoint when there is room: a yield per message costs more than the
@@ -87,8 +102,19 @@ class _SourceIntake:
         try:
             self._send.send_nowait(message)
         except trio.WouldBlock:
-            await self._send.send(message)
+            try:
+                await self._send.send(message)
+            except trio.Cancelled:
+                self.held.append(message)
+                raise
         self._pipeline.received += 1
+
+    async def submit_held(self) -> None:
+        while self.held:
+            message = self.held[0]
+            await self._send.send(message)
+            self.held.pop(0)
+            self._pipeline.received += 1
 
     def report_invalid(self, source: str, reason: str) -> None:
         self._pipeline.invalid += 1
@@ -139,21 +165,28 @@ class Pipeline:
         self._drained: trio.Event | None = None
         self._services: trio.Nursery | None = None
         self._engine_scopes: dict[int, trio.CancelScope] = {}
-        self._reading_scope = trio.CancelScope()
+        self._reading_scopes: set[trio.CancelScope] = set()
+        self._intakes: dict[str, _SourceIntake] = {}
         self._work_scope = trio.CancelScope()
         self._stop_requested = False
+        self.supervisor = Supervisor()
+        self.dead_lettered = 0
+        self.message_failures = 0
+        self.observer_failures = 0
 
     def stop_reading(self, drain_timeout: float) -> None:
         """Stop the sources; whatever was read gets decided within ``drain_timeout`` s."""
         self._stop_requested = True
-        self._reading_scope.cancel()
+        for scope in self._reading_scopes:
+            scope.cancel()
         deadline = trio.current_time() + drain_timeout
         self._work_scope.deadline = min(self._work_scope.deadline, deadline)
 
     def abort(self) -> None:
         """Stop now: what is still in flight is reported as undecided."""
         self._stop_requested = True
-        self._reading_scope.cancel()
+        for scope in self._reading_scopes:
+            scope.cancel()
         self._work_scope.cancel()
 
     def reopen_sinks(self) -> None:
@@ -165,7 +198,8 @@ class Pipeline:
     ) -> None:
         with trio.CancelScope() as scope:
             self._engine_scopes[id(engine)] = scope
-            await engine.run(task_status=task_status)
+            await self.supervisor.supervise("engine", engine.name, engine.run,
+                                            task_status=task_status)
 
     def replace_engine(self, old: Engine, new: Engine) -> None:
         """Swap in ``new`` for ``old`` (reload): started first; ``old`` is stopped once no
@@ -202,11 +236,12 @@ class Pipeline:
         assert self._services is not None
         try:
             for sink in sinks:
-                await self._services.start(sink.run)
+                await self._services.start(self._run_sink, sink)
         except Exception as exc:
             log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
             return
         old, self.sinks = self.sinks, sinks
+        log.info("reload: new sinks are taking decisions (%s)", ", ".join(s.name for s in sinks))
         for sink in old:
             with trio.move_on_after(SINK_CLOSE_GRACE):
                 await sink.aclose()
@@ -219,7 +254,7 @@ class Pipeline:
             for engine in self.engines:
                 await services.start(self._run_engine, engine)
             for sink in self.sinks:
-                await services.start(sink.run)
+                await services.start(self._run_sink, sink)
             if self.stats_interval > 0:
                 services.start_soon(self._log_statistics_periodically)
             intake_send, intake_recv = trio.open_memory_channel[Message](self.queue_size)
@@ -231,25 +266,32 @@ class Pipeline:
                 async with trio.open_nursery() as work:
                     work.start_soon(self._sink_stage, decisions_recv)
                     work.start_soon(moderation, intake_recv, decisions_send)
-                    async with intake_send:
-                        with self._reading_scope:
-                            async with trio.open_nursery() as readers:
-                                for source in self.sources.values():
-                                    await readers.start(
-                                        self._run_source, source, intake_send.clone()
-                                    )
-                                task_status.started()
+                    async with intake_send, trio.open_nursery() as readers:
+                        for source in self.sources.values():
+                            await readers.start(self._run_source, source, intake_send.clone())
+                        task_status.started()
             await self._close_sinks()
             services.cancel_scope.cancel()
+        held = sum(len(i.held) for i in self._intakes.values()) + sum(
+            s.unsubmitted() for s in self.sources.values())
+        if held:
+            log.error("%d message(s) were read by the sources but not handed over before "
+                      "the stop", held)
         summary = RunSummary(
             received=self.received,
             decided=self.decided,
             invalid=self.invalid,
-            undecided=self.received - self.decided,
+            undecided=self.received - self.decided - self.dead_lettered + held,
             stop_requested=self._stop_requested,
+            dead_lettered=self.dead_lettered,
         )
         self._log_statistics("done")
         return summary
+
+    async def _run_sink(
+        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.supervisor.supervise("sink", sink.name, sink.run, task_status=task_status)
 
     async def _run_source(
         self,
@@ -258,8 +300,23 @@ class Pipeline:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Read until the source ends or the stop; then hand over what it had read."""
         async with send:
-            await source.run(_SourceIntake(self, send), task_status=task_status)
+            intake = self._intakes[source.name] = _SourceIntake(self, send)
+            reading = trio.CancelScope()
+            self._reading_scopes.add(reading)
+            if self._stop_requested:
+                reading.cancel()
+            try:
+                with reading:
+                    await self.supervisor.supervise(
+                        "source", source.name, partial(source.run, intake),
+                        task_status=task_status)
+            finally:
+                self._reading_scopes.discard(reading)
+            # Within the drain deadline (the work scope): what was read gets decided.
+            await intake.submit_held()
+            await source.hand_over(intake)
         log.debug("source %s ended", source.name)
 
     async def _moderation_stage(
@@ -276,18 +333,46 @@ class Pipeline:
         intake: trio.MemoryReceiveChannel[Message],
         decisions: trio.MemorySendChannel[Decision],
     ) -> None:
-        chain, clock, latency = self.chain, trio.current_time, self.latency
         async with decisions:
             async for message in intake:
-                self.in_flight += 1
-                started = clock()
-                try:
-                    verdict = message.verdict or await chain.moderate(message)
-                finally:
-                    self.in_flight -= 1
+                decision = await self._decide(message)
+                if decision is not None:
+                    await decisions.send(decision)
+
+    async def _decide(self, message: Message, failed_before: int = 0) -> Decision | None:
+        """The decision for ``message``; None when it failed :data:`MESSAGE_ATTEMPTS` times
+        (``failed_before`` of them elsewhere) and went to the dead letters instead."""
+        clock = trio.current_time
+        error = "no attempt left"
+        for attempt in range(failed_before + 1, MESSAGE_ATTEMPTS + 1):
+            self.in_flight += 1
+            started = clock()
+            try:
+                verdict = message.verdict or await self.chain.moderate(message)
                 latency_ms = (clock() - started) * 1000.0
-                latency.record(verdict.route, latency_ms)
-                await decisions.send(self.policy.decide(message, verdict, latency_ms))
+                self.latency.record(verdict.route, latency_ms)
+                return self.policy.decide(message, verdict, latency_ms)
+            except Exception as exc:  # a bug must cost one message, not the daemon
+                error = describe(exc)
+                self.message_failures += 1
+                log.error("message %s failed (attempt %d of %d): %s", message.id, attempt,
+                          MESSAGE_ATTEMPTS, error, exc_info=log.isEnabledFor(logging.DEBUG))
+            finally:
+                self.in_flight -= 1
+        await self._dead_letter_message(message, "pipeline", error)
+        return None
+
+    async def _dead_letter_message(self, message: Message, component: str, error: str) -> None:
+        """A message that could not be decided: to the dead letters, then acknowledged (it
+        is recorded); if even that fails, left unacknowledged for a durable source."""
+        self.dead_lettered += 1
+        if self.dead_letters is not None and await self.dead_letters.put_message(
+                message, component, error):
+            source = self.sources.get(message.source)
+            if source is not None:
+                await source.acknowledge([message])
+            return
+        self.unacknowledged += 1
 
     async def _streaming_stage(
         self,
@@ -304,10 +389,34 @@ class Pipeline:
                 self.latency.record(verdict.route, latency_ms)
                 self.in_flight -= 1
                 try:
-                    decisions.send_nowait(self.policy.decide(message, verdict, latency_ms))
+                    decision = self.policy.decide(message, verdict, latency_ms)
+                except Exception as exc:  # runs in an engine's callback: never raise there
+                    self.message_failures += 1
+                    log.error("message %s failed: %s", message.id, describe(exc),
+                              exc_info=log.isEnabledFor(logging.DEBUG))
+                    self.in_flight += 1  # until the retry below has decided it
+                    try:
+                        fallbacks.start_soon(retry, message)
+                    except RuntimeError:  # the stage is gone (drain timeout): undecided
+                        return
+                    return
+                try:
+                    decisions.send_nowait(decision)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     # An answer after the drain timeout stopped the stage: counted undecided.
                     return
+                if self.in_flight == 0 and self._drained is not None:
+                    self._drained.set()
+
+            async def retry(message: Message) -> None:
+                # The second and last attempt, through the awaited path; its slot is freed
+                # here if it goes to the dead letters (no decision reaches the sink stage).
+                self.in_flight -= 1
+                decision = await self._decide(message, failed_before=1)
+                if decision is None:
+                    slots.release()
+                else:
+                    await decisions.send(decision)
                 if self.in_flight == 0 and self._drained is not None:
                     self._drained.set()
 
@@ -354,8 +463,14 @@ class Pipeline:
                         key, (message, started)):
                     engine = chain.engines[0]  # read each time: a reload may replace it
                     chain.using[id(engine)] += 1
-                    await engine.submit(message, partial(answered, engine, message, started,
-                                                         key))
+                    on_result = partial(answered, engine, message, started, key)
+                    try:
+                        await engine.submit(message, on_result)
+                    except Exception as exc:  # a bug in the engine: the fallback decides
+                        log.error("engine %s failed to take message %s: %s", engine.name,
+                                  message.id, describe(exc),
+                                  exc_info=log.isEnabledFor(logging.DEBUG))
+                        on_result(EngineError(describe(exc)))
             if self.in_flight:
                 self._drained = trio.Event()
                 await self._drained.wait()
@@ -400,7 +515,12 @@ class Pipeline:
             self.actions[decision.action] += 1
             self.routes[decision.verdict.route] += 1
         for observer in self.observers:
-            observer(batch)
+            try:
+                observer(batch)
+            except Exception as exc:  # counting is not worth a decision
+                self.observer_failures += 1
+                log.error("decision observer %s failed: %s", observer, describe(exc),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
         if unsafe:
             # Not acknowledged: a durable source delivers these again.
             self.unacknowledged += len(unsafe)
@@ -450,6 +570,9 @@ class Pipeline:
         stats.update({f"action.{k}": v for k, v in self.actions.items()})
         stats.update({f"route.{k}": v for k, v in self.routes.items()})
         stats.update({f"sink_failures.{k}": v for k, v in self.sink_failures.items()})
+        stats["dead_lettered_messages"] = self.dead_lettered
+        stats["message_failures"] = self.message_failures
+        stats["observer_failures"] = self.observer_failures
         if self.dead_letters is not None:
             stats["dead_letters"] = self.dead_letters.written
             stats["dead_letters_failed"] = self.dead_letters.failed

@@ -92,11 +92,11 @@ class Service:
                 await nursery.start(self.decision_stats.run)
                 http = self.config.http
                 if http.enabled:
-                    api = self.api = StatusApi(lambda: self.ready, self.statistics,
+                    self.api = StatusApi(self.is_ready, self.statistics,
                                                alerts=self._alert, section=http,
                                                decision_stats=self.decision_stats)
                     self.http_port = await nursery.start(partial(
-                        serve_http, api.handle, http.host, http.port, max_body=http.max_body))
+                        pipeline.supervisor.supervise, "http", "server", self._serve_http))
                     log.info("serving /healthz, /readyz, /metrics and /stats on %s:%d",
                              http.host, self.http_port)
                 done = trio.Event()
@@ -115,6 +115,17 @@ class Service:
         notifier.close()
         return summary[0]
 
+    async def _serve_http(self, *, task_status: trio.TaskStatus[int]) -> None:
+        assert self.api is not None
+        http = self.config.http
+        # A restart binds the port the first start got (it may have been asked as 0).
+        await serve_http(self.api.handle, http.host, self.http_port or http.port,
+                         max_body=http.max_body, task_status=task_status)
+
+    def is_ready(self) -> bool:
+        """Started, and no supervised component is down (it is being restarted)."""
+        return self.ready and not self.pipeline.supervisor.down()
+
     async def _alert(self, alert: KeywordAlert) -> None:
         await self.pipeline.deliver_alert(alert.to_record())
 
@@ -126,7 +137,8 @@ class Service:
             groups[f"source_{source.name}"] = dict(source.statistics())
         for sink in p.sinks:
             groups[f"sink_{sink.name}"] = dict(sink.statistics())
-        groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.ready else 0.0}
+        groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.is_ready() else 0.0}
+        groups["component"] = p.supervisor.statistics()
         groups["decisions"] = self.decision_stats.statistics()
         return groups
 

@@ -235,6 +235,9 @@ path = "{out}"
         write_config(config, template.format(channel="#after", out=second))
         daemon.process.send_signal(signal.SIGHUP)
         daemon.wait_for_log("config reloaded (source stdin, sinks)")
+        # The sinks are swapped once the new ones have started: decisions before that still
+        # go to the old ones.
+        daemon.wait_for_log("new sinks are taking decisions")
         daemon.send("two")
         daemon.out = second
         daemon.wait_for(lambda: len(daemon.decisions()) == 1, "a decision in the new sink")
