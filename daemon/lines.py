@@ -55,6 +55,10 @@ class LineFramer:
         else:
             self._buffer += rest
 
+    def pending_bytes(self) -> int:
+        """Bytes of a line begun and not yet ended (0 while an oversized one is dropped)."""
+        return len(self._buffer)
+
     def end(self) -> Iterator[Line | OversizedLine]:
         """The last line, if the stream did not end with a newline."""
         if self._buffer or self._discarding:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,7 +11,7 @@ import trio
 
 from chatmod.errors import InputError
 from chatmod.interfaces import Intake, Source
-from chatmod.lines import Line, LineFramer, decode_line, parse_input_line
+from chatmod.lines import Line, LineFramer, OversizedLine, decode_line, parse_input_line
 from chatmod.model import Message, generate_message_id
 from chatmod.schema import setting
 
@@ -29,8 +30,13 @@ class StdinConfig:
 class StdinSource(Source):
     """Reads standard input until end of file.
 
-    Reads happen in a worker thread rather than through a non-blocking fd: making fd 0
-    non-blocking would also change the terminal or pipe shared with the parent shell.
+    The descriptor is waited on with trio (epoll) and read only when readable, so stopping
+    never abandons a read that already took bytes from the pipe. The descriptor stays
+    blocking: making fd 0 non-blocking would also change the terminal or pipe shared with the
+    parent shell. A regular file (which epoll refuses) never blocks, so it is read directly.
+
+    Lines come out of a read many at a time; those not yet submitted wait in ``_pending``, so
+    a stop (or a restart after a failure) hands them over instead of dropping them.
     """
 
     Config = StdinConfig
@@ -39,41 +45,72 @@ class StdinSource(Source):
     def __init__(self, name: str, config: StdinConfig, *, fd: int = 0) -> None:
         super().__init__(name, config)
         self.fd = fd
-        self._framer: LineFramer | None = None
+        self._framer = LineFramer(config.max_line_bytes)
+        self._pending: deque[Line | OversizedLine] = deque()
+        self._pollable = True
+        self._ended = False
         self.lines = 0
         self.skipped = 0
 
     async def run(
         self, intake: Intake, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        framer = self._framer = LineFramer(self.config.max_line_bytes)
         task_status.started()
         while True:
-            chunk = await trio.to_thread.run_sync(
-                os.read, self.fd, READ_CHUNK, abandon_on_cancel=True
-            )
-            items = framer.feed(chunk) if chunk else framer.end()
-            for item in items:
-                if isinstance(item, Line):
-                    message = self._to_message(item, intake)
-                    if message is not None:
-                        await intake.submit(message)
-                else:
-                    self.skipped += 1
-                    intake.report_invalid(
-                        self.name,
-                        f"line {item.number}: {item.size} bytes is over max_line_bytes "
-                        f"({self.config.max_line_bytes}); skipped",
-                    )
-            if not chunk:
+            await self._submit_pending(intake)
+            if self._ended:
                 return
+            self._take(await self._read(READ_CHUNK))
+
+    async def hand_over(self, intake: Intake) -> None:
+        """Submit the lines already read; then finish the line the last read had begun, a
+        byte at a time so that nothing past its end is taken from the pipe."""
+        await self._submit_pending(intake)
+        while not self._ended and self._framer.pending_bytes():
+            self._take(await self._read(1))
+            await self._submit_pending(intake)
+
+    def unsubmitted(self) -> int:
+        lines = sum(isinstance(item, Line) for item in self._pending)
+        return lines + (1 if not self._ended and self._framer.pending_bytes() else 0)
+
+    async def _read(self, size: int) -> bytes:
+        if self._pollable:
+            try:
+                await trio.lowlevel.wait_readable(self.fd)
+            except OSError:  # EPERM: a regular file; its reads do not block
+                self._pollable = False
+        if not self._pollable:
+            await trio.lowlevel.checkpoint()
+        return os.read(self.fd, size)
+
+    def _take(self, chunk: bytes) -> None:
+        framer = self._framer
+        self._pending.extend(framer.feed(chunk) if chunk else framer.end())
+        if not chunk:
+            self._ended = True
+
+    async def _submit_pending(self, intake: Intake) -> None:
+        pending = self._pending
+        while pending:
+            item = pending.popleft()
+            if isinstance(item, Line):
+                message = self._to_message(item, intake)
+                if message is not None:
+                    # Cancelled here, the message stays with the intake (handed over later).
+                    await intake.submit(message)
+            else:
+                self.skipped += 1
+                intake.report_invalid(
+                    self.name,
+                    f"line {item.number}: {item.size} bytes is over max_line_bytes "
+                    f"({self.config.max_line_bytes}); skipped",
+                )
 
     def reconfigure(self, config: StdinConfig) -> bool:
-        # All of its options are about parsing: they apply from the next line. (Restarting
-        # would be unsafe: a read abandoned in the worker thread could swallow input.)
+        # All of its options are about parsing: they apply from the next line.
         self.config = config
-        if self._framer is not None:
-            self._framer.max_line_bytes = config.max_line_bytes
+        self._framer.max_line_bytes = config.max_line_bytes
         return True
 
     def _to_message(self, line: Line, intake: Intake) -> Message | None:
