@@ -98,7 +98,7 @@ def best_rate(command: list[str], data: Path, empty: Path, count: int, repeat: i
 
 
 async def local_engine_rate(count: int) -> float:
-    from chatmod.model import Message
+    from chatmod.core.model import Message
     from chatmod.plugins.local import LocalConfig, LocalEngine
 
     engine = LocalEngine("local", LocalConfig())

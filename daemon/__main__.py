@@ -2,6 +2,6 @@
 
 import sys
 
-from chatmod.cli import main
+from chatmod.cli.main import main
 
 sys.exit(main())

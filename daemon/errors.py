@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from chatmod.model import Decision
+    from chatmod.core.model import Decision
 
 
 class ChatmodError(Exception):

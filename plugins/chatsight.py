@@ -23,9 +23,8 @@ from typing import Any
 import httpx
 import trio
 
-from chatmod.backoff import Backoff
-from chatmod.chatsight_http import AuthRejected, ChatsightHttp
-from chatmod.chatsight_protocol import (
+from chatmod.chatsight.http import AuthRejected, ChatsightHttp
+from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
     SUBPROTOCOL,
     ChatsightResult,
@@ -33,12 +32,13 @@ from chatmod.chatsight_protocol import (
     trim_metadata,
     ws_request,
 )
-from chatmod.chatsight_ws import ChatsightSocket, SocketClosed, SocketSettings
+from chatmod.chatsight.websocket import ChatsightSocket, SocketClosed, SocketSettings
+from chatmod.config.schema import Secret, setting
+from chatmod.core.backoff import Backoff
+from chatmod.core.inflight import InFlight, InFlightTable, Settle
+from chatmod.core.interfaces import Engine, ResultCallback
+from chatmod.core.model import Message, Verdict
 from chatmod.errors import ConfigError, EngineError
-from chatmod.inflight import InFlight, InFlightTable, Settle
-from chatmod.interfaces import Engine, ResultCallback
-from chatmod.model import Message, Verdict
-from chatmod.schema import Secret, setting
 
 ROUTE_WS = "ws"
 ROUTE_HTTP = "http"

@@ -23,14 +23,14 @@ from pathlib import Path
 
 import trio
 
-from chatmod.backoff import Backoff
-from chatmod.chatsight_account import AccountAuthError, AccountClient, AccountError
+from chatmod.chatsight.account import AccountAuthError, AccountClient, AccountError
+from chatmod.chatsight.voice import AUTHOR_KEY_BYTES, Sentence
+from chatmod.config.schema import Secret, setting
+from chatmod.core.backoff import Backoff
+from chatmod.core.interfaces import Intake, Source
+from chatmod.core.model import Message, Verdict
 from chatmod.errors import ConfigError, PluginError
-from chatmod.interfaces import Intake, Source
-from chatmod.model import Message, Verdict
-from chatmod.schema import Secret, setting
-from chatmod.state import state_directory, write_private
-from chatmod.voice_protocol import AUTHOR_KEY_BYTES, Sentence
+from chatmod.runtime.state import state_directory, write_private
 
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
 ROUTE_VOICE = "voice"

@@ -12,8 +12,12 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from chatmod.backoff import Backoff, Retry, with_retries
-from chatmod.discuse_protocol import (
+from chatmod.config.schema import Secret, setting
+from chatmod.core.backoff import Backoff, Retry, with_retries
+from chatmod.core.interfaces import Engine
+from chatmod.core.model import Message, Verdict
+from chatmod.errors import ConfigError, EngineError
+from chatmod.protocols.discuse import (
     CHECK_PATH,
     CLIENT_ID_HEADER,
     CLIENT_SECRET_HEADER,
@@ -23,10 +27,6 @@ from chatmod.discuse_protocol import (
     parse_check_reply,
     verdict_for,
 )
-from chatmod.errors import ConfigError, EngineError
-from chatmod.interfaces import Engine
-from chatmod.model import Message, Verdict
-from chatmod.schema import Secret, setting
 
 ROUTE_HTTP = "http"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})

@@ -2,7 +2,7 @@
 
 The source owns the connection (TLS optional, server password, SASL PLAIN, IRCv3 tags);
 the sink finds it by the source's name (``connection = "irc"``). Protocol logic lives in
-:mod:`chatmod.irc_protocol`; this module only moves bytes. A dead link is found by PING when
+:mod:`chatmod.protocols.irc`; this module only moves bytes. A dead link is found by PING when
 nothing arrives for ``ping_interval``; the bot reconnects with backoff and rejoins. Actions
 go through a token bucket (``flood_rate`` lines/s, ``flood_burst``): servers throttle or drop
 fast senders. Protocol replies (PONG, registration) skip the bucket.
@@ -21,12 +21,12 @@ import trio
 from irctokens.line import Line, build
 from irctokens.stateful import StatefulDecoder
 
-from chatmod.backoff import Backoff
+from chatmod.config.schema import Secret, setting
+from chatmod.core.backoff import Backoff
+from chatmod.core.interfaces import Intake, Sink, Source
+from chatmod.core.model import Decision, Message, generate_message_id
 from chatmod.errors import ConfigError, SinkError
-from chatmod.interfaces import Intake, Sink, Source
-from chatmod.irc_protocol import ChatLine, IrcFatal, IrcSession
-from chatmod.model import Decision, Message, generate_message_id
-from chatmod.schema import Secret, setting
+from chatmod.protocols.irc import ChatLine, IrcFatal, IrcSession
 
 READ_SIZE = 16384
 OUTGOING_QUEUE = 256

@@ -13,10 +13,10 @@ from typing import Any, BinaryIO
 import orjson
 import trio
 
+from chatmod.config.schema import setting
+from chatmod.core.interfaces import Sink
+from chatmod.core.model import Decision, format_timestamp
 from chatmod.errors import SinkError
-from chatmod.interfaces import Sink
-from chatmod.model import Decision, format_timestamp
-from chatmod.schema import setting
 
 STDOUT = "-"
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import trio
 
+from chatmod.config.schema import setting
+from chatmod.core.interfaces import Engine
+from chatmod.core.model import DELETE, FLAG, PASS, Message, Verdict
 from chatmod.errors import ConfigError, EngineError, PluginError
-from chatmod.interfaces import Engine
-from chatmod.model import DELETE, FLAG, PASS, Message, Verdict
-from chatmod.schema import setting
 
 ROUTE_LOCAL = "local"
 MODEL_PACKAGE = "profanity_check"

@@ -7,9 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from chatmod.interfaces import Sink
-from chatmod.model import Decision
-from chatmod.schema import setting
+from chatmod.config.schema import setting
+from chatmod.core.interfaces import Sink
+from chatmod.core.model import Decision
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 # Control characters would let a chat line rewrite the operator's terminal or forge log lines.

@@ -30,12 +30,12 @@ import orjson
 import trio
 from coredis.tokens import PureToken
 
-from chatmod.backoff import Backoff
+from chatmod.config.schema import Secret, setting
+from chatmod.core.backoff import Backoff
+from chatmod.core.interfaces import Intake, Sink, Source
+from chatmod.core.model import Decision, Message
 from chatmod.errors import InputError, SinkError
-from chatmod.interfaces import Intake, Sink, Source
-from chatmod.lines import parse_input_record
-from chatmod.model import Decision, Message
-from chatmod.schema import Secret, setting
+from chatmod.protocols.lines import parse_input_record
 
 # Seconds between looks at the acknowledgements still outstanding when reading has stopped.
 ACK_RECHECK = 0.05

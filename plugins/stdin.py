@@ -9,11 +9,11 @@ from typing import Literal
 
 import trio
 
+from chatmod.config.schema import setting
+from chatmod.core.interfaces import Intake, Source
+from chatmod.core.model import Message, generate_message_id
 from chatmod.errors import InputError
-from chatmod.interfaces import Intake, Source
-from chatmod.lines import Line, LineFramer, OversizedLine, decode_line, parse_input_line
-from chatmod.model import Message, generate_message_id
-from chatmod.schema import setting
+from chatmod.protocols.lines import Line, LineFramer, OversizedLine, decode_line, parse_input_line
 
 READ_CHUNK = 65536
 DEFAULT_MAX_LINE_BYTES = 65536

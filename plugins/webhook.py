@@ -21,12 +21,12 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from chatmod.backoff import Backoff, Retry, with_retries
-from chatmod.chatsight_http import retry_after_seconds
+from chatmod.chatsight.http import retry_after_seconds
+from chatmod.config.schema import Secret, setting
+from chatmod.core.backoff import Backoff, Retry, with_retries
+from chatmod.core.interfaces import Sink
+from chatmod.core.model import Decision
 from chatmod.errors import ConfigError, SinkError
-from chatmod.interfaces import Sink
-from chatmod.model import Decision
-from chatmod.schema import Secret, setting
 
 SIGNATURE_HEADER = "x-chatmod-signature"
 TIMESTAMP_HEADER = "x-chatmod-timestamp"

@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from chatmod.interfaces import Engine
-from chatmod.model import DELETE, FLAG, PASS, Message, Verdict
+from chatmod.core.interfaces import Engine
+from chatmod.core.model import DELETE, FLAG, PASS, Message, Verdict
 
 ROUTE_LOCAL = "local"
 

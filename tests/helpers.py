@@ -14,8 +14,8 @@ from typing import Any
 import orjson
 import trio
 
-from chatmod.interfaces import Intake, Sink, Source
-from chatmod.model import Decision, Message
+from chatmod.core.interfaces import Intake, Sink, Source
+from chatmod.core.model import Decision, Message
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO / "config.example.toml"

@@ -6,10 +6,10 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.backoff import Backoff
-from chatmod.cache import VerdictCache, normalise
-from chatmod.inflight import InFlightTable
-from chatmod.model import Message, Verdict
+from chatmod.core.backoff import Backoff
+from chatmod.core.cache import VerdictCache, normalise
+from chatmod.core.inflight import InFlightTable
+from chatmod.core.model import Message, Verdict
 
 MESSAGE = Message(id="m", text="t", source="s")
 

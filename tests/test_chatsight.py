@@ -12,17 +12,17 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.backoff import Backoff
-from chatmod.chatsight_ws import ChatsightSocket, SocketSettings
-from chatmod.config import PolicySection
-from chatmod.engine_chain import EngineChain
+from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
+from chatmod.config.load import PolicySection
+from chatmod.config.schema import Secret
+from chatmod.core.backoff import Backoff
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.model import Message
+from chatmod.core.pipeline import Pipeline
+from chatmod.core.policy import Policy
 from chatmod.errors import EngineError
-from chatmod.model import Message
-from chatmod.pipeline import Pipeline
 from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
-from chatmod.policy import Policy
-from chatmod.sandbox import Faults, Sandbox
-from chatmod.schema import Secret
+from chatmod.sandbox.server import Faults, Sandbox
 
 from .helpers import ListSource, RecordingSink, eventually
 
@@ -189,7 +189,7 @@ async def test_reconnect_backoff_in_virtual_time(slow_autojump_clock: trio.testi
 
 
 async def test_raid_of_one_line_costs_one_request(nursery: trio.Nursery) -> None:
-    from chatmod.cache import VerdictCache
+    from chatmod.core.cache import VerdictCache
 
     sandbox = await start_sandbox(nursery, latency=(0.01, 0.01))
     engine = engine_for(sandbox)
@@ -394,9 +394,9 @@ async def test_replacing_the_engine_under_load_loses_nothing(nursery: trio.Nurse
 async def test_a_retired_engine_fails_what_it_holds_to_the_fallback(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import chatmod.pipeline
+    import chatmod.core.pipeline
 
-    monkeypatch.setattr(chatmod.pipeline, "ENGINE_RETIRE_GRACE", 0.5)
+    monkeypatch.setattr(chatmod.core.pipeline, "ENGINE_RETIRE_GRACE", 0.5)
     # Never answers over the websocket, and the deadline is far away.
     silent = await start_sandbox(nursery, drop_rate=1.0)
     working = await start_sandbox(nursery)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from chatmod.chatsight_protocol import (
+from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
     ReplyError,
     http_request,
@@ -128,7 +128,7 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     from datetime import UTC, datetime
     from email.utils import format_datetime
 
-    from chatmod.chatsight_http import retry_after_seconds
+    from chatmod.chatsight.http import retry_after_seconds
 
     assert retry_after_seconds("3") == 3.0
     assert retry_after_seconds(" 1.5 ") == 1.5

@@ -8,7 +8,7 @@ import random
 import orjson
 import pytest
 
-from chatmod.chatsight_webhook import ReplayGuard, WebhookRejected, sign, verify
+from chatmod.chatsight.webhook import ReplayGuard, WebhookRejected, sign, verify
 
 SECRET = b"shared-secret-from-addons-secrets"
 NOW = 1_800_000_000.0

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from chatmod.config import load_config, parse_config
+from chatmod.config.load import load_config, parse_config
+from chatmod.config.registry import PluginInfo, Registry
+from chatmod.config.schema import Secret, parse_table, setting
+from chatmod.core.interfaces import Engine
+from chatmod.core.model import Message, Verdict
 from chatmod.errors import ConfigError, PluginError
-from chatmod.interfaces import Engine
-from chatmod.model import Message, Verdict
-from chatmod.registry import PluginInfo, Registry
-from chatmod.schema import Secret, parse_table, setting
 
 from .helpers import EXAMPLE_CONFIG
 

@@ -9,20 +9,20 @@ import orjson
 import pytest
 import trio
 
-from chatmod.discuse_protocol import (
+from chatmod.config.schema import Secret
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.model import Message
+from chatmod.errors import EngineError
+from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
+from chatmod.plugins.discuse import DiscuseConfig, DiscuseEngine
+from chatmod.protocols.discuse import (
     CheckReplyError,
     check_request,
     media_urls,
     parse_check_reply,
     verdict_for,
 )
-from chatmod.engine_chain import EngineChain
-from chatmod.errors import EngineError
-from chatmod.model import Message
-from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
-from chatmod.plugins.discuse import DiscuseConfig, DiscuseEngine
-from chatmod.sandbox import Sandbox
-from chatmod.schema import Secret
+from chatmod.sandbox.server import Sandbox
 
 from .helpers import decision_lines, run_chatmod
 from .servers import SandboxProcess, free_port

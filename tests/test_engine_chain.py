@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import trio
 
-from chatmod.engine_chain import EngineChain
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.interfaces import Engine
+from chatmod.core.model import Message, Verdict
 from chatmod.errors import EngineError
-from chatmod.interfaces import Engine
-from chatmod.model import Message, Verdict
 
 MESSAGE = Message(id="m", text="t", source="s")
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from chatmod.http_api import StatusApi, prometheus_text
-from chatmod.http_server import serve_http
+from chatmod.http.api import StatusApi, prometheus_text
+from chatmod.http.server import serve_http
 
 from .helpers import WORDLIST_CONFIG, Daemon, write_config
 from .servers import free_port
@@ -94,7 +94,7 @@ def test_daemon_serves_health_readiness_and_metrics(tmp_path: Path) -> None:
 def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
     import orjson
 
-    from chatmod.chatsight_webhook import sign
+    from chatmod.chatsight.webhook import sign
 
     secret = "alert-secret-0123456789"
     port = free_port()
@@ -141,8 +141,8 @@ def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
 
 
 def test_a_reload_applies_the_webhook_secret_but_not_a_new_address() -> None:
-    from chatmod.http_api import HttpSection
-    from chatmod.schema import Secret
+    from chatmod.config.schema import Secret
+    from chatmod.http.api import HttpSection
 
     api = StatusApi(lambda: True, dict, section=HttpSection(enabled=True))
     rotated = HttpSection(enabled=True, chatsight_webhook_secret=Secret("t", "new-secret-value"))

@@ -11,13 +11,13 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.config import PolicySection
-from chatmod.engine_chain import EngineChain
-from chatmod.pipeline import Pipeline
+from chatmod.config.load import PolicySection
+from chatmod.config.schema import Secret
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.pipeline import Pipeline
+from chatmod.core.policy import Policy
 from chatmod.plugins.irc import IrcActionSink, IrcSinkConfig, IrcSource, IrcSourceConfig
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
-from chatmod.policy import Policy
-from chatmod.schema import Secret
 
 from .helpers import ListSource, RecordingSink, eventually
 from .irc_client import Client
@@ -109,8 +109,8 @@ async def test_flood_control_spaces_actions(autojump_clock: trio.testing.MockClo
 
 
 def test_notice_and_ban_lines_and_rights() -> None:
-    from chatmod.irc_protocol import IrcSession
-    from chatmod.model import Decision, Message, Verdict
+    from chatmod.core.model import Decision, Message, Verdict
+    from chatmod.protocols.irc import IrcSession
 
     sink = IrcActionSink("a", IrcSinkConfig(actions={"warn": "notice", "ban": "ban"}))
     session = IrcSession("modbot", ("#c",))

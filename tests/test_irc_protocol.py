@@ -5,7 +5,7 @@ import base64
 import pytest
 from irctokens import tokenise
 
-from chatmod.irc_protocol import IrcFatal, IrcSession
+from chatmod.protocols.irc import IrcFatal, IrcSession
 
 
 def formats(lines: list[object]) -> list[str]:

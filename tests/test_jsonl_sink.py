@@ -5,8 +5,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+from chatmod.core.model import Decision, Message, Verdict
 from chatmod.errors import SinkError
-from chatmod.model import Decision, Message, Verdict
 from chatmod.plugins.jsonl_sink import JsonlConfig, JsonlSink
 
 

@@ -13,11 +13,11 @@ import orjson
 import pytest
 import trio
 
-from chatmod.chatsight_account import AccountClient
-from chatmod.chatsight_protocol import AUTH_HEADER
-from chatmod.chatsight_webhook import sign
-from chatmod.http_server import HttpRequest, HttpResponse, serve_http
-from chatmod.sandbox import Sandbox
+from chatmod.chatsight.account import AccountClient
+from chatmod.chatsight.protocol import AUTH_HEADER
+from chatmod.chatsight.webhook import sign
+from chatmod.http.server import HttpRequest, HttpResponse, serve_http
+from chatmod.sandbox.server import Sandbox
 
 from .helpers import Daemon, eventually, run_chatmod
 from .servers import SandboxProcess, free_port

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from chatmod.errors import InputError
-from chatmod.lines import (
+from chatmod.protocols.lines import (
     Line,
     LineFramer,
     OversizedLine,

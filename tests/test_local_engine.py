@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
+from chatmod.core.model import Message
 from chatmod.errors import EngineError
-from chatmod.model import Message
 from chatmod.plugins.local import LocalConfig, LocalEngine
 
 from .servers import missing

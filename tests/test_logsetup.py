@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from chatmod.logsetup import JournalFormatter, RedactSecrets
-from chatmod.schema import Secret
+from chatmod.config.schema import Secret
+from chatmod.runtime.logsetup import JournalFormatter, RedactSecrets
 
 from .helpers import WORDLIST_CONFIG, chatmod_command
 

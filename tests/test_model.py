@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import orjson
 
-from chatmod.model import Decision, Message, Verdict, format_timestamp, generate_message_id
+from chatmod.core.model import Decision, Message, Verdict, format_timestamp, generate_message_id
 
 DECISION_KEYS = [
     "id", "source", "channel", "author", "verdict", "score", "action", "engine", "route",

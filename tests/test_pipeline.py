@@ -7,13 +7,13 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.config import PolicySection
-from chatmod.engine_chain import EngineChain
-from chatmod.interfaces import Engine, ResultCallback, Sink
-from chatmod.model import Decision, Message, Verdict
-from chatmod.pipeline import Pipeline
+from chatmod.config.load import PolicySection
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.interfaces import Engine, ResultCallback, Sink
+from chatmod.core.model import Decision, Message, Verdict
+from chatmod.core.pipeline import Pipeline
+from chatmod.core.policy import Policy
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
-from chatmod.policy import Policy
 
 from .helpers import ListSource, RecordingSink, messages
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from chatmod.config import ChannelPolicy, PolicySection
-from chatmod.model import Message, Verdict
-from chatmod.policy import Policy
+from chatmod.config.load import ChannelPolicy, PolicySection
+from chatmod.core.model import Message, Verdict
+from chatmod.core.policy import Policy
 
 
 def msg(channel: str | None = "#lobby", author: str | None = "alice") -> Message:

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
+from chatmod.config.registry import PluginInfo, Registry
 from chatmod.errors import PluginError
-from chatmod.registry import PluginInfo, Registry
 
 
 def test_builtins_are_registered_through_entry_points() -> None:
@@ -37,5 +37,5 @@ def test_broken_or_wrong_plugins_fail_clearly() -> None:
     with pytest.raises(PluginError, match=r"'broken' .* cannot be loaded: ModuleNotFoundError"):
         broken.load()
     wrong = PluginInfo("engine", "wrong", "chatmod.plugins.jsonl_sink:JsonlSink", "x")
-    with pytest.raises(PluginError, match=r"is not a chatmod\.interfaces\.Engine subclass"):
+    with pytest.raises(PluginError, match=r"is not a chatmod\.core\.interfaces\.Engine subclass"):
         wrong.load()

@@ -13,11 +13,8 @@ import orjson
 import pytest
 import trio
 
-from chatmod.chatsight_account import AccountClient, AccountError, search_range
-from chatmod.http_server import HttpRequest
-from chatmod.model import Decision, Message, Verdict
-from chatmod.sandbox import Sandbox
-from chatmod.stats_protocol import (
+from chatmod.chatsight.account import AccountClient, AccountError, search_range
+from chatmod.chatsight.stats import (
     EMPTY_RECORDS,
     Counts,
     Record,
@@ -29,7 +26,10 @@ from chatmod.stats_protocol import (
     search_reply,
     split_range,
 )
-from chatmod.stats_store import DecisionStats
+from chatmod.core.model import Decision, Message, Verdict
+from chatmod.http.server import HttpRequest
+from chatmod.runtime.stats_store import DecisionStats
+from chatmod.sandbox.server import Sandbox
 
 from .helpers import WORDLIST_CONFIG, Daemon, run_chatmod, write_config
 from .servers import SandboxProcess, free_port
@@ -269,8 +269,8 @@ def test_chatmod_stats_against_the_sandbox(tmp_path: Path) -> None:
 async def test_stats_routes_refuse_bad_requests(nursery: trio.Nursery) -> None:
     from functools import partial
 
-    from chatmod.http_api import StatusApi
-    from chatmod.http_server import serve_http
+    from chatmod.http.api import StatusApi
+    from chatmod.http.server import serve_http
 
     stats = DecisionStats(None)
     api = StatusApi(lambda: True, dict, decision_stats=stats)
@@ -307,8 +307,8 @@ def test_a_range_that_rounds_to_nothing_is_refused_before_any_request() -> None:
 
 @pytest.mark.slow
 def test_sandbox_account_switches(tmp_path: Path) -> None:
-    from chatmod.chatsight_protocol import AUTH_HEADER
-    from chatmod.voice_protocol import API_HEADER, API_VOICE
+    from chatmod.chatsight.protocol import AUTH_HEADER
+    from chatmod.chatsight.voice import API_HEADER, API_VOICE
 
     switches = ("--search-interval", "0", "--voice-speakers", "object", "--voice-fetches", "1")
     with SandboxProcess(tmp_path, KEY, *switches) as sandbox:

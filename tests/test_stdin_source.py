@@ -4,7 +4,7 @@ import os
 
 import trio
 
-from chatmod.model import Message
+from chatmod.core.model import Message
 from chatmod.plugins.stdin import StdinConfig, StdinSource
 
 

@@ -13,15 +13,15 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.config import PolicySection
-from chatmod.dead_letters import DeadLetters, DeadLettersSection
-from chatmod.engine_chain import EngineChain
-from chatmod.interfaces import Intake, ResultCallback, Source
-from chatmod.model import Decision, Message, Verdict
-from chatmod.pipeline import Pipeline, RunSummary
+from chatmod.config.load import PolicySection
+from chatmod.core.dead_letters import DeadLetters, DeadLettersSection
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.interfaces import Intake, ResultCallback, Source
+from chatmod.core.model import Decision, Message, Verdict
+from chatmod.core.pipeline import Pipeline, RunSummary
+from chatmod.core.policy import Policy
+from chatmod.core.supervisor import Supervisor, describe
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
-from chatmod.policy import Policy
-from chatmod.supervisor import Supervisor, describe
 
 from .helpers import ListSource, RecordingSink, messages
 

@@ -10,16 +10,16 @@ import orjson
 import pytest
 import trio
 
-from chatmod.chatsight_protocol import AUTH_HEADER
-from chatmod.config import parse_config
+from chatmod.chatsight.protocol import AUTH_HEADER
+from chatmod.chatsight.voice import parse_transcript, repair_speakers, supply_commas
+from chatmod.config.load import parse_config
+from chatmod.config.registry import Registry
+from chatmod.config.schema import Secret
+from chatmod.core.model import Message
 from chatmod.errors import ConfigError
-from chatmod.model import Message
 from chatmod.plugins.chatsight_voice import VoiceConfig, VoiceJobConfig, VoiceSource
-from chatmod.registry import Registry
-from chatmod.sandbox import Sandbox
-from chatmod.sandbox_account import VoiceJob
-from chatmod.schema import Secret
-from chatmod.voice_protocol import parse_transcript, repair_speakers, supply_commas
+from chatmod.sandbox.account import VoiceJob
+from chatmod.sandbox.server import Sandbox
 
 from .helpers import decision_lines, run_chatmod
 from .servers import SandboxProcess

@@ -10,10 +10,12 @@ import orjson
 import pytest
 import trio
 
-from chatmod.config import PolicySection
-from chatmod.dead_letters import DeadLetters, DeadLettersSection
-from chatmod.engine_chain import EngineChain
-from chatmod.pipeline import Pipeline
+from chatmod.config.load import PolicySection
+from chatmod.config.schema import Secret
+from chatmod.core.dead_letters import DeadLetters, DeadLettersSection
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.pipeline import Pipeline
+from chatmod.core.policy import Policy
 from chatmod.plugins.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -23,8 +25,6 @@ from chatmod.plugins.webhook import (
     verify_signature,
 )
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
-from chatmod.policy import Policy
-from chatmod.schema import Secret
 
 from .helpers import ListSource, RecordingSink, messages
 from .receiver import start_receiver

@@ -11,13 +11,13 @@ import pytest
 import trio
 import trio_websocket
 
-from chatmod.sandbox import Sandbox
-from chatmod.ws_client import (
+from chatmod.chatsight.ws_client import (
     ABNORMAL_CLOSURE,
     UpgradeRejected,
     WsConnection,
     WsTarget,
 )
+from chatmod.sandbox.server import Sandbox
 
 KEY = "interop-key-123456"
 

@@ -1,0 +1,136 @@
+"""Chatsight's HTTP text moderation: the websocket's fallback.
+
+Pooled httpx client, bounded concurrency, per-request timeouts; 5xx, 429 and network errors
+retried with jittered backoff honouring ``Retry-After``; 401/403 never retried.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import trio
+
+from chatmod.chatsight.protocol import (
+    AUTH_HEADER,
+    TEXT_MODERATION_PATH,
+    ChatsightResult,
+    ReplyError,
+    http_request,
+    parse_http_reply,
+)
+from chatmod.core.backoff import Backoff, Retry, with_retries
+from chatmod.errors import EngineError
+
+log = logging.getLogger("chatmod.engine.chatsight.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+
+
+class AuthRejected(EngineError):
+    """The API key was refused (HTTP 401/403). Retrying will not help."""
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: a number of seconds or an HTTP date; ``None`` if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class ChatsightHttp:
+    """``POST /text/moderation`` with retries. Open with ``async with``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        concurrency: int = 32,
+        timeout: float = 5.0,
+        retries: int = 2,
+        max_retry_wait: float = 5.0,
+        backoff: Backoff | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + TEXT_MODERATION_PATH
+        self._headers = {AUTH_HEADER: api_key, "content-type": "application/json"}
+        self._limit = trio.Semaphore(concurrency)
+        self.retries = retries
+        self.max_retry_wait = max_retry_wait
+        self._backoff_template = backoff or Backoff(initial=0.2, cap=max_retry_wait)
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=concurrency,
+                                max_keepalive_connections=concurrency),
+            transport=transport,
+        )
+        self.stats: Counter[str] = Counter()
+
+    async def __aenter__(self) -> ChatsightHttp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        with trio.CancelScope(shield=True):
+            await self._client.aclose()
+
+    async def moderate(
+        self, text: str, metadata: Mapping[str, Any] | None = None
+    ) -> ChatsightResult:
+        """The result for ``text``; :class:`EngineError` once retries are spent."""
+        body = http_request(text, metadata)
+        template = self._backoff_template
+        backoff = Backoff(template.initial, template.cap, jitter=template.jitter, rng=template.rng)
+
+        def retrying(outcome: Retry, delay: float) -> None:
+            self.stats["retries"] += 1
+            log.debug("retrying in %.2f s: %s", delay, outcome.reason)
+
+        async with self._limit:
+            outcome, attempts = await with_retries(
+                lambda: self._attempt(body), retries=self.retries, backoff=backoff,
+                max_wait=self.max_retry_wait, on_retry=retrying)
+        if isinstance(outcome, Retry):
+            self.stats["gave_up"] += 1
+            raise EngineError(
+                f"Chatsight HTTP failed after {attempts} attempt(s): {outcome.reason}")
+        return outcome
+
+    async def _attempt(self, body: bytes) -> ChatsightResult | Retry:
+        """One request: its result, a :class:`Retry`, or a final :class:`EngineError`."""
+        self.stats["requests"] += 1
+        try:
+            response = await self._client.post(self.url, content=body, headers=self._headers)
+        except httpx.TimeoutException:
+            self.stats["timeouts"] += 1
+            return Retry("timed out")
+        except httpx.TransportError as exc:
+            self.stats["network_errors"] += 1
+            return Retry(f"{type(exc).__name__}: {exc}")
+        status = response.status_code
+        self.stats[f"status_{status}"] += 1
+        if status == 200:
+            try:
+                return parse_http_reply(response.content)
+            except ReplyError as exc:
+                raise EngineError(f"Chatsight HTTP reply unreadable: {exc}") from None
+        if status in AUTH_STATUSES:
+            raise AuthRejected(f"Chatsight refused the API key (HTTP {status})")
+        if status in RETRY_STATUSES:
+            return Retry(f"HTTP {status}", retry_after_seconds(response.headers.get("retry-after")))
+        raise EngineError(f"Chatsight HTTP {status}: {response.text[:200]}")

@@ -1,0 +1,137 @@
+"""Chatsight text moderation: request payloads and reply parsing. No I/O here.
+
+Facts from the provider's documents (kept here so the project does not depend on them):
+
+- Websocket ``wss://api.chatsight.ai:443/text/moderation``, header ``x-chatsight-api-auth``,
+  the reference client asks for the subprotocol ``echo-protocol``. Request
+  ``{"sample": "<text>", "reference": "<id>"}``; replies come in any order and carry the
+  reference at ``response.metadata.self_reference``. An auth failure is the connection being
+  cut right after it opens; the server sends no FIN packets.
+- HTTP fallback ``POST /text/moderation`` with ``{"sample": "<text>"}``; the reply has the
+  same shape: ``{"api": "chatsight-lang-text", "success": true, "response": {...}}``.
+- ``response`` holds ``engine1`` / ``engine2`` (scores, but ``engine2.baseline`` may be a text
+  such as "Not required in engine2"), sometimes ``engine3: {"invoked": false}``,
+  ``suggestedAction: [<action>, <score>]`` (``pass``; ``flag`` and ``delete`` are implied by the
+  stats counters; any other string is kept as is), ``patches``, ``insights``, ``metadata``.
+  Numbers sometimes arrive as strings.
+- ``metadata`` on a request may hold at most 20 keys: with more, the keyword add-on silently
+  does not run (the request itself still works).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from chatmod.protocols.replies import as_number, json_object
+
+AUTH_HEADER = "x-chatsight-api-auth"
+SUBPROTOCOL = "echo-protocol"
+TEXT_MODERATION_PATH = "/text/moderation"
+MAX_METADATA_KEYS = 20
+SCORE_GROUPS = ("engine1", "engine2", "engine3")
+
+
+class ReplyError(ValueError):
+    """A reply that cannot be read as a moderation result."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChatsightResult:
+    """A moderation result: the suggested action, its score and the engines' numbers."""
+
+    action: str
+    score: float | None
+    scores: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One websocket reply: the reference it answers and its result (or why it failed)."""
+
+    reference: str | None
+    result: ChatsightResult | None
+    error: str | None = None
+
+
+def trim_metadata(
+    metadata: Mapping[str, Any], limit: int = MAX_METADATA_KEYS
+) -> tuple[dict[str, Any], bool]:
+    """At most ``limit`` keys (the first ones in sorted order), and whether any were dropped.
+    Sorting makes the choice the same whatever order the keys came in."""
+    if len(metadata) <= limit:
+        return dict(metadata), False
+    kept = sorted(metadata, key=str)[:limit]
+    return {key: metadata[key] for key in kept}, True
+
+
+def ws_request(text: str, reference: str, metadata: Mapping[str, Any] | None = None) -> bytes:
+    """A websocket moderation request. ``metadata`` must already be trimmed."""
+    payload: dict[str, Any] = {"sample": text, "reference": reference}
+    if metadata:
+        payload["metadata"] = metadata
+    return orjson.dumps(payload)
+
+
+def http_request(text: str, metadata: Mapping[str, Any] | None = None) -> bytes:
+    """An HTTP moderation request body. ``metadata`` must already be trimmed."""
+    payload: dict[str, Any] = {"sample": text}
+    if metadata:
+        payload["metadata"] = metadata
+    return orjson.dumps(payload)
+
+
+def parse_result(response: Any) -> ChatsightResult:
+    """The moderation result inside a reply's ``response`` object."""
+    if not isinstance(response, dict):
+        raise ReplyError(f"'response' is {type(response).__name__}, not an object")
+    suggested = response.get("suggestedAction")
+    if isinstance(suggested, str):
+        action, raw_score = suggested, None
+    elif isinstance(suggested, list) and suggested and isinstance(suggested[0], str):
+        action = suggested[0]
+        raw_score = suggested[1] if len(suggested) > 1 else None
+    else:
+        raise ReplyError("no suggestedAction in the reply")
+    scores: dict[str, Any] = {}
+    for group in SCORE_GROUPS:
+        values = response.get(group)
+        if isinstance(values, dict):
+            numbers = {k: n for k, v in values.items() if (n := as_number(v)) is not None}
+            if numbers:
+                scores[group] = numbers
+    return ChatsightResult(action.strip().lower(), as_number(raw_score), scores)
+
+
+def parse_ws_reply(data: bytes | str) -> Reply:
+    """A websocket reply. :class:`ReplyError` when it is not a reply at all."""
+    envelope = json_object(data, ReplyError)
+    response = envelope.get("response")
+    reference = None
+    if isinstance(response, dict):
+        metadata = response.get("metadata")
+        if isinstance(metadata, dict):
+            raw = metadata.get("self_reference")
+            if isinstance(raw, (str, int)) and not isinstance(raw, bool):
+                reference = str(raw)
+    if envelope.get("success") is False:
+        detail = response if isinstance(response, str) else "success: false"
+        return Reply(reference, None, str(detail)[:200])
+    try:
+        return Reply(reference, parse_result(response))
+    except ReplyError as exc:
+        if reference is None:
+            raise
+        return Reply(reference, None, str(exc))
+
+
+def parse_http_reply(data: bytes | str) -> ChatsightResult:
+    """An HTTP moderation reply; :class:`ReplyError` says what is wrong with it."""
+    envelope = json_object(data, ReplyError)
+    if envelope.get("success") is False:
+        detail = envelope.get("response")
+        raise ReplyError(f"Chatsight answered success: false ({str(detail)[:200]})")
+    return parse_result(envelope.get("response"))

@@ -1,0 +1,236 @@
+"""The Chatsight websocket: one persistent connection, one reader task, keepalive, reconnects.
+
+Each reply is handed to ``on_reply`` (the engine matches it to its request). When the
+connection closes (close frame, reset, or a keepalive that goes unanswered), ``on_closed``
+is told which connection ended, so every request still in flight on it can go over HTTP.
+
+An auth failure shows up only as the connection being cut right after the handshake (or a
+401/403 on upgrade): it is logged once, and the next attempt waits ``auth_backoff`` seconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from chatmod.chatsight.protocol import AUTH_HEADER, Reply, ReplyError, parse_ws_reply
+from chatmod.chatsight.ws_client import (
+    ABNORMAL_CLOSURE,
+    ConnectionLost,
+    HandshakeFailed,
+    UpgradeRejected,
+    WsConnection,
+    WsStream,
+    WsTarget,
+)
+from chatmod.core.backoff import Backoff
+
+log = logging.getLogger("chatmod.engine.chatsight.ws")
+
+# Seconds a graceful close may take before the socket is simply closed.
+DISCONNECT_TIMEOUT = 1.0
+
+
+class SocketClosed(Exception):
+    """The websocket is not open; the request was not sent."""
+
+
+@dataclass(frozen=True)
+class SocketSettings:
+    url: str
+    api_key: str
+    subprotocol: str | None
+    connect_timeout: float
+    ping_interval: float
+    ping_timeout: float
+    auth_cut_window: float  # a close this soon after opening, with no reply, is an auth failure
+    auth_backoff: float
+
+
+class ChatsightSocket:
+    """Keeps one websocket open and hands its replies to ``on_reply``."""
+
+    def __init__(
+        self,
+        settings: SocketSettings,
+        backoff: Backoff,
+        on_reply: Callable[[Reply], str],
+        on_closed: Callable[[int], int],
+    ) -> None:
+        self.settings = settings
+        self.backoff = backoff
+        self.on_reply = on_reply  # returns how the reply was used, for the counters
+        self.on_closed = on_closed  # returns how many requests it moved to HTTP
+        self.generation = 0  # increases with every connection; in-flight entries carry it
+        self.stats: Counter[str] = Counter()
+        self._target = WsTarget.from_url(settings.url)
+        self._ws: WsConnection | None = None
+        self._auth_failing = False
+        self._first_attempt_done = trio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self._ws is not None
+
+    async def send(self, payload: str) -> None:
+        """Queue one request; :class:`SocketClosed` if there is no open connection. A request
+        queued when the connection closes is failed like one sent (through ``on_closed``)."""
+        ws = self._ws
+        if ws is None:
+            raise SocketClosed("websocket not connected")
+        try:
+            await ws.send_text(payload)
+        except ConnectionLost:
+            raise SocketClosed("websocket closed") from None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Connect, serve, reconnect, until cancelled. Ready once the first attempt ended, so
+        early messages use the socket when it can be had."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._connect_forever)
+            await self._first_attempt_done.wait()
+            task_status.started()
+
+    async def _connect_forever(self) -> None:
+        while True:
+            delay = await self._connect_once()
+            self._first_attempt_done.set()
+            log.debug("reconnecting in %.2f s", delay)
+            await trio.sleep(delay)
+            self.stats["reconnects"] += 1
+
+    async def _connect_once(self) -> float:
+        """One connection from open to close; returns how long to wait before the next."""
+        settings = self.settings
+        self.stats["connect_attempts"] += 1
+        stream: WsStream | None = None
+        try:
+            with trio.fail_after(settings.connect_timeout):
+                stream = await self._target.open_stream()
+                ws = await WsConnection.handshake(
+                    stream, self._target,
+                    headers=[(AUTH_HEADER.encode(), settings.api_key.encode())],
+                    subprotocols=[settings.subprotocol] if settings.subprotocol else [],
+                )
+            return await self._serve(ws)
+        except UpgradeRejected as exc:
+            if exc.status in (401, 403):
+                return self._auth_failed(f"HTTP {exc.status} on upgrade")
+            return self._connect_failed(str(exc))
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, HandshakeFailed) as exc:
+            return self._connect_failed(_describe(exc))
+        finally:
+            if stream is not None:
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _serve(self, ws: WsConnection) -> float:
+        """Read replies until the connection closes; returns the delay before reconnecting."""
+        self.generation += 1
+        generation = self.generation
+        opened_at = trio.current_time()
+        replies_before = self.stats["replies"]
+        keepalive_failed = False
+
+        async def keep_alive(scope: trio.CancelScope) -> None:
+            nonlocal keepalive_failed
+            keepalive_failed = not await self._keep_alive(ws)
+            if keepalive_failed:
+                scope.cancel()
+
+        self._ws = ws
+        self._first_attempt_done.set()
+        if not self._auth_failing:
+            log.info("websocket connected to %s", self.settings.url)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(keep_alive, nursery.cancel_scope)
+                nursery.start_soon(ws.write)
+                await ws.read(self._handle_text, self._handle_binary)
+                nursery.cancel_scope.cancel()
+            with trio.move_on_after(DISCONNECT_TIMEOUT):
+                await ws.close()
+        finally:
+            self._ws = None
+            lost = self.on_closed(generation)
+            self.stats["requests_moved_on_close"] += lost
+        lifetime = trio.current_time() - opened_at
+        got_replies = self.stats["replies"] > replies_before
+        if not keepalive_failed and not got_replies and lifetime < self.settings.auth_cut_window:
+            return self._auth_failed("connection cut right after the handshake")
+        if self._auth_failing:
+            log.info("websocket accepted again: the API key works")
+            self._auth_failing = False
+        if got_replies:
+            self.backoff.reset()
+        self.stats["closed"] += 1
+        delay = self.backoff.next_delay()
+        log.warning("websocket closed (%s, after %.1f s); %d request(s) moved to HTTP; "
+                    "reconnecting in %.2f s",
+                    "no pong" if keepalive_failed else _close_reason(ws), lifetime, lost, delay)
+        return delay
+
+    def _handle_text(self, data: str) -> None:
+        stats = self.stats
+        try:
+            reply = parse_ws_reply(data)
+        except ReplyError as exc:
+            stats["invalid_replies"] += 1
+            log.debug("ignored an invalid reply (%s): %.120r", exc, data)
+            return
+        outcome = self.on_reply(reply)
+        stats["replies"] += 1
+        if outcome != "answered":
+            stats[f"replies_{outcome}"] += 1
+            log.debug("reply for reference %r: %s", reply.reference, outcome)
+
+    def _handle_binary(self, data: bytes) -> None:
+        self.stats["non_text_frames"] += 1
+        log.debug("ignored a binary frame of %d bytes", len(data))
+
+    async def _keep_alive(self, ws: WsConnection) -> bool:
+        """Ping every ``ping_interval``; False when a pong does not come in ``ping_timeout``
+        (a half-open socket), True when the connection closed anyway."""
+        settings = self.settings
+        while True:
+            await trio.sleep(settings.ping_interval)
+            if not ws.is_open:
+                return True
+            with trio.move_on_after(settings.ping_timeout) as waited:
+                await ws.ping()
+            if waited.cancelled_caught:
+                self.stats["keepalive_timeouts"] += 1
+                return False
+
+    def _auth_failed(self, how: str) -> float:
+        self.stats["auth_failures"] += 1
+        if not self._auth_failing:
+            self._auth_failing = True
+            log.error("Chatsight rejected the API key (%s); retrying the websocket every %g s, "
+                      "verdicts come from the HTTP API or the fallback meanwhile",
+                      how, self.settings.auth_backoff)
+        return self.settings.auth_backoff
+
+    def _connect_failed(self, reason: str) -> float:
+        self.stats["connect_failures"] += 1
+        delay = self.backoff.next_delay()
+        log.warning("websocket connect failed (%s); retrying in %.1f s", reason, delay)
+        return delay
+
+
+def _describe(exc: BaseException) -> str:
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc) or type(exc).__name__
+    if cause is not None and str(cause):
+        text = f"{text}: {cause}"
+    return text
+
+
+def _close_reason(ws: WsConnection) -> str:
+    if ws.close_code == ABNORMAL_CLOSURE:
+        return "no close frame (1006)"
+    return f"close frame {ws.close_code}"

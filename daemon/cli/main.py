@@ -1,0 +1,153 @@
+"""The command line: ``chatmod run | check-config | plugins | tail | sandbox`` and the
+Chatsight account commands ``addon | keywords | secret | stats | voice``.
+
+Exit codes: 0 done, 2 bad config or usage, 1 anything else fatal. Errors are one line on
+stderr; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+import orjson
+import trio
+
+from chatmod._version import __version__
+from chatmod.cli import account as account_cli
+from chatmod.cli import tail as tail_cli
+from chatmod.config.load import load_config
+from chatmod.config.registry import Registry
+from chatmod.errors import ChatmodError, ConfigError
+from chatmod.runtime.logsetup import setup_logging
+from chatmod.sandbox import cli as sandbox_cli
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+ACCOUNT_COMMANDS = ("addon", "keywords", "secret", "stats", "voice")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"chatmod: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="chatmod", description="Moderate live chat.")
+    parser.add_argument("--version", action="version", version=f"chatmod {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("-c", "--config", required=True, metavar="FILE")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    check = commands.add_parser("check-config", help="validate a config and print it resolved")
+    check.add_argument("-c", "--config", required=True, metavar="FILE")
+    check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    commands.add_parser("plugins", help="list installed sources, sinks and engines")
+
+    tail = commands.add_parser("tail", help="follow decision lines and print them readably")
+    tail_cli.add_arguments(tail)
+
+    sandbox = commands.add_parser(
+        "sandbox", help="run a local stand-in for the Chatsight API (websocket and HTTP)")
+    sandbox_cli.add_arguments(sandbox)
+    account_cli.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    debug: bool = args.debug
+    try:
+        if args.command == "run":
+            return _run(args.config, debug)
+        if args.command == "check-config":
+            return _check_config(args.config)
+        if args.command == "sandbox":
+            return sandbox_cli.run(args)
+        if args.command == "tail":
+            return tail_cli.run(args)
+        if args.command in ACCOUNT_COMMANDS:
+            return account_cli.run(args)
+        return _plugins()
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        return _report(exc, debug)
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    error = _first_chatmod_error(exc)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(error, ConfigError):
+        print(f"chatmod: config error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if error is not None:
+        print(f"chatmod: error: {error}", file=sys.stderr)
+    else:
+        print(f"chatmod: fatal: {type(exc).__name__}: {exc}"
+              + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
+    return EXIT_FATAL
+
+
+def _first_chatmod_error(exc: BaseException) -> ChatmodError | None:
+    """The error to show: exception groups from nurseries are searched for ours."""
+    if isinstance(exc, ChatmodError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_chatmod_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def _run(config_path: str, debug: bool) -> int:
+    from chatmod.runtime.service import exit_status, serve
+
+    setup_logging(debug=debug)
+    config = load_config(config_path)
+    setup_logging(config.daemon.log_level, debug=debug, fmt=config.daemon.log_format)
+    logging.getLogger("chatmod").info(
+        "chatmod %s: %s; engine %s, fallback %s", __version__, config_path,
+        config.engine.primary, " -> ".join(config.engine.fallback),
+    )
+    summary = trio.run(serve, config, config_path)
+    return exit_status(summary)
+
+
+def _check_config(config_path: str) -> int:
+    config = load_config(config_path)
+    sys.stdout.buffer.write(
+        orjson.dumps(config.to_plain(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+    )
+    print(f"chatmod: {config_path}: config OK", file=sys.stderr)
+    return EXIT_OK
+
+
+def _plugins() -> int:
+    registry = Registry.from_entry_points()
+    rows = [(info.kind, info.name, info.distribution, info.value) for info in registry.all()]
+    header = ("KIND", "NAME", "FROM", "ENTRY POINT")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+              + "  " + row[3])
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""The engine chain: the primary engine, then fallback engines, then a fixed answer.
+
+Whatever the engines do, :meth:`EngineChain.moderate` returns a verdict: a message is never
+left undecided because an engine failed, timed out or has a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import trio
+
+from chatmod.config.load import FAIL_OPEN
+from chatmod.core.cache import VerdictCache, normalise
+from chatmod.core.interfaces import Engine
+from chatmod.core.model import Message, Verdict
+from chatmod.errors import EngineError
+
+log = logging.getLogger("chatmod.engine")
+
+ROUTE_FALLBACK = "fallback"
+ROUTE_FAIL_OPEN = "failopen"
+ROUTE_FAIL_CLOSED = "failclosed"
+NO_ENGINE = "none"
+
+
+class EngineChain:
+    """Asks each engine in turn until one answers within ``timeout`` seconds."""
+
+    def __init__(
+        self,
+        engines: Sequence[Engine],
+        last_resort: str,
+        timeout: float,
+        cache: VerdictCache | None = None,
+    ) -> None:
+        if not engines:
+            raise ValueError("an engine chain needs at least one engine")
+        self.engines = list(engines)
+        self.cache = cache
+        self.timeout = timeout
+        route = ROUTE_FAIL_OPEN if last_resort == FAIL_OPEN else ROUTE_FAIL_CLOSED
+        self._last_resort = Verdict(last_resort, None, NO_ENGINE, route)
+        self.failures: Counter[str] = Counter()
+        # Messages each engine holds right now (by id(engine)): a replaced engine is stopped
+        # only once nothing is waiting on it.
+        self.using: Counter[int] = Counter()
+        self._unused: dict[int, trio.Event] = {}
+        self._failing: set[str] = set()
+
+    async def moderate(self, message: Message) -> Verdict:
+        if self.cache is None:
+            return await self._ask_engines(message)
+        return await self.cache.get_or_ask(
+            message.text, lambda: self._ask_engines(message), self._cacheable
+        )
+
+    def release(self, engine: Engine) -> None:
+        """A message no longer waits on ``engine``."""
+        key = id(engine)
+        self.using[key] -= 1
+        if self.using[key] <= 0 and key in self._unused:
+            self._unused.pop(key).set()
+
+    async def wait_unused(self, engine: Engine) -> None:
+        """Until no message waits on ``engine``."""
+        key = id(engine)
+        if self.using[key] > 0:
+            event = self._unused.setdefault(key, trio.Event())
+            await event.wait()
+
+    def probe(self, message: Message) -> tuple[Verdict | None, str | None]:
+        """Streaming: a cached verdict, else the cache key (None when there is no cache)."""
+        if self.cache is None:
+            return None, None
+        key = normalise(message.text)
+        return self.cache.hit(key), key
+
+    def primary_answered(self, key: str | None, verdict: Verdict) -> list[Any]:
+        """Streaming: the primary's answer for ``key``; returns the messages waiting on it."""
+        if self._failing and self.engines[0].name in self._failing:
+            self._failing.discard(self.engines[0].name)
+            log.warning("engine %s answers again", self.engines[0].name)
+        if key is None or self.cache is None:
+            return []
+        return self.cache.finish(key, verdict if self._cacheable(verdict) else None)
+
+    def primary_failed(self, key: str | None) -> list[Any]:
+        """Streaming: the primary failed for ``key``; returns the messages waiting on it."""
+        if key is None or self.cache is None:
+            return []
+        return self.cache.finish(key, None)
+
+    async def fall_back(self, message: Message, error: EngineError) -> Verdict:
+        """The verdict after the primary failed with ``error``: fallback engines, then the
+        last resort."""
+        self._engine_failed(self.engines[0], str(error), message)
+        return await self._ask_engines(message, first=1)
+
+    def _cacheable(self, verdict: Verdict) -> bool:
+        # Only the primary engine's own answers: a degraded answer must not outlive the outage.
+        return verdict.engine == self.engines[0].name and verdict.route not in (
+            ROUTE_FALLBACK, ROUTE_FAIL_OPEN, ROUTE_FAIL_CLOSED)
+
+    async def _ask_engines(self, message: Message, first: int = 0) -> Verdict:
+        for position, engine in enumerate(self.engines[first:], start=first):
+            self.using[id(engine)] += 1
+            try:
+                if engine.enforces_own_timeout:
+                    verdict = await engine.moderate(message)
+                else:
+                    with trio.fail_after(self.timeout):
+                        verdict = await engine.moderate(message)
+            except trio.TooSlowError:
+                self._engine_failed(engine, f"no verdict within {self.timeout:g} s", message)
+                continue
+            except EngineError as exc:
+                self._engine_failed(engine, str(exc), message)
+                continue
+            except Exception as exc:  # a bug in an engine must not leave messages undecided
+                log.exception("engine %s raised an unexpected error", engine.name)
+                self._engine_failed(engine, f"{type(exc).__name__}: {exc}", message)
+                continue
+            finally:
+                self.release(engine)
+            if engine.name in self._failing:
+                self._failing.discard(engine.name)
+                log.warning("engine %s answers again", engine.name)
+            return verdict if position == 0 else replace(verdict, route=ROUTE_FALLBACK)
+        return self._last_resort
+
+    def _engine_failed(self, engine: Engine, reason: str, message: Message) -> None:
+        self.failures[engine.name] += 1
+        # One warning when an engine starts failing, not one per message.
+        if engine.name not in self._failing:
+            self._failing.add(engine.name)
+            log.warning("engine %s failed (%s); using the fallback until it answers again",
+                        engine.name, reason)
+        log.debug("engine %s failed for message %s: %s", engine.name, message.id, reason)
+
+    def statistics(self) -> dict[str, float]:
+        stats = {f"engine_failures.{name}": float(n) for name, n in self.failures.items()}
+        if self.cache is not None:
+            stats.update(self.cache.statistics())
+        return stats

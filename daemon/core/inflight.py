@@ -1,0 +1,116 @@
+"""The in-flight table: requests sent over the websocket and not yet answered, by reference.
+
+A reference is unique per request, so a reply is matched to exactly one message, and a reply
+for a reference that was already answered, given up on, or never sent is recognised and
+counted instead of producing a second decision. Sync throughout: it never blocks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import trio
+
+from chatmod.core.model import Message, Verdict
+from chatmod.errors import EngineError
+
+# Delivers the first answer for a message; False (and nothing done) for any later one.
+Settle = Callable[[Verdict | EngineError], bool]
+
+# References remembered after they settle, to tell late and duplicate replies from strays.
+REMEMBERED_REFERENCES = 65536
+
+Stray = Literal["duplicate", "late", "unknown"]
+
+
+@dataclass(slots=True, eq=False)
+class InFlight:
+    """One request. ``racing``: it is overdue and HTTP was asked too; ``settle`` takes the
+    first answer."""
+
+    reference: str
+    message: Message
+    deadline: float
+    connection: int
+    settle: Settle
+    racing: bool = False
+    http_scope: trio.CancelScope | None = None
+
+
+class InFlightTable:
+    """reference -> :class:`InFlight`, in the order they were sent."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, InFlight] = {}
+        self._settled: OrderedDict[str, Literal["answered", "abandoned"]] = OrderedDict()
+        self._prefix = os.urandom(3).hex()
+        self._counter = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(
+        self, message: Message, deadline: float, connection: int,
+        settle: Settle,
+    ) -> InFlight:
+        reference = f"{self._prefix}-{next(self._counter)}"
+        entry = InFlight(reference, message, deadline, connection, settle)
+        self._entries[reference] = entry
+        return entry
+
+    def take(self, reference: str | None) -> InFlight | Stray:
+        """The live entry a reply answers (removed from the table), or what kind of stray the
+        reply is: a second reply (``duplicate``), one after we gave up (``late``), or one for a
+        reference we never sent (``unknown``)."""
+        if reference is None:
+            return "unknown"
+        entry = self._entries.pop(reference, None)
+        if entry is not None:
+            self._remember(reference, "answered")
+            return entry
+        earlier = self._settled.get(reference)
+        if earlier is None:
+            return "unknown"
+        return "duplicate" if earlier == "answered" else "late"
+
+    def abandon(self, entry: InFlight) -> None:
+        """Stop waiting on the websocket for ``entry``; a reply after this counts as late."""
+        if self._entries.pop(entry.reference, None) is not None:
+            self._remember(entry.reference, "abandoned")
+
+    def take_connection(self, connection: int) -> list[InFlight]:
+        """Remove every entry sent on ``connection`` (it closed). Returns those not already
+        racing over HTTP: they must go over HTTP now."""
+        lost = [e for e in self._entries.values() if e.connection == connection]
+        for entry in lost:
+            self.abandon(entry)
+        return [e for e in lost if not e.racing]
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline of an entry not racing yet, or None."""
+        for entry in self._entries.values():
+            if not entry.racing:
+                return entry.deadline
+        return None
+
+    def overdue(self, now: float) -> list[InFlight]:
+        """Entries past their deadline that are not racing yet; they are marked racing and
+        stay in the table, so their websocket reply can still win."""
+        found = []
+        for entry in self._entries.values():
+            if entry.deadline > now:
+                break  # entries were added in deadline order
+            if not entry.racing:
+                entry.racing = True
+                found.append(entry)
+        return found
+
+    def _remember(self, reference: str, how: Literal["answered", "abandoned"]) -> None:
+        self._settled[reference] = how
+        if len(self._settled) > REMEMBERED_REFERENCES:
+            self._settled.popitem(last=False)

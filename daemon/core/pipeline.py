@@ -1,0 +1,607 @@
+"""The pipeline: sources -> intake -> engine chain -> policy -> sinks -> acknowledgement.
+
+Stages are joined by bounded memory channels, so a slow engine or sink makes the sources
+wait instead of letting anything grow. Shutdown order when every source has ended (or was
+told to stop reading): the intake closes, the moderation workers finish what they hold, the
+sink stage writes every decision, sinks are flushed and closed, then background tasks stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
+
+import trio
+
+from chatmod.core.cache import ROUTE_CACHE
+from chatmod.core.dead_letters import DeadLetters
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.interfaces import Engine, Sink, Source
+from chatmod.core.model import Decision, Message, Verdict
+from chatmod.core.policy import Policy
+from chatmod.core.supervisor import Supervisor, describe
+from chatmod.errors import EngineError, SinkError
+
+log = logging.getLogger("chatmod.pipeline")
+
+# Most decisions handed to the sinks in one write; larger batches amortise file and
+# network writes, smaller ones bound the latency a long batch adds.
+MAX_SINK_BATCH = 512
+# Seconds a sink may take to flush and close once the work is over.
+SINK_CLOSE_GRACE = 5.0
+# Seconds a replaced engine may keep answering the messages it holds.
+ENGINE_RETIRE_GRACE = 60.0
+
+
+# Recent latencies kept per route for the percentiles in logs and metrics.
+LATENCY_WINDOW = 4096
+
+
+class LatencyByRoute:
+    """The last :data:`LATENCY_WINDOW` engine latencies of each route, for p50 / p99."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, deque[float]] = {}
+
+    def record(self, route: str, latency_ms: float) -> None:
+        samples = self._samples.get(route)
+        if samples is None:
+            samples = self._samples[route] = deque(maxlen=LATENCY_WINDOW)
+        samples.append(latency_ms)
+
+    def percentiles(self) -> dict[str, tuple[float, float]]:
+        """route -> (p50, p99) in milliseconds."""
+        result = {}
+        for route, samples in self._samples.items():
+            ordered = sorted(samples)
+            last = len(ordered) - 1
+            result[route] = (ordered[last // 2], ordered[round(last * 0.99)])
+        return result
+
+
+# Attempts at one message before it goes to the dead letters: a message that makes the
+# pipeline's own code fail twice would fail forever.
+MESSAGE_ATTEMPTS = 2
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    received: int
+    decided: int
+    invalid: int
+    #: Read and not decided: still in the pipeline at the stop, or read by a source and not
+    #: yet handed over (the exit status is then 1).
+    undecided: int
+    stop_requested: bool
+    #: Messages the pipeline could not decide (failed twice), written to the dead letters.
+    dead_lettered: int = 0
+
+
+class _SourceIntake:
+    """The :class:`~chatmod.core.interfaces.Intake` handed to one source.
+
+    A message whose submission is cancelled (the stop) was already read: the intake keeps it
+    in ``held`` and the pipeline submits it during the drain, so nothing read is dropped.
+    """
+
+    __slots__ = ("_pipeline", "_send", "held")
+
+    def __init__(self, pipeline: Pipeline, send: trio.MemorySendChannel[Message]) -> None:
+        self._pipeline = pipeline
+        self._send = send
+        self.held: list[Message] = []
+
+    async def submit(self, message: Message) -> None:
+        # Without a checkpoint when there is room: a yield per message costs more than the
+        # message's own work. The source still waits (and can be cancelled) when it is full.
+        try:
+            self._send.send_nowait(message)
+        except trio.WouldBlock:
+            try:
+                await self._send.send(message)
+            except trio.Cancelled:
+                self.held.append(message)
+                raise
+        self._pipeline.received += 1
+
+    async def submit_held(self) -> None:
+        while self.held:
+            message = self.held[0]
+            await self._send.send(message)
+            self.held.pop(0)
+            self._pipeline.received += 1
+
+    def report_invalid(self, source: str, reason: str) -> None:
+        self._pipeline.invalid += 1
+        log.warning("%s: %s", source, reason)
+
+
+class Pipeline:
+    """Runs the sources, the engines, the policy and the sinks until the sources end."""
+
+    def __init__(
+        self,
+        sources: Sequence[Source],
+        engines: Sequence[Engine],
+        chain: EngineChain,
+        policy: Policy,
+        sinks: Sequence[Sink],
+        *,
+        concurrency: int = 256,
+        queue_size: int = 256,
+        stats_interval: float = 0.0,
+        dead_letters: DeadLetters | None = None,
+    ) -> None:
+        self.dead_letters = dead_letters
+        self.sources = {source.name: source for source in sources}
+        self.engines = list(engines)
+        self.chain = chain
+        self.policy = policy
+        self.sinks = list(sinks)
+        self.concurrency = concurrency
+        self.queue_size = queue_size
+        self.stats_interval = stats_interval
+        self.received = 0
+        self.invalid = 0
+        self.decided = 0
+        self.in_flight = 0
+        self.unacknowledged = 0
+        self.alerts = 0
+        self.actions: Counter[str] = Counter()
+        self.routes: Counter[str] = Counter()
+        self.sink_failures: Counter[str] = Counter()
+        self.latency = LatencyByRoute()
+        # Told of every batch of decisions the sinks took (e.g. the per-minute stats).
+        self.observers: list[Callable[[Sequence[Decision]], None]] = []
+        # Streaming mode (the primary engine streams): slots bound the messages between the
+        # intake and the sink stage, which frees one per decision it takes.
+        self.streaming = chain.engines[0].streams
+        self._slots = trio.Semaphore(concurrency)
+        self._drained: trio.Event | None = None
+        self._services: trio.Nursery | None = None
+        self._engine_scopes: dict[int, trio.CancelScope] = {}
+        self._reading_scopes: set[trio.CancelScope] = set()
+        self._intakes: dict[str, _SourceIntake] = {}
+        self._work_scope = trio.CancelScope()
+        self._stop_requested = False
+        self.supervisor = Supervisor()
+        self.dead_lettered = 0
+        self.message_failures = 0
+        self.observer_failures = 0
+
+    def stop_reading(self, drain_timeout: float) -> None:
+        """Stop the sources; whatever was read gets decided within ``drain_timeout`` s."""
+        self._stop_requested = True
+        for scope in self._reading_scopes:
+            scope.cancel()
+        deadline = trio.current_time() + drain_timeout
+        self._work_scope.deadline = min(self._work_scope.deadline, deadline)
+
+    def abort(self) -> None:
+        """Stop now: what is still in flight is reported as undecided."""
+        self._stop_requested = True
+        for scope in self._reading_scopes:
+            scope.cancel()
+        self._work_scope.cancel()
+
+    def reopen_sinks(self) -> None:
+        for sink in self.sinks:
+            sink.reopen()
+
+    async def _run_engine(
+        self, engine: Engine, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.CancelScope() as scope:
+            self._engine_scopes[id(engine)] = scope
+            await self.supervisor.supervise("engine", engine.name, engine.run,
+                                            task_status=task_status)
+
+    def replace_engine(self, old: Engine, new: Engine) -> None:
+        """Swap in ``new`` for ``old`` (reload): started first; ``old`` is stopped once no
+        message is waiting on it (at most :data:`ENGINE_RETIRE_GRACE` seconds)."""
+        if self._services is None:
+            raise RuntimeError("the pipeline is not running")
+        self._services.start_soon(self._swap_engine, old, new)
+
+    async def _swap_engine(self, old: Engine, new: Engine) -> None:
+        assert self._services is not None
+        try:
+            await self._services.start(self._run_engine, new)
+        except Exception as exc:
+            log.error("reload: engine %s failed to start (%s); keeping the running one",
+                      new.name, exc)
+            return
+        chain = self.chain
+        chain.engines = [new if e is old else e for e in chain.engines]
+        self.engines = [new if e is old else e for e in self.engines]
+        log.info("reload: engine %s restarted with its new settings", new.name)
+        with trio.move_on_after(ENGINE_RETIRE_GRACE):
+            await chain.wait_unused(old)
+        # Whatever it still holds, it fails (to the fallback) as it stops.
+        self._engine_scopes.pop(id(old)).cancel()
+        chain.using.pop(id(old), None)
+
+    def replace_sinks(self, sinks: Sequence[Sink]) -> None:
+        """Swap in new sinks (reload): started first, the old ones closed after."""
+        if self._services is None:
+            raise RuntimeError("the pipeline is not running")
+        self._services.start_soon(self._swap_sinks, list(sinks))
+
+    async def _swap_sinks(self, sinks: list[Sink]) -> None:
+        assert self._services is not None
+        try:
+            for sink in sinks:
+                await self._services.start(self._run_sink, sink)
+        except Exception as exc:
+            log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
+            return
+        old, self.sinks = self.sinks, sinks
+        log.info("reload: new sinks are taking decisions (%s)", ", ".join(s.name for s in sinks))
+        for sink in old:
+            with trio.move_on_after(SINK_CLOSE_GRACE):
+                await sink.aclose()
+
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> RunSummary:
+        async with trio.open_nursery() as services:
+            self._services = services
+            for engine in self.engines:
+                await services.start(self._run_engine, engine)
+            for sink in self.sinks:
+                await services.start(self._run_sink, sink)
+            if self.stats_interval > 0:
+                services.start_soon(self._log_statistics_periodically)
+            intake_send, intake_recv = trio.open_memory_channel[Message](self.queue_size)
+            # Streaming mode puts decisions with send_nowait: room for every slot.
+            decisions_room = max(self.queue_size, self.concurrency if self.streaming else 0)
+            decisions_send, decisions_recv = trio.open_memory_channel[Decision](decisions_room)
+            moderation = self._streaming_stage if self.streaming else self._moderation_stage
+            with self._work_scope:
+                async with trio.open_nursery() as work:
+                    work.start_soon(self._sink_stage, decisions_recv)
+                    work.start_soon(moderation, intake_recv, decisions_send)
+                    async with intake_send, trio.open_nursery() as readers:
+                        for source in self.sources.values():
+                            await readers.start(self._run_source, source, intake_send.clone())
+                        task_status.started()
+            await self._close_sinks()
+            services.cancel_scope.cancel()
+        held = sum(len(i.held) for i in self._intakes.values()) + sum(
+            s.unsubmitted() for s in self.sources.values())
+        if held:
+            log.error("%d message(s) were read by the sources but not handed over before "
+                      "the stop", held)
+        summary = RunSummary(
+            received=self.received,
+            decided=self.decided,
+            invalid=self.invalid,
+            undecided=self.received - self.decided - self.dead_lettered + held,
+            stop_requested=self._stop_requested,
+            dead_lettered=self.dead_lettered,
+        )
+        self._log_statistics("done")
+        return summary
+
+    async def _run_sink(
+        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.supervisor.supervise("sink", sink.name, sink.run, task_status=task_status)
+
+    async def _run_source(
+        self,
+        source: Source,
+        send: trio.MemorySendChannel[Message],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Read until the source ends or the stop; then hand over what it had read."""
+        async with send:
+            intake = self._intakes[source.name] = _SourceIntake(self, send)
+            reading = trio.CancelScope()
+            self._reading_scopes.add(reading)
+            if self._stop_requested:
+                reading.cancel()
+            try:
+                with reading:
+                    await self.supervisor.supervise(
+                        "source", source.name, partial(source.run, intake),
+                        task_status=task_status)
+            finally:
+                self._reading_scopes.discard(reading)
+            # Within the drain deadline (the work scope): what was read gets decided.
+            await intake.submit_held()
+            await source.hand_over(intake)
+        log.debug("source %s ended", source.name)
+
+    async def _moderation_stage(
+        self,
+        intake: trio.MemoryReceiveChannel[Message],
+        decisions: trio.MemorySendChannel[Decision],
+    ) -> None:
+        async with intake, decisions, trio.open_nursery() as workers:
+            for _ in range(self.concurrency):
+                workers.start_soon(self._moderate_worker, intake, decisions.clone())
+
+    async def _moderate_worker(
+        self,
+        intake: trio.MemoryReceiveChannel[Message],
+        decisions: trio.MemorySendChannel[Decision],
+    ) -> None:
+        async with decisions:
+            async for message in intake:
+                decision = await self._decide(message)
+                if decision is not None:
+                    await decisions.send(decision)
+
+    async def _decide(self, message: Message, failed_before: int = 0) -> Decision | None:
+        """The decision for ``message``; None when it failed :data:`MESSAGE_ATTEMPTS` times
+        (``failed_before`` of them elsewhere) and went to the dead letters instead."""
+        clock = trio.current_time
+        error = "no attempt left"
+        for attempt in range(failed_before + 1, MESSAGE_ATTEMPTS + 1):
+            self.in_flight += 1
+            started = clock()
+            try:
+                verdict = message.verdict or await self.chain.moderate(message)
+                latency_ms = (clock() - started) * 1000.0
+                self.latency.record(verdict.route, latency_ms)
+                return self.policy.decide(message, verdict, latency_ms)
+            except Exception as exc:  # a bug must cost one message, not the daemon
+                error = describe(exc)
+                self.message_failures += 1
+                log.error("message %s failed (attempt %d of %d): %s", message.id, attempt,
+                          MESSAGE_ATTEMPTS, error, exc_info=log.isEnabledFor(logging.DEBUG))
+            finally:
+                self.in_flight -= 1
+        await self._dead_letter_message(message, "pipeline", error)
+        return None
+
+    async def _dead_letter_message(self, message: Message, component: str, error: str) -> None:
+        """A message that could not be decided: to the dead letters, then acknowledged (it
+        is recorded); if even that fails, left unacknowledged for a durable source."""
+        self.dead_lettered += 1
+        if self.dead_letters is not None and await self.dead_letters.put_message(
+                message, component, error):
+            source = self.sources.get(message.source)
+            if source is not None:
+                await source.acknowledge([message])
+            return
+        self.unacknowledged += 1
+
+    async def _streaming_stage(
+        self,
+        intake: trio.MemoryReceiveChannel[Message],
+        decisions: trio.MemorySendChannel[Decision],
+    ) -> None:
+        """Feed the streaming primary engine; its callbacks finish each message. Only a
+        failed message gets a task (for the fallback chain)."""
+        chain, slots, clock = self.chain, self._slots, trio.current_time
+        async with intake, decisions, trio.open_nursery() as fallbacks:
+
+            def finish(message: Message, verdict: Verdict, started: float) -> None:
+                latency_ms = (clock() - started) * 1000.0
+                self.latency.record(verdict.route, latency_ms)
+                self.in_flight -= 1
+                try:
+                    decision = self.policy.decide(message, verdict, latency_ms)
+                except Exception as exc:  # runs in an engine's callback: never raise there
+                    self.message_failures += 1
+                    log.error("message %s failed: %s", message.id, describe(exc),
+                              exc_info=log.isEnabledFor(logging.DEBUG))
+                    self.in_flight += 1  # until the retry below has decided it
+                    try:
+                        fallbacks.start_soon(retry, message)
+                    except RuntimeError:  # the stage is gone (drain timeout): undecided
+                        return
+                    return
+                try:
+                    decisions.send_nowait(decision)
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    # An answer after the drain timeout stopped the stage: counted undecided.
+                    return
+                if self.in_flight == 0 and self._drained is not None:
+                    self._drained.set()
+
+            async def retry(message: Message) -> None:
+                # The second and last attempt, through the awaited path; its slot is freed
+                # here if it goes to the dead letters (no decision reaches the sink stage).
+                self.in_flight -= 1
+                decision = await self._decide(message, failed_before=1)
+                if decision is None:
+                    slots.release()
+                else:
+                    await decisions.send(decision)
+                if self.in_flight == 0 and self._drained is not None:
+                    self._drained.set()
+
+            async def fall_back(message: Message, started: float, error: EngineError) -> None:
+                finish(message, await chain.fall_back(message, error), started)
+
+            def answered(engine: Engine, message: Message, started: float, key: str | None,
+                         result: Verdict | EngineError) -> None:
+                chain.release(engine)
+                if isinstance(result, Verdict):
+                    finish(message, result, started)
+                    for waiting, since in chain.primary_answered(key, result):
+                        finish(waiting, replace(result, route=ROUTE_CACHE), since)
+                    return
+                for failed, since in [(message, started), *chain.primary_failed(key)]:
+                    try:
+                        fallbacks.start_soon(fall_back, failed, since, result)
+                    except RuntimeError:  # the stage is gone (drain timeout): undecided
+                        return
+
+            while True:
+                try:
+                    message = intake.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        message = await intake.receive()
+                    except trio.EndOfChannel:
+                        break
+                except trio.EndOfChannel:
+                    break
+                try:
+                    slots.acquire_nowait()
+                except trio.WouldBlock:
+                    await slots.acquire()
+                self.in_flight += 1
+                started = clock()
+                if message.verdict is not None:  # the source brought it: no engine is asked
+                    finish(message, message.verdict, started)
+                    continue
+                cached, key = chain.probe(message)
+                if cached is not None:
+                    finish(message, cached, started)
+                elif key is None or not chain.cache or not chain.cache.join(
+                        key, (message, started)):
+                    engine = chain.engines[0]  # read each time: a reload may replace it
+                    chain.using[id(engine)] += 1
+                    on_result = partial(answered, engine, message, started, key)
+                    try:
+                        await engine.submit(message, on_result)
+                    except Exception as exc:  # a bug in the engine: the fallback decides
+                        log.error("engine %s failed to take message %s: %s", engine.name,
+                                  message.id, describe(exc),
+                                  exc_info=log.isEnabledFor(logging.DEBUG))
+                        on_result(EngineError(describe(exc)))
+            if self.in_flight:
+                self._drained = trio.Event()
+                await self._drained.wait()
+
+    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
+        async with decisions:
+            while True:
+                try:
+                    batch = [await decisions.receive()]
+                except trio.EndOfChannel:
+                    return
+                while len(batch) < MAX_SINK_BATCH:
+                    try:
+                        batch.append(decisions.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                if self.streaming:
+                    for _ in batch:
+                        self._slots.release()
+                await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Decision]) -> None:
+        unsafe: set[int] = set()  # decisions neither a sink nor the dead letters took
+        for sink in self.sinks:
+            try:
+                await sink.write(batch)
+            except Exception as exc:  # a failing sink must not stop the others
+                failed = batch if not isinstance(exc, SinkError) or exc.failed is None \
+                    else list(exc.failed)
+                self.sink_failures[sink.name] += len(failed)
+                log.error("sink %s could not take %d decision(s): %s",
+                          sink.name, len(failed), exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                reasons = exc.reasons if isinstance(exc, SinkError) and exc.reasons else None
+                by_reason: defaultdict[str, list[Decision]] = defaultdict(list)
+                for i, decision in enumerate(failed):
+                    by_reason[reasons[i] if reasons else str(exc)].append(decision)
+                for reason, decisions in by_reason.items():
+                    if not await self._dead_letter(decisions, sink.name, reason):
+                        unsafe.update(id(d) for d in decisions)
+        self.decided += len(batch)
+        for decision in batch:
+            self.actions[decision.action] += 1
+            self.routes[decision.verdict.route] += 1
+        for observer in self.observers:
+            try:
+                observer(batch)
+            except Exception as exc:  # counting is not worth a decision
+                self.observer_failures += 1
+                log.error("decision observer %s failed: %s", observer, describe(exc),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+        if unsafe:
+            # Not acknowledged: a durable source delivers these again.
+            self.unacknowledged += len(unsafe)
+        by_source: defaultdict[str, list[Message]] = defaultdict(list)
+        for decision in batch:
+            if id(decision) not in unsafe:
+                by_source[decision.message.source].append(decision.message)
+        for name, messages in by_source.items():
+            source = self.sources.get(name)
+            if source is not None:
+                await source.acknowledge(messages)
+
+    async def deliver_alert(self, record: Mapping[str, Any]) -> None:
+        """Hand an alert to every sink; one that fails is logged, the others still get it."""
+        self.alerts += 1
+        for sink in self.sinks:
+            try:
+                await sink.write_alert(record)
+            except Exception as exc:
+                log.error("sink %s could not take an alert: %s", sink.name, exc)
+
+    async def _dead_letter(self, decisions: list[Decision], sink: str, error: str) -> bool:
+        if self.dead_letters is None:
+            return False
+        return await self.dead_letters.put(decisions, sink, error)
+
+    async def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            with trio.move_on_after(SINK_CLOSE_GRACE) as scope:
+                scope.shield = True
+                try:
+                    await sink.aclose()
+                except Exception as exc:
+                    log.error("sink %s failed to close: %s", sink.name, exc)
+            if scope.cancelled_caught:
+                log.error("sink %s did not close within %g s", sink.name, SINK_CLOSE_GRACE)
+
+    def statistics(self) -> dict[str, float]:
+        stats: dict[str, float] = {
+            "received": self.received,
+            "decided": self.decided,
+            "invalid": self.invalid,
+            "in_flight": self.in_flight,
+            "unacknowledged": self.unacknowledged,
+            "alerts": self.alerts,
+        }
+        stats.update({f"action.{k}": v for k, v in self.actions.items()})
+        stats.update({f"route.{k}": v for k, v in self.routes.items()})
+        stats.update({f"sink_failures.{k}": v for k, v in self.sink_failures.items()})
+        stats["dead_lettered_messages"] = self.dead_lettered
+        stats["message_failures"] = self.message_failures
+        stats["observer_failures"] = self.observer_failures
+        if self.dead_letters is not None:
+            stats["dead_letters"] = self.dead_letters.written
+            stats["dead_letters_failed"] = self.dead_letters.failed
+        for route, (p50, p99) in self.latency.percentiles().items():
+            stats[f"latency_ms.p50.{route}"] = p50
+            stats[f"latency_ms.p99.{route}"] = p99
+        stats.update(self.chain.statistics())
+        for engine in self.engines:
+            stats.update({f"{engine.name}.{k}": v for k, v in engine.statistics().items()})
+        return stats
+
+    def _log_statistics(self, when: str) -> None:
+        actions = ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items())) or "none"
+        routes = ", ".join(f"{k} {v}" for k, v in sorted(self.routes.items())) or "none"
+        latency = ", ".join(f"{route} {p50:.1f}/{p99:.1f}" for route, (p50, p99)
+                            in sorted(self.latency.percentiles().items())) or "none"
+        log.info(
+            "%s: %d received, %d decided (actions: %s; routes: %s), %d invalid input, "
+            "%d in flight; latency p50/p99 ms: %s",
+            when, self.received, self.decided, actions, routes, self.invalid, self.in_flight,
+            latency,
+        )
+        for engine in self.engines:
+            counters = " ".join(f"{k}={v:g}" for k, v in sorted(engine.statistics().items())
+                                if v)
+            if counters:
+                log.info("%s: engine %s: %s", when, engine.name, counters)
+
+    async def _log_statistics_periodically(self) -> None:
+        while not math.isinf(self.stats_interval):
+            await trio.sleep(self.stats_interval)
+            self._log_statistics("so far")
