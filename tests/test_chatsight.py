@@ -13,8 +13,8 @@ import trio
 import trio.testing
 
 from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
-from chatmod.config.load import PolicySection
 from chatmod.config.schema import Secret
+from chatmod.config.sections import PolicySection
 from chatmod.core.backoff import Backoff
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.model import Message

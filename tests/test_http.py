@@ -142,7 +142,7 @@ def test_keyword_alert_webhooks_through_the_daemon(tmp_path: Path) -> None:
 
 def test_a_reload_applies_the_webhook_secret_but_not_a_new_address() -> None:
     from chatmod.config.schema import Secret
-    from chatmod.http.api import HttpSection
+    from chatmod.config.sections import HttpSection
 
     api = StatusApi(lambda: True, dict, section=HttpSection(enabled=True))
     rotated = HttpSection(enabled=True, chatsight_webhook_secret=Secret("t", "new-secret-value"))

@@ -11,8 +11,8 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.config.load import PolicySection
 from chatmod.config.schema import Secret
+from chatmod.config.sections import PolicySection
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.pipeline import Pipeline
 from chatmod.core.policy import Policy

@@ -7,7 +7,7 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.config.load import PolicySection
+from chatmod.config.sections import PolicySection
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Engine, ResultCallback, Sink
 from chatmod.core.model import Decision, Message, Verdict

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from chatmod.config.load import ChannelPolicy, PolicySection
+from chatmod.config.sections import ChannelPolicy, PolicySection
 from chatmod.core.model import Message, Verdict
 from chatmod.core.policy import Policy
 

@@ -13,8 +13,8 @@ import pytest
 import trio
 import trio.testing
 
-from chatmod.config.load import PolicySection
-from chatmod.core.dead_letters import DeadLetters, DeadLettersSection
+from chatmod.config.sections import DeadLettersSection, PolicySection
+from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Intake, ResultCallback, Source
 from chatmod.core.model import Decision, Message, Verdict

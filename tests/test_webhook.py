@@ -10,9 +10,9 @@ import orjson
 import pytest
 import trio
 
-from chatmod.config.load import PolicySection
 from chatmod.config.schema import Secret
-from chatmod.core.dead_letters import DeadLetters, DeadLettersSection
+from chatmod.config.sections import DeadLettersSection, PolicySection
+from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.pipeline import Pipeline
 from chatmod.core.policy import Policy

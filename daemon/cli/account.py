@@ -29,10 +29,11 @@ from chatmod.chatsight.stats import (
     split_range,
 )
 from chatmod.chatsight.voice import Transcript
-from chatmod.config.load import DaemonSection, read_config_tables
+from chatmod.config.load import read_config_tables
 from chatmod.config.schema import parse_table
+from chatmod.config.sections import DaemonSection
+from chatmod.config.state import state_directory, write_private
 from chatmod.errors import ConfigError
-from chatmod.runtime.state import state_directory, write_private
 
 if TYPE_CHECKING:
     from chatmod.chatsight.account import AccountClient

@@ -10,77 +10,21 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from chatmod.config.registry import Registry
-from chatmod.config.schema import describe, did_you_mean, join_path, parse_table, setting, to_plain
-from chatmod.core.dead_letters import DeadLettersSection
+from chatmod.config.schema import describe, did_you_mean, join_path, parse_table, to_plain
+from chatmod.config.sections import (
+    TERMINAL_FALLBACKS,
+    CacheSection,
+    DaemonSection,
+    DeadLettersSection,
+    EngineSection,
+    HttpSection,
+    PolicySection,
+)
 from chatmod.core.interfaces import Plugin
 from chatmod.errors import ConfigError, PluginError
-from chatmod.http.api import HttpSection
-
-# Terminal answers of the engine chain: no engine is asked.
-FAIL_OPEN = "pass"
-FAIL_CLOSED = "flag"
-TERMINAL_FALLBACKS = (FAIL_OPEN, FAIL_CLOSED)
-
-
-@dataclass(frozen=True)
-class DaemonSection:
-    drain_timeout: float = setting(
-        10.0, min=0, help="seconds to finish in-flight messages after SIGTERM/SIGINT"
-    )
-    concurrency: int = setting(
-        256, min=1, max=100_000, help="messages being moderated at once (the in-flight window)"
-    )
-    queue_size: int = setting(
-        256, min=1, max=1_000_000, help="messages waiting between stages before sources block"
-    )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["text", "json"] = setting(
-        "text", help="json: one JSON object per log line (ts, level, logger, message)")
-    stats_interval: float = setting(
-        300.0, min=0, help="seconds between summary log lines; 0 turns them off"
-    )
-    state_dir: str = setting("", help="where moderation stats, voice author keys and the "
-                                      "webhook secret are kept (default: $STATE_DIRECTORY, "
-                                      "set by systemd; unset: stats in memory only)")
-
-
-@dataclass(frozen=True)
-class EngineSection:
-    primary: str = setting("local", nonempty=True)
-    fallback: tuple[str, ...] = setting(
-        (FAIL_CLOSED,), one_or_many=True,
-        help="engines tried in turn when the primary fails, ending in 'pass' or 'flag'",
-    )
-    timeout: float = setting(10.0, min=0.001, help="seconds an engine may take for one message")
-
-
-@dataclass(frozen=True)
-class CacheSection:
-    enabled: bool = True
-    ttl: float = setting(300.0, min=0.0, help="seconds a verdict is reused for the same text")
-    size: int = setting(10_000, min=1, max=10_000_000, help="texts remembered at most")
-
-
-@dataclass(frozen=True)
-class ChannelPolicy:
-    actions: dict[str, str] = setting({})
-    shadow: bool | None = None
-    exempt_authors: tuple[str, ...] = ()
-
-
-DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete"}
-
-
-@dataclass(frozen=True)
-class PolicySection:
-    actions: dict[str, str] = setting(DEFAULT_ACTIONS)
-    unknown_verdict_action: str = setting("flag", nonempty=True)
-    shadow: bool = False
-    exempt_authors: tuple[str, ...] = ()
-    channels: dict[str, ChannelPolicy] = setting({})
 
 
 @dataclass(frozen=True)

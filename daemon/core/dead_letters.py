@@ -12,22 +12,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import orjson
 import trio
 
-from chatmod.config.schema import setting
+from chatmod.config.sections import DeadLettersSection
 from chatmod.core.model import Decision, Message, format_timestamp
 
 log = logging.getLogger("chatmod.dead_letters")
-
-
-@dataclass(frozen=True)
-class DeadLettersSection:
-    path: str = setting("dead-letters.jsonl", nonempty=True,
-                        help="JSON-lines file (appended) for decisions a sink gave up on")
-    include_text: bool = setting(True, help="keep the message text in dead letters")
 
 
 class DeadLetters:

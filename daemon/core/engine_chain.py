@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from chatmod.config.load import FAIL_OPEN
+from chatmod.config.sections import FAIL_OPEN
 from chatmod.core.cache import VerdictCache, normalise
 from chatmod.core.interfaces import Engine
 from chatmod.core.model import Message, Verdict

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatmod.config.load import DEFAULT_ACTIONS, PolicySection
+from chatmod.config.sections import DEFAULT_ACTIONS, PolicySection
 from chatmod.core.model import Decision, Message, Verdict
 
 NO_ACTION = "none"

@@ -10,7 +10,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -23,32 +23,21 @@ from chatmod.chatsight.stats import (
     search_reply,
 )
 from chatmod.chatsight.webhook import (
-    DEFAULT_WINDOW,
     KeywordAlert,
     ReplayGuard,
     WebhookRejected,
     verify,
 )
-from chatmod.config.schema import Secret, setting
+from chatmod.config.sections import HttpSection
 from chatmod.http.server import HttpRequest, HttpResponse
-from chatmod.runtime.stats_store import DecisionStats
+
+if TYPE_CHECKING:  # handed in by the runtime, which owns it
+    from chatmod.runtime.stats_store import DecisionStats
 
 log = logging.getLogger("chatmod.http")
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
-
-
-@dataclass(frozen=True)
-class HttpSection:
-    enabled: bool = setting(False, help="serve /healthz, /readyz and /metrics")
-    host: str = setting("127.0.0.1", nonempty=True, help="address to listen on (loopback "
-                                                          "unless you mean otherwise)")
-    port: int = setting(9177, min=0, max=65535)
-    max_body: int = setting(65536, min=0, help="largest request body accepted (bytes)")
-    chatsight_webhook_secret: Secret | None = None
-    webhook_window: float = setting(DEFAULT_WINDOW, min=1.0, help="seconds a keyword alert's "
-                                                                 "timestamp may be off")
 
 
 def _verification(section: HttpSection) -> tuple[bytes | None, ReplayGuard]:

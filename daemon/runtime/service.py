@@ -14,6 +14,7 @@ import trio
 
 from chatmod.chatsight.webhook import KeywordAlert
 from chatmod.config.load import Config, PluginConfig, load_config
+from chatmod.config.state import state_directory
 from chatmod.core.cache import VerdictCache
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
@@ -24,7 +25,6 @@ from chatmod.errors import ConfigError
 from chatmod.http.api import StatusApi
 from chatmod.http.server import serve_http
 from chatmod.runtime.logsetup import set_level
-from chatmod.runtime.state import state_directory
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
 from chatmod.runtime.systemd import STATUS_INTERVAL, Notifier
 
