@@ -18,6 +18,7 @@ The daemon serves its own counters in the same shapes, so one dashboard reads ei
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -42,6 +43,10 @@ MINUTE = timedelta(minutes=1)
 
 class StatsReplyError(ValueError):
     """A stats reply that cannot be read."""
+
+
+class StatsRequestError(ValueError):
+    """A search request, or a time given for one, that cannot be read or searched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,20 +92,29 @@ class Record:
         return self.minute + timedelta(seconds=RECORD_SECOND)
 
     def as_api(self) -> dict[str, Any]:
-        stamp = self.stamped.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        # isoformat, not strftime: strftime writes year 999 as "999", which no one can read.
+        stamp = self.stamped.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
         return {**self.counts.as_api(), "requestTime": {"value": stamp}}
 
 
 def parse_time(text: str) -> datetime:
-    """``YYYY-MM-DD HH:MM:SS`` (UTC) as an aware datetime; ValueError says what is wrong."""
+    """``YYYY-MM-DD HH:MM:SS`` (UTC) as an aware datetime that a search can round to the hour;
+    :class:`StatsRequestError` says what is wrong."""
     try:
-        return datetime.strptime(text.strip(), TIME_FORMAT).replace(tzinfo=UTC)
+        when = datetime.strptime(text.strip(), TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
-        raise ValueError(f"expected a UTC time as YYYY-MM-DD HH:MM:SS, found {text!r}") from None
+        raise StatsRequestError(
+            f"expected a UTC time as YYYY-MM-DD HH:MM:SS, found {text!r}") from None
+    try:
+        round_to_hour(when)
+    except OverflowError:  # 9999-12-31 23:30 and later round past the calendar's end
+        raise StatsRequestError(f"{text!r} is too late to search") from None
+    return when
 
 
 def format_time(when: datetime) -> str:
-    return when.astimezone(UTC).strftime(TIME_FORMAT)
+    # isoformat, not strftime: strftime writes year 999 as "999", which parse_time refuses.
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds")
 
 
 def round_to_hour(when: datetime) -> datetime:
@@ -121,8 +135,10 @@ def split_range(start: datetime, end: datetime, records: int = MAX_RECORDS
     step = MINUTE * records
     pieces: list[tuple[datetime, datetime]] = []
     while start < end:
-        pieces.append((start, min(start + step, end)))
-        start += step
+        # Compared as a span, not as start + step, which may pass the calendar's end.
+        piece_end = end if end - start <= step else start + step
+        pieces.append((start, piece_end))
+        start = piece_end
     return pieces
 
 
@@ -135,12 +151,12 @@ def parse_search_request(body: bytes) -> tuple[datetime, datetime]:
     try:
         payload = json_object(body, ValueError)
     except ValueError:
-        raise ValueError("body must be a JSON object with timefrom and timeto") from None
+        raise StatsRequestError("body must be a JSON object with timefrom and timeto") from None
     bounds = []
     for key in ("timefrom", "timeto"):
         value = payload.get(key)
         if not isinstance(value, str):
-            raise ValueError(f"{key}: expected a string YYYY-MM-DD HH:MM:SS")
+            raise StatsRequestError(f"{key}: expected a string YYYY-MM-DD HH:MM:SS")
         bounds.append(parse_time(value))
     return bounds[0], bounds[1]
 
@@ -166,12 +182,26 @@ def search_reply(records: Iterable[Record]) -> bytes:
     return envelope(listed) if listed else envelope(EMPTY_RECORDS, success=False)
 
 
+def _whole_number(value: Any) -> int | None:
+    """A counter exactly: from an integer or an integer string (no float rounding), else from
+    a finite number; ``None`` when it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    number = as_number(value)
+    return int(number) if number is not None and math.isfinite(number) else None
+
+
 def _counts(values: Mapping[str, Any]) -> Counts:
     def number(key: str) -> int:
-        value = as_number(values.get(key))
+        value = _whole_number(values.get(key))
         if value is None:
-            raise StatsReplyError(f"{key} is missing or not a number")
-        return int(value)
+            raise StatsReplyError(f"{key} is missing or not a finite number")
+        return value
 
     return Counts(passed=number("commentsPassed"), flagged=number("commentsFlagged"),
                   deleted=number("commentsDeleted"), total=number("commentsTotal"))
@@ -205,9 +235,13 @@ def parse_search(data: bytes) -> list[Record]:
         if not isinstance(value, str):
             raise StatsReplyError(f"record {i} has no requestTime")
         try:
-            when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            # The API's times are UTC: one without an offset is not in this machine's zone.
+            when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
         except ValueError:
             raise StatsReplyError(f"record {i}: requestTime {value!r} is not ISO 8601") from None
+        except OverflowError:
+            raise StatsReplyError(f"record {i}: requestTime {value!r} is out of range") from None
         records.append(Record(when.replace(second=0, microsecond=0), _counts(item)))
     return records
 

@@ -95,6 +95,8 @@ def read_config_tables(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config is not valid UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib reads nested arrays and tables recursively
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 def load_config(path: str | Path, registry: Registry | None = None) -> Config:

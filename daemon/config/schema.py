@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hmac
+import math
 import os
 import types
 import typing
@@ -157,6 +158,8 @@ def parse_table(
         return cls(**values)
     except ConfigError as exc:  # raised by a __post_init__ check across keys
         raise ConfigError(f"{path}.{exc}" if path else str(exc)) from None
+    except ValueError as exc:  # a library check in __post_init__, e.g. urlsplit's
+        raise ConfigError(f"{path or 'config'}: {exc}") from None
 
 
 def _has_no_default(field: dataclasses.Field[Any]) -> bool:
@@ -214,6 +217,11 @@ def _read_secret(
             raise ConfigError(
                 f"{key_path}_file: cannot read {file_path}: {exc.strerror or exc}"
             ) from None
+        except UnicodeDecodeError:  # says nothing of the content: it is a secret
+            raise ConfigError(f"{key_path}_file: {file_path} is not UTF-8 text") from None
+        except ValueError:  # a NUL in the path
+            raise ConfigError(
+                f"{key_path}_file: expected a file path, found {describe(raw)}") from None
         if not value:
             raise ConfigError(f"{key_path}_file: {file_path} is empty")
         return Secret(f"file {file_path}", value)
@@ -302,7 +310,9 @@ def _bounds(kind: str, meta: Mapping[str, Any]) -> str:
 
 def _check_bounds(value: float, path: str, meta: Mapping[str, Any], kind: str) -> None:
     low, high = meta.get("min"), meta.get("max")
-    if (low is not None and value < low) or (high is not None and value > high):
+    # NaN compares false with every bound, so it would pass them all.
+    if math.isnan(value) or (low is not None and value < low) or (
+            high is not None and value > high):
         raise ConfigError(f"{path}: expected {_bounds(kind, meta)}, found {describe(value)}")
 
 
