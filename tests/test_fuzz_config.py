@@ -1,4 +1,4 @@
-"""Property tests of config loading (chatmod.config, chatmod.schema): whatever the file or
+"""Property tests of config loading (chatmod.config.load, chatmod.config.schema): whatever the file or
 table holds, only ConfigError escapes, its message names the key path, and an accepted
 config keeps every bound and every secret hidden."""
 
@@ -18,10 +18,10 @@ import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from chatmod.config import TOP_LEVEL_KEYS, Config, load_config, parse_config
+from chatmod.config.load import TOP_LEVEL_KEYS, Config, load_config, parse_config
+from chatmod.config.registry import Registry
+from chatmod.config.schema import SECRET_SUFFIXES
 from chatmod.errors import ConfigError
-from chatmod.registry import Registry
-from chatmod.schema import SECRET_SUFFIXES
 
 from .helpers import EXAMPLE_CONFIG
 

@@ -1,4 +1,4 @@
-"""Property tests of chat input framing and parsing (chatmod.lines): what stdin reads."""
+"""Property tests of chat input framing and parsing (chatmod.protocols.lines): what stdin reads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import orjson
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from chatmod.core.model import Decision, Message, Verdict
 from chatmod.errors import InputError
-from chatmod.lines import (
+from chatmod.protocols.lines import (
     Line,
     LineFramer,
     OversizedLine,
@@ -19,7 +20,6 @@ from chatmod.lines import (
     parse_input_line,
     parse_input_record,
 )
-from chatmod.model import Decision, Message, Verdict
 
 # Bytes rich in what framing must get right: newlines, CRs, NULs, invalid UTF-8.
 stream_pieces = st.one_of(

@@ -1,4 +1,4 @@
-"""Property tests of the stats protocol (chatmod.stats_protocol): Chatsight's stats replies,
+"""Property tests of the stats protocol (chatmod.chatsight.stats): Chatsight's stats replies,
 search requests (what the daemon's and the sandbox's HTTP API read) and the time ranges."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chatmod.stats_protocol import (
+from chatmod.chatsight.stats import (
     COUNTER_KEYS,
     HOUR,
     MAX_RECORDS,
