@@ -21,7 +21,15 @@ from chatmod.chatsight_webhook import (
     WebhookRejected,
     verify,
 )
-from chatmod.http_server import HttpRequest, HttpResponse
+from chatmod.http_server import (
+    BODY_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    HEADER_TIMEOUT,
+    KEEP_ALIVE_TIMEOUT,
+    HttpRequest,
+    HttpResponse,
+    ServerLimits,
+)
 from chatmod.schema import Secret, setting
 from chatmod.stats_protocol import (
     LIFETIME_PATH,
@@ -46,9 +54,23 @@ class HttpSection:
                                                           "unless you mean otherwise)")
     port: int = setting(9177, min=0, max=65535)
     max_body: int = setting(65536, min=0, help="largest request body accepted (bytes)")
+    max_connections: int = setting(DEFAULT_MAX_CONNECTIONS, min=1, help="connections held at "
+                                   "once; at the limit the one idle longest is closed")
+    header_timeout: float = setting(HEADER_TIMEOUT, min=0.1, help="seconds a request head "
+                                    "has to arrive whole")
+    body_timeout: float = setting(BODY_TIMEOUT, min=0.1, help="seconds a request body has to "
+                                  "arrive whole")
+    keep_alive_timeout: float = setting(KEEP_ALIVE_TIMEOUT, min=0.1, help="seconds an idle "
+                                        "keep-alive connection stays open")
     chatsight_webhook_secret: Secret | None = None
     webhook_window: float = setting(DEFAULT_WINDOW, min=1.0, help="seconds a keyword alert's "
                                                                  "timestamp may be off")
+
+    def server_limits(self) -> ServerLimits:
+        """The server's limits from this section (the rest keep their defaults)."""
+        return ServerLimits(max_connections=self.max_connections,
+                            header_timeout=self.header_timeout, body_timeout=self.body_timeout,
+                            keep_alive_timeout=self.keep_alive_timeout)
 
 
 def _verification(section: HttpSection) -> tuple[bytes | None, ReplayGuard]:
@@ -96,8 +118,9 @@ class StatusApi:
         """A reload: the webhook secret and window apply at once (after ``chatmod secret
         rotate``); False when the listening address or limits changed (that takes a restart)."""
         old = self.section
-        if (section.enabled, section.host, section.port, section.max_body) != (
-                old.enabled, old.host, old.port, old.max_body):
+        if (section.enabled, section.host, section.port, section.max_body,
+                section.server_limits()) != (
+                old.enabled, old.host, old.port, old.max_body, old.server_limits()):
             return False
         self.section = section
         self._secret, self._guard = _verification(section)
@@ -108,9 +131,9 @@ class StatusApi:
             return await self._keyword_alert(request)
         if request.path == SEARCH_PATH and self.decision_stats is not None:
             return await self._search(request, self.decision_stats)
-        if request.method != "GET":
+        if request.method != "GET":  # the server answers HEAD as GET
             return HttpResponse(405, b'{"error": "method not allowed"}',
-                                headers=(("allow", "GET"),))
+                                headers=(("allow", "GET, HEAD"),))
         if request.path == "/healthz":
             return HttpResponse(200, b'{"status": "alive"}')
         if request.path == "/readyz":

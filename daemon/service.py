@@ -96,7 +96,8 @@ class Service:
                                                alerts=self._alert, section=http,
                                                decision_stats=self.decision_stats)
                     self.http_port = await nursery.start(partial(
-                        serve_http, api.handle, http.host, http.port, max_body=http.max_body))
+                        serve_http, api.handle, http.host, http.port, max_body=http.max_body,
+                        limits=http.server_limits()))
                     log.info("serving /healthz, /readyz, /metrics and /stats on %s:%d",
                              http.host, self.http_port)
                 done = trio.Event()
