@@ -141,7 +141,13 @@ def parse_search_request(body: bytes) -> tuple[datetime, datetime]:
         value = payload.get(key)
         if not isinstance(value, str):
             raise ValueError(f"{key}: expected a string YYYY-MM-DD HH:MM:SS")
-        bounds.append(parse_time(value))
+        when = parse_time(value)
+        try:
+            round_to_hour(when)  # the search rounds it: 9999-12-31 23:30 has no next hour
+        except OverflowError:
+            raise ValueError(f"{key}: {value!r} is out of the range that can be searched"
+                             ) from None
+        bounds.append(when)
     return bounds[0], bounds[1]
 
 

@@ -150,3 +150,22 @@ def test_a_reload_applies_the_webhook_secret_but_not_a_new_address() -> None:
     assert api.section is rotated
     assert not api.reconfigure(HttpSection(enabled=True, port=9178))
     assert api.section is rotated  # the refused one is not half-applied
+
+
+async def test_a_search_past_the_last_searchable_hour_is_refused_with_400() -> None:
+    import orjson
+
+    from chatmod.http_server import HttpRequest
+    from chatmod.stats_store import DecisionStats
+
+    api = StatusApi(lambda: True, dict, decision_stats=DecisionStats(None))
+    body = b'{"timefrom":"0001-01-01 00:00:00","timeto":"9999-12-31 23:59:59"}'
+    answer = await api.handle(HttpRequest("POST", "/stats/moderation/search", "", {}, body))
+    assert answer.status == 400  # was 500: rounding 23:59 up to the next hour overflowed
+    reply = orjson.loads(answer.body)
+    assert reply["success"] is False
+    assert reply["response"].startswith("timeto: '9999-12-31 23:59:59' is out of the range")
+    # The first hour rounds down and can be searched.
+    body = b'{"timefrom":"0001-01-01 00:00:00","timeto":"0001-01-01 05:00:00"}'
+    answer = await api.handle(HttpRequest("POST", "/stats/moderation/search", "", {}, body))
+    assert answer.status == 200
