@@ -85,7 +85,8 @@ def test_a_search_request_is_read_or_refused_with_value_error_only(body: bytes) 
         start, end = parse_search_request(body)
     except ValueError:
         return
-    assert start.tzinfo is not None and end.tzinfo is not None
+    assert start.tzinfo is not None
+    assert end.tzinfo is not None
 
 
 @fuzz_settings(300)
