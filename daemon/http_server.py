@@ -50,9 +50,10 @@ SHUTDOWN_GRACE = 3.0
 ACCEPT_RETRY_DELAY = 0.1  # after accept failed for want of file descriptors or memory
 LOG_INTERVAL = 10.0
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BUSY_BODY = b'{"error": "server too busy"}'
 _BUSY_REPLY = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-               b"content-length: 28\r\nconnection: close\r\n\r\n"
-               b'{"error": "server too busy"}')
+               b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+               % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 @dataclass(frozen=True)
