@@ -41,10 +41,12 @@ MAX_HEAD_SIZE = 16384
 DEFAULT_MAX_BODY = 1024 * 1024
 # Far below the usual 1024 file descriptors, which the daemon shares with its other parts.
 DEFAULT_MAX_CONNECTIONS = 256
-# Defaults like hypercorn's: keep-alive 5 s; a head or body has 10 s to arrive whole.
+# A head or body has 10 s to arrive whole. Keep-alive is longer than httpx's 5 s client-side
+# expiry, so a pooled client drops an idle connection before we close it, never while it
+# sends a request on it (that race loses the request; hypercorn's 5 s has it).
 HEADER_TIMEOUT = 10.0
 BODY_TIMEOUT = 10.0
-KEEP_ALIVE_TIMEOUT = 5.0
+KEEP_ALIVE_TIMEOUT = 10.0
 SEND_TIMEOUT = 10.0
 SHUTDOWN_GRACE = 3.0
 ACCEPT_RETRY_DELAY = 0.1  # after accept failed for want of file descriptors or memory
