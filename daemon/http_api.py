@@ -28,6 +28,7 @@ from chatmod.http_server import (
     KEEP_ALIVE_TIMEOUT,
     HttpRequest,
     HttpResponse,
+    ServerCounters,
     ServerLimits,
 )
 from chatmod.schema import Secret, setting
@@ -113,6 +114,7 @@ class StatusApi:
         self.section = section or HttpSection()
         self._secret, self._guard = _verification(self.section)
         self.rejected = 0
+        self.server_counters = ServerCounters()  # for serve_http's ``counters``
 
     def reconfigure(self, section: HttpSection) -> bool:
         """A reload: the webhook secret and window apply at once (after ``chatmod secret

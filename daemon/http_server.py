@@ -117,6 +117,23 @@ class RateLimitedLog:
         self.logger.log(level, message, *args, exc_info=exc_info)
 
 
+class ServerCounters:
+    """What the server did, for /metrics: counts that only grow, and ``open`` connections."""
+
+    KEYS = ("accepted", "requests", "evicted", "refused_busy", "refused_requests",
+            "idle_closed", "accept_errors", "connection_failures", "handler_failures")
+
+    def __init__(self) -> None:
+        self.counts = dict.fromkeys(self.KEYS, 0)
+        self.open = 0
+
+    def add(self, key: str) -> None:
+        self.counts[key] += 1
+
+    def statistics(self) -> dict[str, float]:
+        return {**self.counts, "open": self.open}
+
+
 def raise_file_limit() -> int:
     """Raise this process's soft limit on open files to the hard limit (as Go does at
     start), so connections do not run out of descriptors at 1024; returns the new limit."""
@@ -133,13 +150,15 @@ def raise_file_limit() -> int:
 
 async def serve_http(
     handler: Handler, host: str, port: int, *, max_body: int = DEFAULT_MAX_BODY,
-    limits: ServerLimits | None = None,
+    limits: ServerLimits | None = None, counters: ServerCounters | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``task_status.started`` gets the port (useful with port 0)."""
+    """Serve until cancelled; ``task_status.started`` gets the port (useful with port 0).
+    ``counters``, when given, counts what the server did (see :class:`ServerCounters`)."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound: int = listeners[0].socket.getsockname()[1]
-    server = _Server(handler, max_body, limits or ServerLimits(), listeners)
+    server = _Server(handler, max_body, limits or ServerLimits(), listeners,
+                     counters or ServerCounters())
     try:
         async with trio.open_nursery() as nursery:
             for listener in listeners:
@@ -177,11 +196,12 @@ class _Refusal(Exception):
 
 class _Server:
     def __init__(self, handler: Handler, max_body: int, limits: ServerLimits,
-                 listeners: list[trio.SocketListener]) -> None:
+                 listeners: list[trio.SocketListener], counters: ServerCounters) -> None:
         self.handler = handler
         self.max_body = max_body
         self.limits = limits
         self.listeners = listeners
+        self.counters = counters
         # Insertion order is the order connections started waiting for their request: the
         # first one not answering is the one to close when the table is full.
         self.waiting: dict[_Connection, None] = {}
@@ -211,6 +231,7 @@ class _Server:
         every connection is answering one."""
         for conn in self.waiting:
             self._drop(conn)
+            self.counters.add("evicted")
             self.say.log(logging.WARNING, "evicted", "HTTP: %d connections (the limit); "
                          "closed the one waiting longest for a request (%s)",
                          self.limits.max_connections, conn.peer)
@@ -224,6 +245,7 @@ class _Server:
             except trio.ClosedResourceError:
                 return
             except OSError as exc:
+                self.counters.add("accept_errors")
                 self.say.log(logging.WARNING, "accept", "HTTP: accepting a connection failed "
                              "(%s)", exc.strerror or exc)
                 if not (exc.errno in _OUT_OF_RESOURCES and self._make_room()):
@@ -232,6 +254,7 @@ class _Server:
             peer = _peer_name(stream)
             if len(self.waiting) + len(self.answering) >= self.limits.max_connections \
                     and not self._make_room():
+                self.counters.add("refused_busy")
                 self.say.log(logging.WARNING, "refused", "HTTP: %d connections, all answering "
                              "requests; refused %s with 503", self.limits.max_connections, peer)
                 with trio.move_on_after(self.limits.send_timeout):
@@ -240,6 +263,8 @@ class _Server:
                 continue
             conn = _Connection(stream, peer)
             self.waiting[conn] = None
+            self.counters.add("accepted")
+            self.counters.open += 1
             nursery.start_soon(self._serve_connection, conn)
 
     async def _serve_connection(self, conn: _Connection) -> None:
@@ -249,11 +274,13 @@ class _Server:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # the peer left, or we closed it to make room
         except Exception as exc:
+            self.counters.add("connection_failures")
             self.say.log(logging.ERROR, "failed", "HTTP connection from %s failed; closed it",
                          conn.peer, exc_info=exc)
         finally:
             self.waiting.pop(conn, None)
             self.answering.discard(conn)
+            self.counters.open -= 1
             await trio.aclose_forcefully(conn.stream)
 
     async def _converse(self, conn: _Connection) -> None:
@@ -263,6 +290,7 @@ class _Server:
             try:
                 request = await self._read_request(conn, protocol, keep_alive)
             except _Refusal as refusal:
+                self.counters.add("refused_requests")
                 self.say.log(logging.INFO, f"refused {refusal.status}",
                              "HTTP: answered %s with %d: %s", conn.peer, refusal.status, refusal)
                 await self._answer_refusal(conn, protocol, refusal)
@@ -270,6 +298,7 @@ class _Server:
             if request is None:
                 return
             self.waiting.pop(conn, None)  # answering: never closed to make room
+            self.counters.add("requests")
             self.answering.add(conn)
             # Shielded: a stop lets it finish, until the grace deadline (inf until a stop).
             with trio.CancelScope(shield=True, deadline=self.stop_deadline) as conn.answering:
@@ -305,6 +334,7 @@ class _Server:
             if not await self._receive(conn, protocol, deadline):
                 if started:
                     raise _Refusal(408, "request head not received in time")
+                self.counters.add("idle_closed")
                 return None  # idle: close without a word
             if not started:
                 started = True
@@ -341,6 +371,7 @@ class _Server:
         try:
             return await self.handler(as_get)
         except Exception as exc:
+            self.counters.add("handler_failures")
             self.say.log(logging.ERROR, "handler", "HTTP handler failed for %s %s",
                          request.method, request.path[:200], exc_info=exc)
             return HttpResponse(500, b'{"error": "internal error"}')

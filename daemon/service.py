@@ -97,7 +97,7 @@ class Service:
                                                decision_stats=self.decision_stats)
                     self.http_port = await nursery.start(partial(
                         serve_http, api.handle, http.host, http.port, max_body=http.max_body,
-                        limits=http.server_limits()))
+                        limits=http.server_limits(), counters=api.server_counters))
                     log.info("serving /healthz, /readyz, /metrics and /stats on %s:%d",
                              http.host, self.http_port)
                 done = trio.Event()
@@ -129,6 +129,8 @@ class Service:
             groups[f"sink_{sink.name}"] = dict(sink.statistics())
         groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.ready else 0.0}
         groups["decisions"] = self.decision_stats.statistics()
+        if self.api is not None:
+            groups["http"] = self.api.server_counters.statistics()
         return groups
 
     def status(self) -> str:

@@ -141,6 +141,12 @@ async def test_idle_slow_and_head_floods_leave_health_answering(tmp_path: Path) 
             for stream in held:
                 await stream.aclose()
         assert heads == [200] * 1000
+        metrics = await exchange(port, request("GET", "/metrics", close=True), within=BOUND)
+        counted = dict(line.split(" ") for line in metrics.decode().splitlines()
+                       if line.startswith("chatmod_http_"))
+        assert float(counted["chatmod_http_evicted"]) >= 290, counted  # 550 held, 256 kept
+        assert float(counted["chatmod_http_requests"]) >= 1020, counted
+        assert float(counted["chatmod_http_connection_failures"]) == 0, counted
         await moderation_goes_on(daemon, port)
         elapsed = time.monotonic() - began
         assert daemon.finish() == 0

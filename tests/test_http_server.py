@@ -15,6 +15,7 @@ from chatmod.http_server import (
     HttpRequest,
     HttpResponse,
     RateLimitedLog,
+    ServerCounters,
     ServerLimits,
     serve_http,
 )
@@ -30,9 +31,11 @@ def status_api() -> StatusApi:
     return StatusApi(lambda: True, lambda: {"pipeline": {"received": 1}})
 
 
-async def start(nursery: trio.Nursery, handler: object = None, **limits: float) -> int:
+async def start(nursery: trio.Nursery, handler: object = None,
+                counters: ServerCounters | None = None, **limits: float) -> int:
     serve = partial(serve_http, handler or status_api().handle, "127.0.0.1", 0,
-                    max_body=1024, limits=ServerLimits(**limits))  # type: ignore[arg-type]
+                    max_body=1024, limits=ServerLimits(**limits),  # type: ignore[arg-type]
+                    counters=counters)
     port: int = await nursery.start(serve)
     return port
 
@@ -173,7 +176,8 @@ async def test_an_expected_100_continue_is_sent(nursery: trio.Nursery) -> None:
 
 async def test_at_the_cap_the_connection_waiting_longest_makes_room(
         nursery: trio.Nursery, caplog: pytest.LogCaptureFixture) -> None:
-    port = await start(nursery, max_connections=3)
+    counters = ServerCounters()
+    port = await start(nursery, counters=counters, max_connections=3)
     held = []
     for _ in range(3):  # each served once, so the server has them, in this order
         stream = await trio.open_tcp_stream("127.0.0.1", port)
@@ -185,6 +189,11 @@ async def test_at_the_cap_the_connection_waiting_longest_makes_room(
         assert await read_until_closed(held[0], BOUND) == b""
         await held[1].send_all(request("GET", "/readyz"))
         assert statuses(await read_response(held[1])) == [200]  # the others were not
+        counted = counters.statistics()
+        # Open: held[1] and held[2], and the health check's until the server reads its end.
+        assert counted.pop("open") in (2, 3)
+        assert counted == {**dict.fromkeys(ServerCounters.KEYS, 0),
+                           "accepted": 4, "requests": 5, "evicted": 1}
     finally:
         for stream in held:
             await stream.aclose()
