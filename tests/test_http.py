@@ -150,3 +150,45 @@ def test_a_reload_applies_the_webhook_secret_but_not_a_new_address() -> None:
     assert api.section is rotated
     assert not api.reconfigure(HttpSection(enabled=True, port=9178))
     assert api.section is rotated  # the refused one is not half-applied
+
+
+async def test_a_search_past_the_last_searchable_hour_is_refused_with_400() -> None:
+    import orjson
+
+    from chatmod.http.server import HttpRequest
+    from chatmod.runtime.stats_store import DecisionStats
+
+    api = StatusApi(lambda: True, dict, decision_stats=DecisionStats(None))
+    body = b'{"timefrom":"0001-01-01 00:00:00","timeto":"9999-12-31 23:59:59"}'
+    answer = await api.handle(HttpRequest("POST", "/stats/moderation/search", "", {}, body))
+    assert answer.status == 400  # was 500: rounding 23:59 up to the next hour overflowed
+    reply = orjson.loads(answer.body)
+    assert reply["success"] is False
+    assert reply["response"] == "timeto: '9999-12-31 23:59:59' is too late to search"
+    # The first hour rounds down and can be searched.
+    body = b'{"timefrom":"0001-01-01 00:00:00","timeto":"0001-01-01 05:00:00"}'
+    answer = await api.handle(HttpRequest("POST", "/stats/moderation/search", "", {}, body))
+    assert answer.status == 200
+
+
+def test_a_reload_that_changes_the_server_limits_needs_a_restart() -> None:
+    from chatmod.config.sections import HttpSection
+
+    api = StatusApi(lambda: True, dict, section=HttpSection(enabled=True))
+    assert not api.reconfigure(HttpSection(enabled=True, max_connections=10))
+    assert not api.reconfigure(HttpSection(enabled=True, keep_alive_timeout=1.0))
+    assert api.section == HttpSection(enabled=True)
+
+
+def test_raise_file_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
+    import subprocess
+    import sys
+
+    probe = ("import resource; from chatmod.http.server import raise_file_limit; "
+             "print(raise_file_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))")
+    result = subprocess.run(["sh", "-c", 'ulimit -S -n 200 && exec "$@"', "sh",
+                             sys.executable, "-c", probe],
+                            capture_output=True, check=True, timeout=60)
+    raised, soft, hard = (int(word) for word in result.stdout.split())
+    assert raised == soft > 200
+    assert soft == hard or hard == -1  # -1: RLIM_INFINITY, where a large finite limit is set

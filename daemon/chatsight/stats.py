@@ -157,7 +157,10 @@ def parse_search_request(body: bytes) -> tuple[datetime, datetime]:
         value = payload.get(key)
         if not isinstance(value, str):
             raise StatsRequestError(f"{key}: expected a string YYYY-MM-DD HH:MM:SS")
-        bounds.append(parse_time(value))
+        try:
+            bounds.append(parse_time(value))
+        except StatsRequestError as exc:
+            raise StatsRequestError(f"{key}: {exc}") from None
     return bounds[0], bounds[1]
 
 

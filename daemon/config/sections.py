@@ -11,6 +11,14 @@ from chatmod.config.schema import Secret, setting
 
 # Seconds a Chatsight keyword alert's signed timestamp may be off (their documented window).
 WEBHOOK_WINDOW = 60.0
+# The embedded HTTP server. Connections: far below the usual 1024 file descriptors, which the
+# daemon shares with its other parts. A head or body has 10 s to arrive whole. Keep-alive is
+# longer than httpx's 5 s client-side expiry, so a pooled client drops an idle connection
+# before we close it, never while it sends a request on it (that race loses the request).
+HTTP_MAX_CONNECTIONS = 256
+HTTP_HEADER_TIMEOUT = 10.0
+HTTP_BODY_TIMEOUT = 10.0
+HTTP_KEEP_ALIVE_TIMEOUT = 10.0
 
 # Terminal answers of the engine chain: no engine is asked.
 FAIL_OPEN = "pass"
@@ -83,6 +91,14 @@ class HttpSection:
                                                           "unless you mean otherwise)")
     port: int = setting(9177, min=0, max=65535)
     max_body: int = setting(65536, min=0, help="largest request body accepted (bytes)")
+    max_connections: int = setting(HTTP_MAX_CONNECTIONS, min=1, help="connections held at "
+                                   "once; at the limit the one idle longest is closed")
+    header_timeout: float = setting(HTTP_HEADER_TIMEOUT, min=0.1, help="seconds a request "
+                                    "head has to arrive whole")
+    body_timeout: float = setting(HTTP_BODY_TIMEOUT, min=0.1, help="seconds a request body "
+                                  "has to arrive whole")
+    keep_alive_timeout: float = setting(HTTP_KEEP_ALIVE_TIMEOUT, min=0.1, help="seconds an "
+                                        "idle keep-alive connection stays open")
     chatsight_webhook_secret: Secret | None = None
     webhook_window: float = setting(WEBHOOK_WINDOW, min=1.0, help="seconds a keyword alert's "
                                                                  "timestamp may be off")

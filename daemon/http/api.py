@@ -29,7 +29,7 @@ from chatmod.chatsight.webhook import (
     verify,
 )
 from chatmod.config.sections import HttpSection
-from chatmod.http.server import HttpRequest, HttpResponse
+from chatmod.http.server import HttpRequest, HttpResponse, ServerCounters, ServerLimits
 
 if TYPE_CHECKING:  # handed in by the runtime, which owns it
     from chatmod.runtime.stats_store import DecisionStats
@@ -38,6 +38,13 @@ log = logging.getLogger("chatmod.http")
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def server_limits(section: HttpSection) -> ServerLimits:
+    """The server's limits from ``[http]`` (the rest keep their defaults)."""
+    return ServerLimits(max_connections=section.max_connections,
+                        header_timeout=section.header_timeout, body_timeout=section.body_timeout,
+                        keep_alive_timeout=section.keep_alive_timeout)
 
 
 def _verification(section: HttpSection) -> tuple[bytes | None, ReplayGuard]:
@@ -80,13 +87,15 @@ class StatusApi:
         self.section = section or HttpSection()
         self._secret, self._guard = _verification(self.section)
         self.rejected = 0
+        self.server_counters = ServerCounters()  # for serve_http's ``counters``
 
     def reconfigure(self, section: HttpSection) -> bool:
         """A reload: the webhook secret and window apply at once (after ``chatmod secret
         rotate``); False when the listening address or limits changed (that takes a restart)."""
         old = self.section
-        if (section.enabled, section.host, section.port, section.max_body) != (
-                old.enabled, old.host, old.port, old.max_body):
+        if (section.enabled, section.host, section.port, section.max_body,
+                server_limits(section)) != (
+                old.enabled, old.host, old.port, old.max_body, server_limits(old)):
             return False
         self.section = section
         self._secret, self._guard = _verification(section)
@@ -97,9 +106,9 @@ class StatusApi:
             return await self._keyword_alert(request)
         if request.path == SEARCH_PATH and self.decision_stats is not None:
             return await self._search(request, self.decision_stats)
-        if request.method != "GET":
+        if request.method != "GET":  # the server answers HEAD as GET
             return HttpResponse(405, b'{"error": "method not allowed"}',
-                                headers=(("allow", "GET"),))
+                                headers=(("allow", "GET, HEAD"),))
         if request.path == "/healthz":
             return HttpResponse(200, b'{"status": "alive"}')
         if request.path == "/readyz":

@@ -22,8 +22,8 @@ from chatmod.core.interfaces import Engine, Sink, Source
 from chatmod.core.pipeline import Pipeline, RunSummary
 from chatmod.core.policy import Policy
 from chatmod.errors import ConfigError
-from chatmod.http.api import StatusApi
-from chatmod.http.server import serve_http
+from chatmod.http.api import StatusApi, server_limits
+from chatmod.http.server import raise_file_limit, serve_http
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
 from chatmod.runtime.systemd import STATUS_INTERVAL, Notifier
@@ -85,6 +85,9 @@ class Service:
     async def serve(self) -> RunSummary:
         """Run until the sources end or a stop signal."""
         pipeline, notifier = self.pipeline, self.notifier
+        # Connections (HTTP, IRC, Redis, Chatsight) must not run out of descriptors at 1024:
+        # nothing here uses select(), so the hard limit is safe (systemd's advice, Go's habit).
+        log.debug("open file limit: %d", raise_file_limit())
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._handle_signals, signals)
@@ -120,7 +123,8 @@ class Service:
         http = self.config.http
         # A restart binds the port the first start got (it may have been asked as 0).
         await serve_http(self.api.handle, http.host, self.http_port or http.port,
-                         max_body=http.max_body, task_status=task_status)
+                         max_body=http.max_body, limits=server_limits(http),
+                         counters=self.api.server_counters, task_status=task_status)
 
     def is_ready(self) -> bool:
         """Started, and no supervised component is down (it is being restarted)."""
@@ -140,6 +144,8 @@ class Service:
         groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.is_ready() else 0.0}
         groups["component"] = p.supervisor.statistics()
         groups["decisions"] = self.decision_stats.statistics()
+        if self.api is not None:
+            groups["http"] = self.api.server_counters.statistics()
         return groups
 
     def status(self) -> str:
