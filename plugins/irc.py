@@ -478,6 +478,7 @@ class IrcActionSink(Sink):
         super().__init__(name, config)
         self._acted: OrderedDict[str, None] = OrderedDict()
         self._warned_no_rights: set[str] = set()
+        self._unusable_logged = LogLimiter()
         self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0,
                                       "alerts": 0, "unusable": 0}
 
@@ -517,8 +518,10 @@ class IrcActionSink(Sink):
         if not (is_middle_param(message.channel) and is_middle_param(message.author)):
             # A server may send a nick or channel no command can carry (":x", say).
             self.stats["unusable"] += 1
-            self.log.warning("cannot %s %r in %r: not a usable IRC name", what,
-                             message.author[:50], message.channel[:50])
+            suffix = self._unusable_logged.allow()
+            if suffix is not None:
+                self.log.warning("cannot %s %r in %r: not a usable IRC name%s", what,
+                                 message.author[:50], message.channel[:50], suffix)
             return []
         fields = {"verdict": decision.verdict.action, "action": decision.action,
                   "score": decision.verdict.score}

@@ -344,3 +344,81 @@ def test_tls_ca_file_must_exist_and_needs_tls(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("x")
     with pytest.raises(ConfigError, match="tls_ca_file: set, but tls is false"):
         IrcSourceConfig(channels=("#a",), tls_ca_file=str(tmp_path / "ca.pem"))
+
+
+async def test_an_author_no_irc_command_can_name_is_not_acted_on() -> None:
+    from chatmod.irc_protocol import IrcSession
+    from chatmod.model import Decision, Message, Verdict
+
+    sink = IrcActionSink("a", IrcSinkConfig())
+    session = IrcSession("modbot", ("#c",))
+    session.operator_in.add("#c")
+    for author in (":x", "a b", ""):
+        message = Message(id="m", text="t", source="irc", author=author, channel="#c")
+        decision = Decision(message, Verdict("delete", 0.9, "e", "local"), "delete", 1.0)
+        # A KICK naming ":x" could not be formatted: it used to fail the action task, and
+        # with it the connection and the daemon.
+        assert sink._lines(decision, "kick", session) == []
+    assert sink.statistics()["unusable"] == 3
+
+
+async def test_a_defect_while_handling_a_line_skips_that_line_only(
+    irc_server: LoopbackServer, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatmod.irc_protocol import IrcSession
+
+    handle_privmsg = IrcSession._HANDLERS["PRIVMSG"]
+
+    def fragile(session: IrcSession, line: Any, reaction: Any) -> None:
+        if line.params[-1] == "boom":
+            raise RuntimeError("a defect")
+        handle_privmsg(session, line, reaction)
+
+    monkeypatch.setitem(IrcSession._HANDLERS, "PRIVMSG", fragile)
+    pipeline, source, _actions, recorder = make_pipeline(irc_server.port)
+    nursery.start_soon(pipeline.run)
+    await eventually(lambda: source.connection.session is not None
+                     and "#lobby" in source.connection.session.joined)
+    carol = Client("carol")
+    await carol.connect(nursery, irc_server.port, "#lobby")
+    for text in ("boom", "boom", "after"):
+        await carol.say("#lobby", text)
+    await eventually(lambda: [d.message.text for d in recorder.decisions] == ["after"])
+    assert source.connection.stats["lines_failed"] == 2
+    assert source.connection.stats["connects"] == 1
+    [record, _] = [r for r in caplog.records if "could not handle" in r.getMessage()]
+    assert record.exc_info is not None
+    assert record.exc_info[0] is RuntimeError
+    await carol.aclose()
+    pipeline.abort()
+
+
+async def test_an_unexpected_error_in_the_connection_is_contained_and_retried(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatmod.plugins.irc import IrcConnection
+
+    calls = []
+
+    async def broken_open(self: IrcConnection) -> trio.abc.Stream:
+        calls.append(trio.current_time())
+        raise RuntimeError("a defect")
+
+    monkeypatch.setattr(IrcConnection, "_open", broken_open)
+    source = IrcSource("irc", IrcSourceConfig(channels=("#a",), reconnect_initial=0.01,
+                                              reconnect_max=0.01))
+    nursery.start_soon(partial(source.run, ListSource("x", [])))  # type: ignore[arg-type]
+    await eventually(lambda: len(calls) >= 3)
+    assert source.connection.stats["failures"] >= 2
+    assert logged(caplog, "unexpected error: a defect; reconnecting")
+
+
+async def test_log_limiter(autojump_clock: trio.testing.MockClock) -> None:
+    from chatmod.plugins.irc import LogLimiter
+
+    limiter = LogLimiter(burst=2, period=60)
+    assert [limiter.allow() for _ in range(5)] == ["", "", None, None, None]
+    await trio.sleep(60)
+    assert limiter.allow() == " (3 more left out)"
+    assert limiter.allow() == ""
