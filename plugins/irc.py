@@ -336,7 +336,7 @@ class IrcConnection:
             text = " ".join(line.params)
             if not session.registered and any(
                     word in text.lower() for word in ("password", "access denied")):
-                raise IrcFatal(f"server: {text}")  # retrying at once will not help
+                raise IrcFatal(f"the server refused us: {text}")  # a retry now would not help
             raise LinkLost(f"server: {text}")
         try:
             reaction = session.receive(line)

@@ -422,3 +422,24 @@ async def test_log_limiter(autojump_clock: trio.testing.MockClock) -> None:
     await trio.sleep(60)
     assert limiter.allow() == " (3 more left out)"
     assert limiter.allow() == ""
+
+
+@pytest.mark.parametrize("kind", sorted(IRC_SERVERS))
+async def test_a_refused_server_password_is_a_long_wait(
+    kind: str, tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture,
+) -> None:
+    locked = IRC_SERVERS[kind](tmp_path, password="letmein")
+    locked.start()
+    try:
+        good = await bot_against(locked, nursery, password=Secret("t", "letmein"))
+        bad = await bot_against(locked, nursery, nick="badbot", password=Secret("t", "nope"),
+                                reconnect_initial=0.01, reconnect_max=0.01)
+        await eventually(lambda: good.connection.registered.is_set())
+        await eventually(lambda: bool(logged(caplog, "retrying in 300 s")))
+        [error] = logged(caplog, "retrying in 300 s")
+        assert error.startswith(f"IRC 127.0.0.1:{locked.port}: ")
+        assert "letmein" not in caplog.text
+        assert "nope" not in caplog.text
+        assert bad.connection.stats["connects"] == 1
+    finally:
+        locked.stop()
