@@ -82,6 +82,12 @@ def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return next((exc for exc in leaves if isinstance(exc, IrcFatal)), leaves[0])
 
 
+def one_line(text: str) -> str:
+    """``text`` as the last parameter of one IRC line: the verdict in it comes from an engine,
+    and a line break there would start a command of its own."""
+    return " ".join(text.replace("\0", " ").split())
+
+
 def describe(exc: BaseException) -> str:
     """A reason that is never empty: the error's text, else its type, with its cause's (a
     TLS error is a bare ``BrokenResourceError`` whose cause says what went wrong)."""
@@ -466,6 +472,11 @@ class IrcSinkConfig:
     alert_format: str = setting("keyword alert: {keyword!r} from {author} in {channel}: {text}",
                                 help="{keyword}, {author}, {channel}, {text}")
 
+    def __post_init__(self) -> None:
+        if self.alerts_channel and not is_middle_param(self.alerts_channel):
+            raise ConfigError(f"alerts_channel: {self.alerts_channel!r} is not a channel name "
+                              f"IRC can carry")
+
 
 class IrcActionSink(Sink):
     """Turns decisions about messages from its IRC source into IRC actions, once each, and
@@ -526,7 +537,8 @@ class IrcActionSink(Sink):
         fields = {"verdict": decision.verdict.action, "action": decision.action,
                   "score": decision.verdict.score}
         if what == "notice":
-            return [build("NOTICE", [message.author, self.config.notice.format(**fields)])]
+            return [build("NOTICE", [message.author,
+                                     one_line(self.config.notice.format(**fields))])]
         if not session.can_moderate(message.channel):
             self.stats["no_rights"] += 1
             if message.channel.casefold() not in self._warned_no_rights:
@@ -534,7 +546,7 @@ class IrcActionSink(Sink):
                 self.log.warning("not operator in %s: cannot %s there", message.channel, what)
             return []
         kick = build("KICK", [message.channel, message.author,
-                              self.config.reason.format(**fields)])
+                              one_line(self.config.reason.format(**fields))])
         if what == "ban":
             host = message.metadata.get("irc_host") or "*"
             return [build("MODE", [message.channel, "+b", f"*!*@{host}"]), kick]

@@ -443,3 +443,22 @@ async def test_a_refused_server_password_is_a_long_wait(
         assert bad.connection.stats["connects"] == 1
     finally:
         locked.stop()
+
+
+def test_an_engines_verdict_cannot_inject_an_irc_command() -> None:
+    from chatmod.errors import ConfigError
+    from chatmod.irc_protocol import IrcSession
+    from chatmod.model import Decision, Message, Verdict
+
+    sink = IrcActionSink("a", IrcSinkConfig())
+    session = IrcSession("modbot", ("#c",))
+    session.operator_in.add("#c")
+    message = Message(id="m", text="t", source="irc", author="eve", channel="#c")
+    verdict = Verdict("delete\r\nQUIT :gone\0", 0.9, "chatsight", "ws")
+    for what in ("kick", "notice"):
+        [line] = sink._lines(Decision(message, verdict, "delete", 1.0), what, session)
+        assert not any(char in line.format() for char in "\r\n\0")
+    [kick] = sink._lines(Decision(message, verdict, "delete", 1.0), "kick", session)
+    assert kick.format() == "KICK #c eve :moderated by chatmod (delete QUIT :gone )"
+    with pytest.raises(ConfigError, match="alerts_channel: '#a b' is not a channel name"):
+        IrcSinkConfig(alerts_channel="#a b")
