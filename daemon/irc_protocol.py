@@ -62,11 +62,15 @@ class Registered:
 
 @dataclass(frozen=True)
 class Joined:
+    """We are in ``channel``."""
+
     channel: str
 
 
 @dataclass(frozen=True)
 class Kicked:
+    """We were kicked from ``channel`` (and join it again at once)."""
+
     channel: str
     by: str
     reason: str
@@ -74,6 +78,8 @@ class Kicked:
 
 @dataclass(frozen=True)
 class NickInUse:
+    """``nick`` is taken; we are trying ``trying`` instead."""
+
     nick: str
     trying: str
 
@@ -184,6 +190,9 @@ def _is_channel(name: str) -> bool:
 
 @dataclass
 class IrcSession:
+    """One connection's protocol state: :meth:`start` gives the first lines to send,
+    :meth:`receive` what each server line leads to."""
+
     nick: str
     channels: tuple[str, ...]
     user: str = "chatmod"

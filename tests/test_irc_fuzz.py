@@ -75,9 +75,11 @@ def feed_all(data: list[bytes]) -> None:
                     continue
                 if line is None:
                     continue
+                was_registered = session.registered
                 try:
                     reaction = session.receive(line)
                 except IrcFatal:
+                    assert not was_registered  # only a refusal of our registration is fatal
                     continue
                 for reply in reaction.replies:
                     text = reply.format()
