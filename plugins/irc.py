@@ -339,7 +339,7 @@ class IrcConnection:
         if line is None:
             return  # a blank line
         if line.command == "ERROR":
-            text = " ".join(line.params)
+            text = " ".join(line.params) or "(no reason given)"
             if not session.registered and any(
                     word in text.lower() for word in ("password", "access denied")):
                 raise IrcFatal(f"the server refused us: {text}")  # a retry now would not help
@@ -358,7 +358,7 @@ class IrcConnection:
         if reaction.replies:
             await self._write(reaction.replies)
         for event in reaction.events:
-            self._log_event(event, session, nursery)
+            self._on_event(event, session, nursery)
         for chat_line in reaction.chat:
             await self.on_chat(chat_line)
 
@@ -367,7 +367,8 @@ class IrcConnection:
         if suffix is not None:
             self.log.warning(f"%s: {message}%s", self.where, *args, suffix)
 
-    def _log_event(self, event: Event, session: IrcSession, nursery: trio.Nursery) -> None:
+    def _on_event(self, event: Event, session: IrcSession, nursery: trio.Nursery) -> None:
+        """Log what happened; a refused join is also tried again later."""
         log = self.log
         if isinstance(event, Registered):
             taken = "" if event.nick == event.wanted else f" ({event.wanted} is in use)"
