@@ -6,7 +6,9 @@
     ├── EngineError            an engine could not give a verdict for a message
     │   └── EngineTimeout      ... within the time it was allowed
     ├── SinkError              a sink could not take a decision
-    └── InputError             a chat line could not be turned into a message (reported, skipped)
+    ├── InputError             a chat line could not be turned into a message (reported, skipped)
+    │   └── IrcLineError       a line from the IRC server that cannot be read (skipped)
+    └── IrcFatal               the IRC server refused us in a way a quick retry will not fix
 """
 
 from __future__ import annotations
@@ -56,3 +58,12 @@ class SinkError(ChatmodError):
 
 class InputError(ChatmodError):
     """A line of chat input is invalid; it is reported and skipped."""
+
+
+class IrcLineError(InputError):
+    """A line from the IRC server cannot be read (no command, say); it is counted and skipped."""
+
+
+class IrcFatal(ChatmodError):
+    """The IRC server refused us in a way a quick reconnect will not fix (a refused password,
+    SASL or nick, a certificate that fails verification): retried after a long wait."""

@@ -15,26 +15,44 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import trio
 from irctokens.line import Line, build
-from irctokens.stateful import StatefulDecoder
 
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Intake, Sink, Source
 from chatmod.core.model import Decision, Message, generate_message_id
 from chatmod.errors import ConfigError, SinkError
-from chatmod.protocols.irc import ChatLine, IrcFatal, IrcSession
+from chatmod.protocols.irc import (
+    MAX_LINE_BYTES,
+    ChatLine,
+    Event,
+    IrcFatal,
+    IrcLineError,
+    IrcSession,
+    Joined,
+    Kicked,
+    LineBuffer,
+    NickInUse,
+    Registered,
+    is_middle_param,
+    parse_line,
+)
 
 READ_SIZE = 16384
 OUTGOING_QUEUE = 256
 # Remembered message ids, so that one message is never acted on twice.
 ACTED_MEMORY = 10_000
 ALERT_MAX_BYTES = 400  # an IRC line is 512 bytes with the command and target
-# Seconds before reconnecting after the server refused our credentials.
+# Seconds before reconnecting after the server refused us in a way retrying will not fix
+# (credentials, nick, certificate): a configuration problem, so no busy loop.
 FATAL_RETRY = 300.0
+# Unreadable or unexpected server lines are logged at most this many times a period (s).
+LINE_PROBLEMS_LOGGED = 5
+LINE_PROBLEMS_PERIOD = 60.0
 
 # Shared connections, by the name of the source that owns them.
 CONNECTIONS: dict[str, IrcConnection] = {}
@@ -49,7 +67,8 @@ LINK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio
 
 
 def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one link or protocol error a group carries; the group itself otherwise."""
+    """The link or protocol error a group carries (a refusal first, when there are several);
+    the group itself when it carries anything else."""
     leaves: list[BaseException] = []
     stack: list[BaseException] = [group]
     while stack:
@@ -58,9 +77,53 @@ def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
             stack.extend(exc.exceptions)
         else:
             leaves.append(exc)
-    if len(leaves) == 1 and isinstance(leaves[0], (*LINK_ERRORS, IrcFatal)):
-        return leaves[0]
-    return group
+    if not leaves or not all(isinstance(exc, (*LINK_ERRORS, IrcFatal)) for exc in leaves):
+        return group
+    return next((exc for exc in leaves if isinstance(exc, IrcFatal)), leaves[0])
+
+
+def one_line(text: str) -> str:
+    """``text`` as the last parameter of one IRC line: the verdict in it comes from an engine,
+    and a line break there would start a command of its own."""
+    return " ".join(text.replace("\0", " ").split())
+
+
+def describe(exc: BaseException) -> str:
+    """A reason that is never empty: the error's text, else its type, with its cause's (a
+    TLS error is a bare ``BrokenResourceError`` whose cause says what went wrong)."""
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and len(parts) < 3:
+        text = str(current).strip()
+        parts.append(text or type(current).__name__)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__)
+    return ": ".join(parts)
+
+
+class LogLimiter:
+    """Lets at most ``burst`` log records through every ``period`` seconds, and says how many
+    were left out with the next one: a server sending junk cannot flood the log."""
+
+    def __init__(self, burst: int = LINE_PROBLEMS_LOGGED,
+                 period: float = LINE_PROBLEMS_PERIOD) -> None:
+        self.burst, self.period = burst, period
+        self._window_start = -period
+        self._in_window = 0
+        self.left_out = 0
+
+    def allow(self) -> str | None:
+        """``None`` to leave this record out; else a suffix for it ("" or the count)."""
+        now = trio.current_time()
+        if now - self._window_start >= self.period:
+            self._window_start, self._in_window = now, 0
+        if self._in_window >= self.burst:
+            self.left_out += 1
+            return None
+        self._in_window += 1
+        suffix = f" ({self.left_out} more left out)" if self.left_out else ""
+        self.left_out = 0
+        return suffix
 
 
 @dataclass(frozen=True)
@@ -69,6 +132,8 @@ class IrcSourceConfig:
     port: int = setting(6667, min=1, max=65535)
     tls: bool = False
     tls_verify: bool = setting(True, help="check the server's certificate")
+    tls_ca_file: str = setting("", help="PEM file of the CA(s) the server's certificate is "
+                                        "checked against; '' the system's")
     nick: str = setting("chatmod", nonempty=True)
     user: str = setting("chatmod", nonempty=True)
     realname: str = "chatmod moderation"
@@ -84,6 +149,9 @@ class IrcSourceConfig:
     ping_timeout: float = setting(30.0, min=0.01, help="seconds a PING may go unanswered")
     reconnect_initial: float = setting(1.0, min=0.001)
     reconnect_max: float = setting(60.0, min=0.001)
+    rejoin_initial: float = setting(30.0, min=0.001, help="first wait before joining again a "
+                                                          "channel the server refused")
+    rejoin_max: float = setting(600.0, min=0.001)
     flood_rate: float = setting(2.0, min=0.01, help="action lines per second, sustained")
     flood_burst: int = setting(5, min=1)
 
@@ -93,6 +161,21 @@ class IrcSourceConfig:
         if self.sasl_user and self.sasl_password is None:
             raise ConfigError("sasl_password: required with sasl_user; set sasl_password_env "
                               "or sasl_password_file")
+        if self.tls_ca_file and not self.tls:
+            raise ConfigError("tls_ca_file: set, but tls is false")
+        if self.tls_ca_file and not Path(self.tls_ca_file).is_file():
+            raise ConfigError(f"tls_ca_file: {self.tls_ca_file!r} is not a readable file")
+
+    def tls_context(self) -> ssl.SSLContext:
+        """The TLS settings; :class:`IrcFatal` when ``tls_ca_file`` holds no certificate."""
+        try:
+            context = ssl.create_default_context(cafile=self.tls_ca_file or None)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise IrcFatal(f"tls_ca_file {self.tls_ca_file!r}: {describe(exc)}") from None
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 class TokenBucket:
@@ -123,13 +206,18 @@ class IrcConnection:
         self.session: IrcSession | None = None
         self.registered = trio.Event()
         self.stats: dict[str, int] = {"connects": 0, "lines_in": 0, "actions_sent": 0,
-                                      "quiet_lines": 0}
+                                      "quiet_lines": 0, "lines_unreadable": 0,
+                                      "lines_failed": 0, "failures": 0}
+        self.where = f"IRC {config.host}:{config.port}"
         self._stream: trio.abc.Stream | None = None
         self._write_lock = trio.Lock()
         self._actions: trio.MemorySendChannel[Line] | None = None
+        self._line_problems = LogLimiter()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
+        """Connect, serve, and reconnect with backoff, forever: nothing the server sends
+        ends it. ``task_status.started()`` once registered (or after the first failure)."""
         config = self.config
         backoff = Backoff(config.reconnect_initial, config.reconnect_max)
         log = self.log
@@ -142,15 +230,17 @@ class IrcConnection:
                 except BaseExceptionGroup as group:  # from the connection's nursery
                     raise _only(group) from None
             except IrcFatal as exc:
-                log.error("IRC %s:%d refused us: %s; retrying in %g s", config.host,
-                          config.port, exc, FATAL_RETRY)
+                log.error("%s: %s; retrying in %g s", self.where, exc, FATAL_RETRY)
                 delay = FATAL_RETRY
             except LINK_ERRORS as exc:
                 if self.registered.is_set():
                     backoff.reset()
                     delay = backoff.next_delay()
-                log.warning("IRC %s:%d: %s; reconnecting in %.1f s", config.host, config.port,
-                            exc or type(exc).__name__, delay)
+                log.warning("%s: %s; reconnecting in %.1f s", self.where, describe(exc), delay)
+            except Exception as exc:  # a defect: contained here, counted, visible
+                self.stats["failures"] += 1
+                log.exception("%s: unexpected error: %s; reconnecting in %.1f s", self.where,
+                              describe(exc), delay)
             if self.registered.is_set():
                 started = True  # task_status was used when it registered
             self.session, self._stream, self._actions = None, None, None
@@ -160,19 +250,36 @@ class IrcConnection:
                 task_status.started()  # not connected yet, but reading can start
             await trio.sleep(delay)
 
+    async def _open(self) -> trio.abc.Stream:
+        """A connected stream (TLS handshake done), within ``connect_timeout``."""
+        config = self.config
+        try:
+            with trio.fail_after(config.connect_timeout):
+                if not config.tls:
+                    return await trio.open_tcp_stream(config.host, config.port)
+                stream = await trio.open_ssl_over_tcp_stream(
+                    config.host, config.port, ssl_context=config.tls_context())
+                try:
+                    await stream.do_handshake()
+                except BaseException:
+                    await trio.aclose_forcefully(stream)
+                    raise
+                return stream
+        except trio.TooSlowError:
+            raise LinkLost(f"no connection within {config.connect_timeout:g} s") from None
+        except trio.BrokenResourceError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ssl.SSLCertVerificationError):
+                raise IrcFatal(f"the server's TLS certificate failed verification: "
+                               f"{cause.verify_message or describe(cause)} (tls_ca_file names "
+                               f"the CA to trust)") from None
+            raise LinkLost(f"TLS handshake failed: {describe(exc)}") from None
+
     async def _connect_and_serve(self, task_status: trio.TaskStatus[None] | None) -> None:
         config = self.config
-        with trio.fail_after(config.connect_timeout):
-            if config.tls:
-                context = ssl.create_default_context()
-                if not config.tls_verify:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                stream: trio.abc.Stream = await trio.open_ssl_over_tcp_stream(
-                    config.host, config.port, ssl_context=context)
-            else:
-                stream = await trio.open_tcp_stream(config.host, config.port)
+        stream = await self._open()
         self.stats["connects"] += 1
+        self.log.info("%s: connected%s", self.where, " (TLS)" if config.tls else "")
         async with stream:
             self._stream = stream
             session = self.session = IrcSession(
@@ -180,18 +287,19 @@ class IrcConnection:
                 config.realname,
                 password=config.password.reveal() if config.password else None,
                 sasl_user=config.sasl_user or None,
-                sasl_password=config.sasl_password.reveal() if config.sasl_password else None)
+                sasl_password=config.sasl_password.reveal() if config.sasl_password else None,
+                rejoin_initial=config.rejoin_initial, rejoin_max=config.rejoin_max)
             actions, to_send = trio.open_memory_channel[Line](OUTGOING_QUEUE)
             self._actions = actions
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._send_actions, to_send)
                 await self._write(session.start())
-                await self._read(stream, session, task_status)
+                await self._read(stream, session, nursery, task_status)
                 nursery.cancel_scope.cancel()
 
-    async def _read(self, stream: trio.abc.Stream, session: IrcSession,
+    async def _read(self, stream: trio.abc.Stream, session: IrcSession, nursery: trio.Nursery,
                     task_status: trio.TaskStatus[None] | None) -> None:
-        decoder = StatefulDecoder()
+        buffer = LineBuffer()
         awaiting_pong = False
         while True:
             wait = self.config.ping_timeout if awaiting_pong else self.config.ping_interval
@@ -206,27 +314,86 @@ class IrcConnection:
             if not data:
                 raise LinkLost("the server closed the connection")
             awaiting_pong = False
-            lines = decoder.push(bytes(data))
-            if lines is None:
-                raise LinkLost("the server closed the connection")
-            for line in lines:
+            overlong = buffer.overlong
+            for raw in buffer.push(bytes(data)):
                 self.stats["lines_in"] += 1
-                if line.command == "ERROR":
-                    text = " ".join(line.params)
-                    if not session.registered and any(
-                            word in text.lower() for word in ("password", "access denied")):
-                        raise IrcFatal(f"server: {text}")  # retrying at once will not help
-                    raise LinkLost(f"server: {text}")
-                replies, chat = session.receive(line)
-                if replies:
-                    await self._write(replies)
+                await self._handle(raw, session, nursery)
                 if session.registered and not self.registered.is_set():
                     self.registered.set()
                     if task_status is not None:
                         task_status.started()
                         task_status = None
-                for chat_line in chat:
-                    await self.on_chat(chat_line)
+            if buffer.overlong > overlong:
+                self.stats["lines_unreadable"] += buffer.overlong - overlong
+                self._line_problem("a line over %d bytes from the server, skipped",
+                                   MAX_LINE_BYTES)
+
+    async def _handle(self, raw: bytes, session: IrcSession, nursery: trio.Nursery) -> None:
+        """One line from the server: whatever is wrong with it skips it, never more."""
+        try:
+            line = parse_line(raw)
+        except IrcLineError as exc:
+            self.stats["lines_unreadable"] += 1
+            self._line_problem("%s, skipped", exc)
+            return
+        if line is None:
+            return  # a blank line
+        if line.command == "ERROR":
+            text = " ".join(line.params) or "(no reason given)"
+            if not session.registered and any(
+                    word in text.lower() for word in ("password", "access denied")):
+                raise IrcFatal(f"the server refused us: {text}")  # a retry now would not help
+            raise LinkLost(f"server: {text}")
+        try:
+            reaction = session.receive(line)
+        except IrcFatal:
+            raise
+        except Exception:  # a defect in a handler: this line is skipped, not the connection
+            self.stats["lines_failed"] += 1
+            suffix = self._line_problems.allow()
+            if suffix is not None:
+                self.log.exception("%s: could not handle %r, skipped%s", self.where,
+                                   raw[:200], suffix)
+            return
+        if reaction.replies:
+            await self._write(reaction.replies)
+        for event in reaction.events:
+            self._on_event(event, session, nursery)
+        for chat_line in reaction.chat:
+            await self.on_chat(chat_line)
+
+    def _line_problem(self, message: str, *args: object) -> None:
+        suffix = self._line_problems.allow()
+        if suffix is not None:
+            self.log.warning(f"%s: {message}%s", self.where, *args, suffix)
+
+    def _on_event(self, event: Event, session: IrcSession, nursery: trio.Nursery) -> None:
+        """Log what happened; a refused join is also tried again later."""
+        log = self.log
+        if isinstance(event, Registered):
+            taken = "" if event.nick == event.wanted else f" ({event.wanted} is in use)"
+            log.info("%s: registered as %s%s", self.where, event.nick, taken)
+        elif isinstance(event, Joined):
+            log.info("%s: joined %s", self.where, event.channel)
+        elif isinstance(event, Kicked):
+            log.warning("%s: kicked from %s by %s (%s); joining again", self.where,
+                        event.channel, event.by, event.reason)
+        elif isinstance(event, NickInUse):
+            log.warning("%s: the nick %s is in use; trying %s", self.where, event.nick,
+                        event.trying)
+        elif event.retry_in is not None:
+            log.warning("%s: cannot join %s: %s %s; trying again in %.1f s", self.where,
+                        event.channel, event.code, event.reason, event.retry_in)
+            nursery.start_soon(self._join_later, session, event.channel, event.retry_in)
+        else:
+            log.debug("%s: cannot join %s: %s %s (a retry is due)", self.where,
+                      event.channel, event.code, event.reason)
+
+    async def _join_later(self, session: IrcSession, channel: str, delay: float) -> None:
+        await trio.sleep(delay)
+        lines = session.rejoin(channel)
+        if lines:
+            await self._write(lines)
 
     async def _write(self, lines: Sequence[Line]) -> None:
         stream = self._stream
@@ -281,7 +448,8 @@ class IrcSource(Source):
             metadata["irc_time"] = chat.server_time
         await self._intake.submit(Message(
             id=chat.msgid or generate_message_id(), text=chat.text, source=self.name,
-            author=chat.nick, channel=chat.channel, metadata=metadata))
+            author=chat.nick, channel=chat.channel, metadata=metadata,
+            author_account=chat.account))
 
     def statistics(self) -> dict[str, float]:
         return dict(self.connection.stats)
@@ -305,6 +473,11 @@ class IrcSinkConfig:
     alert_format: str = setting("keyword alert: {keyword!r} from {author} in {channel}: {text}",
                                 help="{keyword}, {author}, {channel}, {text}")
 
+    def __post_init__(self) -> None:
+        if self.alerts_channel and not is_middle_param(self.alerts_channel):
+            raise ConfigError(f"alerts_channel: {self.alerts_channel!r} is not a channel name "
+                              f"IRC can carry")
+
 
 class IrcActionSink(Sink):
     """Turns decisions about messages from its IRC source into IRC actions, once each, and
@@ -317,8 +490,9 @@ class IrcActionSink(Sink):
         super().__init__(name, config)
         self._acted: OrderedDict[str, None] = OrderedDict()
         self._warned_no_rights: set[str] = set()
+        self._unusable_logged = LogLimiter()
         self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0,
-                                      "alerts": 0}
+                                      "alerts": 0, "unusable": 0}
 
     async def write(self, decisions: Sequence[Decision]) -> None:
         failed: list[Decision] = []
@@ -353,10 +527,19 @@ class IrcActionSink(Sink):
         message = decision.message
         assert message.channel is not None
         assert message.author is not None
+        if not (is_middle_param(message.channel) and is_middle_param(message.author)):
+            # A server may send a nick or channel no command can carry (":x", say).
+            self.stats["unusable"] += 1
+            suffix = self._unusable_logged.allow()
+            if suffix is not None:
+                self.log.warning("cannot %s %r in %r: not a usable IRC name%s", what,
+                                 message.author[:50], message.channel[:50], suffix)
+            return []
         fields = {"verdict": decision.verdict.action, "action": decision.action,
                   "score": decision.verdict.score}
         if what == "notice":
-            return [build("NOTICE", [message.author, self.config.notice.format(**fields)])]
+            return [build("NOTICE", [message.author,
+                                     one_line(self.config.notice.format(**fields))])]
         if not session.can_moderate(message.channel):
             self.stats["no_rights"] += 1
             if message.channel.casefold() not in self._warned_no_rights:
@@ -364,7 +547,7 @@ class IrcActionSink(Sink):
                 self.log.warning("not operator in %s: cannot %s there", message.channel, what)
             return []
         kick = build("KICK", [message.channel, message.author,
-                              self.config.reason.format(**fields)])
+                              one_line(self.config.reason.format(**fields))])
         if what == "ban":
             host = message.metadata.get("irc_host") or "*"
             return [build("MODE", [message.channel, "+b", f"*!*@{host}"]), kick]

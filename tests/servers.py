@@ -1,5 +1,5 @@
-"""Real servers for tests (redis-server, ngircd): free loopback ports, private directories,
-stopped after."""
+"""Real servers for tests (redis-server, ngircd, InspIRCd): free loopback ports, private
+directories, stopped after."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import pytest
 REDIS_SERVER = shutil.which("redis-server")
 NGIRCD = shutil.which("ngircd") or (
     "/usr/sbin/ngircd" if Path("/usr/sbin/ngircd").exists() else None)
+INSPIRCD = shutil.which("inspircd") or (
+    "/usr/sbin/inspircd" if Path("/usr/sbin/inspircd").exists() else None)
 
 
 REQUIRE_ALL_ENV = "CHATMOD_TEST_REQUIRE_ALL"
@@ -100,11 +102,13 @@ class RedisServer(LoopbackServer):
 
 
 class IrcServer(LoopbackServer):
-    """ngircd, optionally with a server password or TLS (a fresh self-signed certificate)."""
+    """ngircd, optionally with a server password or TLS (``cert``: the certificate and key
+    files; by default a fresh self-signed certificate)."""
 
     name = "ngircd"
 
-    def __init__(self, directory: Path, password: str | None = None, tls: bool = False) -> None:
+    def __init__(self, directory: Path, password: str | None = None, tls: bool = False,
+                 cert: tuple[Path, Path] | None = None) -> None:
         if NGIRCD is None:
             missing("ngircd")
         super().__init__()
@@ -112,13 +116,16 @@ class IrcServer(LoopbackServer):
         self.config = directory / "ngircd.conf"
         ports = f"Ports = {self.port}"
         extra = ""
-        if tls:
-            cert, key = directory / "cert.pem", directory / "key.pem"
+        if tls and cert is not None:
+            ports = "Ports ="
+            extra = f"[SSL]\nCertFile = {cert[0]}\nKeyFile = {cert[1]}\nPorts = {self.port}\n"
+        elif tls:
+            cert_file, key = directory / "cert.pem", directory / "key.pem"
             subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
                             "-subj", "/CN=127.0.0.1", "-days", "1", "-keyout", str(key),
-                            "-out", str(cert)], check=True, capture_output=True)
+                            "-out", str(cert_file)], check=True, capture_output=True)
             ports = "Ports ="
-            extra = f"[SSL]\nCertFile = {cert}\nKeyFile = {key}\nPorts = {self.port}\n"
+            extra = f"[SSL]\nCertFile = {cert_file}\nKeyFile = {key}\nPorts = {self.port}\n"
         self.config.write_text(f"""
 [Global]
 Name = irc.test
@@ -139,6 +146,44 @@ DNS = no
     def command(self) -> list[str]:
         assert NGIRCD is not None
         return [NGIRCD, "-n", "-f", str(self.config)]
+
+
+class InspircdServer(LoopbackServer):
+    """InspIRCd 3 with the IRCv3 modules a network runs (server-time, msgid, account-tag),
+    optionally with a server password. No TLS: the TLS tests use ngircd."""
+
+    name = "inspircd"
+
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        if INSPIRCD is None:
+            missing("inspircd")
+        super().__init__()
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config = directory / "inspircd.conf"
+        self.log = directory / "inspircd.log"
+        modules = "".join(f'<module name="{module}">\n' for module in (
+            "cap", "ircv3", "ircv3_servertime", "ircv3_msgid", "ircv3_ctctags",
+            "services_account", "ircv3_accounttag"))
+        # No DNS or ident lookups (they delay registration); no limits a test could reach.
+        self.config.write_text(f"""
+<server name="irc.test" description="chatmod test server" network="test">
+<admin name="test" nick="test" email="test@localhost">
+<bind address="127.0.0.1" port="{self.port}" type="clients">
+<connect allow="*" resolvehostnames="no" useident="no" timeout="60" pingfreq="120"
+  localmax="1000" globalmax="1000" maxconnwarn="off" limit="5000" recvq="65536"
+  softsendq="65536" hardsendq="1048576" threshold="1000" commandrate="100000"
+  fakelag="off" {f'password="{password}"' if password else ""}>
+<dns server="127.0.0.1" timeout="1">
+<pid file="{directory / "inspircd.pid"}">
+<log method="file" type="* -USERINPUT -USEROUTPUT" level="default" target="{self.log}">
+{modules}""")
+
+    def command(self) -> list[str]:
+        assert INSPIRCD is not None
+        return [INSPIRCD, "--config", str(self.config), "--nofork", "--nopid", "--runasroot"]
+
+
+IRC_SERVERS = {"ngircd": IrcServer, "inspircd": InspircdServer}
 
 
 class SandboxProcess:

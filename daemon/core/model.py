@@ -44,6 +44,9 @@ class Message:
     #: A verdict the source already has (voice: Chatsight moderated each sentence); the
     #: pipeline uses it instead of asking an engine.
     verdict: Verdict | None = None
+    #: The author's account with the chat service, when the source knows it (IRC: the
+    #: ``account`` tag, set when the author is logged in); in the decision line only when set.
+    author_account: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -94,6 +97,8 @@ class Decision:
             record["text"] = message.text
         if message.timestamp is not None:
             record["timestamp"] = message.timestamp
+        if message.author_account is not None:
+            record["author_account"] = message.author_account
         # Only present when true, so the common line stays the documented one.
         if self.shadow:
             record["shadow"] = True

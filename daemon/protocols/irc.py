@@ -1,26 +1,41 @@
-"""The IRC client protocol as a state machine, with no I/O: lines in, lines and events out.
+"""The IRC client protocol as a state machine, with no I/O: bytes to lines, lines in, lines
+and events out.
 
-Registration with IRCv3 capability negotiation (``message-tags``, ``server-time``, ``msgid``
-when offered; ``sasl`` with SASL PLAIN when credentials are set), nick-in-use handling,
-PING/PONG, joining and re-joining channels, and tracking where we are channel operator (so
-actions are only tried where they can work). Framing is irctokens'.
+Registration with IRCv3 capability negotiation (``message-tags``, ``server-time``,
+``account-tag`` when offered; ``sasl`` with SASL PLAIN when credentials are set), alternative
+nicks while ours is in use, PING/PONG, joining and re-joining channels (with a backoff when
+the server refuses a join), and tracking where we are channel operator (so actions are only
+tried where they can work). Tokenising is irctokens', wrapped: a server may send anything, so
+every handler takes a line with any number of parameters, any source or none.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from irctokens.line import Line, build
+from irctokens.line import Line, build, tokenise
 
-WANTED_CAPS = ("message-tags", "server-time", "msgid")
+from chatmod.core.backoff import Backoff
+from chatmod.errors import IrcFatal, IrcLineError
+
+__all__ = ["IrcFatal", "IrcLineError"]  # re-exported: the errors this protocol raises
+
+WANTED_CAPS = ("message-tags", "server-time", "account-tag")
 # Channel modes that take a parameter when set (+) / unset (-): enough to follow +o/-o.
 MODES_WITH_PARAM = {"+": set("ovhqabeIkl"), "-": set("ovhqabeIk")}
 OPERATOR_PREFIXES = "@&~"
-
-
-class IrcFatal(Exception):
-    """The server refused us in a way a reconnect will not fix (e.g. SASL failed)."""
+CHANNEL_PREFIXES = "#&!+"
+# IRCv3 message-tags allow 8191 bytes of tags before the 512 of the line proper.
+MAX_LINE_BYTES = 8191 + 512
+# Nick alternatives tried while ours is in use: nick_, then nick1 ... nick9.
+MAX_NICK_ALTERNATIVES = 10
+# Numerics by which the server refuses a JOIN: no such channel, too many channels, full,
+# invite only, banned, bad key, bad mask, needs a registered nick, TLS only, opers only.
+JOIN_REFUSALS = frozenset({"403", "405", "471", "473", "474", "475", "476", "477", "489",
+                           "520"})
 
 
 @dataclass(frozen=True)
@@ -34,10 +49,150 @@ class ChatLine:
     text: str
     msgid: str | None
     server_time: str | None
+    account: str | None = None
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The server accepted us; ``wanted`` is the configured nick when we got another one."""
+
+    nick: str
+    wanted: str
+
+
+@dataclass(frozen=True)
+class Joined:
+    """We are in ``channel``."""
+
+    channel: str
+
+
+@dataclass(frozen=True)
+class Kicked:
+    """We were kicked from ``channel`` (and join it again at once)."""
+
+    channel: str
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class NickInUse:
+    """``nick`` is taken; we are trying ``trying`` instead."""
+
+    nick: str
+    trying: str
+
+
+@dataclass(frozen=True)
+class JoinRefused:
+    """The server refused to let us in; ``retry_in`` seconds before we try again (``None``:
+    a retry is already due)."""
+
+    channel: str
+    code: str
+    reason: str
+    retry_in: float | None
+
+
+Event = Registered | Joined | Kicked | NickInUse | JoinRefused
+
+
+@dataclass
+class Reaction:
+    """What one server line leads to: lines to send back, chat lines, events worth logging."""
+
+    replies: list[Line] = field(default_factory=list)
+    chat: list[ChatLine] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+class LineBuffer:
+    """Splits the server's bytes into lines at LF (a CR before it is dropped). A line longer
+    than ``limit`` is dropped (and counted in ``overlong``): a server cannot fill our memory."""
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self.limit = limit
+        self.overlong = 0
+        self._pending = bytearray()
+        self._skipping = False  # inside an overlong line: drop up to its end
+
+    def push(self, data: bytes) -> list[bytes]:
+        """The lines ``data`` completes, without their line ends."""
+        lines: list[bytes] = []
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            if self._skipping:
+                self._skipping = False
+            else:
+                self._pending += data[start:end]
+                if len(self._pending) <= self.limit:
+                    lines.append(bytes(self._pending).rstrip(b"\r"))
+                else:
+                    self.overlong += 1
+            self._pending.clear()
+            start = end + 1
+        if not self._skipping:
+            self._pending += data[start:]
+            if len(self._pending) > self.limit:
+                self.overlong += 1
+                self._skipping = True
+                self._pending.clear()
+        return lines
+
+
+def parse_line(raw: bytes) -> Line | None:
+    """One line from the server; ``None`` when it is blank. :class:`IrcLineError` when it
+    has no command. Text that is not UTF-8 is read as Latin-1 (tags: replaced)."""
+    for stop in (b"\0", b"\r", b"\n"):  # nothing after these belongs to the line
+        raw = raw.split(stop, 1)[0]
+    if not raw.strip(b" "):
+        return None
+    tags, body = b"", raw
+    if raw.startswith(b"@"):
+        tags, space, body = raw.partition(b" ")
+        tags += space
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        text = body.decode("latin-1")
+    # irctokens indexes the first word and the command without checking they are there.
+    words = text.partition(" :")[0].split()
+    if not words or (words[0].startswith(":") and len(words) < 2):
+        raise IrcLineError(f"a line with no command: {raw[:80]!r}")
+    try:
+        return tokenise(tags.decode("utf-8", errors="replace") + text)
+    except (ValueError, IndexError) as exc:  # irctokens' own checks; the above should cover it
+        raise IrcLineError(f"unreadable line {raw[:80]!r}: {exc}") from None
+
+
+def is_middle_param(value: str) -> bool:
+    """Whether ``value`` can be sent as a parameter before the last (a nick, a channel)."""
+    return bool(value) and not value.startswith(":") and not any(
+        char in value for char in " \r\n\0")
+
+
+def _param(line: Line, index: int) -> str:
+    """Parameter ``index``, or "" when the line has fewer."""
+    return line.params[index] if len(line.params) > index else ""
+
+
+def _source_nick(line: Line) -> str | None:
+    """The nick a line comes from; ``None`` when it names no source."""
+    if line.source is None:
+        return None
+    return line.hostmask.nickname or None
+
+
+def _is_channel(name: str) -> bool:
+    return name[:1] != "" and name[0] in CHANNEL_PREFIXES
 
 
 @dataclass
 class IrcSession:
+    """One connection's protocol state: :meth:`start` gives the first lines to send,
+    :meth:`receive` what each server line leads to."""
+
     nick: str
     channels: tuple[str, ...]
     user: str = "chatmod"
@@ -45,11 +200,20 @@ class IrcSession:
     password: str | None = None
     sasl_user: str | None = None
     sasl_password: str | None = None
+    rejoin_initial: float = 30.0
+    rejoin_max: float = 600.0
     registered: bool = False
     caps: set[str] = field(default_factory=set)
     joined: set[str] = field(default_factory=set)
     operator_in: set[str] = field(default_factory=set)
     _offered: set[str] = field(default_factory=set)
+    _wanted_nick: str = ""
+    _nick_attempts: int = 0
+    _rejoin_backoff: dict[str, Backoff] = field(default_factory=dict)
+    _rejoin_due: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._wanted_nick = self.nick
 
     def start(self) -> list[Line]:
         lines = [build("CAP", ["LS", "302"])]
@@ -58,110 +222,166 @@ class IrcSession:
         lines += [build("NICK", [self.nick]), build("USER", [self.user, "0", "*", self.realname])]
         return lines
 
-    def receive(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        """What to send back, and the chat lines ``line`` carried."""
-        command = line.command.upper()
-        handler = getattr(self, f"_on_{command.lower()}", None)
-        if handler is None:
-            return [], []
-        result: tuple[list[Line], list[ChatLine]] = handler(line)
-        return result
+    def receive(self, line: Line) -> Reaction:
+        """What ``line`` leads to. Raises :class:`IrcFatal` when the server refused us for
+        good (credentials, nick); any other line, however malformed, is taken or ignored."""
+        reaction = Reaction()
+        handler = self._HANDLERS.get(line.command)
+        if handler is not None:
+            handler(self, line, reaction)
+        elif line.command in JOIN_REFUSALS:
+            self._on_join_refused(line, reaction)
+        return reaction
 
-    def is_me(self, nick: str) -> bool:
-        return nick.casefold() == self.nick.casefold()
+    def is_me(self, nick: str | None) -> bool:
+        return nick is not None and nick.casefold() == self.nick.casefold()
 
-    def _on_ping(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        return [build("PONG", line.params[:1] or [""])], []
+    def can_moderate(self, channel: str) -> bool:
+        return channel.casefold() in self.operator_in
 
-    def _on_cap(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        sub = line.params[1].upper() if len(line.params) > 1 else ""
-        if sub == "LS":
-            more = len(line.params) > 3 and line.params[2] == "*"
-            self._offered.update(cap.split("=")[0] for cap in line.params[-1].split())
-            if more:
-                return [], []
+    def rejoin(self, channel: str) -> list[Line]:
+        """The JOIN to send now that a refused ``channel``'s wait is over (none if we got in
+        meanwhile)."""
+        self._rejoin_due.discard(channel.casefold())
+        if channel.casefold() in self.joined or not self.registered:
+            return []
+        return [build("JOIN", [channel])]
+
+    def _configured(self, channel: str) -> str | None:
+        """The configured spelling of ``channel``, or ``None`` when it is not one of ours."""
+        for name in self.channels:
+            if name.casefold() == channel.casefold():
+                return name
+        return None
+
+    def _on_ping(self, line: Line, reaction: Reaction) -> None:
+        reaction.replies.append(build("PONG", line.params[:1] or [""]))
+
+    def _on_cap(self, line: Line, reaction: Reaction) -> None:
+        sub = _param(line, 1).upper()
+        listed = line.params[2:][-1:]  # the capabilities are the last parameter, if any
+        names = listed[0].split() if listed else []
+        if sub == "LS" and not self.registered:
+            self._offered.update(cap.split("=")[0] for cap in names)
+            if _param(line, 2) == "*" and len(line.params) > 3:
+                return  # more to come
             wanted = [c for c in WANTED_CAPS if c in self._offered]
             if self.sasl_user and "sasl" in self._offered:
                 wanted.append("sasl")
             elif self.sasl_user:
                 raise IrcFatal("the server does not offer SASL, and SASL credentials are set")
-            if not wanted:
-                return [build("CAP", ["END"])], []
-            return [build("CAP", ["REQ", " ".join(wanted)])], []
-        if sub == "ACK":
-            self.caps.update(line.params[-1].split())
+            reaction.replies.append(build("CAP", ["REQ", " ".join(wanted)]) if wanted
+                                    else build("CAP", ["END"]))
+        elif sub == "ACK" and not self.registered:
+            self.caps.update(names)
             if "sasl" in self.caps and self.sasl_user:
-                return [build("AUTHENTICATE", ["PLAIN"])], []
-            return [build("CAP", ["END"])], []
-        if sub == "NAK":
-            return [build("CAP", ["END"])], []
-        return [], []
+                reaction.replies.append(build("AUTHENTICATE", ["PLAIN"]))
+            else:
+                reaction.replies.append(build("CAP", ["END"]))
+        elif sub == "NAK" and not self.registered:
+            reaction.replies.append(build("CAP", ["END"]))
 
-    def _on_authenticate(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
+    def _on_authenticate(self, line: Line, reaction: Reaction) -> None:
         if line.params[:1] == ["+"] and self.sasl_user and self.sasl_password is not None:
             token = f"{self.sasl_user}\0{self.sasl_user}\0{self.sasl_password}".encode()
-            return [build("AUTHENTICATE", [base64.b64encode(token).decode()])], []
-        return [], []
+            reaction.replies.append(build("AUTHENTICATE", [base64.b64encode(token).decode()]))
 
-    def _on_464(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # bad password
-        raise IrcFatal("the server password was refused")
+    def _on_bad_password(self, line: Line, reaction: Reaction) -> None:  # 464
+        if not self.registered:
+            raise IrcFatal("the server password was refused")
 
-    def _on_903(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # SASL success
-        return [build("CAP", ["END"])], []
+    def _on_sasl_success(self, line: Line, reaction: Reaction) -> None:  # 903
+        if not self.registered:
+            reaction.replies.append(build("CAP", ["END"]))
 
-    def _on_904(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # SASL failed
-        raise IrcFatal("SASL authentication failed (check the account and password)")
+    def _on_sasl_failure(self, line: Line, reaction: Reaction) -> None:  # 904, 905
+        if self.sasl_user and not self.registered:
+            raise IrcFatal("SASL authentication failed (check the account and password)")
 
-    _on_905 = _on_904
-
-    def _on_001(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # welcome
-        self.registered = True
-        if line.params:
-            self.nick = line.params[0]
-        return [build("JOIN", [channel]) for channel in self.channels], []
-
-    def _on_433(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # nick in use
+    def _on_welcome(self, line: Line, reaction: Reaction) -> None:  # 001
         if self.registered:
-            return [], []
-        self.nick = self.nick + "_"
-        return [build("NICK", [self.nick])], []
-
-    def _on_nick(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        if line.hostmask is not None and self.is_me(line.hostmask.nickname):
+            return
+        self.registered = True
+        if is_middle_param(_param(line, 0)):
             self.nick = line.params[0]
-        return [], []
+        reaction.events.append(Registered(self.nick, self._wanted_nick))
+        reaction.replies += [build("JOIN", [channel]) for channel in self.channels]
 
-    def _on_join(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        if line.hostmask is not None and self.is_me(line.hostmask.nickname):
-            self.joined.add(line.params[0].casefold())
-        return [], []
+    def _on_nick_in_use(self, line: Line, reaction: Reaction) -> None:  # 433, 436
+        if self.registered:
+            return  # we never change nick once registered; not about us
+        self._nick_attempts += 1
+        if self._nick_attempts > MAX_NICK_ALTERNATIVES:
+            raise IrcFatal(f"the nick {self._wanted_nick!r} and its {MAX_NICK_ALTERNATIVES} "
+                           f"alternatives are all in use")
+        refused = self.nick
+        suffix = "_" if self._nick_attempts == 1 else str(self._nick_attempts - 1)
+        self.nick = self._wanted_nick + suffix
+        reaction.events.append(NickInUse(refused, self.nick))
+        reaction.replies.append(build("NICK", [self.nick]))
 
-    def _on_part(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        if line.hostmask is not None and self.is_me(line.hostmask.nickname):
-            self._left(line.params[0])
-        return [], []
+    def _on_erroneous_nick(self, line: Line, reaction: Reaction) -> None:  # 432
+        if self.registered:
+            return
+        reason = _param(line, 2)  # 432 <me> <nick> :<reason>
+        also = "" if self.nick == self._wanted_nick else (
+            f" (tried because {self._wanted_nick!r} is in use)")
+        raise IrcFatal(f"the server refused the nick {self.nick!r}{also}: "
+                       f"{reason or 'erroneous nickname'}")
 
-    def _on_kick(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        channel, victim = line.params[0], line.params[1]
-        if self.is_me(victim):
-            self._left(channel)
-            return [build("JOIN", [channel])], []  # a moderator should stay
-        return [], []
+    def _on_nick(self, line: Line, reaction: Reaction) -> None:
+        if self.is_me(_source_nick(line)) and is_middle_param(_param(line, 0)):
+            self.nick = line.params[0]
+
+    def _on_join(self, line: Line, reaction: Reaction) -> None:
+        channel = _param(line, 0)
+        if self.is_me(_source_nick(line)) and channel:
+            self.joined.add(channel.casefold())
+            self._rejoin_backoff.pop(channel.casefold(), None)
+            reaction.events.append(Joined(channel))
+
+    def _on_part(self, line: Line, reaction: Reaction) -> None:
+        if self.is_me(_source_nick(line)):
+            self._left(_param(line, 0))
+
+    def _on_kick(self, line: Line, reaction: Reaction) -> None:
+        channel, victim = _param(line, 0), _param(line, 1)
+        if not channel or not self.is_me(victim):
+            return
+        self._left(channel)
+        reaction.events.append(Kicked(channel, _source_nick(line) or "?", _param(line, 2)))
+        reaction.replies.append(build("JOIN", [channel]))  # a moderator should stay
+
+    def _on_join_refused(self, line: Line, reaction: Reaction) -> None:
+        channel = self._configured(_param(line, 1))
+        if channel is None or channel.casefold() in self.joined or not self.registered:
+            return
+        key = channel.casefold()
+        reason = _param(line, 2) if len(line.params) > 2 else "refused"
+        if key in self._rejoin_due:
+            reaction.events.append(JoinRefused(channel, line.command, reason, None))
+            return
+        backoff = self._rejoin_backoff.setdefault(
+            key, Backoff(self.rejoin_initial, self.rejoin_max))
+        self._rejoin_due.add(key)
+        reaction.events.append(JoinRefused(channel, line.command, reason, backoff.next_delay()))
 
     def _left(self, channel: str) -> None:
         self.joined.discard(channel.casefold())
         self.operator_in.discard(channel.casefold())
 
-    def _on_353(self, line: Line) -> tuple[list[Line], list[ChatLine]]:  # NAMES
+    def _on_names(self, line: Line, reaction: Reaction) -> None:  # 353
+        if len(line.params) < 4:
+            return
         channel = line.params[2].casefold()
         for name in line.params[-1].split():
-            if self.is_me(name.lstrip(OPERATOR_PREFIXES + "%+")) and name[0] in OPERATOR_PREFIXES:
+            if name[0] in OPERATOR_PREFIXES and self.is_me(
+                    name.lstrip(OPERATOR_PREFIXES + "%+")):
                 self.operator_in.add(channel)
-        return [], []
 
-    def _on_mode(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        if len(line.params) < 2 or line.params[0][:1] not in "#&!+":
-            return [], []
+    def _on_mode(self, line: Line, reaction: Reaction) -> None:
+        if len(line.params) < 2 or not _is_channel(line.params[0]):
+            return
         channel, modes, args = line.params[0].casefold(), line.params[1], line.params[2:]
         sign = "+"
         for char in modes:
@@ -175,21 +395,29 @@ class IrcSession:
                         self.operator_in.add(channel)
                     else:
                         self.operator_in.discard(channel)
-        return [], []
 
-    def _on_privmsg(self, line: Line) -> tuple[list[Line], list[ChatLine]]:
-        if len(line.params) < 2 or line.hostmask is None or self.is_me(line.hostmask.nickname):
-            return [], []
+    def _on_privmsg(self, line: Line, reaction: Reaction) -> None:
+        nick = _source_nick(line)
+        if len(line.params) < 2 or nick is None or self.is_me(nick):
+            return
         target, text = line.params[0], line.params[1]
-        if target[:1] not in "#&!+":
-            return [], []  # private messages to the bot are not chat
+        if not _is_channel(target):
+            return  # private messages to the bot are not chat
         if text.startswith("\x01ACTION ") and text.endswith("\x01"):
             text = text[8:-1]
         elif text.startswith("\x01"):
-            return [], []  # other CTCP
+            return  # other CTCP
         tags = line.tags or {}
-        return [], [ChatLine(target, line.hostmask.nickname, line.hostmask.username,
-                             line.hostmask.hostname, text, tags.get("msgid"), tags.get("time"))]
+        hostmask = line.hostmask
+        reaction.chat.append(ChatLine(target, nick, hostmask.username, hostmask.hostname, text,
+                                      tags.get("msgid") or None, tags.get("time") or None,
+                                      tags.get("account") or None))
 
-    def can_moderate(self, channel: str) -> bool:
-        return channel.casefold() in self.operator_in
+    _HANDLERS: ClassVar[dict[str, Callable[[IrcSession, Line, Reaction], None]]] = {
+        "PING": _on_ping, "CAP": _on_cap, "AUTHENTICATE": _on_authenticate,
+        "464": _on_bad_password, "903": _on_sasl_success, "904": _on_sasl_failure,
+        "905": _on_sasl_failure, "001": _on_welcome, "433": _on_nick_in_use,
+        "436": _on_nick_in_use, "432": _on_erroneous_nick, "NICK": _on_nick,
+        "JOIN": _on_join, "PART": _on_part, "KICK": _on_kick, "353": _on_names,
+        "MODE": _on_mode, "PRIVMSG": _on_privmsg,
+    }
