@@ -13,6 +13,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 import trio
@@ -28,7 +29,7 @@ from chatmod.config import (
     choose_config_path,
     load_config,
 )
-from chatmod.config_reference import reference_markdown
+from chatmod.config_reference import reference_markdown, splice
 from chatmod.errors import ChatmodError, ConfigError
 from chatmod.logsetup import setup_logging
 from chatmod.registry import Registry
@@ -66,8 +67,11 @@ def make_parser() -> argparse.ArgumentParser:
     config = commands.add_parser("config", help="about the configuration")
     config_actions = config.add_subparsers(dest="config_action", required=True,
                                            metavar="ACTION")
-    config_actions.add_parser(
+    reference = config_actions.add_parser(
         "reference", help="print the configuration reference (Markdown), from the schema")
+    reference.add_argument("--update", metavar="FILE", type=Path, default=None,
+                           help="replace the reference between its markers in FILE (the "
+                                "README) instead of printing it")
 
     commands.add_parser("plugins", help="list installed sources, sinks and engines")
 
@@ -96,8 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check-config":
             return _check_config(args.config)
         if args.command == "config":
-            sys.stdout.write(reference_markdown(Registry.from_entry_points()))
-            return EXIT_OK
+            return _config_reference(args.update)
         if args.command == "sandbox":
             return sandbox_cli.run(args)
         if args.command == "tail":
@@ -163,6 +166,22 @@ def _check_config(given_path: str | None) -> int:
         orjson.dumps(config.to_plain(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     )
     print(f"chatmod: {config_path}: config OK", file=sys.stderr)
+    return EXIT_OK
+
+
+def _config_reference(update: Path | None) -> int:
+    reference = reference_markdown(Registry.from_entry_points())
+    if update is None:
+        sys.stdout.write(reference)
+        return EXIT_OK
+    try:
+        document = update.read_text(encoding="utf-8")
+        update.write_text(splice(document, reference), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--update: {update}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--update: {update}: {exc}") from None
+    print(f"chatmod: {update}: configuration reference updated", file=sys.stderr)
     return EXIT_OK
 
 

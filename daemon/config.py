@@ -45,6 +45,8 @@ LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
 
 @dataclass(frozen=True)
 class DaemonSection:
+    """The daemon itself."""
+
     drain_timeout: float = setting(
         10.0, min=0, help="seconds to finish in-flight messages after SIGTERM/SIGINT"
     )
@@ -52,42 +54,65 @@ class DaemonSection:
         256, min=1, max=100_000, help="messages being moderated at once (the in-flight window)"
     )
     queue_size: int = setting(
-        256, min=1, max=1_000_000, help="messages waiting between stages before sources block"
+        256, min=1, max=1_000_000,
+        help="messages (and decisions) waiting between stages before sources block",
     )
     log_level: LogLevel = setting("info", help="least severe log lines shown (`chatmod run "
                                                "--log-level` overrides it)")
     log_format: Literal["text", "json"] = setting(
-        "text", help="json: one JSON object per log line (ts, level, logger, message)")
+        "text", help="json: one JSON object per log line (ts, level, logger, message). Under "
+                     "systemd (stderr is the journal) each line starts with its syslog "
+                     "priority (`<3>` .. `<7>`), so journald records levels")
     stats_interval: float = setting(
-        300.0, min=0, help="seconds between summary log lines; 0 turns them off"
+        300.0, min=0, help="seconds between summary log lines; 0 turns them off (a summary is "
+                           "always logged at exit)"
     )
-    state_dir: str = setting("", help="where moderation stats, voice author keys and the "
-                                      "webhook secret are kept (default: $STATE_DIRECTORY, "
-                                      "set by systemd; unset: stats in memory only)")
+    state_dir: str = setting("", help="where the per-minute stats (stats.sqlite3), voice author "
+                                      "keys and the webhook secret are kept; default: "
+                                      "$STATE_DIRECTORY (systemd's StateDirectory=); unset: "
+                                      "stats in memory only. Plugins with a state_dir option "
+                                      "of their own use this one unless set")
 
 
 @dataclass(frozen=True)
 class EngineSection:
-    primary: str = setting("local", nonempty=True)
+    """The engine chain: the primary engine, then the fallbacks when it fails."""
+
+    primary: str = setting("local", nonempty=True, help="the engine asked first: a name from "
+                                                        "`[engines.<name>]` or an installed engine")
     fallback: tuple[str, ...] = setting(
         (FAIL_CLOSED,), one_or_many=True,
-        help="engines tried in turn when the primary fails, ending in 'pass' or 'flag'",
+        help="engines asked in turn when the one before fails, optionally ending in 'pass' "
+             "(fail open) or 'flag' (fail closed); if every engine fails and no final answer "
+             "is given, the message is flagged",
     )
-    timeout: float = setting(10.0, min=0.001, help="seconds an engine may take for one message")
+    timeout: float = setting(
+        10.0, min=0.001,
+        help="seconds an engine may take for one message before the next in the chain is "
+             "asked (engines that bound their own time, like chatsight, are not cut short)")
 
 
 @dataclass(frozen=True)
 class CacheSection:
-    enabled: bool = True
+    """Verdicts reused for identical text. Only the primary engine's own verdicts are cached,
+    never a fallback's."""
+
+    enabled: bool = setting(
+        True, help="reuse verdicts for identical text (case and runs of whitespace ignored), "
+                   "and send one request for identical texts moderated at the same time; "
+                   "route = \"cache\"")
     ttl: float = setting(300.0, min=0.0, help="seconds a verdict is reused for the same text")
-    size: int = setting(10_000, min=1, max=10_000_000, help="texts remembered at most")
+    size: int = setting(10_000, min=1, max=10_000_000,
+                        help="texts remembered at most (least recently used dropped first)")
 
 
 @dataclass(frozen=True)
 class ChannelPolicy:
-    actions: dict[str, str] = setting({})
-    shadow: bool | None = None
-    exempt_authors: tuple[str, ...] = ()
+    """One channel's overrides, e.g. `[policy.channels."#kids"]`."""
+
+    actions: dict[str, str] = setting({}, help="verdict -> action, merged over [policy] actions")
+    shadow: bool | None = setting(None, help="default: [policy] shadow")
+    exempt_authors: tuple[str, ...] = setting((), help="added to [policy] exempt_authors")
 
 
 DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete"}
@@ -95,11 +120,17 @@ DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete"}
 
 @dataclass(frozen=True)
 class PolicySection:
-    actions: dict[str, str] = setting(DEFAULT_ACTIONS)
-    unknown_verdict_action: str = setting("flag", nonempty=True)
-    shadow: bool = False
-    exempt_authors: tuple[str, ...] = ()
-    channels: dict[str, ChannelPolicy] = setting({})
+    """What each verdict does."""
+
+    actions: dict[str, str] = setting(DEFAULT_ACTIONS, help="verdict -> action, merged over the "
+                                                            "default")
+    unknown_verdict_action: str = setting(
+        "flag", nonempty=True, help="action for a verdict string the table does not name")
+    shadow: bool = setting(False, help="decide and record, take no action")
+    exempt_authors: tuple[str, ...] = setting(
+        (), help="authors whose messages always get action none (\"exempt\": true)")
+    channels: dict[str, ChannelPolicy] = setting({}, help="per-channel overrides, by channel "
+                                                          "name")
 
 
 @dataclass(frozen=True)

@@ -62,10 +62,22 @@ def reference_markdown(registry: Registry) -> str:
     return "\n".join(out) + "\n"
 
 
+def splice(document: str, reference: str) -> str:
+    """``document`` (the README) with the text between the markers replaced by ``reference``
+    (which carries the markers); ValueError when the markers are not there once each."""
+    begin, end = document.find(BEGIN_MARKER), document.find(END_MARKER)
+    if begin < 0 or end < begin or document.count(BEGIN_MARKER) != 1:
+        raise ValueError("expected the config reference markers once each, in order")
+    after = end + len(END_MARKER)
+    if document[after:after + 1] == "\n":
+        after += 1
+    return document[:begin] + reference + document[after:]
+
+
 def _section(cls: type[Any], *, prefix: str) -> list[str]:
     """Intro, a table of the keys, then a table per nested table type."""
     out: list[str] = []
-    intro = _docstring(cls)
+    intro = _markdown_text(_docstring(cls))
     if intro:
         out += [intro, ""]
     hints = typing.get_type_hints(cls)
@@ -94,8 +106,16 @@ def _section(cls: type[Any], *, prefix: str) -> list[str]:
 
 
 def _row(key: str, type_text: str, default: str, help_text: str) -> str:
-    cells = (key, type_text, default, help_text)
+    cells = (key, type_text, default, _markdown_text(help_text))
     return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _markdown_text(text: str) -> str:
+    """``text`` with ``<`` escaped outside code spans: ``<name>`` is not an HTML tag."""
+    parts = text.split("`")
+    for i in range(0, len(parts), 2):
+        parts[i] = parts[i].replace("<", "&lt;")
+    return "`".join(parts)
 
 
 def _docstring(cls: type[Any]) -> str:
@@ -153,6 +173,8 @@ def _plural(text: str) -> str:
 
 
 def _default_text(field: dataclasses.Field[Any]) -> str:
+    if field.default == "" and field.metadata.get("nonempty"):
+        return "required"
     if field.default is not dataclasses.MISSING:
         value = field.default
     elif field.default_factory is not dataclasses.MISSING:

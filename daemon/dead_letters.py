@@ -25,6 +25,10 @@ log = logging.getLogger("chatmod.dead_letters")
 
 @dataclass(frozen=True)
 class DeadLettersSection:
+    """Decisions a sink gave up on. A decision written here counts as taken, so its source is
+    acknowledged; if even this file cannot be written, the message is not acknowledged and a
+    durable source (Redis) delivers it again. Nothing is dropped silently."""
+
     path: str = setting("dead-letters.jsonl", nonempty=True,
                         help="JSON-lines file (appended) for decisions a sink gave up on")
     include_text: bool = setting(True, help="keep the message text in dead letters")

@@ -41,12 +41,26 @@ _NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 @dataclass(frozen=True)
 class HttpSection:
-    enabled: bool = setting(False, help="serve /healthz, /readyz and /metrics")
+    """The daemon's HTTP server: health, readiness, metrics, its own statistics and Chatsight's
+    keyword alerts. Keyword alerts arrive at `POST /webhooks/chatsight` and are checked
+    strictly: `time` an integer, `hmac` the canonical base64 of HMAC-SHA256(secret, `str(time)`)
+    compared in constant time, `time` within `webhook_window`, the signature not seen before
+    (replays refused), the body within `max_body`. Malformed bodies get 400, unauthentic or
+    stale ones 401, oversized ones 413, never a 5xx. Chatsight signs only the timestamp, not the
+    body: treat alert contents as hints, not as proof."""
+
+    enabled: bool = setting(
+        False, help="serve GET /healthz (alive), GET /readyz (200 once sources, engines and "
+                    "sinks have started, else 503), GET /metrics (Prometheus text) and the "
+                    "daemon's own counts at GET /stats/moderation and POST "
+                    "/stats/moderation/search")
     host: str = setting("127.0.0.1", nonempty=True, help="address to listen on (loopback "
                                                           "unless you mean otherwise)")
-    port: int = setting(9177, min=0, max=65535)
+    port: int = setting(9177, min=0, max=65535, help="port to listen on; 0: any free port")
     max_body: int = setting(65536, min=0, help="largest request body accepted (bytes)")
-    chatsight_webhook_secret: Secret | None = None
+    chatsight_webhook_secret: Secret | None = setting(
+        None, help="Chatsight's add-on shared secret; when set, POST /webhooks/chatsight receives "
+                   "keyword alerts")
     webhook_window: float = setting(DEFAULT_WINDOW, min=1.0, help="seconds a keyword alert's "
                                                                  "timestamp may be off")
 

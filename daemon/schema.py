@@ -385,9 +385,12 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def setting(default: Any, *, help: str = "", **meta: Any) -> Any:
-    """A dataclass field with a default and schema metadata (``min``, ``max``, ...)."""
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) -> Any:
+    """A dataclass field with a default (none: the key is required) and schema metadata
+    (``min``, ``max``, ``help``: the key's line in ``chatmod config reference``, ...)."""
     meta["help"] = help
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
     if isinstance(default, (dict, list)):
         factory = default.copy
         return dataclasses.field(default_factory=factory, metadata=meta)

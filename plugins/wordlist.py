@@ -11,14 +11,17 @@ from dataclasses import dataclass
 
 from chatmod.interfaces import Engine
 from chatmod.model import DELETE, FLAG, PASS, Message, Verdict
+from chatmod.schema import setting
 
 ROUTE_LOCAL = "local"
 
 
 @dataclass(frozen=True)
 class WordlistConfig:
-    delete: tuple[str, ...] = ()
-    flag: tuple[str, ...] = ()
+    """Whole-word, case-insensitive matches; no model."""
+
+    delete: tuple[str, ...] = setting((), help="words whose presence gives delete")
+    flag: tuple[str, ...] = setting((), help="words whose presence gives flag")
 
 
 def compile_words(words: tuple[str, ...]) -> re.Pattern[str] | None:
