@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hmac
+import math
 import os
 import types
 import typing
@@ -202,6 +203,8 @@ def parse_table(
         return cls(**values)
     except ConfigError as exc:  # raised by a __post_init__ check across keys
         raise ConfigError(problems=[_under(path, p) for p in exc.problems]) from None
+    except ValueError as exc:  # a library check in __post_init__, e.g. urlsplit's
+        raise ConfigError.at(path or "config", str(exc)) from None
 
 
 def placed(path: str, problem: ConfigProblem) -> ConfigProblem:
@@ -277,6 +280,11 @@ def _read_secret(
         except OSError as exc:
             raise ConfigError.at(f"{key_path}_file",
                                  f"cannot read {file_path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:  # says nothing of the content: it is a secret
+            raise ConfigError.at(f"{key_path}_file", f"{file_path} is not UTF-8 text") from None
+        except ValueError:  # a NUL in the path
+            raise ConfigError.at(f"{key_path}_file",
+                                 f"expected a file path, found {describe(raw)}") from None
         if not value:
             raise ConfigError.at(f"{key_path}_file", f"{file_path} is empty")
         return Secret(f"file {file_path}", value)
@@ -368,7 +376,9 @@ def bounds_text(kind: str, meta: Mapping[str, Any]) -> str:
 
 def _check_bounds(value: float, path: str, meta: Mapping[str, Any], kind: str) -> None:
     low, high = meta.get("min"), meta.get("max")
-    if (low is not None and value < low) or (high is not None and value > high):
+    # NaN compares false with every bound, so it would pass them all.
+    if math.isnan(value) or (low is not None and value < low) or (
+            high is not None and value > high):
         raise ConfigError.at(path, f"expected {bounds_text(kind, meta)}, found {describe(value)}")
 
 
