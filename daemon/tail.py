@@ -32,6 +32,8 @@ from chatmod.plugins.log_sink import printable
 POLL_INTERVAL = 0.2
 MAX_LATENCIES = 4096  # the most recent, for the percentiles
 MISSING = "no such file"
+FIELD_LIMIT = 200  # characters of a channel, author or verdict shown at most
+C1_CONTROLS = {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)}
 COLORS = {"none": "2", "flag": "33", "delete": "31", "warn": "33", "kick": "35", "ban": "1;31"}
 RESET = "\033[0m"
 
@@ -117,7 +119,7 @@ class Summary:
         return sum(self.actions.values())
 
     def add(self, decision: dict[str, Any]) -> None:
-        self.actions[str(decision.get("action"))] += 1
+        self.actions[_shown(decision.get("action"))] += 1
         latency = decision.get("latency_ms")
         if isinstance(latency, (int, float)) and not isinstance(latency, bool):
             self.latencies.append(float(latency))
@@ -169,22 +171,24 @@ class Printer:
     def show(self, decision: dict[str, Any]) -> None:
         self.summary.add(decision)
         latency = decision.get("latency_ms")
-        action = str(decision.get("action"))
+        action = _shown(decision.get("action"))
         score = decision.get("score")
         parts = [
-            str(decision.get("ts", ""))[11:23],
+            _shown(decision.get("ts", ""))[11:23],
             self.paint(COLORS.get(action, "36"), f"{action:<6}"),
-            f"{decision.get('verdict')}" + (f" {score:.2f}" if isinstance(score, float) else ""),
+            _shown(decision.get("verdict"))
+            + (f" {score:.2f}" if isinstance(score, float) else ""),
         ]
         if decision.get("channel"):
-            parts.append(str(decision["channel"]))
+            parts.append(_shown(decision["channel"]))
         if decision.get("author"):
-            parts.append(f"<{decision['author']}>")
+            parts.append(f"<{_shown(decision['author'])}>")
         if "text" in decision:
-            parts.append(f'"{printable(str(decision["text"]), 100)}"')
+            parts.append(f'"{_shown(decision["text"], 100)}"')
         shown_latency = f"{latency:.1f} ms" if isinstance(latency, (int, float)) else "? ms"
         shadow = ", shadow" if decision.get("shadow") else ""
-        parts.append(self.paint("2", f"({decision.get('engine')}/{decision.get('route')}, "
+        parts.append(self.paint("2", f"({_shown(decision.get('engine'))}/"
+                                     f"{_shown(decision.get('route'))}, "
                                      f"{shown_latency}{shadow})"))
         print(" ".join(parts), file=self.out, flush=True)
 
@@ -237,6 +241,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     printer.maybe_summary(final=True)
     return 0
+
+
+def _shown(value: object, limit: int = FIELD_LIMIT) -> str:
+    """A decision's field for the terminal: every control character escaped (C1 too: some
+    terminals take 0x9B as an escape sequence), cut to ``limit`` characters."""
+    return printable(str(value), limit).translate(C1_CONTROLS)
 
 
 def _unreadable(path: str) -> str | None:
