@@ -298,7 +298,7 @@ def test_cross_key_checks_of_a_plugin_name_their_key() -> None:
         "engines.local.delete_threshold", "engines.wordlist.flag"]
 
 
-def test_a_missing_plugin_is_still_a_plugin_error_among_others(
+def test_a_missing_plugin_among_other_mistakes_is_reported_with_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import importlib.util
