@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -24,11 +25,55 @@ class ChatmodError(Exception):
     """Base of every error chatmod raises on purpose."""
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One mistake in a config: the key path (``engines.local.flag_threshold``; ``""`` when
+    the message names it itself) and what is wrong (the value found, what was expected)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
 class ConfigError(ChatmodError):
     """The configuration (or the command line) is invalid.
 
-    The message names the key path, the value found and what was expected.
+    It carries every problem found (``problems``), each naming the key path, the value found
+    and what was expected; ``str()`` is one line per problem, each prefixed with ``origin``
+    (the config file) when set.
     """
+
+    def __init__(self, message: str = "", *, problems: Sequence[ConfigProblem] = (),
+                 origin: str = "") -> None:
+        self.problems: tuple[ConfigProblem, ...] = (
+            tuple(problems) or (ConfigProblem("", message),))
+        self.origin = origin
+        super().__init__("\n".join(self.lines()))
+
+    @classmethod
+    def at(cls, path: str, message: str) -> ConfigError:
+        """One problem at key ``path``."""
+        return cls(problems=[ConfigProblem(path, message)])
+
+    def lines(self) -> list[str]:
+        """One line per problem, ``origin: key.path: what is wrong``."""
+        prefix = f"{self.origin}: " if self.origin else ""
+        return [prefix + str(problem) for problem in self.problems]
+
+    def located(self, origin: str) -> ConfigError:
+        """The same problems, said to be in ``origin`` (a file)."""
+        return type(self)(problems=self.problems, origin=origin)
+
+    @staticmethod
+    def combine(errors: Sequence[ConfigError]) -> ConfigError:
+        """All problems of ``errors`` in one error: a :class:`PluginError` when each of them
+        is one (a plugin that cannot load), else a :class:`ConfigError`."""
+        problems = [problem for error in errors for problem in error.problems]
+        if all(isinstance(error, PluginError) for error in errors):
+            return PluginError(problems=problems)
+        return ConfigError(problems=problems)
 
 
 class PluginError(ConfigError):

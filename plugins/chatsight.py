@@ -48,27 +48,39 @@ DEFAULT_HTTP_URL = "https://api.chatsight.ai"
 
 @dataclass(frozen=True)
 class ChatsightConfig:
-    api_key: Secret
-    ws_url: str = setting(DEFAULT_WS_URL, nonempty=True)
-    http_url: str = setting(DEFAULT_HTTP_URL, nonempty=True)
+    """Chatsight's text moderation ([how it behaves](#chatsight)): the websocket, with the HTTP API
+    as its fallback."""
+
+    api_key: Secret = setting(help="the API key")
+    ws_url: str = setting(DEFAULT_WS_URL, nonempty=True, help="the websocket API")
+    http_url: str = setting(
+        DEFAULT_HTTP_URL, nonempty=True,
+        help="the HTTP API (POST /text/moderation), also the fallback")
     use_websocket: bool = setting(True, help="false: HTTP only")
     subprotocol: str = setting(SUBPROTOCOL, help="websocket subprotocol asked for; '' for none")
     verdict_timeout: float = setting(2.0, min=0.001, help="seconds before a ws request goes "
                                                            "over HTTP")
-    max_in_flight: int = setting(1024, min=1, max=1_000_000)
-    ping_interval: float = setting(10.0, min=0.01)
-    ping_timeout: float = setting(5.0, min=0.01)
-    connect_timeout: float = setting(10.0, min=0.01)
-    reconnect_initial: float = setting(0.5, min=0.001)
-    reconnect_max: float = setting(30.0, min=0.001)
+    max_in_flight: int = setting(1024, min=1, max=1_000_000, help="messages outstanding at most")
+    ping_interval: float = setting(
+        10.0, min=0.01,
+        help="seconds between websocket pings; a silent socket is closed within "
+             "ping_interval + ping_timeout")
+    ping_timeout: float = setting(5.0, min=0.01, help="seconds a ping may go unanswered")
+    connect_timeout: float = setting(
+        10.0, min=0.01, help="seconds for TCP, TLS and the websocket handshake")
+    reconnect_initial: float = setting(
+        0.5, min=0.001, help="seconds before the first reconnect; doubled per failure, jittered")
+    reconnect_max: float = setting(30.0, min=0.001, help="longest wait between reconnects")
     auth_backoff: float = setting(300.0, min=0.001, help="seconds between websocket attempts "
                                                           "while the key is rejected")
     auth_cut_window: float = setting(1.0, min=0.0, help="a close this soon after the handshake "
                                                          "with no reply is an auth failure")
-    http_concurrency: int = setting(32, min=1, max=10_000)
-    http_timeout: float = setting(5.0, min=0.001)
-    http_retries: int = setting(2, min=0, max=20)
-    http_max_retry_wait: float = setting(5.0, min=0.0)
+    http_concurrency: int = setting(32, min=1, max=10_000, help="HTTP requests at once")
+    http_timeout: float = setting(5.0, min=0.001, help="seconds per HTTP request")
+    http_retries: int = setting(
+        2, min=0, max=20, help="retries after 5xx, 429 or a network error (never after 401/403)")
+    http_max_retry_wait: float = setting(
+        5.0, min=0.0, help="longest wait between retries, Retry-After included")
     http_deadline: float = setting(15.0, min=0.001, help="seconds the HTTP fallback may take "
                                                           "for one message, retries included")
     http_breaker_failures: int = setting(5, min=0, help="consecutive HTTP failures after which "

@@ -39,6 +39,8 @@ _CONVO_ID = re.compile(r"[A-Za-z0-9._-]{10,128}")
 
 @dataclass(frozen=True)
 class VoiceJobConfig:
+    """One voice conversation."""
+
     url: str = setting("", nonempty=True, help="the live stream or file to moderate")
     convo_id: str = setting("", nonempty=True, help="the conversation's id: 10 to 128 "
                                                     "letters, digits, '.', '_' or '-'")
@@ -52,13 +54,17 @@ class VoiceJobConfig:
 
 @dataclass(frozen=True)
 class VoiceConfig:
-    api_key: Secret
-    http_url: str = setting(DEFAULT_HTTP_URL, nonempty=True)
+    """Chatsight voice jobs ([voice](#keyword-alerts-statistics-and-voice)): each job's sentences
+    become messages with Chatsight's own verdict."""
+
+    api_key: Secret = setting(help="the Chatsight API key")
+    http_url: str = setting(DEFAULT_HTTP_URL, nonempty=True, help="Chatsight's HTTP API")
     state_dir: str = setting("", help="where author keys are kept (default: [daemon] "
                                       "state_dir, else $STATE_DIRECTORY, set by systemd)")
-    jobs: tuple[VoiceJobConfig, ...] = ()
+    jobs: tuple[VoiceJobConfig, ...] = setting(
+        (), help="the conversations to moderate: at least one [[sources.jobs]] table")
     poll_interval: float = setting(10.0, min=0.01, help="seconds between result fetches")
-    request_timeout: float = setting(30.0, min=0.01)
+    request_timeout: float = setting(30.0, min=0.01, help="seconds per request")
 
     def __post_init__(self) -> None:
         if not self.jobs:

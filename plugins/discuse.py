@@ -35,16 +35,30 @@ RETRY_MAX_WAIT = 5.0  # seconds between attempts at most
 
 @dataclass(frozen=True)
 class DiscuseConfig:
-    client_id: Secret
-    client_secret: Secret
-    url: str = setting("https://api.discuse.com", nonempty=True)
-    project_id: int | None = None
-    flag_threshold: float = setting(0.5, min=0.0, max=1.0)
-    delete_threshold: float = setting(0.9, min=0.0, max=1.0)
+    """Discuse's check API (`POST /api/v1/check`): text, plus image and GIF URLs from the message's
+    `images` and from links in its text. The verdict is `delete` when any score (toxic,
+    profanity, threat, insult, images' and GIFs' porn and sexual) reaches `delete_threshold`,
+    `flag` when one reaches `flag_threshold` or Discuse reports a hit by your project's own
+    thresholds (language included), else `pass`. The sandbox answers Discuse's route too (client
+    id `sandbox-client`, secret `sandbox-secret`; an image URL containing `nsfw` is judged
+    pornographic)."""
+
+    client_id: Secret = setting(help="the organisation's x-client-id")
+    client_secret: Secret = setting(help="the project's x-client-secret")
+    url: str = setting("https://api.discuse.com", nonempty=True, help="Discuse's base URL")
+    project_id: int | None = setting(None, help="settings.project_id; none: not sent")
+    flag_threshold: float = setting(
+        0.5, min=0.0, max=1.0, help="a score at or above this gives flag")
+    delete_threshold: float = setting(
+        0.9, min=0.0, max=1.0,
+        help="a score at or above this gives delete (must be >= flag_threshold)")
     images_from_text: bool = setting(True, help="also check image and GIF links in the text")
     timeout: float = setting(15.0, min=0.001, help="seconds per request (throttling is slow)")
-    retries: int = setting(2, min=0, max=20)
-    concurrency: int = setting(16, min=1, max=10_000)
+    retries: int = setting(
+        2, min=0, max=20,
+        help="retries after 5xx, 429 or a network error; a refused id or secret is not "
+             "retried")
+    concurrency: int = setting(16, min=1, max=10_000, help="requests at once")
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):

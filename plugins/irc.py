@@ -128,32 +128,47 @@ class LogLimiter:
 
 @dataclass(frozen=True)
 class IrcSourceConfig:
-    host: str = setting("127.0.0.1", nonempty=True)
-    port: int = setting(6667, min=1, max=65535)
-    tls: bool = False
+    """Channel messages from an IRC server (the message id is the IRCv3 `msgid` tag when the
+    server sends one; the author's account, from the `account-tag` capability, is the decision
+    line's `author_account`). The connection is shared with the `irc` action sink. It logs
+    connecting, registering and joining at info. Nothing the server sends stops the daemon: an
+    unreadable line (or one that trips a defect) is counted and skipped, with at most 5 log
+    lines a minute about them. A refused server password, SASL login, nick (432) or
+    certificate is logged as an error and retried only after 300 s: it needs the configuration
+    fixed. A join the server refuses (banned, invite only, full, bad key) is logged and tried
+    again with the `rejoin_*` backoff. Tested against ngircd and InspIRCd."""
+
+    host: str = setting("127.0.0.1", nonempty=True, help="the IRC server")
+    port: int = setting(6667, min=1, max=65535, help="its port")
+    tls: bool = setting(False, help="connect with TLS")
     tls_verify: bool = setting(True, help="check the server's certificate")
     tls_ca_file: str = setting("", help="PEM file of the CA(s) the server's certificate is "
                                         "checked against; '' the system's")
-    nick: str = setting("chatmod", nonempty=True)
-    user: str = setting("chatmod", nonempty=True)
-    realname: str = "chatmod moderation"
-    password: Secret | None = None
-    sasl_user: str = ""
-    sasl_password: Secret | None = None
-    channels: tuple[str, ...] = setting((), one_or_many=True)
+    nick: str = setting("chatmod", nonempty=True,
+                        help="the bot's nick (while it is taken: nick_, then nick1..nick9)")
+    user: str = setting("chatmod", nonempty=True, help="the bot's user name")
+    realname: str = setting("chatmod moderation", help="the bot's real name")
+    password: Secret | None = setting(None, help="the server password")
+    sasl_user: str = setting("", help="SASL PLAIN account (with sasl_password)")
+    sasl_password: Secret | None = setting(None, help="the SASL PLAIN password")
+    channels: tuple[str, ...] = setting(
+        (), one_or_many=True,
+        help="channels to join (and rejoin after a kick or a reconnect); at least one")
     quiet_channels: tuple[str, ...] = setting(
         (), one_or_many=True, help="channels joined only to post in (e.g. keyword alerts to "
                                    "moderators); their chat is not moderated")
-    connect_timeout: float = setting(10.0, min=0.01)
+    connect_timeout: float = setting(10.0, min=0.01, help="seconds for TCP, TLS and registration")
     ping_interval: float = setting(60.0, min=0.01, help="seconds of silence before a PING")
     ping_timeout: float = setting(30.0, min=0.01, help="seconds a PING may go unanswered")
-    reconnect_initial: float = setting(1.0, min=0.001)
-    reconnect_max: float = setting(60.0, min=0.001)
+    reconnect_initial: float = setting(
+        1.0, min=0.001, help="seconds before the first reconnect; doubled per failure")
+    reconnect_max: float = setting(60.0, min=0.001, help="longest wait between reconnects")
     rejoin_initial: float = setting(30.0, min=0.001, help="first wait before joining again a "
                                                           "channel the server refused")
-    rejoin_max: float = setting(600.0, min=0.001)
+    rejoin_max: float = setting(600.0, min=0.001, help="longest wait between joins of a "
+                                                       "refused channel")
     flood_rate: float = setting(2.0, min=0.01, help="action lines per second, sustained")
-    flood_burst: int = setting(5, min=1)
+    flood_burst: int = setting(5, min=1, help="action lines sent at once before flood_rate applies")
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -460,13 +475,20 @@ IrcAction = Literal["notice", "kick", "ban", "none"]
 
 @dataclass(frozen=True)
 class IrcSinkConfig:
+    """Turns decisions about messages from an `irc` source into IRC actions, at most once per
+    message, and kicks or bans only where the bot is channel operator (a warning is logged once
+    per channel where it is not). Shadow and exempt decisions are never acted on. Actions:
+    `notice` (to the author), `kick`, `ban` (`*!*@host`, then kick) or `none`."""
+
     connection: str = setting("irc", nonempty=True, help="name of the irc source")
     actions: dict[str, IrcAction] = setting(
         {"delete": "kick", "kick": "kick", "ban": "ban", "warn": "notice"},
         help="chatmod action -> what the bot does on IRC")
     reason: str = setting("moderated by chatmod ({verdict})", help="kick reason; {verdict}, "
                                                                     "{action}, {score}")
-    notice: str = setting("Please keep it friendly ({verdict}).")
+    notice: str = setting(
+        "Please keep it friendly ({verdict}).",
+        help="the notice sent to the author; {verdict}, {action}, {score}")
     alerts_channel: str = setting("", help="where keyword alerts are posted as a NOTICE "
                                            "(join it with the source's quiet_channels); '' "
                                            "none")

@@ -23,6 +23,9 @@ STDOUT = "-"
 
 @dataclass(frozen=True)
 class JsonlConfig:
+    """Decision lines ([decision lines](#decision-lines)), flushed after every batch, so `tail -f`
+    sees each decision at once; reopened on SIGHUP for logrotate."""
+
     path: str = setting(STDOUT, nonempty=True, help='a file (appended to), or "-" for stdout')
     include_text: bool = setting(True, help="write each message's text in its decision line")
 

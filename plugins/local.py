@@ -29,11 +29,14 @@ Predictor = Callable[[Sequence[str]], Sequence[float]]
 
 @dataclass(frozen=True)
 class LocalConfig:
+    """The embedded model (`pip install 'chatmod[local]'`, alt-profanity-check): a profanity
+    probability, no network."""
+
     flag_threshold: float = setting(0.5, min=0.0, max=1.0,
                                     help="probability at or above which a message is flagged")
     delete_threshold: float = setting(0.9, min=0.0, max=1.0,
                                       help="probability at or above which deletion is suggested")
-    batch_size: int = setting(256, min=1, max=100_000)
+    batch_size: int = setting(256, min=1, max=100_000, help="most messages predicted in one call")
     batch_window: float = setting(0.002, min=0.0, max=1.0,
                                   help="seconds to wait for more messages before predicting")
 

@@ -25,9 +25,12 @@ def printable(text: str, limit: int) -> str:
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: Literal["debug", "info", "warning"] = "info"
+    """One readable line per decision on stderr, control characters escaped."""
+
+    level: Literal["debug", "info", "warning"] = setting(
+        "info", help="the log level of decision lines")
     only_actions: bool = setting(False, help="log only decisions whose action is not 'none'")
-    include_text: bool = True
+    include_text: bool = setting(True, help="show the message text")
     max_text: int = setting(120, min=8, help="characters of text shown at most")
 
 

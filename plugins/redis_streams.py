@@ -48,10 +48,10 @@ CONNECTION_ERRORS = (coredis.exceptions.ConnectionError, coredis.exceptions.Busy
 
 @dataclass(frozen=True)
 class RedisConnection:
-    host: str = setting("127.0.0.1", nonempty=True)
-    port: int = setting(6379, min=1, max=65535)
-    db: int = setting(0, min=0)
-    password: Secret | None = None
+    host: str = setting("127.0.0.1", nonempty=True, help="the Redis server")
+    port: int = setting(6379, min=1, max=65535, help="its port")
+    db: int = setting(0, min=0, help="the database number")
+    password: Secret | None = setting(None, help="its password")
 
 
 def is_connection_error(exc: BaseException) -> bool:
@@ -85,17 +85,29 @@ def connect(config: RedisConnection) -> coredis.Redis[bytes]:
 
 @dataclass(frozen=True)
 class RedisSourceConfig(RedisConnection):
-    stream: str = setting("chat", nonempty=True)
-    group: str = setting("chatmod", nonempty=True)
+    """A Redis Stream read through a consumer group, at least once: entries are acknowledged
+    (`XACK`) only after every sink took their decisions. Several daemons in one group share the
+    stream; entries a dead daemon left pending are taken over (`XAUTOCLAIM`) after `min_idle`.
+    Entry fields map to the input line: `text` (required), `id` (else the entry id), `author`,
+    `channel`, `metadata` (JSON), `images` (JSON array). The dead-letter stream's entries have
+    the fields `entry`, `reason`, `stream`, and the entry's own as `field:<name>`."""
+
+    stream: str = setting("chat", nonempty=True, help="the stream read")
+    group: str = setting(
+        "chatmod", nonempty=True, help="the consumer group reading it (created if missing)")
     consumer: str = setting("", help="this daemon's name in the group; default host-pid")
     batch: int = setting(100, min=1, max=10_000, help="entries read at once")
     block: float = setting(1.0, min=0.001, help="seconds a read waits for new entries")
     min_idle: float = setting(60.0, min=0.001, help="seconds before another consumer's "
                                                      "pending entry is taken over")
-    claim_interval: float = setting(10.0, min=0.01)
-    max_deliveries: int = setting(5, min=1)
-    dead_letter_stream: str = setting("", help="default: <stream>:dead")
-    channel: str | None = None
+    claim_interval: float = setting(
+        10.0, min=0.01, help="seconds between looks for entries to take over")
+    max_deliveries: int = setting(
+        5, min=1,
+        help="an entry delivered more often goes to the dead-letter stream with the "
+             "reason, and is acked; so does an entry that is not a chat message at all")
+    dead_letter_stream: str = setting("", help="default: `<stream>:dead`")
+    channel: str | None = setting(None, help="channel for entries that name none")
     ack_grace: float = setting(10.0, min=0.0, help="seconds, once reading stops, to keep the "
                                                     "connection for what is still being decided")
 
@@ -337,9 +349,11 @@ class RedisSource(Source):
 
 @dataclass(frozen=True)
 class RedisSinkConfig(RedisConnection):
-    stream: str = setting("chatmod:decisions", nonempty=True)
+    """`XADD`s each decision: `json` (the decision line), `id`, `action`."""
+
+    stream: str = setting("chatmod:decisions", nonempty=True, help="the stream written")
     max_length: int = setting(1_000_000, min=0, help="approximate cap on the stream; 0: none")
-    include_text: bool = True
+    include_text: bool = setting(True, help="keep the message text in the decision line")
     retry_for: float = setting(30.0, min=0.0, help="seconds to keep retrying through an "
                                                     "outage before giving up (dead letters)")
 

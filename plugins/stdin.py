@@ -21,8 +21,14 @@ DEFAULT_MAX_LINE_BYTES = 65536
 
 @dataclass(frozen=True)
 class StdinConfig:
-    format: Literal["text", "jsonl"] = "text"
-    max_line_bytes: int = setting(DEFAULT_MAX_LINE_BYTES, min=16, max=64 * 1024 * 1024)
+    """One message per line of standard input ([input lines](#input-lines)); end of input ends the
+    run once every message is decided."""
+
+    format: Literal["text", "jsonl"] = setting(
+        "text", help="text: the whole line is the message text; jsonl: one JSON object per line")
+    max_line_bytes: int = setting(
+        DEFAULT_MAX_LINE_BYTES, min=16, max=64 * 1024 * 1024,
+        help="longer lines are reported and skipped, without being held in memory")
     channel: str | None = setting(None, help="channel given to messages that name none")
     author: str | None = setting(None, help="author given to text lines")
 

@@ -54,15 +54,25 @@ def verify_signature(
 
 @dataclass(frozen=True)
 class WebhookConfig:
+    """POSTs each decision line as JSON, signed: `X-Chatmod-Timestamp` (Unix seconds) and
+    `X-Chatmod-Signature: sha256=<hex>`, the HMAC-SHA256 of `"<timestamp>." + body` with the
+    secret. Receivers recompute it, compare in constant time and reject old timestamps
+    (`chatmod.plugins.webhook.verify_signature` does exactly that). A decision is delivered or
+    given up on (dead letters): at least once."""
+
     url: str = setting("", nonempty=True, help="where decisions are POSTed")
-    secret: Secret | None = None
-    include_text: bool = True
+    secret: Secret | None = setting(None, help="the signing key; required")
+    include_text: bool = setting(True, help="keep the message text in the decision line")
     only_actions: tuple[str, ...] = setting((), help="send only decisions with these actions; "
                                                       "empty: all")
-    concurrency: int = setting(4, min=1, max=1000)
+    concurrency: int = setting(4, min=1, max=1000, help="requests at once")
     timeout: float = setting(5.0, min=0.001, help="seconds per request")
-    retries: int = setting(5, min=0, max=100)
-    retry_initial: float = setting(0.5, min=0.0)
+    retries: int = setting(
+        5, min=0, max=100,
+        help="network errors, 5xx, 408, 425 and 429 are retried with backoff (honouring "
+             "Retry-After); other 4xx are final; then the dead letters")
+    retry_initial: float = setting(
+        0.5, min=0.0, help="seconds before the first retry; doubled per retry")
     retry_max: float = setting(30.0, min=0.0, help="longest wait between retries")
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from chatmod.config.schema import setting
 from chatmod.core.interfaces import Engine
 from chatmod.core.model import DELETE, FLAG, PASS, Message, Verdict
 
@@ -17,8 +18,10 @@ ROUTE_LOCAL = "local"
 
 @dataclass(frozen=True)
 class WordlistConfig:
-    delete: tuple[str, ...] = ()
-    flag: tuple[str, ...] = ()
+    """Whole-word, case-insensitive matches; no model."""
+
+    delete: tuple[str, ...] = setting((), help="words whose presence gives delete")
+    flag: tuple[str, ...] = setting((), help="words whose presence gives flag")
 
 
 def compile_words(words: tuple[str, ...]) -> re.Pattern[str] | None:

@@ -234,3 +234,97 @@ def test_console_script_is_installed() -> None:
                             timeout=30)
     assert result.returncode == 0
     assert result.stdout.startswith(b"chatmod ")
+
+
+SIX_MISTAKES = """
+[daemon]
+drain_timeot = 5
+log_level = "verbos"
+
+[engine]
+primary = "wordlist"
+fallback = ["flg"]
+
+[engines.wordlist]
+delete = "idiot"
+
+[[sources]]
+type = "stdn"
+
+[[sinks]]
+type = "jsonl"
+pth = "-"
+"""
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_six_mistakes_one_run_six_lines_exit_2(tmp_path: Path, command: str) -> None:
+    config = write_config(tmp_path / "six.toml", SIX_MISTAKES)
+    result = run_chatmod(command, "-c", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    keys = ["daemon.drain_timeot", "daemon.log_level", "engines.wordlist.delete",
+            "engine.fallback[0]", "sources[0].type", "sinks[0].pth"]
+    assert len(lines) == 6, lines
+    for line, key in zip(lines, keys, strict=True):
+        assert line.startswith(f"chatmod: config error: {config}: {key}: "), line
+
+
+def test_run_without_c_reads_chatmod_config_and_says_so(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "env.toml",
+                          WORDLIST_CONFIG.format(format="text", path="-"))
+    result = run_chatmod("run", input=b"hello\n", env={"CHATMOD_CONFIG": str(config)})
+    assert result.returncode == 0, result.stderr.decode()
+    assert [d["text"] for d in decision_lines(result.stdout)] == ["hello"]
+    assert f"config {config} ($CHATMOD_CONFIG)" in result.stderr.decode()
+    missing = run_chatmod("run", env={"CHATMOD_CONFIG": str(tmp_path / "nope.toml")})
+    assert missing.returncode == 2
+    assert missing.stderr.decode() == (
+        f"chatmod: config error: {tmp_path / 'nope.toml'}: no config file there "
+        "($CHATMOD_CONFIG); give -c FILE or set CHATMOD_CONFIG\n")
+
+
+def test_log_level_option_overrides_the_config(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "quiet.toml", "[daemon]\nlog_level = 'error'\n"
+                          + WORDLIST_CONFIG.format(format="text", path="-"))
+    quiet = run_chatmod("run", "-c", str(config), input=b"hello\n")
+    assert quiet.returncode == 0, quiet.stderr.decode()
+    assert b" INFO " not in quiet.stderr
+    loud = run_chatmod("run", "-c", str(config), "--log-level", "info", input=b"hello\n")
+    assert loud.returncode == 0, loud.stderr.decode()
+    assert f"config {config} (-c)".encode() in loud.stderr
+    assert run_chatmod("run", "-c", str(config), "--log-level", "loud").returncode == 2
+
+
+def test_config_reference_prints_markdown() -> None:
+    result = run_chatmod("config", "reference")
+    assert result.returncode == 0, result.stderr.decode()
+    text = result.stdout.decode()
+    assert text.startswith("<!-- BEGIN config reference")
+    assert "### `[daemon]`" in text
+    assert "| `drain_timeout` | number >= 0 | `10.0` |" in text
+
+
+def test_log_level_option_survives_a_reload(tmp_path: Path) -> None:
+    out = tmp_path / "decisions.jsonl"
+    config = write_config(tmp_path / "c.toml", "[daemon]\nlog_level = 'error'\n"
+                          + WORDLIST_CONFIG.format(format="text", path=out))
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            chatmod_command("run", "-c", str(config), "--log-level", "info"),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr,
+        )
+    try:
+        send_lines(process, ["before"])
+        wait_for_ids(out, 1)
+        process.send_signal(signal.SIGHUP)
+        # Logged at info after the reload applied the config: only seen if info still shows.
+        wait_for_log(log, "config reloaded (no change)")
+        assert process.stdin is not None
+        process.stdin.close()
+        assert process.wait(timeout=15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

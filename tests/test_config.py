@@ -52,7 +52,7 @@ def test_defaults_fill_in_a_minimal_config() -> None:
         ("[policy]\nshadow = 'yes'\n", "policy.shadow: expected true or false, found 'yes'"),
         ("[policy]\nexempt_authors = [1]\n", "policy.exempt_authors[0]: expected a string, found 1"),
         ('[policy.channels."#kids"]\nshadw = true\n', 'policy.channels."#kids".shadw: unknown key (did you mean \'shadow\'?)'),
-        ("[engine]\nprimary = 'lokal'\n", "engine.primary: no engine plugin named 'lokal' (did you mean 'local'?)"),
+        ("[engine]\nprimary = 'lokal'\n", "engine.primary: no engine named 'lokal' (did you mean 'local'?)"),
         ("[engine]\nfallback = ['pass', 'local']\n", "engine.fallback[0]: 'pass' always answers, so it must come last"),
         ("[engine]\nprimary = 'pass'\n", "engine.primary: expected an engine name"),
         ("[engines.local]\nflag_treshold = 0.2\n", "engines.local.flag_treshold: unknown key (did you mean 'flag_threshold'?)"),
@@ -206,3 +206,144 @@ def test_local_engine_without_its_extra_is_a_clear_config_error(
     with pytest.raises(PluginError, match=r"engine.primary: the local engine needs its model: "
                                           r"pip install 'chatmod\[local\]'"):
         parse(BASE)
+
+
+SIX_MISTAKES = """
+[daemon]
+drain_timeot = 5
+log_level = "verbos"
+
+[engine]
+primary = "wordlist"
+fallback = ["flg"]
+
+[engines.wordlist]
+delete = "idiot"
+
+[[sources]]
+type = "stdn"
+
+[[sinks]]
+type = "jsonl"
+pth = "-"
+"""
+SIX_KEYS = ("daemon.drain_timeot", "daemon.log_level", "engine.fallback[0]",
+            "engines.wordlist.delete", "sources[0].type", "sinks[0].pth")
+
+
+def test_every_mistake_of_a_config_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(SIX_MISTAKES)
+    problems = caught.value.problems
+    assert sorted(p.path for p in problems) == sorted(SIX_KEYS)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 6
+    by_key = {p.path: p.message for p in problems}
+    assert by_key["daemon.drain_timeot"] == "unknown key (did you mean 'drain_timeout'?)"
+    assert by_key["daemon.log_level"].startswith("expected one of 'debug', 'info'")
+    assert "found 'verbos'" in by_key["daemon.log_level"]
+    assert by_key["engine.fallback[0]"].startswith("no engine named 'flg' (did you mean 'flag'?)")
+    assert by_key["engines.wordlist.delete"] == "expected an array, found 'idiot'"
+    assert by_key["sources[0].type"].startswith(
+        "no source plugin named 'stdn' (did you mean 'stdin'?)")
+    assert by_key["sinks[0].pth"] == "unknown key (did you mean 'path'?)"
+
+
+def test_load_config_names_the_file_on_every_line(tmp_path: Path) -> None:
+    path = tmp_path / "six.toml"
+    path.write_text(SIX_MISTAKES)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 6
+    assert all(line.startswith(f"{path}: ") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # A fallback value close to a terminal answer, an engine table or an installed engine.
+        ("[engine]\nfallback = ['flg']\n", "engine.fallback[0]: no engine named 'flg' (did you mean 'flag'?)"),
+        ("[engine]\nfallback = 'pas'\n", "engine.fallback[0]: no engine named 'pas' (did you mean 'pass'?)"),
+        ("[engine]\nfallback = ['wordlst', 'pass']\n", "engine.fallback[0]: no engine named 'wordlst' (did you mean 'wordlist'?)"),
+        ("[engine]\nprimary = 'stric'\n[engines.strict]\ntype = 'local'\n", "engine.primary: no engine named 'stric' (did you mean 'strict'?)"),
+        ("[engines.strict]\ntype = 'lokal'\n", "engines.strict.type: no engine plugin named 'lokal' (did you mean 'local'?)"),
+        ("[[sinks]]\ntype = 'jsnl'\n", "sinks[1].type: no sink plugin named 'jsnl' (did you mean 'jsonl'?)"),
+        ("[[sinks]]\ntype = 'log'\nlevel = 'warn'\n", "sinks[1].level: expected one of 'debug', 'info', 'warning', found 'warn' (did you mean 'warning'?)"),
+        ("[[sources]]\ntype = 'stdin'\nname = 'in2'\nformat = 'json'\n", "sources[1].format: expected one of 'text', 'jsonl', found 'json' (did you mean 'jsonl'?)"),
+    ],
+)
+def test_did_you_mean_for_every_kind_of_name(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(BASE + text)
+    assert expected in str(caught.value).splitlines()[0]
+    assert len(caught.value.problems) == 1
+
+
+def test_problems_inside_arrays_and_tables_are_all_reported() -> None:
+    text = "[policy]\nexempt_authors = [1, 'ok', 2.5]\n[policy.channels.'#a']\nshadw = 1\n" \
+           "[policy.channels.'#b']\nshadow = 'no'\n"
+    with pytest.raises(ConfigError) as caught:
+        parse(text + BASE)
+    assert sorted(p.path for p in caught.value.problems) == [
+        'policy.channels."#a".shadw', 'policy.channels."#b".shadow',
+        "policy.exempt_authors[0]", "policy.exempt_authors[2]"]
+
+
+def test_cross_key_checks_of_a_plugin_name_their_key() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("[engines.local]\nflag_threshold = 0.8\ndelete_threshold = 0.5\n"
+              "[engines.wordlist]\nflag = 3\n" + BASE)
+    assert sorted(p.path for p in caught.value.problems) == [
+        "engines.local.delete_threshold", "engines.wordlist.flag"]
+
+
+def test_a_missing_plugin_among_other_mistakes_is_reported_with_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec",
+        lambda name, *a: None if name == "profanity_check" else real_find_spec(name, *a),
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse("[daemon]\nqueue_sise = 3\n" + BASE)
+    assert not isinstance(caught.value, PluginError)  # a typo too: a config error
+    assert [p.path for p in caught.value.problems] == ["daemon.queue_sise", "engine.primary"]
+
+
+def test_default_config_path_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chatmod.config import load as config_module
+    from chatmod.config.load import choose_config_path
+
+    monkeypatch.delenv("CHATMOD_CONFIG", raising=False)
+    default = tmp_path / "etc" / "chatmod.toml"
+    monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(default))
+    with pytest.raises(ConfigError) as caught:
+        choose_config_path(None)
+    assert str(caught.value) == (f"{default}: no config file there (the default); give -c FILE "
+                                 "or set CHATMOD_CONFIG")
+    default.parent.mkdir()
+    default.write_text(BASE)
+    assert choose_config_path(None) == (default, "the default")
+    chosen = tmp_path / "mine.toml"
+    monkeypatch.setenv("CHATMOD_CONFIG", str(chosen))
+    with pytest.raises(ConfigError, match=r"mine\.toml: no config file there \(\$CHATMOD_CONFIG\)"):
+        choose_config_path(None)
+    chosen.write_text(BASE)
+    assert choose_config_path(None) == (chosen, "$CHATMOD_CONFIG")
+    # -c wins over both; a missing -c file is reported when it is read.
+    assert choose_config_path(str(tmp_path / "other.toml")) == (tmp_path / "other.toml", "-c")
+
+
+def test_log_level_override_wins_over_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[daemon]\nlog_level = 'warning'\n" + BASE)
+    assert load_config(path).daemon.log_level == "warning"
+    config = load_config(path, log_level="debug")
+    assert config.daemon.log_level == "debug"
+    assert config.log_level_override == "debug"

@@ -324,3 +324,75 @@ def test_sandbox_account_switches(tmp_path: Path) -> None:
             ready, body, _ = orjson.loads(reply.content)  # valid JSON: speakers as an object
             assert ready is True  # complete at the first fetch
             assert isinstance(body["transcript"]["speakers"], dict)
+
+
+def test_plot_series_have_a_zero_for_every_minute_without_comments() -> None:
+    from chatmod.cli.plot import per_minute
+
+    start = utc("2026-11-22 10:00:00")
+    records = [Record(utc("2026-11-22 10:01:00"), Counts(passed=3, deleted=1, total=4)),
+               Record(utc("2026-11-22 10:04:00"), Counts(flagged=2, total=2)),
+               Record(utc("2026-11-22 11:00:00"), Counts(passed=9, total=9))]  # outside
+    minutes, series = per_minute(records, start, start + timedelta(minutes=5))
+    assert minutes == [start + timedelta(minutes=i) for i in range(5)]
+    assert series == {"passed": [0, 3, 0, 0, 0], "flagged": [0, 0, 0, 0, 2],
+                      "deleted": [0, 1, 0, 0, 0]}
+
+
+def test_plot_draws_each_minute_and_its_title_and_axes_agree() -> None:
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    from chatmod.cli.plot import draw
+
+    start, end = utc("2026-11-22 10:00:00"), utc("2026-11-22 11:00:00")
+    records = [Record(utc("2026-11-22 10:10:00"), Counts(passed=5, total=5)),
+               Record(utc("2026-11-22 10:50:00"), Counts(passed=7, total=7))]
+    figure = draw(records, start, end)
+    try:
+        (axes,) = figure.axes
+        assert axes.get_title() == ("chatmod: comments per minute, 2026-11-22 10:00 to "
+                                    "2026-11-22 11:00 UTC")
+        assert axes.get_ylabel() == "comments per minute"
+        assert axes.get_xlabel() == "minute (UTC)"
+        assert axes.get_xlim() == (mdates.date2num(start), mdates.date2num(end))
+        steps = {patch.get_label(): patch.get_data() for patch in axes.patches}
+        assert set(steps) == {"passed", "flagged", "deleted"}
+        passed = steps["passed"]
+        assert len(passed.values) == 60  # every minute, not only the two with comments
+        assert len(passed.edges) == 61
+        assert passed.values[10] == 5
+        assert passed.values[50] == 7
+        assert list(passed.values[11:50]) == [0] * 39  # no line across the quiet minutes
+        assert not axes.lines  # nothing drawn point to point
+    finally:
+        plt.close(figure)
+
+
+@pytest.mark.slow
+def test_plot_without_matplotlib_fails_before_any_request(tmp_path: Path) -> None:
+    import socket
+
+    fake = tmp_path / "fake" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('no matplotlib here')\n")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        result = run_chatmod(
+            "stats", "search", "--url", f"http://127.0.0.1:{port}", "--plot",
+            str(tmp_path / "p.png"), "--from", "2026-11-22 10:00:00",
+            "--to", "2026-11-22 12:00:00",
+            env={"CHATSIGHT_API_KEY": KEY, "PYTHONPATH": str(tmp_path / "fake")})
+        try:
+            connection, _address = listener.accept()
+        except BlockingIOError:
+            pass  # nobody connected
+        else:
+            connection.close()
+            pytest.fail("a request was sent before matplotlib was checked")
+    assert result.returncode == 1
+    assert result.stderr.decode() == (
+        "chatmod: error: --plot needs matplotlib: pip install 'chatmod[plot]'\n")

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import subprocess
 import time
 from pathlib import Path
 
 import orjson
+import pytest
+
+from chatmod.cli import tail
+from chatmod.cli.tail import Printer, Summary
 
 from .helpers import chatmod_command
 
+TIMEOUT = 30
 
-def decision(i: int, action: str = "none", channel: str = "#lobby") -> bytes:
+
+def decision(i: int, action: str = "none", channel: str = "#lobby",
+             ts: str = "2026-11-22T03:50:00.123Z") -> bytes:
     return orjson.dumps({
         "id": f"m-{i}", "source": "stdin", "channel": channel, "author": "al",
         "verdict": "delete" if action == "delete" else "pass", "score": 0.5,
         "action": action, "engine": "local", "route": "local", "latency_ms": 3.25,
-        "ts": "2026-11-22T03:50:00.123Z", "scores": {}, "text": f"line {i}\x1b[2J",
+        "ts": ts, "scores": {}, "text": f"line {i}\x1b[2J",
     }) + b"\n"
 
 
@@ -91,3 +100,110 @@ def test_tail_filters_a_pipe_and_summarises() -> None:
     assert "#kids" in lines[0]
     assert lines[1].startswith("-- 1 decisions: delete ")
     assert "engine latency p50 3.2 ms" in lines[1] or "p50 3.3 ms" in lines[1]
+
+
+def test_tail_of_a_missing_file_says_so_and_exits_1(tmp_path: Path) -> None:
+    missing = tmp_path / "decisions.jsonl"
+    result = subprocess.run(chatmod_command("tail", str(missing)), capture_output=True,
+                            timeout=TIMEOUT, check=False)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.decode() == (
+        f"chatmod: tail: {missing}: no such file (--retry waits for it)\n")
+    directory = subprocess.run(chatmod_command("tail", str(tmp_path)), capture_output=True,
+                               timeout=TIMEOUT, check=False)
+    assert directory.returncode == 1
+    assert directory.stderr.decode() == f"chatmod: tail: {tmp_path}: is a directory\n"
+
+
+def test_tail_retry_waits_for_the_file_and_shows_it_from_its_start(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    errors = tmp_path / "stderr.txt"
+    with errors.open("wb") as stderr:
+        process = subprocess.Popen(
+            chatmod_command("tail", str(path), "--retry", "--no-color", "--summary-every", "0"),
+            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        expected = f"chatmod: tail: {path}: no such file; waiting for it\n"
+        deadline = time.monotonic() + TIMEOUT
+        while errors.read_text() != expected:
+            assert time.monotonic() < deadline, errors.read_text()
+            time.sleep(0.02)
+        path.write_bytes(decision(1, "delete"))  # a new file: shown from its first line
+        shown = read_until(process, '"line 1')
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        assert process.stdout is not None
+        process.stdout.close()
+    assert "delete" in shown
+
+
+def test_rates_of_a_finished_file_are_per_second_of_its_own_time_span(tmp_path: Path) -> None:
+    path = tmp_path / "decisions.jsonl"
+    path.write_bytes(
+        decision(1, "delete", ts="2026-11-22T03:50:00.000Z")
+        + decision(2, "none", ts="2026-11-22T03:50:30.000Z")
+        + decision(3, "none", ts="2026-11-22T03:50:10.000Z")  # written out of order
+        + decision(4, "delete", ts="2026-11-22T03:50:40.000Z"))
+    result = subprocess.run(chatmod_command("tail", str(path), "--no-follow", "--no-color"),
+                            capture_output=True, timeout=TIMEOUT, check=True)
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 5
+    assert lines[4] == ("-- 4 decisions over 40.0 s: delete 2 (0.05/s), none 2 (0.05/s); "
+                        "engine latency p50 3.2 ms, p99 3.2 ms")
+    piped = subprocess.run(chatmod_command("tail", "--no-color"), input=path.read_bytes(),
+                           capture_output=True, timeout=TIMEOUT, check=True)
+    assert piped.stdout.decode().splitlines()[-1] == lines[4]
+
+
+def record(action: str, ts: object, latency: object = 1.0) -> dict[str, object]:
+    return {"action": action, "verdict": "pass", "ts": ts, "latency_ms": latency}
+
+
+def test_summary_span_comes_from_the_decisions_timestamps() -> None:
+    summary = Summary()
+    assert summary.line() == "-- no decisions"
+    summary.add(record("flag", "2026-11-22T03:50:00Z"))
+    assert summary.line() == ("-- 1 decisions: flag 1; engine latency p50 1.0 ms, "
+                              "p99 1.0 ms")  # one instant: no rate
+    summary.add(record("flag", "2026-11-22T03:50:05", latency=True))  # no offset: UTC
+    summary.add(record("none", "not a time", latency=None))
+    summary.add(record("none", None))
+    assert summary.span() == 5.0
+    assert summary.line().startswith("-- 4 decisions over 5.0 s: flag 2 (0.40/s), "
+                                     "none 2 (0.40/s); engine latency p50 1.0 ms")
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_idle_tail_does_not_repeat_its_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(tail.time, "monotonic", clock)
+    out = io.StringIO()
+    args = argparse.Namespace(summary_every=10.0, no_color=True, action=[], channel=[],
+                              author=[], route=[])
+    printer = Printer(args, out)
+    printer.show(record("flag", "2026-11-22T03:50:00Z"))
+    printer.maybe_summary()  # not yet due
+    clock.now += 10
+    printer.maybe_summary()
+    for _ in range(3):  # idle: nothing new
+        clock.now += 10
+        printer.maybe_summary()
+    printer.maybe_summary(final=True)
+    summaries = [line for line in out.getvalue().splitlines() if line.startswith("--")]
+    assert summaries == ["-- 1 decisions: flag 1; engine latency p50 1.0 ms, p99 1.0 ms"]
+    printer.show(record("none", "2026-11-22T03:50:02Z"))
+    clock.now += 10
+    printer.maybe_summary()
+    printer.maybe_summary(final=True)
+    summaries = [line for line in out.getvalue().splitlines() if line.startswith("--")]
+    assert len(summaries) == 2
+    assert summaries[1].startswith("-- 2 decisions over 2.0 s: flag 1 (0.50/s), none 1")

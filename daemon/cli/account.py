@@ -232,6 +232,13 @@ def print_transcript(transcript: Transcript, *, as_json: bool) -> None:
 async def _stats(args: argparse.Namespace) -> int:
     from chatmod.chatsight.account import AccountClient, search_range
 
+    plot = getattr(args, "plot", None)
+    if plot is not None:
+        from chatmod.cli.plot import require_matplotlib
+
+        require_matplotlib()  # before any request: the API allows one search per two minutes
+        if not plot.parent.is_dir():
+            raise ConfigError(f"--plot: {plot.parent} is not a directory")
     daemon_url = getattr(args, "daemon", None)
     if daemon_url:
         base_url, api_key = daemon_url, None
@@ -259,12 +266,11 @@ async def _stats(args: argparse.Namespace) -> int:
         records = await search_range(client, start, end, interval=interval,
                                      on_wait=_countdown())
     print_records(records, output)
-    if args.plot is not None:
+    if plot is not None:
         from chatmod.cli.plot import plot_records
 
-        plot_records(records, args.plot, title=f"{format_time(rounded[0])} to "
-                                                f"{format_time(rounded[1])} UTC")
-        print(f"chatmod: wrote {args.plot}", file=sys.stderr)
+        plot_records(records, plot, *rounded)
+        print(f"chatmod: wrote {plot}", file=sys.stderr)
     return 0
 
 

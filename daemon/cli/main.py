@@ -1,8 +1,9 @@
-"""The command line: ``chatmod run | check-config | plugins | tail | sandbox`` and the
-Chatsight account commands ``addon | keywords | secret | stats | voice``.
+"""The command line: ``chatmod run | check-config | config reference | plugins | tail |
+sandbox`` and the Chatsight account commands ``addon | keywords | secret | stats | voice``.
 
 Exit codes: 0 done, 2 bad config or usage, 1 anything else fatal. Errors are one line on
-stderr; ``--debug`` adds the traceback.
+stderr each (a config with several mistakes: one line per mistake); ``--debug`` adds the
+traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 import orjson
 import trio
@@ -19,8 +21,15 @@ import trio
 from chatmod._version import __version__
 from chatmod.cli import account as account_cli
 from chatmod.cli import tail as tail_cli
-from chatmod.config.load import load_config
+from chatmod.config.load import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_PATH,
+    choose_config_path,
+    load_config,
+)
+from chatmod.config.reference import reference_markdown, splice
 from chatmod.config.registry import Registry
+from chatmod.config.sections import LOG_LEVELS, LogLevel
 from chatmod.errors import ChatmodError, ConfigError
 from chatmod.runtime.logsetup import setup_logging
 from chatmod.sandbox import cli as sandbox_cli
@@ -46,12 +55,23 @@ def make_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the daemon")
-    run.add_argument("-c", "--config", required=True, metavar="FILE")
+    _config_argument(run)
+    run.add_argument("--log-level", choices=LOG_LEVELS, default=None,
+                     help="overrides [daemon] log_level (also after a reload)")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
 
     check = commands.add_parser("check-config", help="validate a config and print it resolved")
-    check.add_argument("-c", "--config", required=True, metavar="FILE")
+    _config_argument(check)
     check.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+
+    config = commands.add_parser("config", help="about the configuration")
+    config_actions = config.add_subparsers(dest="config_action", required=True,
+                                           metavar="ACTION")
+    reference = config_actions.add_parser(
+        "reference", help="print the configuration reference (Markdown), from the schema")
+    reference.add_argument("--update", metavar="FILE", type=Path, default=None,
+                           help="replace the reference between its markers in FILE (the "
+                                "README) instead of printing it")
 
     commands.add_parser("plugins", help="list installed sources, sinks and engines")
 
@@ -65,14 +85,22 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--config", metavar="FILE", default=None,
+                        help=f"the config file (default: ${CONFIG_ENV}, else "
+                             f"{DEFAULT_CONFIG_PATH})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     debug: bool = args.debug
     try:
         if args.command == "run":
-            return _run(args.config, debug)
+            return _run(args.config, debug, args.log_level)
         if args.command == "check-config":
             return _check_config(args.config)
+        if args.command == "config":
+            return _config_reference(args.update)
         if args.command == "sandbox":
             return sandbox_cli.run(args)
         if args.command == "tail":
@@ -93,7 +121,8 @@ def _report(exc: BaseException, debug: bool) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(error, ConfigError):
-        print(f"chatmod: config error: {error}", file=sys.stderr)
+        for line in error.lines():
+            print(f"chatmod: config error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     if error is not None:
         print(f"chatmod: error: {error}", file=sys.stderr)
@@ -115,26 +144,44 @@ def _first_chatmod_error(exc: BaseException) -> ChatmodError | None:
     return None
 
 
-def _run(config_path: str, debug: bool) -> int:
+def _run(given_path: str | None, debug: bool, log_level: LogLevel | None) -> int:
     from chatmod.runtime.service import exit_status, serve
 
-    setup_logging(debug=debug)
-    config = load_config(config_path)
+    setup_logging(log_level or "info", debug=debug)
+    config_path, chosen_by = choose_config_path(given_path)
+    config = load_config(config_path, log_level=log_level)
     setup_logging(config.daemon.log_level, debug=debug, fmt=config.daemon.log_format)
     logging.getLogger("chatmod").info(
-        "chatmod %s: %s; engine %s, fallback %s", __version__, config_path,
-        config.engine.primary, " -> ".join(config.engine.fallback),
+        "chatmod %s: config %s (%s); engine %s, fallback %s", __version__, config_path,
+        chosen_by, config.engine.primary, " -> ".join(config.engine.fallback),
     )
     summary = trio.run(serve, config, config_path)
     return exit_status(summary)
 
 
-def _check_config(config_path: str) -> int:
+def _check_config(given_path: str | None) -> int:
+    config_path, _chosen_by = choose_config_path(given_path)
     config = load_config(config_path)
     sys.stdout.buffer.write(
         orjson.dumps(config.to_plain(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     )
     print(f"chatmod: {config_path}: config OK", file=sys.stderr)
+    return EXIT_OK
+
+
+def _config_reference(update: Path | None) -> int:
+    reference = reference_markdown(Registry.from_entry_points())
+    if update is None:
+        sys.stdout.write(reference)
+        return EXIT_OK
+    try:
+        document = update.read_text(encoding="utf-8")
+        update.write_text(splice(document, reference), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--update: {update}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--update: {update}: {exc}") from None
+    print(f"chatmod: {update}: configuration reference updated", file=sys.stderr)
     return EXIT_OK
 
 

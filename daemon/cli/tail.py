@@ -4,8 +4,14 @@
     journalctl -u chatmod -o cat -f | chatmod tail
 
 Follows a file like ``tail -F`` (from its end, across rotation and truncation) or reads
-stdin; lines that are not decision lines (other log output) are skipped. A summary line
-(rates per action, engine latency) is printed every ``--summary-every`` seconds and at the end.
+stdin; lines that are not decision lines (other log output) are skipped. A file that is not
+there is an error (exit 1), unless ``--retry`` says to wait for it. ``--no-follow`` prints the
+file's lines and its summary, then exits.
+
+A summary line (decisions per action, their rate, engine latency) is printed every
+``--summary-every`` seconds when something new came, and at the end. Rates are per second of
+the decisions' own time span (their ``ts``), not of the time spent reading them: a finished
+file read in a second still shows the rates it had.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import orjson
@@ -23,6 +30,10 @@ import orjson
 from chatmod.plugins.log_sink import printable
 
 POLL_INTERVAL = 0.2
+MAX_LATENCIES = 4096  # the most recent, for the percentiles
+MISSING = "no such file"
+FIELD_LIMIT = 200  # characters of a channel, author or verdict shown at most
+C1_CONTROLS = {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)}
 COLORS = {"none": "2", "flag": "33", "delete": "31", "warn": "33", "kick": "35", "ban": "1;31"}
 RESET = "\033[0m"
 
@@ -36,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--route", action="append", default=[])
     parser.add_argument("--from-start", action="store_true",
                         help="print the file's existing lines first")
+    parser.add_argument("--retry", action="store_true",
+                        help="wait for a file that is not there yet (else: exit 1)")
+    parser.add_argument("--no-follow", action="store_true",
+                        help="print the file's lines and a summary, then exit")
     parser.add_argument("--no-color", action="store_true")
     parser.add_argument("--summary-every", type=float, default=10.0, metavar="SECONDS",
                         help="seconds between summary lines; 0: only at the end")
@@ -43,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def follow(path: str, from_start: bool) -> Iterator[bytes | None]:
     """Lines appended to ``path``; None when nothing came for a poll interval. Reopens the
-    file when it is replaced (logrotate) or truncated."""
+    file when it is replaced (logrotate) or truncated; waits while it is missing, and reads
+    a file that appears from its start."""
     file = None
     inode = None
     position = 0
@@ -54,6 +70,7 @@ def follow(path: str, from_start: bool) -> Iterator[bytes | None]:
             try:
                 file = open(path, "rb")  # noqa: SIM115 - kept open while following
             except FileNotFoundError:
+                first = False  # what appears later is new: all of it is shown
                 time.sleep(POLL_INTERVAL)
                 yield None
                 continue
@@ -81,15 +98,66 @@ def follow(path: str, from_start: bool) -> Iterator[bytes | None]:
         yield None
 
 
+def read_lines(path: str) -> Iterator[bytes]:
+    """The lines of ``path`` as it is now (``--no-follow``)."""
+    with open(path, "rb") as file:
+        for line in file:
+            yield line.rstrip(b"\n")
+
+
+class Summary:
+    """Decisions per action, their time span (by ``ts``) and engine latencies; no I/O."""
+
+    def __init__(self) -> None:
+        self.actions: Counter[str] = Counter()
+        self.latencies: list[float] = []
+        self.first_ts: datetime | None = None
+        self.last_ts: datetime | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.actions.values())
+
+    def add(self, decision: dict[str, Any]) -> None:
+        self.actions[_shown(decision.get("action"))] += 1
+        latency = decision.get("latency_ms")
+        if isinstance(latency, (int, float)) and not isinstance(latency, bool):
+            self.latencies.append(float(latency))
+            del self.latencies[:-MAX_LATENCIES]
+        when = _timestamp(decision.get("ts"))
+        if when is not None:
+            self.first_ts = when if self.first_ts is None else min(self.first_ts, when)
+            self.last_ts = when if self.last_ts is None else max(self.last_ts, when)
+
+    def span(self) -> float:
+        """Seconds from the first decision to the last, by their own timestamps."""
+        if self.first_ts is None or self.last_ts is None:
+            return 0.0
+        return (self.last_ts - self.first_ts).total_seconds()
+
+    def line(self) -> str:
+        """``-- 120 decisions over 60.0 s: delete 12 (0.20/s), none 108 (1.80/s); ...``"""
+        if not self.actions:
+            return "-- no decisions"
+        span = self.span()
+        counts = ", ".join(
+            f"{action} {n}" + (f" ({n / span:.2f}/s)" if span > 0 else "")
+            for action, n in sorted(self.actions.items()))
+        over = f" over {span:.1f} s" if span > 0 else ""
+        ordered = sorted(self.latencies)
+        latency = (f"; engine latency p50 {ordered[len(ordered) // 2]:.1f} ms, "
+                   f"p99 {ordered[int(len(ordered) * 0.99)]:.1f} ms" if ordered else "")
+        return f"-- {self.total} decisions{over}: {counts}{latency}"
+
+
 class Printer:
     def __init__(self, args: argparse.Namespace, out: TextIO) -> None:
         self.args = args
         self.out = out
         self.color = (not args.no_color and out.isatty() and not os.environ.get("NO_COLOR"))
-        self.actions: Counter[str] = Counter()
-        self.latencies: list[float] = []
-        self.started = time.monotonic()
-        self.last_summary = self.started
+        self.summary = Summary()
+        self.last_summary = time.monotonic()
+        self.summarised: int | None = None  # decisions counted in the last summary printed
 
     def wants(self, decision: dict[str, Any]) -> bool:
         args = self.args
@@ -101,51 +169,61 @@ class Printer:
         return f"\033[{code}m{text}{RESET}" if self.color else text
 
     def show(self, decision: dict[str, Any]) -> None:
-        self.actions[str(decision.get("action"))] += 1
+        self.summary.add(decision)
         latency = decision.get("latency_ms")
-        if isinstance(latency, (int, float)):
-            self.latencies.append(float(latency))
-            del self.latencies[:-4096]
-        action = str(decision.get("action"))
+        action = _shown(decision.get("action"))
         score = decision.get("score")
         parts = [
-            str(decision.get("ts", ""))[11:23],
+            _shown(decision.get("ts", ""))[11:23],
             self.paint(COLORS.get(action, "36"), f"{action:<6}"),
-            f"{decision.get('verdict')}" + (f" {score:.2f}" if isinstance(score, float) else ""),
+            _shown(decision.get("verdict"))
+            + (f" {score:.2f}" if isinstance(score, float) else ""),
         ]
         if decision.get("channel"):
-            parts.append(str(decision["channel"]))
+            parts.append(_shown(decision["channel"]))
         if decision.get("author"):
-            parts.append(f"<{decision['author']}>")
+            parts.append(f"<{_shown(decision['author'])}>")
         if "text" in decision:
-            parts.append(f'"{printable(str(decision["text"]), 100)}"')
+            parts.append(f'"{_shown(decision["text"], 100)}"')
         shown_latency = f"{latency:.1f} ms" if isinstance(latency, (int, float)) else "? ms"
         shadow = ", shadow" if decision.get("shadow") else ""
-        parts.append(self.paint("2", f"({decision.get('engine')}/{decision.get('route')}, "
+        parts.append(self.paint("2", f"({_shown(decision.get('engine'))}/"
+                                     f"{_shown(decision.get('route'))}, "
                                      f"{shown_latency}{shadow})"))
         print(" ".join(parts), file=self.out, flush=True)
 
     def maybe_summary(self, final: bool = False) -> None:
+        """The summary, every ``--summary-every`` seconds and at the end, unless nothing came
+        since the last one printed (an idle tail stays quiet)."""
         now = time.monotonic()
         every = self.args.summary_every
         if not final and (every <= 0 or now - self.last_summary < every):
             return
         self.last_summary = now
-        elapsed = max(now - self.started, 1e-9)
-        rates = ", ".join(f"{action} {n / elapsed:.1f}/s" for action, n in
-                          sorted(self.actions.items())) or "no decisions"
-        ordered = sorted(self.latencies)
-        latency = (f"; engine latency p50 {ordered[len(ordered) // 2]:.1f} ms, "
-                   f"p99 {ordered[int(len(ordered) * 0.99)]:.1f} ms" if ordered else "")
-        total = sum(self.actions.values())
-        print(self.paint("1", f"-- {total} decisions: {rates}{latency}"), file=self.out,
-              flush=True)
+        if self.summarised == self.summary.total:
+            return
+        self.summarised = self.summary.total
+        print(self.paint("1", self.summary.line()), file=self.out, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    """``chatmod tail``: 0 when done or interrupted, 1 when the file cannot be read."""
     printer = Printer(args, sys.stdout)
-    lines: Iterator[bytes | None] = (
-        iter(sys.stdin.buffer) if args.file == "-" else follow(args.file, args.from_start))
+    lines: Iterator[bytes | None]
+    if args.file == "-":
+        lines = iter(sys.stdin.buffer)
+    else:
+        problem = _unreadable(args.file)
+        waits = args.retry and not args.no_follow and problem == MISSING
+        if problem is not None and not waits:
+            print(f"chatmod: tail: {args.file}: {problem}"
+                  + (" (--retry waits for it)" if problem == MISSING else ""), file=sys.stderr)
+            return 1
+        if problem is not None:
+            print(f"chatmod: tail: {args.file}: {problem}; waiting for it", file=sys.stderr,
+                  flush=True)
+        lines = (read_lines(args.file) if args.no_follow
+                 else follow(args.file, args.from_start))
     try:
         for line in lines:
             if line is not None:
@@ -158,8 +236,41 @@ def run(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # e.g. piped into `head`
         sys.stderr.close()
         return 0
+    except OSError as exc:  # e.g. --no-follow on a file removed since it was checked
+        print(f"chatmod: tail: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     printer.maybe_summary(final=True)
     return 0
+
+
+def _shown(value: object, limit: int = FIELD_LIMIT) -> str:
+    """A decision's field for the terminal: every control character escaped (C1 too: some
+    terminals take 0x9B as an escape sequence), cut to ``limit`` characters."""
+    return printable(str(value), limit).translate(C1_CONTROLS)
+
+
+def _unreadable(path: str) -> str | None:
+    """Why ``path`` cannot be tailed, or None."""
+    try:
+        with open(path, "rb"):
+            return None
+    except FileNotFoundError:
+        return MISSING
+    except IsADirectoryError:
+        return "is a directory"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    # Decision lines are UTC; one without an offset is read as UTC so all compare.
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _decision(line: bytes) -> dict[str, Any] | None:

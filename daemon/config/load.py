@@ -6,6 +6,7 @@ Top-level tables: ``[daemon]``, ``[engine]``, ``[engines.<name>]``, ``[policy]``
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -13,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from chatmod.config.registry import Registry
-from chatmod.config.schema import describe, did_you_mean, join_path, parse_table, to_plain
+from chatmod.config.schema import (
+    Problems,
+    describe,
+    did_you_mean,
+    join_path,
+    parse_table,
+    parsed,
+    placed,
+    to_plain,
+)
 from chatmod.config.sections import (
     TERMINAL_FALLBACKS,
     CacheSection,
@@ -21,10 +31,15 @@ from chatmod.config.sections import (
     DeadLettersSection,
     EngineSection,
     HttpSection,
+    LogLevel,
     PolicySection,
 )
 from chatmod.core.interfaces import Plugin
 from chatmod.errors import ConfigError, PluginError
+
+# Where `chatmod run` and `check-config` look without -c (the systemd unit's path too).
+DEFAULT_CONFIG_PATH = "/etc/chatmod/chatmod.toml"
+CONFIG_ENV = "CHATMOD_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -53,6 +68,8 @@ class Config:
     sources: list[PluginConfig]
     sinks: list[PluginConfig]
     origin: str = "<config>"
+    # `run --log-level`: wins over [daemon] log_level, also after a reload.
+    log_level_override: LogLevel | None = None
 
     def engine_chain(self) -> list[str]:
         """Engine names in the order they are asked: primary, then fallback engines."""
@@ -82,6 +99,21 @@ TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "dead_letter
                   "sources", "sinks")
 
 
+def choose_config_path(given: str | None) -> tuple[Path, str]:
+    """The config file to read and why: ``-c FILE``, else ``$CHATMOD_CONFIG``, else
+    ``/etc/chatmod/chatmod.toml``. A file chosen by default that does not exist is a
+    :class:`ConfigError` saying where it looked and how to choose another."""
+    if given is not None:
+        return Path(given), "-c"
+    from_env = os.environ.get(CONFIG_ENV, "").strip()
+    path, chosen_by = (Path(from_env), f"${CONFIG_ENV}") if from_env else (
+        Path(DEFAULT_CONFIG_PATH), "the default")
+    if not path.exists():
+        raise ConfigError.at(str(path), f"no config file there ({chosen_by}); give -c FILE "
+                                        f"or set {CONFIG_ENV}")
+    return path, chosen_by
+
+
 def read_config_tables(path: str | Path) -> dict[str, Any]:
     """A config file's TOML, not yet validated; :class:`ConfigError` when it can't be read."""
     path = Path(path)
@@ -99,67 +131,96 @@ def read_config_tables(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
-def load_config(path: str | Path, registry: Registry | None = None) -> Config:
-    """Read and validate a config file; :class:`ConfigError` says what is wrong and where."""
+def load_config(path: str | Path, registry: Registry | None = None, *,
+                log_level: LogLevel | None = None) -> Config:
+    """Read and validate a config file; :class:`ConfigError` lists every problem, each naming
+    the key, the value found and what was expected. ``log_level`` (``run --log-level``)
+    overrides ``[daemon] log_level``, and is kept across reloads."""
     path = Path(path)
     data = read_config_tables(path)
     try:
-        return parse_config(data, registry or Registry.from_entry_points(), origin=str(path))
+        config = parse_config(data, registry or Registry.from_entry_points(), origin=str(path))
     except ConfigError as exc:
-        raise type(exc)(f"{path}: {exc}") from None
+        raise exc.located(str(path)) from None
+    if log_level is None:
+        return config
+    return replace(config, daemon=replace(config.daemon, log_level=log_level),
+                   log_level_override=log_level)
 
 
 def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<config>") -> Config:
+    """Validate a config's tables; every problem found is reported in one :class:`ConfigError`."""
+    problems = Problems()
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(f"{key}: unknown key{did_you_mean(key, TOP_LEVEL_KEYS)}")
-    daemon = parse_table(DaemonSection, data.get("daemon", {}), "daemon")
-    engine = parse_table(EngineSection, data.get("engine", {}), "engine")
-    policy = parse_table(PolicySection, data.get("policy", {}), "policy")
-    cache = parse_table(CacheSection, data.get("cache", {}), "cache")
-    dead_letters = parse_table(DeadLettersSection, data.get("dead_letters", {}), "dead_letters")
-    http = parse_table(HttpSection, data.get("http", {}), "http")
+            problems.add(key, f"unknown key{did_you_mean(key, TOP_LEVEL_KEYS)}")
+    daemon = problems.check(parse_table, DaemonSection, data.get("daemon", {}), "daemon")
+    engine = problems.check(parse_table, EngineSection, data.get("engine", {}), "engine")
+    policy = problems.check(parse_table, PolicySection, data.get("policy", {}), "policy")
+    cache = problems.check(parse_table, CacheSection, data.get("cache", {}), "cache")
+    dead_letters = problems.check(parse_table, DeadLettersSection, data.get("dead_letters", {}),
+                                  "dead_letters")
+    http = problems.check(parse_table, HttpSection, data.get("http", {}), "http")
+    engines = _engines(data, engine, registry, problems)
+    sources = _plugin_list("source", "sources", data, registry, problems)
+    sinks = _plugin_list("sink", "sinks", data, registry, problems)
+    problems.raise_if_any()
+    state_dir = parsed(daemon).state_dir
+    if state_dir:
+        sources = [_inherit_state_dir(spec, state_dir) for spec in sources]
+        sinks = [_inherit_state_dir(spec, state_dir) for spec in sinks]
+    return Config(parsed(daemon), parsed(engine), parsed(policy), parsed(cache),
+                  parsed(dead_letters), parsed(http), engines, sources, sinks, origin)
 
+
+def _engines(data: Mapping[str, Any], engine: EngineSection | None, registry: Registry,
+             problems: Problems) -> dict[str, PluginConfig]:
+    """Every ``[engines.<name>]`` table, and the engines ``[engine]`` names without one."""
     engine_tables = data.get("engines", {})
     if not isinstance(engine_tables, Mapping):
-        raise ConfigError(f"engines: expected a table, found {describe(engine_tables)}")
+        problems.add("engines", f"expected a table, found {describe(engine_tables)}")
+        engine_tables = {}
+    in_use = [engine.primary, *engine.fallback] if engine is not None else []
+    if engine is not None:
+        _check_chain(engine, problems)
+    engines: dict[str, PluginConfig] = {}
+    for name, table in engine_tables.items():
+        spec = problems.check(
+            _plugin_config, "engine", registry, table, join_path("engines", name),
+            default_type=name, name=name, resolve_secrets=name in in_use,
+        )
+        if spec is not None:
+            engines[name] = spec
+    installed = registry.names("engine")
+    for i, name in enumerate(in_use):
+        if name in TERMINAL_FALLBACKS or name in engine_tables:
+            continue
+        where = "engine.primary" if i == 0 else f"engine.fallback[{i - 1}]"
+        if name not in installed:
+            known = [*engine_tables, *installed, *(TERMINAL_FALLBACKS if i else ())]
+            problems.add(where, f"no engine named {name!r}{did_you_mean(name, known)}; "
+                                f"expected an [engines.<name>] table's name or an installed "
+                                f"engine ({', '.join(installed) or 'none'})"
+                                + (", or 'pass' or 'flag' last" if i else ""))
+            continue
+        spec = problems.check(_plugin_config, "engine", registry, {}, where, default_type=name,
+                              name=name)
+        if spec is not None:
+            engines[name] = spec
+    return engines
+
+
+def _check_chain(engine: EngineSection, problems: Problems) -> None:
+    """The order of ``[engine]``'s names: a terminal answer last, nothing named twice."""
     in_use = [engine.primary, *engine.fallback]
     for i, name in enumerate(engine.fallback):
         if name in TERMINAL_FALLBACKS and i != len(engine.fallback) - 1:
-            raise ConfigError(
-                f"engine.fallback[{i}]: {name!r} always answers, so it must come last"
-            )
+            problems.add(f"engine.fallback[{i}]", f"{name!r} always answers, so it must come last")
     if engine.primary in TERMINAL_FALLBACKS:
-        raise ConfigError(
-            f"engine.primary: expected an engine name, found {engine.primary!r} "
-            "('pass' and 'flag' are for engine.fallback)"
-        )
+        problems.add("engine.primary", f"expected an engine name, found {engine.primary!r} "
+                                       "('pass' and 'flag' are for engine.fallback)")
     if len(set(in_use)) != len(in_use):
-        raise ConfigError(f"engine.fallback: an engine is named twice in {in_use}")
-
-    engines: dict[str, PluginConfig] = {}
-    for name, table in engine_tables.items():
-        engines[name] = _plugin_config(
-            "engine", registry, table, join_path("engines", name), default_type=name,
-            name=name, resolve_secrets=name in in_use,
-        )
-    for i, name in enumerate(in_use):
-        if name in TERMINAL_FALLBACKS or name in engines:
-            continue
-        where = "engine.primary" if i == 0 else f"engine.fallback[{i - 1}]"
-        engines[name] = _plugin_config("engine", registry, {}, where, default_type=name, name=name)
-
-    sources = _plugin_list("source", "sources", data, registry)
-    sinks = _plugin_list("sink", "sinks", data, registry)
-    if daemon.state_dir:
-        sources = [_inherit_state_dir(spec, daemon.state_dir) for spec in sources]
-        sinks = [_inherit_state_dir(spec, daemon.state_dir) for spec in sinks]
-    if not sources:
-        raise ConfigError("sources: at least one [[sources]] table is needed")
-    if not sinks:
-        raise ConfigError("sinks: at least one [[sinks]] table is needed")
-    return Config(daemon, engine, policy, cache, dead_letters, http, engines, sources, sinks,
-                  origin)
+        problems.add("engine.fallback", f"an engine is named twice in {in_use}")
 
 
 def _inherit_state_dir(spec: PluginConfig, state_dir: str) -> PluginConfig:
@@ -170,29 +231,32 @@ def _inherit_state_dir(spec: PluginConfig, state_dir: str) -> PluginConfig:
 
 
 def _plugin_list(
-    kind: str, key: str, data: Mapping[str, Any], registry: Registry
+    kind: str, key: str, data: Mapping[str, Any], registry: Registry, problems: Problems
 ) -> list[PluginConfig]:
     tables = data.get(key, [])
     if not isinstance(tables, list):
-        raise ConfigError(f"{key}: expected an array of tables ([[{key}]]), "
-                          f"found {describe(tables)}")
+        problems.add(key, f"expected an array of tables ([[{key}]]), found {describe(tables)}")
+        return []
+    if not tables:
+        problems.add(key, f"at least one [[{key}]] table is needed")
     configs: list[PluginConfig] = []
     seen: dict[str, int] = {}
     for i, table in enumerate(tables):
         path = join_path(key, i)
         if not isinstance(table, Mapping):
-            raise ConfigError(f"{path}: expected a table, found {describe(table)}")
+            problems.add(path, f"expected a table, found {describe(table)}")
+            continue
         if "type" not in table:
-            raise ConfigError(
-                f"{path}.type: required key is missing; installed: "
-                f"{', '.join(registry.names(kind))}"
-            )
-        config = _plugin_config(kind, registry, table, path)
+            problems.add(f"{path}.type", "required key is missing; installed: "
+                                         f"{', '.join(registry.names(kind))}")
+            continue
+        config = problems.check(_plugin_config, kind, registry, table, path)
+        if config is None:
+            continue
         if config.name in seen:
-            raise ConfigError(
-                f"{path}.name: {config.name!r} is already the name of {key}[{seen[config.name]}]; "
-                "give each a unique name"
-            )
+            problems.add(f"{path}.name", f"{config.name!r} is already the name of "
+                                         f"{key}[{seen[config.name]}]; give each a unique name")
+            continue
         seen[config.name] = i
         configs.append(config)
     return configs
@@ -209,25 +273,30 @@ def _plugin_config(
     resolve_secrets: bool = True,
 ) -> PluginConfig:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{path}: expected a table, found {describe(table)}")
+        raise ConfigError.at(path, f"expected a table, found {describe(table)}")
     plugin_type = table.get("type", default_type)
     if not isinstance(plugin_type, str):
-        raise ConfigError(f"{path}.type: expected a plugin name, found {describe(plugin_type)}")
+        raise ConfigError.at(f"{path}.type",
+                             f"expected a plugin name, found {describe(plugin_type)}")
     type_path = f"{path}.type" if "type" in table else path
-    cls = registry.get(kind, plugin_type, type_path).load()
+    try:
+        cls = registry.get(kind, plugin_type, type_path).load()
+    except PluginError as exc:
+        raise PluginError(problems=[placed(type_path, p) for p in exc.problems]) from None
+    problems = Problems()
     ignored = frozenset({"type"}) if name is not None else frozenset({"type", "name"})
     if name is None:
         name = table.get("name", plugin_type)
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"{path}.name: expected a non-empty string, found {describe(name)}")
-    options = parse_table(
-        cls.Config, table, path, resolve_secrets=resolve_secrets,
-        ignore=ignored,
-    )
+            problems.add(f"{path}.name", f"expected a non-empty string, found {describe(name)}")
+    options = problems.check(parse_table, cls.Config, table, path,
+                             resolve_secrets=resolve_secrets, ignore=ignored)
     check = getattr(cls, "check_available", None)
     if resolve_secrets and check is not None:
         try:
             check()
         except PluginError as exc:
-            raise PluginError(f"{type_path}: {exc}") from None
-    return PluginConfig(kind, name, plugin_type, cls, options)
+            problems.errors.append(
+                PluginError(problems=[placed(type_path, p) for p in exc.problems]))
+    problems.raise_if_any()
+    return PluginConfig(kind, str(name), plugin_type, cls, options)

@@ -19,13 +19,14 @@ import math
 import os
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, get_args, get_origin
 
-from chatmod.errors import ConfigError
+from chatmod.errors import ConfigError, ConfigProblem
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 SECRET_SUFFIXES = ("_env", "_file")
 CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
@@ -108,6 +109,39 @@ def join_path(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
+class Problems:
+    """Collects every :class:`ConfigError` of a config, so one run reports all its mistakes."""
+
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.errors.append(ConfigError.at(path, message))
+
+    def check(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T | None:
+        """``func(*args, **kwargs)``; None, with its problems kept, when it raises ConfigError."""
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+
+    def __bool__(self) -> bool:
+        return bool(self.errors)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigError.combine(self.errors)
+
+
+def parsed(value: T | None) -> T:
+    """A value :meth:`Problems.check` returned, once :meth:`Problems.raise_if_any` passed:
+    a check that failed kept its problem, so it is not None."""
+    if value is None:
+        raise AssertionError("a config check failed without reporting a problem")
+    return value
+
+
 def parse_table(
     cls: type[T],
     table: Mapping[str, Any],
@@ -116,57 +150,87 @@ def parse_table(
     resolve_secrets: bool = True,
     ignore: frozenset[str] = frozenset(),
 ) -> T:
-    """Validate ``table`` against the dataclass ``cls``; ``path`` prefixes every error."""
+    """Validate ``table`` against the dataclass ``cls``; ``path`` prefixes every error.
+
+    Every problem of the table is reported, in one :class:`ConfigError`.
+    """
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{path or 'config'}: expected a table, found {describe(table)}")
+        raise ConfigError.at(path or "config", f"expected a table, found {describe(table)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     accepted = set(fields) | ignore
     for name in fields:
-        if _is_secret_type(hints[name]):
+        if is_secret_type(hints[name]):
             accepted.discard(name)
             accepted.update(name + suffix for suffix in SECRET_SUFFIXES)
+    problems = Problems()
     for key in table:
         if key not in accepted:
             if key in fields:  # a secret written in clear
-                raise ConfigError(
-                    f"{join_path(path, key)}: secrets are not written in the config; use "
-                    f"{key}_env (an environment variable) or {key}_file (a file)"
-                )
-            raise ConfigError(
-                f"{join_path(path, key)}: unknown key{did_you_mean(key, accepted)}"
-            )
+                problems.add(join_path(path, key), (
+                    f"secrets are not written in the config; use {key}_env (an environment "
+                    f"variable) or {key}_file (a file)"))
+            else:
+                problems.add(join_path(path, key),
+                             f"unknown key{did_you_mean(str(key), accepted)}")
     values: dict[str, Any] = {}
     for name, field in fields.items():
         hint = hints[name]
         key_path = join_path(path, name)
-        if _is_secret_type(hint):
-            secret = _read_secret(table, name, key_path, resolve_secrets)
+        if is_secret_type(hint):
+            if name in table:
+                continue  # reported above
+            try:
+                secret = _read_secret(table, name, key_path, resolve_secrets)
+            except ConfigError as exc:
+                problems.errors.append(exc)
+                continue
             if secret is not None:
                 values[name] = secret
-            elif not _optional(hint) and _has_no_default(field):
-                raise ConfigError(
-                    f"{key_path}: required; set {name}_env or {name}_file"
-                )
+            elif not is_optional(hint) and _has_no_default(field):
+                problems.add(key_path, f"required; set {name}_env or {name}_file")
             continue
         if name not in table:
             if _has_no_default(field):
-                raise ConfigError(f"{key_path}: required key is missing")
+                problems.add(key_path, "required key is missing")
             continue
-        values[name] = _convert(table[name], hint, key_path, field.metadata, resolve_secrets)
+        converted = problems.check(
+            _convert, table[name], hint, key_path, field.metadata, resolve_secrets)
+        if converted is not None:
+            values[name] = converted
+    problems.raise_if_any()
     try:
         return cls(**values)
     except ConfigError as exc:  # raised by a __post_init__ check across keys
-        raise ConfigError(f"{path}.{exc}" if path else str(exc)) from None
+        raise ConfigError(problems=[_under(path, p) for p in exc.problems]) from None
     except ValueError as exc:  # a library check in __post_init__, e.g. urlsplit's
-        raise ConfigError(f"{path or 'config'}: {exc}") from None
+        raise ConfigError.at(path or "config", str(exc)) from None
+
+
+def placed(path: str, problem: ConfigProblem) -> ConfigProblem:
+    """``problem`` at key ``path``, unless it names its own key."""
+    if problem.path:
+        return problem
+    message = problem.message.removeprefix(f"{path}: ")
+    return ConfigProblem(path, message)
+
+
+def _under(path: str, problem: ConfigProblem) -> ConfigProblem:
+    """A problem a dataclass found in itself (``"key: message"``), placed under ``path``."""
+    if problem.path:
+        return ConfigProblem(join_path(path, problem.path), problem.message)
+    key, sep, message = problem.message.partition(": ")
+    if sep and key.isidentifier():
+        return ConfigProblem(join_path(path, key), message)
+    return ConfigProblem(path, problem.message)
 
 
 def _has_no_default(field: dataclasses.Field[Any]) -> bool:
     return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
-def _optional(hint: Any) -> bool:
+def is_optional(hint: Any) -> bool:
+    """``T | None``."""
     return _is_union(hint) and type(None) in get_args(hint)
 
 
@@ -174,7 +238,8 @@ def _is_union(hint: Any) -> bool:
     return get_origin(hint) in (typing.Union, types.UnionType)
 
 
-def _is_secret_type(hint: Any) -> bool:
+def is_secret_type(hint: Any) -> bool:
+    """:class:`Secret` or ``Secret | None``: given as ``<key>_env`` or ``<key>_file``."""
     if hint is Secret:
         return True
     return _is_union(hint) and Secret in get_args(hint)
@@ -185,25 +250,24 @@ def _read_secret(
 ) -> Secret | None:
     env_key, file_key = name + "_env", name + "_file"
     if env_key in table and file_key in table:
-        raise ConfigError(f"{key_path}: set either {env_key} or {file_key}, not both")
+        raise ConfigError.at(key_path, f"set either {env_key} or {file_key}, not both")
     if env_key in table:
         var = table[env_key]
         if not isinstance(var, str) or not var:
-            raise ConfigError(
-                f"{key_path}_env: expected the name of an environment variable, "
-                f"found {describe(var)}"
-            )
+            raise ConfigError.at(f"{key_path}_env", "expected the name of an environment "
+                                 f"variable, found {describe(var)}")
         if not resolve:
             return Secret(f"env {var}", None)
         value = os.environ.get(var, "").strip()
         if not value:
-            raise ConfigError(f"{key_path}_env: environment variable {var} is not set "
-                              "(or is blank)")
+            raise ConfigError.at(f"{key_path}_env",
+                                 f"environment variable {var} is not set (or is blank)")
         return Secret(f"env {var}", value)
     if file_key in table:
         raw = table[file_key]
         if not isinstance(raw, str) or not raw:
-            raise ConfigError(f"{key_path}_file: expected a file path, found {describe(raw)}")
+            raise ConfigError.at(f"{key_path}_file",
+                                 f"expected a file path, found {describe(raw)}")
         file_path = Path(raw)
         credentials = os.environ.get(CREDENTIALS_DIRECTORY_ENV)
         # systemd's LoadCredential= puts files in $CREDENTIALS_DIRECTORY; a bare name points there.
@@ -214,16 +278,15 @@ def _read_secret(
         try:
             value = file_path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(
-                f"{key_path}_file: cannot read {file_path}: {exc.strerror or exc}"
-            ) from None
+            raise ConfigError.at(f"{key_path}_file",
+                                 f"cannot read {file_path}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:  # says nothing of the content: it is a secret
-            raise ConfigError(f"{key_path}_file: {file_path} is not UTF-8 text") from None
+            raise ConfigError.at(f"{key_path}_file", f"{file_path} is not UTF-8 text") from None
         except ValueError:  # a NUL in the path
-            raise ConfigError(
-                f"{key_path}_file: expected a file path, found {describe(raw)}") from None
+            raise ConfigError.at(f"{key_path}_file",
+                                 f"expected a file path, found {describe(raw)}") from None
         if not value:
-            raise ConfigError(f"{key_path}_file: {file_path} is empty")
+            raise ConfigError.at(f"{key_path}_file", f"{file_path} is empty")
         return Secret(f"file {file_path}", value)
     return None
 
@@ -242,9 +305,8 @@ def _convert(
         if value not in choices:
             listed = ", ".join(repr(c) for c in choices)
             hint_text = did_you_mean(value, choices) if isinstance(value, str) else ""
-            raise ConfigError(
-                f"{path}: expected one of {listed}, found {describe(value)}{hint_text}"
-            )
+            raise ConfigError.at(path, f"expected one of {listed}, found {describe(value)}"
+                                       f"{hint_text}")
         return value
     if origin is tuple:
         (item_type, _ellipsis) = get_args(hint)
@@ -252,42 +314,45 @@ def _convert(
             if meta.get("one_or_many"):
                 value = [value]
             else:
-                raise ConfigError(f"{path}: expected an array, found {describe(value)}")
-        return tuple(
-            _convert(item, item_type, join_path(path, i), {}, resolve)
-            for i, item in enumerate(value)
-        )
+                raise ConfigError.at(path, f"expected an array, found {describe(value)}")
+        problems = Problems()
+        items = [problems.check(_convert, item, item_type, join_path(path, i), {}, resolve)
+                 for i, item in enumerate(value)]
+        problems.raise_if_any()
+        return tuple(items)
     if origin is dict:
         _key_type, item_type = get_args(hint)
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a table, found {describe(value)}")
-        return {
-            key: _convert(item, item_type, _quoted_path(path, key), {}, resolve)
-            for key, item in value.items()
-        }
+            raise ConfigError.at(path, f"expected a table, found {describe(value)}")
+        problems = Problems()
+        entries = {key: problems.check(_convert, item, item_type, _quoted_path(path, key), {},
+                                       resolve)
+                   for key, item in value.items()}
+        problems.raise_if_any()
+        return entries
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         return parse_table(hint, value, path, resolve_secrets=resolve)
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected true or false, found {describe(value)}")
+            raise ConfigError.at(path, f"expected true or false, found {describe(value)}")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path}: expected {_bounds('an integer', meta)}, "
-                              f"found {describe(value)}")
+            raise ConfigError.at(path, f"expected {bounds_text('an integer', meta)}, "
+                                       f"found {describe(value)}")
         _check_bounds(value, path, meta, "an integer")
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{path}: expected {_bounds('a number', meta)}, "
-                              f"found {describe(value)}")
+            raise ConfigError.at(path, f"expected {bounds_text('a number', meta)}, "
+                                       f"found {describe(value)}")
         _check_bounds(value, path, meta, "a number")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{path}: expected a string, found {describe(value)}")
+            raise ConfigError.at(path, f"expected a string, found {describe(value)}")
         if meta.get("nonempty") and not value:
-            raise ConfigError(f"{path}: expected a non-empty string, found ''")
+            raise ConfigError.at(path, "expected a non-empty string, found ''")
         return value
     raise TypeError(f"unsupported type {hint!r} in config schema at {path}")
 
@@ -297,7 +362,8 @@ def _quoted_path(path: str, key: str) -> str:
     return join_path(path, key) if plain else f'{path}."{key}"'
 
 
-def _bounds(kind: str, meta: Mapping[str, Any]) -> str:
+def bounds_text(kind: str, meta: Mapping[str, Any]) -> str:
+    """``"a number from 0 to 1"``: ``kind`` with the field's ``min`` / ``max``."""
     low, high = meta.get("min"), meta.get("max")
     if low is not None and high is not None:
         return f"{kind} from {low} to {high}"
@@ -313,7 +379,7 @@ def _check_bounds(value: float, path: str, meta: Mapping[str, Any], kind: str) -
     # NaN compares false with every bound, so it would pass them all.
     if math.isnan(value) or (low is not None and value < low) or (
             high is not None and value > high):
-        raise ConfigError(f"{path}: expected {_bounds(kind, meta)}, found {describe(value)}")
+        raise ConfigError.at(path, f"expected {bounds_text(kind, meta)}, found {describe(value)}")
 
 
 def to_plain(value: Any) -> Any:
@@ -329,9 +395,12 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def setting(default: Any, *, help: str = "", **meta: Any) -> Any:
-    """A dataclass field with a default and schema metadata (``min``, ``max``, ...)."""
+def setting(default: Any = dataclasses.MISSING, *, help: str = "", **meta: Any) -> Any:
+    """A dataclass field with a default (none: the key is required) and schema metadata
+    (``min``, ``max``, ``help``: the key's line in ``chatmod config reference``, ...)."""
     meta["help"] = help
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=meta)
     if isinstance(default, (dict, list)):
         factory = default.copy
         return dataclasses.field(default_factory=factory, metadata=meta)

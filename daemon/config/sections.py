@@ -5,7 +5,7 @@ the components they configure and by the loader. Plugins keep their own ``Config
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 from chatmod.config.schema import Secret, setting
 
@@ -25,9 +25,14 @@ FAIL_OPEN = "pass"
 FAIL_CLOSED = "flag"
 TERMINAL_FALLBACKS = (FAIL_OPEN, FAIL_CLOSED)
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+
 
 @dataclass(frozen=True)
 class DaemonSection:
+    """The daemon itself."""
+
     drain_timeout: float = setting(
         10.0, min=0, help="seconds to finish in-flight messages after SIGTERM/SIGINT"
     )
@@ -35,41 +40,65 @@ class DaemonSection:
         256, min=1, max=100_000, help="messages being moderated at once (the in-flight window)"
     )
     queue_size: int = setting(
-        256, min=1, max=1_000_000, help="messages waiting between stages before sources block"
+        256, min=1, max=1_000_000,
+        help="messages (and decisions) waiting between stages before sources block",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: LogLevel = setting("info", help="least severe log lines shown (`chatmod run "
+                                               "--log-level` overrides it)")
     log_format: Literal["text", "json"] = setting(
-        "text", help="json: one JSON object per log line (ts, level, logger, message)")
+        "text", help="json: one JSON object per log line (ts, level, logger, message). Under "
+                     "systemd (stderr is the journal) each line starts with its syslog "
+                     "priority (`<3>` .. `<7>`), so journald records levels")
     stats_interval: float = setting(
-        300.0, min=0, help="seconds between summary log lines; 0 turns them off"
+        300.0, min=0, help="seconds between summary log lines; 0 turns them off (a summary is "
+                           "always logged at exit)"
     )
-    state_dir: str = setting("", help="where moderation stats, voice author keys and the "
-                                      "webhook secret are kept (default: $STATE_DIRECTORY, "
-                                      "set by systemd; unset: stats in memory only)")
+    state_dir: str = setting("", help="where the per-minute stats (stats.sqlite3), voice author "
+                                      "keys and the webhook secret are kept; default: "
+                                      "$STATE_DIRECTORY (systemd's StateDirectory=); unset: "
+                                      "stats in memory only. Plugins with a state_dir option "
+                                      "of their own use this one unless set")
 
 
 @dataclass(frozen=True)
 class EngineSection:
-    primary: str = setting("local", nonempty=True)
+    """The engine chain: the primary engine, then the fallbacks when it fails."""
+
+    primary: str = setting("local", nonempty=True, help="the engine asked first: a name from "
+                                                        "`[engines.<name>]` or an installed engine")
     fallback: tuple[str, ...] = setting(
         (FAIL_CLOSED,), one_or_many=True,
-        help="engines tried in turn when the primary fails, ending in 'pass' or 'flag'",
+        help="engines asked in turn when the one before fails, optionally ending in 'pass' "
+             "(fail open) or 'flag' (fail closed); if every engine fails and no final answer "
+             "is given, the message is flagged",
     )
-    timeout: float = setting(10.0, min=0.001, help="seconds an engine may take for one message")
+    timeout: float = setting(
+        10.0, min=0.001,
+        help="seconds an engine may take for one message before the next in the chain is "
+             "asked (engines that bound their own time, like chatsight, are not cut short)")
 
 
 @dataclass(frozen=True)
 class CacheSection:
-    enabled: bool = True
+    """Verdicts reused for identical text. Only the primary engine's own verdicts are cached,
+    never a fallback's."""
+
+    enabled: bool = setting(
+        True, help="reuse verdicts for identical text (case and runs of whitespace ignored), "
+                   "and send one request for identical texts moderated at the same time; "
+                   "route = \"cache\"")
     ttl: float = setting(300.0, min=0.0, help="seconds a verdict is reused for the same text")
-    size: int = setting(10_000, min=1, max=10_000_000, help="texts remembered at most")
+    size: int = setting(10_000, min=1, max=10_000_000,
+                        help="texts remembered at most (least recently used dropped first)")
 
 
 @dataclass(frozen=True)
 class ChannelPolicy:
-    actions: dict[str, str] = setting({})
-    shadow: bool | None = None
-    exempt_authors: tuple[str, ...] = ()
+    """One channel's overrides, e.g. `[policy.channels."#kids"]`."""
+
+    actions: dict[str, str] = setting({}, help="verdict -> action, merged over [policy] actions")
+    shadow: bool | None = setting(None, help="default: [policy] shadow")
+    exempt_authors: tuple[str, ...] = setting((), help="added to [policy] exempt_authors")
 
 
 DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete"}
@@ -77,19 +106,43 @@ DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete"}
 
 @dataclass(frozen=True)
 class PolicySection:
-    actions: dict[str, str] = setting(DEFAULT_ACTIONS)
-    unknown_verdict_action: str = setting("flag", nonempty=True)
-    shadow: bool = False
-    exempt_authors: tuple[str, ...] = ()
-    channels: dict[str, ChannelPolicy] = setting({})
+    """What each verdict does."""
+
+    actions: dict[str, str] = setting(DEFAULT_ACTIONS, help="verdict -> action, merged over the "
+                                                            "default")
+    unknown_verdict_action: str = setting(
+        "flag", nonempty=True, help="action for a verdict string the table does not name")
+    shadow: bool = setting(False, help="decide and record, take no action")
+    exempt_authors: tuple[str, ...] = setting(
+        (), help="authors whose messages always get action none (\"exempt\": true)")
+    channels: dict[str, ChannelPolicy] = setting({}, help="per-channel overrides, by channel "
+                                                          "name")
 
 
 @dataclass(frozen=True)
 class HttpSection:
-    enabled: bool = setting(False, help="serve /healthz, /readyz and /metrics")
+    """The daemon's HTTP server: health, readiness, metrics, its own statistics and Chatsight's
+    keyword alerts. Keyword alerts arrive at `POST /webhooks/chatsight` and are checked
+    strictly: `time` an integer, `hmac` the canonical base64 of HMAC-SHA256(secret, `str(time)`)
+    compared in constant time, `time` within `webhook_window`, the signature not seen before
+    (replays refused), the body within `max_body`. Malformed bodies get 400, unauthentic or
+    stale ones 401, oversized ones 413, never a 5xx. A verified alert goes to every sink: a
+    `{"type": "alert", "keyword", "metadata", "text", ...}` line in jsonl files, a warning line
+    in the log, a NOTICE in the `irc` sink's `alerts_channel`. Chatsight signs only the
+    timestamp, not the body: treat alert contents as hints, not as proof.
+
+    `HEAD` is answered on every route as `GET` without the body. Nothing a client sends stops
+    the daemon: a failing connection is closed and logged, refusals and evictions are logged at
+    most once every 10 s per kind, and on stop the responses under way get 3 s to finish."""
+
+    enabled: bool = setting(
+        False, help="serve GET /healthz (alive), GET /readyz (200 once sources, engines and "
+                    "sinks have started, else 503), GET /metrics (Prometheus text) and the "
+                    "daemon's own counts at GET /stats/moderation and POST "
+                    "/stats/moderation/search")
     host: str = setting("127.0.0.1", nonempty=True, help="address to listen on (loopback "
                                                           "unless you mean otherwise)")
-    port: int = setting(9177, min=0, max=65535)
+    port: int = setting(9177, min=0, max=65535, help="port to listen on; 0: any free port")
     max_body: int = setting(65536, min=0, help="largest request body accepted (bytes)")
     max_connections: int = setting(HTTP_MAX_CONNECTIONS, min=1, help="connections held at "
                                    "once; at the limit the one idle longest is closed")
@@ -99,13 +152,19 @@ class HttpSection:
                                   "has to arrive whole")
     keep_alive_timeout: float = setting(HTTP_KEEP_ALIVE_TIMEOUT, min=0.1, help="seconds an "
                                         "idle keep-alive connection stays open")
-    chatsight_webhook_secret: Secret | None = None
+    chatsight_webhook_secret: Secret | None = setting(
+        None, help="Chatsight's add-on shared secret; when set, POST /webhooks/chatsight receives "
+                   "keyword alerts")
     webhook_window: float = setting(WEBHOOK_WINDOW, min=1.0, help="seconds a keyword alert's "
                                                                  "timestamp may be off")
 
 
 @dataclass(frozen=True)
 class DeadLettersSection:
+    """Decisions a sink gave up on. A decision written here counts as taken, so its source is
+    acknowledged; if even this file cannot be written, the message is not acknowledged and a
+    durable source (Redis) delivers it again. Nothing is dropped silently."""
+
     path: str = setting("dead-letters.jsonl", nonempty=True,
                         help="JSON-lines file (appended) for decisions a sink gave up on")
     include_text: bool = setting(True, help="keep the message text in dead letters")

@@ -183,7 +183,7 @@ class Service:
         self.notifier.reloading()
         self.pipeline.reopen_sinks()
         try:
-            new = load_config(self.config_path)
+            new = load_config(self.config_path, log_level=self.config.log_level_override)
         except ConfigError as exc:
             log.error("reload refused, the running config stays: %s", exc)
             self.notifier.ready(f"reload refused: {exc}; {self.status()}")
