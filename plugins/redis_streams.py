@@ -29,6 +29,7 @@ import coredis
 import coredis.exceptions
 import trio
 from coredis.response.types import StreamEntry, StreamPending, StreamPendingExt
+from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
 from chatmod.backoff import Backoff
@@ -81,10 +82,14 @@ def describe_connection_error(exc: BaseException) -> str:
 
 
 def connect(config: RedisConnection) -> coredis.Redis[bytes]:
+    """A client that does not retry by itself: coredis would re-send a command whose
+    connection dropped (an XREADGROUP that Redis may already have answered) without telling
+    us; the source's and the sink's own loops reconnect, and know what to do again."""
     return coredis.Redis(
         host=config.host, port=config.port, db=config.db,
         password=config.password.reveal() if config.password else None,
-        decode_responses=False, connect_timeout=5.0, stream_timeout=30.0)
+        decode_responses=False, connect_timeout=5.0, stream_timeout=30.0,
+        retry_policy=NoRetryPolicy())
 
 
 @dataclass(frozen=True)
