@@ -221,3 +221,23 @@ async def test_hostile_entries_are_dead_lettered_and_the_group_moves_on(
             # Messages whose own id is missing or unusable carry their entry's id instead.
             ids = {m.id for m in intake.messages}
             assert ids == {entry_of[label].decode() for label in traceable} | {"m-0"}
+
+
+async def test_own_pending_entries_deleted_meanwhile_are_dropped_not_stuck(
+    redis: RedisServer,
+) -> None:
+    with trio.fail_after(WITHIN):
+        async with redis_client(redis.port) as client:
+            await add(client, 6)
+            held = await read_as(client, "solo", 6)
+            await client.xdel("chat", held[:3])  # by the producer, or trimmed away
+            source, intake = RedisSource("redis", source_config(redis.port)), HoldingIntake()
+            async with running(source, intake):
+                await eventually(lambda: len(intake.messages) == 3)
+                await source.acknowledge(intake.messages)
+                await eventually(lambda: source.statistics()["unacked"] == 0)
+                latest = await add(client, 1, start=6)
+                await eventually(lambda: len(intake.messages) == 4)
+            assert intake.ids() == Counter(["m-3", "m-4", "m-5", "m-6"])
+            # The deleted ones left the pending list with the claim; only the last is held.
+            assert await deliveries(client) == {latest[0]: (b"solo", 1)}
