@@ -7,7 +7,7 @@ import re
 
 import orjson
 import pytest
-from hypothesis import example, given
+from hypothesis import event, example, given
 from hypothesis import strategies as st
 
 from chatmod.errors import InputError
@@ -107,10 +107,27 @@ values = (st.binary(max_size=64) | st.text(max_size=32).map(str.encode) | json_v
                              b'"\\ud800"', b'["\\u0000"]']))
 
 
+utf8 = st.text(max_size=32).map(str.encode)
+json_objects = st.dictionaries(st.text(max_size=8), st.integers(0, 9) | st.text(max_size=8),
+                               max_size=4).map(orjson.dumps)
+json_urls = st.lists(st.text(max_size=16).map(lambda path: f"https://e.test/{path}"),
+                     max_size=3).map(orjson.dumps)
+# Entries shaped like the input line (each field mostly well formed, sometimes anything)...
+line_like = st.tuples(
+    st.fixed_dictionaries({b"text": utf8 | values}, optional={
+        b"id": utf8 | values, b"author": utf8 | values, b"channel": utf8 | values,
+        b"metadata": json_objects | values, b"images": json_urls | values}),
+    st.dictionaries(st.binary(max_size=8), values, max_size=3),
+).map(lambda parts: parts[1] | parts[0])
+# ... and any fields at all, up to past the field cap.
+anything = st.dictionaries(KNOWN_NAMES | st.binary(max_size=8), values,
+                           max_size=MAX_ENTRY_FIELDS + 4)
+
+
 @given(
     entry_id=st.integers(0, 2**64 - 1).map(lambda n: f"{n}-0".encode()) | st.binary(max_size=24),
-    fields=st.dictionaries(KNOWN_NAMES | st.binary(max_size=8), values, max_size=MAX_ENTRY_FIELDS + 4),
-    max_entry_bytes=st.integers(16, 1 << 20),
+    fields=line_like | anything,
+    max_entry_bytes=st.just(DEFAULT_MAX_ENTRY_BYTES) | st.integers(16, 1 << 20),
     channel=st.none() | st.text(max_size=8),
 )
 @example(entry_id=b"\xff", fields={b"text": b"hi"}, max_entry_bytes=16, channel=None)
@@ -122,8 +139,10 @@ def test_any_entry_is_a_message_or_an_input_error(
     try:
         message = entry_to_message(entry_id, fields, source="redis", default_channel=channel,
                                    max_entry_bytes=max_entry_bytes)
-    except InputError:
+    except InputError as exc:
+        event(f"InputError: {re.sub('[0-9]+', 'N', str(exc))[:40]}")
         return
+    event("a message")
     assert over_limits(fields, max_entry_bytes) is None
     assert message.text == fields[b"text"].decode()
     assert message.source == "redis"
