@@ -241,3 +241,22 @@ async def test_own_pending_entries_deleted_meanwhile_are_dropped_not_stuck(
             assert intake.ids() == Counter(["m-3", "m-4", "m-5", "m-6"])
             # The deleted ones left the pending list with the claim; only the last is held.
             assert await deliveries(client) == {latest[0]: (b"solo", 1)}
+
+
+async def test_entries_handed_out_again_by_a_redis_that_forgot_are_not_submitted_again(
+    redis: RedisServer,
+) -> None:
+    with trio.fail_after(WITHIN):
+        async with redis_client(redis.port) as client:
+            await add(client, 10)
+            source, intake = RedisSource("redis", source_config(redis.port)), HoldingIntake()
+            async with running(source, intake):
+                await eventually(lambda: len(intake.messages) == 10)
+                # As after a crash that lost the last second of writes (appendfsync
+                # everysec): the group no longer knows it delivered them.
+                await client.xgroup_setid("chat", "mods", "0")
+                await add(client, 1, start=10)
+                await eventually(lambda: len(intake.messages) >= 11)
+                await add(client, 1, start=11)
+                await eventually(lambda: len(intake.messages) >= 12)
+            assert intake.ids() == Counter(f"m-{i}" for i in range(12))
