@@ -1,12 +1,13 @@
 """Redis Streams: a source reading through a consumer group (at-least-once), and a sink.
 
-Source: entries are read with ``XREADGROUP`` (own pending entries first, after a restart,
-then new ones) and acknowledged with ``XACK`` only once every sink has taken their
-decisions. Entries left pending by a consumer that died are taken over with ``XAUTOCLAIM``
-after ``min_idle`` seconds. An entry delivered more than ``max_deliveries`` times, or one that
-cannot become a message at all, goes to the dead-letter stream with the reason, and is acked.
-Fields map to the input line: ``text`` (required), ``id`` (else the entry id), ``author``,
-``channel``, ``metadata`` (JSON), ``images`` (JSON array).
+Source: entries are read with ``XREADGROUP`` and acknowledged with ``XACK`` only once every
+sink has taken their decisions. At each (re)connection it first takes back the entries its
+consumer name holds unacknowledged (a previous run's, or a read whose reply the dropped
+connection lost); entries left pending by a consumer that died are taken over after
+``min_idle`` seconds. Both go through :meth:`RedisSource._take_over`. An entry delivered more
+than ``max_deliveries`` times, or one that cannot become a message at all
+(:mod:`chatmod.plugins.redis_entries`), goes to the dead-letter stream with the reason, and is
+acked.
 
 Sink: ``XADD`` each decision to a stream: ``json`` (the decision line), ``id``, ``action``,
 trimmed to about ``max_length`` entries.
@@ -26,8 +27,9 @@ from typing import Any
 import anyio
 import coredis
 import coredis.exceptions
-import orjson
 import trio
+from coredis.response.types import StreamEntry, StreamPending, StreamPendingExt
+from coredis.retry import NoRetryPolicy
 from coredis.tokens import PureToken
 
 from chatmod.config.schema import Secret, setting
@@ -35,10 +37,13 @@ from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Intake, Sink, Source
 from chatmod.core.model import Decision, Message
 from chatmod.errors import InputError, SinkError
-from chatmod.protocols.lines import parse_input_record
+from chatmod.plugins.redis_entries import DEFAULT_MAX_ENTRY_BYTES, entry_to_message, over_limits
 
 # Seconds between looks at the acknowledgements still outstanding when reading has stopped.
 ACK_RECHECK = 0.05
+# Seconds between attempts to reach a Redis that went away, doubling up to the maximum.
+RECONNECT_INITIAL = 0.2
+RECONNECT_MAX = 10.0
 # What a lost or restarting Redis raises; anything else is a bug or a real refusal.
 CONNECTION_ERRORS = (coredis.exceptions.ConnectionError, coredis.exceptions.BusyLoadingError,
                      TimeoutError, OSError, anyio.ClosedResourceError,
@@ -77,20 +82,33 @@ def describe_connection_error(exc: BaseException) -> str:
 
 
 def connect(config: RedisConnection) -> coredis.Redis[bytes]:
+    """A client that does not retry by itself: coredis would re-send a command whose
+    connection dropped (an XREADGROUP that Redis may already have answered) without telling
+    us; the source's and the sink's own loops reconnect, and know what to do again."""
     return coredis.Redis(
         host=config.host, port=config.port, db=config.db,
         password=config.password.reveal() if config.password else None,
-        decode_responses=False, connect_timeout=5.0, stream_timeout=30.0)
+        decode_responses=False, connect_timeout=5.0, stream_timeout=30.0,
+        retry_policy=NoRetryPolicy())
 
 
 @dataclass(frozen=True)
 class RedisSourceConfig(RedisConnection):
     """A Redis Stream read through a consumer group, at least once: entries are acknowledged
     (`XACK`) only after every sink took their decisions. Several daemons in one group share the
-    stream; entries a dead daemon left pending are taken over (`XAUTOCLAIM`) after `min_idle`.
-    Entry fields map to the input line: `text` (required), `id` (else the entry id), `author`,
-    `channel`, `metadata` (JSON), `images` (JSON array). The dead-letter stream's entries have
-    the fields `entry`, `reason`, `stream`, and the entry's own as `field:<name>`."""
+    stream; entries a dead daemon left pending are taken over (`XCLAIM`) after `min_idle`. A
+    daemon never submits an entry twice itself: after a restart under the same `consumer` name,
+    or when a lost connection comes back (retried with jittered backoff, 0.2 s doubling to
+    10 s), it resumes the entries its name holds unacknowledged, each once, and skips those it
+    is still deciding; only such a redelivery counts towards `max_deliveries`. Entry fields map
+    to the input line: `text` (required), `id` (the entry id when it is missing, blank or not
+    UTF-8), `author`, `channel` (`text`, `author`, `channel` in UTF-8), `metadata` (a JSON
+    object), `images` (a JSON array); other fields are ignored. An entry that is not a chat
+    message (also: over `max_entry_bytes`, or more than 64 fields) is reported, dead-lettered
+    with the reason and acknowledged: it never holds up the group. The dead-letter stream's
+    entries have the fields `entry`, `reason`, `stream`, and the entry's own as `field:<name>`
+    (not for an entry over the limits: it stays in its stream, found by `entry`). Needs Redis
+    6.2 or later."""
 
     stream: str = setting("chat", nonempty=True, help="the stream read")
     group: str = setting(
@@ -108,6 +126,10 @@ class RedisSourceConfig(RedisConnection):
              "reason, and is acked; so does an entry that is not a chat message at all")
     dead_letter_stream: str = setting("", help="default: `<stream>:dead`")
     channel: str | None = setting(None, help="channel for entries that name none")
+    max_entry_bytes: int = setting(
+        DEFAULT_MAX_ENTRY_BYTES, min=16, max=64 * 1024 * 1024,
+        help="an entry whose field names and values add up to more is not a chat message (as "
+             "stdin's max_line_bytes): reported, dead-lettered and acknowledged")
     ack_grace: float = setting(10.0, min=0.0, help="seconds, once reading stops, to keep the "
                                                     "connection for what is still being decided")
 
@@ -121,13 +143,16 @@ class RedisSource(Source):
         self.consumer = config.consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.dead_stream = config.dead_letter_stream or f"{config.stream}:dead"
         self._client: coredis.Redis[bytes] | None = None
-        self._entry_ids: dict[int, bytes] = {}  # id(message) -> entry id, until acked
+        self._entry_ids: dict[int, bytes] = {}  # id(message) -> entry id, until decided
+        # Every entry this process submitted and has not seen acknowledged (XACK confirmed):
+        # what it must never submit again, whoever delivers it a second time.
+        self._held: set[bytes] = set()
         self._acked_all: trio.Event | None = None
         self._to_ack: list[bytes] = []  # decided, XACK not confirmed yet
         self._acking = 0  # ids in an XACK under way
         self._stopping = trio.Event()  # set when reading is to stop
-        self.stats: dict[str, int] = {"read": 0, "acked": 0, "claimed": 0, "dead_lettered": 0,
-                                      "reconnects": 0}
+        self.stats: dict[str, int] = {"read": 0, "acked": 0, "claimed": 0, "resumed": 0,
+                                      "dead_lettered": 0, "reconnects": 0}
 
     async def run(
         self, intake: Intake, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -152,7 +177,7 @@ class RedisSource(Source):
 
     async def _serve(self, intake: Intake, stopping: trio.Event,
                      task_status: trio.TaskStatus[None]) -> None:
-        backoff = Backoff(0.2, 10.0)
+        backoff = Backoff(RECONNECT_INITIAL, RECONNECT_MAX)
         started = False
         while not stopping.is_set():
             try:
@@ -163,6 +188,7 @@ class RedisSource(Source):
                         started = True
                         task_status.started()
                     backoff.reset()
+                    await self._flush_acks()  # those an outage deferred
                     await self._consume(client, intake, stopping)
                     await self._await_acks(stopping)
                     return
@@ -207,58 +233,99 @@ class RedisSource(Source):
     async def _consume(self, client: coredis.Redis[bytes], intake: Intake,
                        stopping: trio.Event) -> None:
         config = self.config
-        # Own pending entries first: what this consumer read before a restart and never acked.
-        while not stopping.is_set() and await self._read(client, intake, "0", block=None):
-            pass
+        # Own pending entries first: what this consumer name read before a restart, or
+        # before the connection dropped, and has not acknowledged.
+        await self._take_over(client, intake, stopping, own=True)
         next_claim = trio.current_time()
         while not stopping.is_set():
             if trio.current_time() >= next_claim:
-                await self._claim_stale(client, intake)
+                await self._take_over(client, intake, stopping, own=False)
                 next_claim = trio.current_time() + config.claim_interval
-            await self._read(client, intake, ">", block=config.block)
+            await self._read_new(client, intake, config.block)
 
-    async def _read(self, client: coredis.Redis[bytes], intake: Intake, start: str,
-                    block: float | None) -> int:
+    async def _read_new(self, client: coredis.Redis[bytes], intake: Intake,
+                        block: float) -> None:
         result = await client.xreadgroup(
-            self.config.group, self.consumer, streams={self.config.stream: start},
-            count=self.config.batch, block=int(block * 1000) if block is not None else None)
+            self.config.group, self.consumer, streams={self.config.stream: ">"},
+            count=self.config.batch, block=int(block * 1000))
         entries = next(iter(result.values())) if result else ()
-        await self._submit(client, intake, entries, redelivered=start != ">")
-        return len(entries)
+        await self._submit(client, intake, entries, {})
 
-    async def _claim_stale(self, client: coredis.Redis[bytes], intake: Intake) -> None:
-        start = "0-0"
-        while True:
-            reply = await client.xautoclaim(
-                self.config.stream, self.config.group, self.consumer,
-                int(self.config.min_idle * 1000), start=start, count=self.config.batch)
-            start, entries = reply[0], reply[1]
-            if entries:
-                self.stats["claimed"] += len(entries)
-                self.log.info("took over %d entries idle for %g s", len(entries),
-                              self.config.min_idle)
-                await self._submit(client, intake, entries, redelivered=True)
-            if start in (b"0-0", "0-0"):
+    async def _take_over(self, client: coredis.Redis[bytes], intake: Intake,
+                         stopping: trio.Event, *, own: bool) -> None:
+        """Claim and submit pending entries this process does not hold: with ``own``, those
+        of this consumer name (any idle time); else anyone's idle for ``min_idle``.
+
+        Counting deliveries: Redis counts one for every read that hands an entry out again
+        (``XREADGROUP`` with an id, ``XCLAIM``, ``XAUTOCLAIM``), and the dead-letter check
+        reads that count. Re-reading our own pending entries that way would count a delivery
+        for each entry still in flight here, at every reconnection, and hand them to us a
+        second time. So the entries are first listed with ``XPENDING`` (which counts
+        nothing); those in ``self._held`` (submitted by this process, not yet acknowledged)
+        are left alone; only the others are claimed with ``XCLAIM``: each a real
+        redelivery, counted once. The listing advances past what it listed, so no entry is
+        looked at twice in one pass. ``XCLAIM``'s minimum idle time is the least idle time
+        listed: an entry another daemon claimed in between (idle again from zero) is not
+        taken from it.
+        """
+        config = self.config
+        start = "-"
+        while not stopping.is_set():
+            listed = await client.xpending(
+                config.stream, config.group, start=start, end="+", count=config.batch,
+                idle=None if own else int(config.min_idle * 1000),
+                consumer=self.consumer if own else None)
+            if isinstance(listed, StreamPending) or not listed:  # (the summary: not asked)
+                return
+            start = "(" + _text(listed[-1].identifier)
+            candidates = [p for p in listed if _bytes(p.identifier) not in self._held]
+            if candidates:
+                await self._claim(client, intake, candidates, own)
+            if len(listed) < config.batch:
                 return
 
+    async def _claim(self, client: coredis.Redis[bytes], intake: Intake,
+                     candidates: Sequence[StreamPendingExt], own: bool) -> None:
+        claimed = await client.xclaim(
+            self.config.stream, self.config.group, self.consumer,
+            min(p.idle for p in candidates), [p.identifier for p in candidates])
+        # Deleted entries are not returned (Redis drops them from the pending list).
+        entries = [e for e in claimed if isinstance(e, StreamEntry)]
+        if not entries:
+            return
+        if own:
+            self.stats["resumed"] += len(entries)
+            self.log.info("resuming %d entries read before and not acknowledged",
+                          len(entries))
+        else:
+            self.stats["claimed"] += len(entries)
+            self.log.info("took over %d entries idle for %g s", len(entries),
+                          self.config.min_idle)
+        # The claim counted one more delivery than XPENDING listed.
+        deliveries = {_bytes(p.identifier): p.delivered + 1 for p in candidates}
+        await self._submit(client, intake, entries, deliveries)
+
     async def _submit(self, client: coredis.Redis[bytes], intake: Intake,
-                      entries: Sequence[Any], redelivered: bool) -> None:
-        deliveries = await self._delivery_counts(client, entries) if redelivered else {}
+                      entries: Sequence[StreamEntry], deliveries: Mapping[bytes, int]) -> None:
         for entry in entries:
-            entry_id: bytes = entry.identifier
-            if entry.field_values is None:  # deleted meanwhile: nothing left to decide
-                await self._ack(client, [entry_id])
+            entry_id = _bytes(entry.identifier)
+            if entry_id in self._held:
+                # A Redis that lost its last writes in a crash (appendfsync everysec, its
+                # default) has forgotten that it gave us these: ">" hands them out again.
                 continue
+            fields = _fields(entry)
             times = deliveries.get(entry_id, 1)
             if times > self.config.max_deliveries:
-                await self._dead_letter(client, entry, f"delivered {times} times without a "
-                                                       "decision every sink took")
+                await self._dead_letter(client, entry_id, fields, f"delivered {times} times "
+                                        "without a decision every sink took")
                 continue
             try:
-                message = self._to_message(entry_id, entry.field_values)
+                message = entry_to_message(
+                    entry_id, fields, source=self.name, default_channel=self.config.channel,
+                    max_entry_bytes=self.config.max_entry_bytes)
             except InputError as exc:
-                intake.report_invalid(self.name, f"entry {entry_id.decode()}: {exc}")
-                await self._dead_letter(client, entry, f"not a chat message: {exc}")
+                intake.report_invalid(self.name, f"entry {_text(entry_id)}: {exc}")
+                await self._dead_letter(client, entry_id, fields, f"not a chat message: {exc}")
                 continue
             if self._stopping.is_set():
                 # The pipeline may be gone (drain timeout): what cannot get in stays pending
@@ -271,36 +338,8 @@ class RedisSource(Source):
                 await intake.submit(message)
             # Recorded once submitted (no checkpoint in between, so before any decision).
             self._entry_ids[id(message)] = entry_id
+            self._held.add(entry_id)
             self.stats["read"] += 1
-
-    async def _delivery_counts(self, client: coredis.Redis[bytes],
-                               entries: Sequence[Any]) -> dict[bytes, int]:
-        if not entries:
-            return {}
-        first, last = entries[0].identifier, entries[-1].identifier
-        pending = await client.xpending(self.config.stream, self.config.group, start=first,
-                                        end=last, count=len(entries) * 2 + 10)
-        counts: dict[bytes, int] = {}
-        for item in pending:
-            identifier = item.identifier  # type: ignore[union-attr]
-            counts[identifier if isinstance(identifier, bytes) else str(identifier).encode()] = (
-                item.delivered)  # type: ignore[union-attr]
-        return counts
-
-    def _to_message(self, entry_id: bytes, fields: Mapping[bytes, bytes]) -> Message:
-        record: dict[str, Any] = {}
-        for key, value in fields.items():
-            name = key.decode("utf-8", "replace")
-            text = value.decode("utf-8", "replace")
-            if name in ("metadata", "images"):
-                try:
-                    record[name] = orjson.loads(value)
-                except orjson.JSONDecodeError:
-                    raise InputError(f"{name!r} is not JSON") from None
-            else:
-                record[name] = text
-        record.setdefault("id", entry_id.decode())
-        return parse_input_record(record, self.name, self.config.channel)
 
     async def acknowledge(self, messages: Sequence[Message]) -> None:
         self._to_ack.extend(
@@ -330,21 +369,39 @@ class RedisSource(Source):
 
     async def _ack(self, client: coredis.Redis[bytes], ids: Sequence[bytes]) -> None:
         await client.xack(self.config.stream, self.config.group, ids)
+        self._held.difference_update(ids)
         self.stats["acked"] += len(ids)
 
-    async def _dead_letter(self, client: coredis.Redis[bytes], entry: Any, reason: str) -> None:
-        fields = {b"entry": entry.identifier, b"reason": reason.encode(),
+    async def _dead_letter(self, client: coredis.Redis[bytes], entry_id: bytes,
+                           fields: Mapping[bytes, bytes], reason: str) -> None:
+        letter = {b"entry": entry_id, b"reason": reason.encode(),
                   b"stream": self.config.stream.encode()}
-        for key, value in (entry.field_values or {}).items():
-            fields[b"field:" + key] = value
-        await client.xadd(self.dead_stream, fields)
-        await self._ack(client, [entry.identifier])
+        # An entry over the limits stays in its stream (look it up by id) rather than
+        # being copied whole: the dead letters must not become the way to fill Redis.
+        if over_limits(fields, self.config.max_entry_bytes) is None:
+            letter.update((b"field:" + name, value) for name, value in fields.items())
+        await client.xadd(self.dead_stream, letter)
+        await self._ack(client, [entry_id])
         self.stats["dead_lettered"] += 1
-        self.log.warning("entry %s dead-lettered to %s: %s", entry.identifier.decode(),
+        self.log.warning("entry %s dead-lettered to %s: %s", _text(entry_id),
                          self.dead_stream, reason)
 
     def statistics(self) -> dict[str, float]:
-        return {**self.stats, "unacked": len(self._entry_ids) + len(self._to_ack)}
+        return {**self.stats, "unacked": len(self._held)}
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _text(value: str | bytes) -> str:
+    # Entry ids are ASCII ("<ms>-<seq>"); "replace" only so that a log line never fails.
+    return value if isinstance(value, str) else value.decode("ascii", "replace")
+
+
+def _fields(entry: StreamEntry) -> dict[bytes, bytes]:
+    # The client is made with decode_responses=False: names and values come as bytes.
+    return {_bytes(name): _bytes(value) for name, value in entry.field_values.items()}
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import orjson
 import pytest
 import trio
 
-from .helpers import chatmod_command
+from .helpers import Daemon, chatmod_command, write_config
 from .servers import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -239,3 +239,139 @@ def test_sigterm_acknowledges_everything_it_decided(redis: RedisServer, tmp_path
     assert 2000 < len(decided) < 20_000
     # Everything read before the signal was decided and acknowledged: nothing is pending.
     assert pending(redis.port) == 0
+
+
+# The daemon writing its decisions to a file, so that every decision is counted exactly as
+# the pipeline made it (a Redis sink could itself repeat a write across a Redis outage).
+JSONL_CONFIG = """
+[daemon]
+drain_timeout = 10.0
+stats_interval = 0
+[engine]
+primary = "wordlist"
+[engines.wordlist]
+delete = ["idiot"]
+[dead_letters]
+path = "{directory}/dead-letters.jsonl"
+[[sources]]
+type = "redis"
+port = {port}
+stream = "chat"
+group = "mods"
+consumer = "solo"
+block = 0.2
+claim_interval = 0.3
+{source_extra}
+[[sinks]]
+type = "jsonl"
+path = "{directory}/decisions.jsonl"
+"""
+
+
+def start_jsonl_daemon(directory: Path, port: int, source_extra: str = "") -> Daemon:
+    directory.mkdir()
+    config = write_config(directory / "chatmod.toml", JSONL_CONFIG.format(
+        directory=directory, port=port, source_extra=source_extra))
+    return Daemon(directory, config)
+
+
+def decision_ids(*daemons: Daemon) -> Counter[str]:
+    return Counter(str(d["id"]) for daemon in daemons for d in daemon.decisions())
+
+
+def hold_as_crashed_consumer(port: int, consumer: str, count: int) -> None:
+    """Read ``count`` entries as ``consumer`` and never acknowledge them: the pending list a
+    daemon killed mid-stream leaves behind (each delivered once)."""
+    async def read(client: coredis.Redis[bytes]) -> None:
+        await client.xgroup_create("chat", "mods", "0", mkstream=True)
+        result = await client.xreadgroup("mods", consumer, streams={"chat": ">"}, count=count)
+        assert result is not None
+        assert len(next(iter(result.values()))) == count
+    call(port, read)
+
+
+def pending_message_ids(port: int, consumer: str) -> set[str]:
+    """The ``id`` fields of the entries ``consumer`` holds unacknowledged."""
+    async def read(client: coredis.Redis[bytes]) -> set[str]:
+        listed = await client.xpending("chat", "mods", start="-", end="+", count=1_000_000,
+                                       consumer=consumer)
+        assert isinstance(listed, tuple)
+        held = {bytes(item.identifier) for item in listed}
+        return {bytes(e.field_values[b"id"]).decode() for e in await client.xrange("chat")
+                if bytes(e.identifier) in held}
+    result: set[str] = call(port, read)
+    return result
+
+
+def dead_stream_length(port: int) -> int:
+    async def length(client: coredis.Redis[bytes]) -> int:
+        return await client.xlen("chat:dead")
+    return int(call(port, length))
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL],
+                         ids=["sigterm", "sigkill"])
+def test_restart_under_own_name_with_5000_pending_decides_each_entry_once(
+    redis: RedisServer, tmp_path: Path, stop_signal: signal.Signals,
+) -> None:
+    total, held = 6_000, 5_000
+    add_entries(redis.port, entries(total))
+    hold_as_crashed_consumer(redis.port, "solo", held)
+    with start_jsonl_daemon(tmp_path / "first", redis.port) as first:
+        first.wait_for(lambda: len(first.decisions()) >= 500, "decisions before the stop")
+        first.process.send_signal(stop_signal)
+        exit_code = first.process.wait(timeout=30)
+    if stop_signal == signal.SIGTERM:
+        assert exit_code == 0, first.log.read_text()
+    decided_first = decision_ids(first)
+    # Decided but killed before its XACK: the only entries that may be decided again.
+    left_pending = pending_message_ids(redis.port, "solo")
+    decided_unacked = set(decided_first) & left_pending
+    with start_jsonl_daemon(tmp_path / "second", redis.port) as second:
+        second.wait_for(lambda: len(decision_ids(first, second)) == total,
+                        "every entry decided", timeout=60)
+        second.wait_for(lambda: pending(redis.port) == 0, "nothing pending")
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(timeout=30) == 0, second.log.read_text()
+    decided = decision_ids(first, second)
+    repeated = {entry for entry, times in decided.items() if times > 1}
+    print(f"\n{held} pending at the first start, {len(left_pending)} at the second; "
+          f"{sum(decided.values())} decisions for {total} entries, {len(repeated)} decided "
+          f"twice ({len(decided_unacked)} were decided and unacknowledged at the "
+          f"{stop_signal.name})")
+    assert set(decided) == {f"m-{i}" for i in range(total)}
+    assert dead_stream_length(redis.port) == 0
+    assert "dead-lettered" not in first.log.read_text() + second.log.read_text()
+    assert max(decided.values()) <= 2
+    assert repeated <= decided_unacked
+    if stop_signal == signal.SIGTERM:
+        assert not repeated
+
+
+def test_redis_killed_and_restarted_every_entry_decided_once(
+    redis: RedisServer, tmp_path: Path,
+) -> None:
+    total = 10_000
+    add_entries(redis.port, entries(total))
+    with start_jsonl_daemon(tmp_path / "daemon", redis.port) as daemon:
+        daemon.wait_for(lambda: len(daemon.decisions()) >= 1000, "decisions under way")
+        # Killed while the daemon holds entries it read and has not acknowledged yet.
+        daemon.wait_for(lambda: pending(redis.port) > 0, "entries held")
+        assert redis.process is not None
+        redis.process.kill()  # appendfsync always: what Redis answered is on disk
+        redis.process.wait(timeout=10)
+        daemon.wait_for_log("reconnecting")
+        redis.start()
+        add_entries(redis.port, entries(1000, start=total))
+        daemon.wait_for(lambda: len(daemon.decisions()) >= total + 1000, "every entry decided",
+                        timeout=60)
+        daemon.wait_for(lambda: pending(redis.port) == 0, "nothing pending")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert daemon.process.wait(timeout=30) == 0, daemon.log.read_text()
+    decided = decision_ids(daemon)
+    repeated = sorted(entry for entry, times in decided.items() if times > 1)
+    print(f"\n{sum(decided.values())} decisions for {total + 1000} entries across a Redis "
+          f"kill and restart; {len(repeated)} decided more than once")
+    assert set(decided) == {f"m-{i}" for i in range(total + 1000)}
+    assert not repeated, repeated[:10]
+    assert dead_stream_length(redis.port) == 0
