@@ -33,6 +33,8 @@ SUBPROTOCOL = "echo-protocol"
 TEXT_MODERATION_PATH = "/text/moderation"
 MAX_METADATA_KEYS = 20
 SCORE_GROUPS = ("engine1", "engine2", "engine3")
+# The actions the policy knows by name; their spelling is normalised, any other is kept as is.
+KNOWN_ACTIONS = frozenset({"pass", "flag", "delete"})
 
 
 class ReplyError(ValueError):
@@ -103,7 +105,15 @@ def parse_result(response: Any) -> ChatsightResult:
             numbers = {k: n for k, v in values.items() if (n := as_number(v)) is not None}
             if numbers:
                 scores[group] = numbers
-    return ChatsightResult(action.strip().lower(), as_number(raw_score), scores)
+    return ChatsightResult(action_name(action), as_number(raw_score), scores)
+
+
+def action_name(action: str) -> str:
+    """A known action in its usual spelling (``"Delete "`` is ``delete``); any other string
+    exactly as Chatsight sent it, so the decision shows what was said and the policy's
+    ``unknown_verdict_action`` applies."""
+    folded = action.strip().lower()
+    return folded if folded in KNOWN_ACTIONS else action
 
 
 def parse_ws_reply(data: bytes | str) -> Reply:
