@@ -125,6 +125,8 @@ class DiscuseEngine(Engine):
         scores: dict[str, object] = dict(result.scores)
         if result.hits:
             scores["hits"] = list(result.hits)
+        if result.unchecked:
+            scores["unchecked"] = list(result.unchecked)
         return Verdict(action, round(score, 4), self.name, ROUTE_HTTP, scores)
 
     def statistics(self) -> dict[str, float]:
