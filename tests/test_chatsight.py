@@ -279,18 +279,35 @@ async def test_metadata_is_trimmed_and_warned_once(
             verdict = await engine.moderate(
                 Message(id=f"m{i}", text="hello", source="t", metadata=metadata))
             assert verdict.route == "ws"
-    warnings = [r for r in caplog.records if "metadata keys" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "metadata keys" in r.getMessage()]
     assert len(warnings) == 1
+    # Context sent: chatmod_id and chatmod_source (no channel, no author): 18 of its own fit.
+    assert "has 30 metadata keys of its own: sent 18 of them" in warnings[0]
+    assert "with chatmod's 2 context keys, left out 12" in warnings[0]
     assert engine.statistics()["metadata_trimmed"] == 3
+
+
+async def test_a_trimmed_message_is_counted_once_whatever_routes_it_takes(
+    nursery: trio.Nursery,
+) -> None:
+    sandbox = await start_sandbox(nursery, drop_rate=1.0)  # the websocket never answers
+    engine = engine_for(sandbox, verdict_timeout=0.05)
+    await nursery.start(engine.run)
+    with trio.fail_after(10):
+        verdict = await engine.moderate(Message(
+            id="m1", text="hello", source="t", metadata={f"key{i:02d}": i for i in range(30)}))
+    assert verdict.route == "http"  # sent over the websocket, then over HTTP
+    assert sandbox.stats["ws_requests"] == sandbox.stats["http_moderated"] == 1
+    assert engine.statistics()["metadata_trimmed"] == 1
 
 
 def test_requests_carry_the_message_context_first() -> None:
     engine = ChatsightEngine("chatsight", ChatsightConfig(api_key=Secret("t", API_KEY)))
     message = Message(id="m-9", text="t", source="irc", author="alice", channel="#lobby",
                       metadata={f"key{i:02d}": i for i in range(30)})
-    metadata = engine._metadata(message)
+    metadata, left_out = engine._metadata(message)
     assert metadata is not None
-    assert len(metadata) == 20
+    assert (len(metadata), left_out) == (20, 14)
     assert {k: metadata[k] for k in ("chatmod_id", "chatmod_source", "chatmod_channel",
                                      "chatmod_author")} == {
         "chatmod_id": "m-9", "chatmod_source": "irc", "chatmod_channel": "#lobby",
