@@ -32,7 +32,7 @@ from chatmod.stats_protocol import (
     parse_time,
     split_range,
 )
-from chatmod.voice_protocol import Transcript
+from chatmod.voice_protocol import Transcript, state_file_name
 
 if TYPE_CHECKING:
     from chatmod.chatsight_account import AccountClient
@@ -196,7 +196,8 @@ async def _rotate_secret(client: AccountClient, args: argparse.Namespace,
 
 async def _voice_fetch(client: AccountClient, args: argparse.Namespace,
                        state_dir: Path | None) -> int:
-    key_file = _state_file(args.author_key_file, state_dir, f"voice/{args.convo_id}.key",
+    key_file = _state_file(args.author_key_file, state_dir,
+                           f"voice/{state_file_name(args.convo_id)}.key",
                            "voice fetch", "--author-key-file")
     try:
         author_key = key_file.read_text().strip()
