@@ -44,6 +44,9 @@ ROUTE_WS = "ws"
 ROUTE_HTTP = "http"
 DEFAULT_WS_URL = "wss://api.chatsight.ai:443/text/moderation"
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
+# The text of the one moderation request that asks whether the key is refused, after the
+# websocket was cut right after opening (see ChatsightSocket).
+KEY_CHECK_TEXT = "chatmod API key check"
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ class ChatsightConfig:
     auth_backoff: float = setting(300.0, min=0.001, help="seconds between websocket attempts "
                                                           "while the key is rejected")
     auth_cut_window: float = setting(1.0, min=0.0, help="a close this soon after the handshake "
-                                                         "with no reply is an auth failure")
+                                                         "with no reply may be a refused key: "
+                                                         "one HTTP request tells")
     http_concurrency: int = setting(32, min=1, max=10_000)
     http_timeout: float = setting(5.0, min=0.001)
     http_retries: int = setting(2, min=0, max=20)
@@ -127,6 +131,7 @@ class ChatsightEngine(Engine):
             Backoff(config.reconnect_initial, config.reconnect_max),
             on_reply=self._on_reply,
             on_closed=self._on_closed,
+            key_refused=self._http_refuses_key,
         )
         self._http_transport = http_transport
         self._http: ChatsightHttp | None = None
@@ -244,6 +249,23 @@ class ChatsightEngine(Engine):
                 found.http_scope.cancel()
         found.settle(self._verdict(reply.result, ROUTE_WS))
         return "answered"
+
+    async def _http_refuses_key(self) -> bool:
+        """One moderation request over HTTP with the same key: True only when it is refused
+        (401/403). A network error, a 5xx or no answer within ``http_deadline`` says nothing
+        about the key: False."""
+        http = self._http
+        if http is None:
+            return False
+        self.stats["key_checks"] += 1
+        with trio.move_on_after(self.config.http_deadline):
+            try:
+                await http.moderate(KEY_CHECK_TEXT)
+            except AuthRejected:
+                return True
+            except EngineError:
+                return False
+        return False
 
     def _on_closed(self, connection: int) -> int:
         lost = self.table.take_connection(connection)

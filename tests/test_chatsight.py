@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from chatmod.sandbox import Faults, Sandbox
 from chatmod.schema import Secret
 
 from .helpers import ListSource, RecordingSink, eventually
+from .servers import free_port
 
 API_KEY = "c.test.0123456789abcdef"
 WRONG_KEY = "c.test.wrong-key-000000"
@@ -143,6 +145,8 @@ async def test_rejected_key_falls_back_with_bounded_reconnects(
     # One attempt at t=0, then one every 300 s: 300, 600, 900.
     assert engine.socket.stats["connect_attempts"] == 4
     assert engine.socket.stats["auth_failures"] == 4
+    # A cut is confirmed by one HTTP request with the key each time; a 401 on upgrade needs none.
+    assert engine.statistics().get("key_checks", 0) == (4 if refusal == "cut" else 0)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len([r for r in errors if "rejected the API key" in r.getMessage()]) == 1
     output = caplog.text + capsys.readouterr().err + "".join(
@@ -172,6 +176,120 @@ async def test_half_open_socket_is_detected_by_keepalive(
     sandbox.half_open = False
 
 
+async def never_refused() -> bool:
+    return False
+
+
+def cut_socket(sandbox: Sandbox, key_refused: Any) -> tuple[ChatsightSocket, list[float]]:
+    """A socket to ``sandbox`` with an exact backoff (0.5 s doubling to 4 s), and the
+    virtual times of its connection attempts."""
+    settings = SocketSettings(url=sandbox.ws_url(), api_key=API_KEY, subprotocol=None,
+                              connect_timeout=5, ping_interval=10, ping_timeout=5,
+                              auth_cut_window=1, auth_backoff=300)
+    socket = ChatsightSocket(settings, Backoff(0.5, 4.0, jitter=0),
+                             on_reply=lambda reply: "unknown", on_closed=lambda connection: 0,
+                             key_refused=key_refused)
+    attempts: list[float] = []
+    connect_once = socket._connect_once
+
+    async def recorded() -> float:
+        attempts.append(trio.current_time())
+        return await connect_once()
+
+    socket._connect_once = recorded  # type: ignore[method-assign]
+    return socket, attempts
+
+
+async def test_cuts_right_after_opening_with_the_key_accepted_keep_the_normal_backoff(
+    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Every connection is cut 0.1 s after it opens, before any reply: a server restart, a
+    # proxy recycling connections, an idle chat. HTTP does not refuse the key.
+    sandbox = await start_sandbox(nursery, cut_every=0.1)
+    checks: list[float] = []
+
+    async def key_refused() -> bool:
+        checks.append(trio.current_time())
+        return False
+
+    socket, attempts = cut_socket(sandbox, key_refused)
+    with caplog.at_level(logging.INFO), trio.move_on_after(10):
+        await socket.run()
+    # Cut at +0.1 each time, then 0.5, 1, 2, 4 s of backoff: never the 300 s of a bad key.
+    assert attempts == pytest.approx([0.0, 0.6, 1.7, 3.8, 7.9], abs=0.01)
+    assert checks == pytest.approx([0.1, 0.7, 1.8, 3.9, 8.0], abs=0.01)
+    assert socket.stats["auth_failures"] == 0
+    assert socket.stats["cuts_at_opening"] == 5
+    assert sandbox.stats["ws_cuts"] == 5
+    assert "rejected the API key" not in caplog.text
+
+
+async def test_a_cut_right_after_opening_with_the_key_refused_waits_auth_backoff(
+    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sandbox = await start_sandbox(nursery, cut_every=0.1)
+
+    async def key_refused() -> bool:
+        return True
+
+    socket, attempts = cut_socket(sandbox, key_refused)
+    with caplog.at_level(logging.INFO), trio.move_on_after(650):
+        await socket.run()
+    assert attempts == pytest.approx([0.0, 300.1, 600.2], abs=0.01)
+    assert socket.stats["auth_failures"] == 3
+    assert len([r for r in caplog.records if "rejected the API key" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("http", ["up", "down"])
+async def test_a_right_key_with_repeated_cuts_is_never_declared_rejected(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, http: str,
+) -> None:
+    # Real time, short: each connection is cut 50 ms after opening with no reply. The
+    # engine's own HTTP request says the key is fine (or, HTTP down, says nothing).
+    sandbox = await start_sandbox(nursery, cut_every=0.05)
+    engine = engine_for(sandbox, reconnect_initial=0.01, reconnect_max=0.05, auth_backoff=300.0,
+                        http_retries=0)
+    if http == "down":
+        engine = ChatsightEngine("chatsight", replace(
+            engine.config, http_url=f"http://127.0.0.1:{free_port()}"))
+    with caplog.at_level(logging.INFO):
+        await nursery.start(engine.run)
+        # With the cut taken for a refused key, the second attempt would come after 300 s.
+        await eventually(lambda: engine.socket.stats["connect_attempts"] >= 6, within=15)
+    stats = engine.statistics()
+    assert stats.get("ws.auth_failures", 0) == 0
+    assert stats["ws.cuts_at_opening"] >= 5
+    assert stats["key_checks"] >= 5
+    assert sandbox.stats["http_auth_rejected"] == sandbox.stats["ws_auth_rejected"] == 0
+    assert "rejected the API key" not in caplog.text
+    assert API_KEY not in caplog.text
+
+
+async def test_steady_traffic_on_a_socket_cut_before_every_reply(nursery: trio.Nursery) -> None:
+    # Replies take 0.3 s and every connection is cut after 0.15 s: no connection ever sees a
+    # reply, as with a proxy that recycles connections under load. Every message is decided
+    # once (over HTTP), and the websocket is never given up for 300 s.
+    sandbox = await start_sandbox(nursery, cut_every=0.15, latency=(0.3, 0.3))
+    engine = engine_for(sandbox, verdict_timeout=0.1, reconnect_initial=0.02,
+                        reconnect_max=0.1, auth_backoff=300.0)
+    messages = texts(60)
+    source, sink = TrickleSource("test", messages, interval=0.02), RecordingSink()
+    pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=30),
+                        Policy(PolicySection()), [sink], concurrency=100)
+    with trio.fail_after(30):
+        await pipeline.run()
+    assert_exactly_once(sink, messages)
+    assert_correct_verdicts(sink)
+    assert {d.verdict.route for d in sink.decisions} == {"http"}
+    stats = engine.statistics()
+    assert stats.get("ws.auth_failures", 0) == 0
+    # Taken for a refused key, the first cut would have stopped the websocket for 300 s.
+    assert stats["ws.cuts_at_opening"] >= 2
+    assert stats["ws.connect_attempts"] >= 3
+
+
 async def test_reconnect_backoff_in_virtual_time(slow_autojump_clock: trio.testing.MockClock) -> None:
     # Nothing listens on this port: every attempt is refused at once.
     with trio.socket.socket() as probe:
@@ -181,7 +299,8 @@ async def test_reconnect_backoff_in_virtual_time(slow_autojump_clock: trio.testi
                               subprotocol=None, connect_timeout=5, ping_interval=10,
                               ping_timeout=5, auth_cut_window=1, auth_backoff=300)
     socket = ChatsightSocket(settings, Backoff(0.5, 4.0, jitter=0),
-                             on_reply=lambda reply: "unknown", on_closed=lambda connection: 0)
+                             on_reply=lambda reply: "unknown", on_closed=lambda connection: 0,
+                             key_refused=never_refused)
     with trio.move_on_after(0.5 + 1 + 2 + 4 + 4 + 0.1):  # attempts at 0, .5, 1.5, 3.5, 7.5, 11.5
         await socket.run()
     assert socket.stats["connect_attempts"] == 6
@@ -380,12 +499,16 @@ async def test_late_websocket_reply_still_wins_the_race_with_http(
 class TrickleSource(ListSource):
     """Submits its messages slowly, so a test can act while they flow."""
 
+    def __init__(self, name: str, messages: list[Message], interval: float = 0.002) -> None:
+        super().__init__(name, messages)
+        self.interval = interval
+
     async def run(self, intake: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         for message in self.messages:
             await intake.submit(message)
             self.submitted += 1
-            await trio.sleep(0.002)
+            await trio.sleep(self.interval)
 
 
 async def test_replacing_the_engine_under_load_loses_nothing(nursery: trio.Nursery) -> None:
