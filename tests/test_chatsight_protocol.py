@@ -97,7 +97,8 @@ def test_unknown_actions_are_kept_as_is_known_ones_normalised(sent: str, read: s
 
 
 @pytest.mark.parametrize(
-    "action_field", [["delete"], "delete", ["delete", None], ["delete", "n/a"]])
+    "action_field", [["delete"], "delete", ["delete", None], ["delete", "n/a"],
+                     ["delete", "NaN"], ["delete", "-Infinity"], ["delete", "1e999"]])
 def test_suggested_action_in_odd_shapes(action_field: object) -> None:
     reply = doc_reply()
     reply["response"]["suggestedAction"] = action_field
