@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from chatmod.errors import ProtocolError
 from chatmod.replies import as_number, json_object
 
 AUTH_HEADER = "x-chatsight-api-auth"
@@ -37,7 +38,7 @@ SCORE_GROUPS = ("engine1", "engine2", "engine3")
 KNOWN_ACTIONS = frozenset({"pass", "flag", "delete"})
 
 
-class ReplyError(ValueError):
+class ReplyError(ProtocolError):
     """A reply that cannot be read as a moderation result."""
 
 

@@ -30,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from chatmod.errors import ProtocolError
+
 ADDONS_PATH = "/addons"
 KEYWORDS_PATH = "/addons/keywords"
 SECRETS_PATH = "/addons/secrets"
@@ -39,7 +41,7 @@ DEFAULT_WINDOW = 60.0
 REPLAY_MEMORY = 100_000
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(ProtocolError):
     """Refused, with the HTTP status to answer (400 malformed, 401 not authentic)."""
 
     def __init__(self, status: int, reason: str) -> None:

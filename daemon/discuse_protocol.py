@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from chatmod.errors import ProtocolError
 from chatmod.replies import as_number, json_object
 
 CHECK_PATH = "/api/v1/check"
@@ -48,7 +49,7 @@ _IMAGE = re.compile(r"\.(?:png|jpe?g|webp|bmp)(?:[?#]|$)", re.IGNORECASE)
 _GIF = re.compile(r"\.gif(?:[?#]|$)", re.IGNORECASE)
 
 
-class CheckReplyError(ValueError):
+class CheckReplyError(ProtocolError):
     """A reply that cannot be read as a check result."""
 
 

@@ -6,7 +6,9 @@
     ├── EngineError            an engine could not give a verdict for a message
     │   └── EngineTimeout      ... within the time it was allowed
     ├── SinkError              a sink could not take a decision
-    └── InputError             a chat line could not be turned into a message (reported, skipped)
+    ├── InputError             a chat line could not be turned into a message (reported, skipped)
+    └── ProtocolError          what a provider sent cannot be read: a Chatsight, Discuse or
+                               voice reply, a keyword-alert webhook (each module its subclass)
 """
 
 from __future__ import annotations
@@ -56,3 +58,7 @@ class SinkError(ChatmodError):
 
 class InputError(ChatmodError):
     """A line of chat input is invalid; it is reported and skipped."""
+
+
+class ProtocolError(ChatmodError, ValueError):
+    """What a peer sent cannot be read; the message says why (never the bytes in full)."""

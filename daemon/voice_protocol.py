@@ -34,6 +34,7 @@ from typing import Any
 import orjson
 
 from chatmod.chatsight_protocol import ChatsightResult, ReplyError, parse_result
+from chatmod.errors import ProtocolError
 
 SUBMIT_PATH = "/stream/moderate"
 FETCH_PREFIX = "/stream/"
@@ -47,7 +48,7 @@ _FILE_SAFE_CONVO_ID = re.compile(r"[A-Za-z0-9._-]{10,128}")
 _DIGEST_NAME_PREFIX = "convo+"
 
 
-class VoiceReplyError(ValueError):
+class VoiceReplyError(ProtocolError):
     """A voice reply that cannot be read."""
 
 
