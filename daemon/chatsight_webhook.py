@@ -79,6 +79,14 @@ class ReplayGuard:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def set_window(self, window: float) -> None:
+        """A new window (a reload); the bodies seen stay remembered as long as it needs."""
+        longer = 2 * (window - self.window)
+        if longer > 0:  # the same amount for each: the oldest still expires first
+            for digest in self._seen:
+                self._seen[digest] += longer
+        self.window = window
+
     def first_time(self, digest: bytes, now: float) -> bool:
         """True the first time ``digest`` is seen within its memory, and remembers it."""
         while self._seen:

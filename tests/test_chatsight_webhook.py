@@ -109,6 +109,16 @@ def test_generated_bad_webhooks_are_all_refused_with_4xx() -> None:
         assert caught.value.status in (400, 401), name
 
 
+def test_a_longer_window_keeps_bodies_as_long_as_it_needs() -> None:
+    guard = ReplayGuard(window=60)
+    assert guard.first_time(b"body", NOW)
+    guard.set_window(600)
+    # Accepted at NOW, its time is within 60 s of NOW, so it can pass the new window until
+    # NOW + 660 at the latest: remembered until NOW + 120 + 1080.
+    assert not guard.first_time(b"body", NOW + 1000)
+    assert guard.first_time(b"body", NOW + 1200.5)
+
+
 def test_replay_memory_is_bounded() -> None:
     guard = ReplayGuard(window=60, size=10)
     for i in range(100):

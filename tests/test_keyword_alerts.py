@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 import stat
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -108,6 +110,26 @@ async def test_every_alert_for_a_message_matching_several_keywords_is_accepted(
     assert sorted((a.metadata["chatmod_id"], a.keyword) for a in alerts) == sorted(
         (m.id, keyword) for m in messages for keyword in keywords)
     assert {a.text for a in alerts} == {m.text for m in messages}
+
+
+async def test_a_reload_does_not_forget_the_alerts_already_accepted() -> None:
+    secret = "reload-test-shared-secret"
+    section = HttpSection(enabled=True, chatsight_webhook_secret=Secret("test", secret))
+    api = StatusApi(lambda: True, dict, section=section)
+    now_ms = int(time.time() * 1000)
+    body = orjson.dumps({"sender": "chatsight-webhooks", "addon": "keywordAlert",
+                         "payload": {"keywordDetected": "pizza", "metadata": {},
+                                     "fullText": False},
+                         "time": now_ms, "hmac": sign(secret.encode(), now_ms)})
+
+    async def post() -> int:
+        return (await api.handle(HttpRequest("POST", WEBHOOK_PATH, "", {}, body))).status
+
+    assert await post() == 200
+    assert api.reconfigure(section)  # e.g. SIGHUP for another part of the config
+    assert await post() == 401  # still a replay
+    assert api.reconfigure(replace(section, webhook_window=300.0))
+    assert await post() == 401  # nor a longer window
 
 
 @pytest.mark.slow
