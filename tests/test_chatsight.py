@@ -180,7 +180,8 @@ async def never_refused() -> bool:
     return False
 
 
-def cut_socket(sandbox: Sandbox, key_refused: Any) -> tuple[ChatsightSocket, list[float]]:
+def cut_socket(sandbox: Sandbox, key_refused: Any, monkeypatch: pytest.MonkeyPatch
+               ) -> tuple[ChatsightSocket, list[float]]:
     """A socket to ``sandbox`` with an exact backoff (0.5 s doubling to 4 s), and the
     virtual times of its connection attempts."""
     settings = SocketSettings(url=sandbox.ws_url(), api_key=API_KEY, subprotocol=None,
@@ -196,13 +197,13 @@ def cut_socket(sandbox: Sandbox, key_refused: Any) -> tuple[ChatsightSocket, lis
         attempts.append(trio.current_time())
         return await connect_once()
 
-    socket._connect_once = recorded  # type: ignore[method-assign]
+    monkeypatch.setattr(socket, "_connect_once", recorded)
     return socket, attempts
 
 
 async def test_cuts_right_after_opening_with_the_key_accepted_keep_the_normal_backoff(
     nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every connection is cut 0.1 s after it opens, before any reply: a server restart, a
     # proxy recycling connections, an idle chat. HTTP does not refuse the key.
@@ -213,7 +214,7 @@ async def test_cuts_right_after_opening_with_the_key_accepted_keep_the_normal_ba
         checks.append(trio.current_time())
         return False
 
-    socket, attempts = cut_socket(sandbox, key_refused)
+    socket, attempts = cut_socket(sandbox, key_refused, monkeypatch)
     with caplog.at_level(logging.INFO), trio.move_on_after(10):
         await socket.run()
     # Cut at +0.1 each time, then 0.5, 1, 2, 4 s of backoff: never the 300 s of a bad key.
@@ -227,14 +228,14 @@ async def test_cuts_right_after_opening_with_the_key_accepted_keep_the_normal_ba
 
 async def test_a_cut_right_after_opening_with_the_key_refused_waits_auth_backoff(
     nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sandbox = await start_sandbox(nursery, cut_every=0.1)
 
     async def key_refused() -> bool:
         return True
 
-    socket, attempts = cut_socket(sandbox, key_refused)
+    socket, attempts = cut_socket(sandbox, key_refused, monkeypatch)
     with caplog.at_level(logging.INFO), trio.move_on_after(650):
         await socket.run()
     assert attempts == pytest.approx([0.0, 300.1, 600.2], abs=0.01)
