@@ -180,66 +180,67 @@ async def never_refused() -> bool:
     return False
 
 
-def cut_socket(sandbox: Sandbox, key_refused: Any, monkeypatch: pytest.MonkeyPatch
-               ) -> tuple[ChatsightSocket, list[float]]:
-    """A socket to ``sandbox`` with an exact backoff (0.5 s doubling to 4 s), and the
-    virtual times of its connection attempts."""
+async def delays_after_cuts(
+    sandbox: Sandbox, refused: bool, connections: int, monkeypatch: pytest.MonkeyPatch,
+) -> tuple[ChatsightSocket, list[float], int]:
+    """Run a socket to ``sandbox`` (which cuts every connection soon after it opens) for
+    ``connections`` connections; the delays it chose after each, and how often it asked
+    whether the key is refused (the answer being ``refused``). Real time, short: the
+    backoff is 10 ms doubling to 40 ms, a refused key waits 50 ms."""
     settings = SocketSettings(url=sandbox.ws_url(), api_key=API_KEY, subprotocol=None,
                               connect_timeout=5, ping_interval=10, ping_timeout=5,
-                              auth_cut_window=1, auth_backoff=300)
-    socket = ChatsightSocket(settings, Backoff(0.5, 4.0, jitter=0),
+                              auth_cut_window=1, auth_backoff=0.05)
+    checks = 0
+
+    async def key_refused() -> bool:
+        nonlocal checks
+        checks += 1
+        return refused
+
+    socket = ChatsightSocket(settings, Backoff(0.01, 0.04, jitter=0),
                              on_reply=lambda reply: "unknown", on_closed=lambda connection: 0,
                              key_refused=key_refused)
-    attempts: list[float] = []
+    delays: list[float] = []
+    enough = trio.Event()
     connect_once = socket._connect_once
 
     async def recorded() -> float:
-        attempts.append(trio.current_time())
-        return await connect_once()
+        delays.append(await connect_once())
+        if len(delays) == connections:
+            enough.set()
+        return delays[-1]
 
     monkeypatch.setattr(socket, "_connect_once", recorded)
-    return socket, attempts
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(socket.run)
+        with trio.fail_after(10):
+            await enough.wait()
+        nursery.cancel_scope.cancel()
+    return socket, delays, checks
 
 
 async def test_cuts_right_after_opening_with_the_key_accepted_keep_the_normal_backoff(
-    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Every connection is cut 0.1 s after it opens, before any reply: a server restart, a
+    # Every connection is cut 20 ms after it opens, before any reply: a server restart, a
     # proxy recycling connections, an idle chat. HTTP does not refuse the key.
-    sandbox = await start_sandbox(nursery, cut_every=0.1)
-    checks: list[float] = []
-
-    async def key_refused() -> bool:
-        checks.append(trio.current_time())
-        return False
-
-    socket, attempts = cut_socket(sandbox, key_refused, monkeypatch)
-    with caplog.at_level(logging.INFO), trio.move_on_after(10):
-        await socket.run()
-    # Cut at +0.1 each time, then 0.5, 1, 2, 4 s of backoff: never the 300 s of a bad key.
-    assert attempts == pytest.approx([0.0, 0.6, 1.7, 3.8, 7.9], abs=0.01)
-    assert checks == pytest.approx([0.1, 0.7, 1.8, 3.9, 8.0], abs=0.01)
+    sandbox = await start_sandbox(nursery, cut_every=0.02)
+    with caplog.at_level(logging.INFO):
+        socket, delays, checks = await delays_after_cuts(sandbox, False, 5, monkeypatch)
+    assert delays == [0.01, 0.02, 0.04, 0.04, 0.04]  # the normal backoff, never auth_backoff
+    assert checks == socket.stats["cuts_at_opening"] == 5
     assert socket.stats["auth_failures"] == 0
-    assert socket.stats["cuts_at_opening"] == 5
-    assert sandbox.stats["ws_cuts"] == 5
     assert "rejected the API key" not in caplog.text
 
 
 async def test_a_cut_right_after_opening_with_the_key_refused_waits_auth_backoff(
-    nursery: trio.Nursery, slow_autojump_clock: trio.testing.MockClock,
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    sandbox = await start_sandbox(nursery, cut_every=0.1)
-
-    async def key_refused() -> bool:
-        return True
-
-    socket, attempts = cut_socket(sandbox, key_refused, monkeypatch)
-    with caplog.at_level(logging.INFO), trio.move_on_after(650):
-        await socket.run()
-    assert attempts == pytest.approx([0.0, 300.1, 600.2], abs=0.01)
-    assert socket.stats["auth_failures"] == 3
+    sandbox = await start_sandbox(nursery, cut_every=0.02)
+    with caplog.at_level(logging.INFO):
+        socket, delays, checks = await delays_after_cuts(sandbox, True, 3, monkeypatch)
+    assert delays == [0.05, 0.05, 0.05]  # auth_backoff each time
+    assert checks == socket.stats["auth_failures"] == 3
     assert len([r for r in caplog.records if "rejected the API key" in r.getMessage()]) == 1
 
 
