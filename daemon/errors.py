@@ -8,7 +8,9 @@
     ├── SinkError              a sink could not take a decision
     ├── InputError             a chat line could not be turned into a message (reported, skipped)
     │   └── IrcLineError       a line from the IRC server that cannot be read (skipped)
-    └── IrcFatal               the IRC server refused us in a way a quick retry will not fix
+    ├── IrcFatal               the IRC server refused us in a way a quick retry will not fix
+    └── ProtocolError          what a provider sent cannot be read: a Chatsight, Discuse or
+                               voice reply, a keyword-alert webhook (each module its subclass)
 """
 
 from __future__ import annotations
@@ -112,3 +114,7 @@ class IrcLineError(InputError):
 class IrcFatal(ChatmodError):
     """The IRC server refused us in a way a quick reconnect will not fix (a refused password,
     SASL or nick, a certificate that fails verification): retried after a long wait."""
+
+
+class ProtocolError(ChatmodError, ValueError):
+    """What a peer sent cannot be read; the message says why (never the bytes in full)."""

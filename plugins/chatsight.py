@@ -44,6 +44,9 @@ ROUTE_WS = "ws"
 ROUTE_HTTP = "http"
 DEFAULT_WS_URL = "wss://api.chatsight.ai:443/text/moderation"
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
+# The text of the one moderation request that asks whether the key is refused, after the
+# websocket was cut right after opening (see ChatsightSocket).
+KEY_CHECK_TEXT = "chatmod API key check"
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,8 @@ class ChatsightConfig:
     auth_backoff: float = setting(300.0, min=0.001, help="seconds between websocket attempts "
                                                           "while the key is rejected")
     auth_cut_window: float = setting(1.0, min=0.0, help="a close this soon after the handshake "
-                                                         "with no reply is an auth failure")
+                                                         "with no reply may be a refused key: "
+                                                         "one HTTP request tells")
     http_concurrency: int = setting(32, min=1, max=10_000, help="HTTP requests at once")
     http_timeout: float = setting(5.0, min=0.001, help="seconds per HTTP request")
     http_retries: int = setting(
@@ -99,6 +103,14 @@ class ChatsightConfig:
                 f"http_url: expected an http:// or https:// URL, found {self.http_url!r}")
         if self.reconnect_max < self.reconnect_initial:
             raise ConfigError("reconnect_max: expected a number >= reconnect_initial")
+
+
+def _context(message: Message) -> dict[str, str]:
+    """The message's context sent as metadata: its id, source, channel and author (if any)."""
+    return {key: value for key, value in (
+        ("chatmod_id", message.id), ("chatmod_source", message.source),
+        ("chatmod_channel", message.channel), ("chatmod_author", message.author),
+    ) if value}
 
 
 class ChatsightEngine(Engine):
@@ -131,6 +143,7 @@ class ChatsightEngine(Engine):
             Backoff(config.reconnect_initial, config.reconnect_max),
             on_reply=self._on_reply,
             on_closed=self._on_closed,
+            key_refused=self._http_refuses_key,
         )
         self._http_transport = http_transport
         self._http: ChatsightHttp | None = None
@@ -200,7 +213,9 @@ class ChatsightEngine(Engine):
         except trio.WouldBlock:
             await self._window.acquire()
         settle = self._settler(on_result)
-        metadata = self._metadata(message)
+        metadata, left_out = self._metadata(message)
+        if left_out:  # here only: once per message, whichever routes it then takes
+            self._metadata_trimmed(message, metadata, left_out)
         if self.socket.is_open:
             deadline = trio.current_time() + self.config.verdict_timeout
             entry = self.table.add(message, deadline, self.socket.generation, settle)
@@ -247,6 +262,23 @@ class ChatsightEngine(Engine):
         found.settle(self._verdict(reply.result, ROUTE_WS))
         return "answered"
 
+    async def _http_refuses_key(self) -> bool:
+        """One moderation request over HTTP with the same key: True only when it is refused
+        (401/403). A network error, a 5xx or no answer within ``http_deadline`` says nothing
+        about the key: False."""
+        http = self._http
+        if http is None:
+            return False
+        self.stats["key_checks"] += 1
+        with trio.move_on_after(self.config.http_deadline):
+            try:
+                await http.moderate(KEY_CHECK_TEXT)
+            except AuthRejected:
+                return True
+            except EngineError:
+                return False
+        return False
+
     def _on_closed(self, connection: int) -> int:
         lost = self.table.take_connection(connection)
         for entry in lost:
@@ -279,7 +311,7 @@ class ChatsightEngine(Engine):
                 entry.http_scope = scope
             try:
                 result: Verdict | EngineError = self._verdict(
-                    await self._via_http(message, self._metadata(message)), ROUTE_HTTP)
+                    await self._via_http(message, self._metadata(message)[0]), ROUTE_HTTP)
             except EngineError as exc:
                 result = exc
             if entry is not None:
@@ -290,26 +322,31 @@ class ChatsightEngine(Engine):
     def _verdict(self, result: ChatsightResult, route: str) -> Verdict:
         return Verdict(result.action, result.score, self.name, route, result.scores)
 
-    def _metadata(self, message: Message) -> Mapping[str, Any] | None:
-        """The message's context (so a keyword alert leads back to it), then its own
-        metadata, 20 keys in all."""
+    def _metadata(self, message: Message) -> tuple[Mapping[str, Any] | None, int]:
+        """The metadata sent with ``message``: its context (so a keyword alert leads back to
+        it), then as many of its own keys as fit in 20 (the first in sorted order); and how
+        many of its own keys were left out."""
         if not self.config.send_metadata:
-            return None
-        context = {key: value for key, value in (
-            ("chatmod_id", message.id), ("chatmod_source", message.source),
-            ("chatmod_channel", message.channel), ("chatmod_author", message.author),
-        ) if value}
+            return None, 0
+        context = _context(message)
         own = {k: v for k, v in message.metadata.items() if k not in context}
-        metadata, trimmed = trim_metadata(own, MAX_METADATA_KEYS - len(context))
-        if trimmed:
-            self.stats["metadata_trimmed"] += 1
-            if not self._metadata_warned:
-                self._metadata_warned = True
-                self.log.warning(
-                    "message %s has %d metadata keys; sending the first 20 in sorted order "
-                    "(with more, Chatsight's keyword add-on would not run). Warned once.",
-                    message.id, len(message.metadata))
-        return {**context, **metadata}
+        kept, _ = trim_metadata(own, MAX_METADATA_KEYS - len(context))
+        return {**context, **kept}, len(own) - len(kept)
+
+    def _metadata_trimmed(
+        self, message: Message, metadata: Mapping[str, Any] | None, left_out: int,
+    ) -> None:
+        self.stats["metadata_trimmed"] += 1
+        if self._metadata_warned:
+            return
+        self._metadata_warned = True
+        context = len(_context(message))
+        self.log.warning(
+            "message %s has %d metadata keys of its own: sent %d of them (the first in sorted "
+            "order) with chatmod's %d context keys, left out %d (Chatsight's keyword add-on "
+            "does not run with over %d keys). Warned once; metadata_trimmed counts such "
+            "messages.", message.id, len(message.metadata), len(metadata or {}) - context,
+            context, left_out, MAX_METADATA_KEYS)
 
     async def _via_http(
         self, message: Message, metadata: Mapping[str, Any] | None

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from chatmod.chatsight.account import AccountAuthError, AccountClient, AccountError
-from chatmod.chatsight.voice import AUTHOR_KEY_BYTES, Sentence
+from chatmod.chatsight.voice import AUTHOR_KEY_BYTES, Sentence, convo_id_problem, state_file_name
 from chatmod.config.schema import Secret, setting
 from chatmod.config.state import state_directory, write_private
 from chatmod.core.backoff import Backoff
@@ -34,7 +33,6 @@ from chatmod.errors import ConfigError, PluginError
 
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
 ROUTE_VOICE = "voice"
-_CONVO_ID = re.compile(r"[A-Za-z0-9._-]{10,128}")
 
 
 @dataclass(frozen=True)
@@ -42,14 +40,15 @@ class VoiceJobConfig:
     """One voice conversation."""
 
     url: str = setting("", nonempty=True, help="the live stream or file to moderate")
-    convo_id: str = setting("", nonempty=True, help="the conversation's id: 10 to 128 "
-                                                    "letters, digits, '.', '_' or '-'")
+    convo_id: str = setting("", nonempty=True, help="the conversation's id: at least 10 "
+                                                    "characters, any but control characters; "
+                                                    "unique")
     long_running: bool = setting(True, help="true for a static file, false for a live stream")
 
     def __post_init__(self) -> None:
-        if not _CONVO_ID.fullmatch(self.convo_id):
-            raise ConfigError(f"convo_id: expected 10 to 128 letters, digits, '.', '_' or "
-                              f"'-', found {self.convo_id!r}")
+        problem = convo_id_problem(self.convo_id)
+        if problem is not None:
+            raise ConfigError(f"convo_id: {problem}, found {self.convo_id!r}")
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,8 @@ class VoiceSource(Source):
 
     async def _run_job(self, client: AccountClient, intake: Intake, job: VoiceJobConfig,
                        keys: Path) -> None:
-        key_file, done_file = keys / f"{job.convo_id}.key", keys / f"{job.convo_id}.done"
+        name = state_file_name(job.convo_id)
+        key_file, done_file = keys / f"{name}.key", keys / f"{name}.done"
         if done_file.exists():
             self.log.info("voice job %s was completed before; skipped", job.convo_id)
             self.jobs_done += 1

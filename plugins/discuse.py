@@ -35,13 +35,17 @@ RETRY_MAX_WAIT = 5.0  # seconds between attempts at most
 
 @dataclass(frozen=True)
 class DiscuseConfig:
-    """Discuse's check API (`POST /api/v1/check`): text, plus image and GIF URLs from the message's
-    `images` and from links in its text. The verdict is `delete` when any score (toxic,
-    profanity, threat, insult, images' and GIFs' porn and sexual) reaches `delete_threshold`,
-    `flag` when one reaches `flag_threshold` or Discuse reports a hit by your project's own
-    thresholds (language included), else `pass`. The sandbox answers Discuse's route too (client
-    id `sandbox-client`, secret `sandbox-secret`; an image URL containing `nsfw` is judged
-    pornographic)."""
+    """Discuse's check API (`POST /api/v1/check`): text, plus image and GIF URLs from the
+    message's `images` and from links in its text. The verdict is `delete` when any score
+    (toxic, profanity, threat, insult, images' and GIFs' porn and sexual) reaches
+    `delete_threshold`, `flag` when one reaches `flag_threshold`, when Discuse reports a hit by
+    your project's own thresholds (language included, or only its overall `hits`), or when it
+    could not check an image or GIF (`status: "error"`, e.g. a URL that is not public; the
+    decision's `scores.unchecked` names it), else `pass`. An unchecked image is flagged for a
+    person rather than sent to the fallback engines, which read text only. The sandbox answers
+    Discuse's route too (client id `sandbox-client`, secret `sandbox-secret`; an image URL
+    containing `nsfw` is judged pornographic, one containing `unreachable` cannot be
+    checked)."""
 
     client_id: Secret = setting(help="the organisation's x-client-id")
     client_secret: Secret = setting(help="the project's x-client-secret")
@@ -139,6 +143,8 @@ class DiscuseEngine(Engine):
         scores: dict[str, object] = dict(result.scores)
         if result.hits:
             scores["hits"] = list(result.hits)
+        if result.unchecked:
+            scores["unchecked"] = list(result.unchecked)
         return Verdict(action, round(score, 4), self.name, ROUTE_HTTP, scores)
 
     def statistics(self) -> dict[str, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
 from chatmod.sandbox.server import Faults, Sandbox
 
 from .helpers import ListSource, RecordingSink, eventually
+from .servers import free_port
 
 API_KEY = "c.test.0123456789abcdef"
 WRONG_KEY = "c.test.wrong-key-000000"
@@ -143,6 +145,8 @@ async def test_rejected_key_falls_back_with_bounded_reconnects(
     # One attempt at t=0, then one every 300 s: 300, 600, 900.
     assert engine.socket.stats["connect_attempts"] == 4
     assert engine.socket.stats["auth_failures"] == 4
+    # A cut is confirmed by one HTTP request with the key each time; a 401 on upgrade needs none.
+    assert engine.statistics().get("key_checks", 0) == (4 if refusal == "cut" else 0)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len([r for r in errors if "rejected the API key" in r.getMessage()]) == 1
     output = caplog.text + capsys.readouterr().err + "".join(
@@ -172,6 +176,122 @@ async def test_half_open_socket_is_detected_by_keepalive(
     sandbox.half_open = False
 
 
+async def never_refused() -> bool:
+    return False
+
+
+async def delays_after_cuts(
+    sandbox: Sandbox, refused: bool, connections: int, monkeypatch: pytest.MonkeyPatch,
+) -> tuple[ChatsightSocket, list[float], int]:
+    """Run a socket to ``sandbox`` (which cuts every connection soon after it opens) for
+    ``connections`` connections; the delays it chose after each, and how often it asked
+    whether the key is refused (the answer being ``refused``). Real time, short: the
+    backoff is 10 ms doubling to 40 ms, a refused key waits 50 ms."""
+    settings = SocketSettings(url=sandbox.ws_url(), api_key=API_KEY, subprotocol=None,
+                              connect_timeout=5, ping_interval=10, ping_timeout=5,
+                              auth_cut_window=1, auth_backoff=0.05)
+    checks = 0
+
+    async def key_refused() -> bool:
+        nonlocal checks
+        checks += 1
+        return refused
+
+    socket = ChatsightSocket(settings, Backoff(0.01, 0.04, jitter=0),
+                             on_reply=lambda reply: "unknown", on_closed=lambda connection: 0,
+                             key_refused=key_refused)
+    delays: list[float] = []
+    enough = trio.Event()
+    connect_once = socket._connect_once
+
+    async def recorded() -> float:
+        delays.append(await connect_once())
+        if len(delays) == connections:
+            enough.set()
+        return delays[-1]
+
+    monkeypatch.setattr(socket, "_connect_once", recorded)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(socket.run)
+        with trio.fail_after(10):
+            await enough.wait()
+        nursery.cancel_scope.cancel()
+    return socket, delays, checks
+
+
+async def test_cuts_right_after_opening_with_the_key_accepted_keep_the_normal_backoff(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every connection is cut 20 ms after it opens, before any reply: a server restart, a
+    # proxy recycling connections, an idle chat. HTTP does not refuse the key.
+    sandbox = await start_sandbox(nursery, cut_every=0.02)
+    with caplog.at_level(logging.INFO):
+        socket, delays, checks = await delays_after_cuts(sandbox, False, 5, monkeypatch)
+    assert delays == [0.01, 0.02, 0.04, 0.04, 0.04]  # the normal backoff, never auth_backoff
+    assert checks == socket.stats["cuts_at_opening"] == 5
+    assert socket.stats["auth_failures"] == 0
+    assert "rejected the API key" not in caplog.text
+
+
+async def test_a_cut_right_after_opening_with_the_key_refused_waits_auth_backoff(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sandbox = await start_sandbox(nursery, cut_every=0.02)
+    with caplog.at_level(logging.INFO):
+        socket, delays, checks = await delays_after_cuts(sandbox, True, 3, monkeypatch)
+    assert delays == [0.05, 0.05, 0.05]  # auth_backoff each time
+    assert checks == socket.stats["auth_failures"] == 3
+    assert len([r for r in caplog.records if "rejected the API key" in r.getMessage()]) == 1
+
+
+@pytest.mark.parametrize("http", ["up", "down"])
+async def test_a_right_key_with_repeated_cuts_is_never_declared_rejected(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture, http: str,
+) -> None:
+    # Real time, short: each connection is cut 50 ms after opening with no reply. The
+    # engine's own HTTP request says the key is fine (or, HTTP down, says nothing).
+    sandbox = await start_sandbox(nursery, cut_every=0.05)
+    engine = engine_for(sandbox, reconnect_initial=0.01, reconnect_max=0.05, auth_backoff=300.0,
+                        http_retries=0)
+    if http == "down":
+        engine = ChatsightEngine("chatsight", replace(
+            engine.config, http_url=f"http://127.0.0.1:{free_port()}"))
+    with caplog.at_level(logging.INFO):
+        await nursery.start(engine.run)
+        # With the cut taken for a refused key, the second attempt would come after 300 s.
+        await eventually(lambda: engine.socket.stats["connect_attempts"] >= 6, within=15)
+    stats = engine.statistics()
+    assert stats.get("ws.auth_failures", 0) == 0
+    assert stats["ws.cuts_at_opening"] >= 5
+    assert stats["key_checks"] >= 5
+    assert sandbox.stats["http_auth_rejected"] == sandbox.stats["ws_auth_rejected"] == 0
+    assert "rejected the API key" not in caplog.text
+    assert API_KEY not in caplog.text
+
+
+async def test_steady_traffic_on_a_socket_cut_before_every_reply(nursery: trio.Nursery) -> None:
+    # Replies take 0.3 s and every connection is cut after 0.15 s: no connection ever sees a
+    # reply, as with a proxy that recycles connections under load. Every message is decided
+    # once (over HTTP), and the websocket is never given up for 300 s.
+    sandbox = await start_sandbox(nursery, cut_every=0.15, latency=(0.3, 0.3))
+    engine = engine_for(sandbox, verdict_timeout=0.1, reconnect_initial=0.02,
+                        reconnect_max=0.1, auth_backoff=300.0)
+    messages = texts(60)
+    source, sink = TrickleSource("test", messages, interval=0.02), RecordingSink()
+    pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=30),
+                        Policy(PolicySection()), [sink], concurrency=100)
+    with trio.fail_after(30):
+        await pipeline.run()
+    assert_exactly_once(sink, messages)
+    assert_correct_verdicts(sink)
+    assert {d.verdict.route for d in sink.decisions} == {"http"}
+    stats = engine.statistics()
+    assert stats.get("ws.auth_failures", 0) == 0
+    # Taken for a refused key, the first cut would have stopped the websocket for 300 s.
+    assert stats["ws.cuts_at_opening"] >= 2
+    assert stats["ws.connect_attempts"] >= 3
+
+
 async def test_reconnect_backoff_in_virtual_time(slow_autojump_clock: trio.testing.MockClock) -> None:
     # Nothing listens on this port: every attempt is refused at once.
     with trio.socket.socket() as probe:
@@ -181,7 +301,8 @@ async def test_reconnect_backoff_in_virtual_time(slow_autojump_clock: trio.testi
                               subprotocol=None, connect_timeout=5, ping_interval=10,
                               ping_timeout=5, auth_cut_window=1, auth_backoff=300)
     socket = ChatsightSocket(settings, Backoff(0.5, 4.0, jitter=0),
-                             on_reply=lambda reply: "unknown", on_closed=lambda connection: 0)
+                             on_reply=lambda reply: "unknown", on_closed=lambda connection: 0,
+                             key_refused=never_refused)
     with trio.move_on_after(0.5 + 1 + 2 + 4 + 4 + 0.1):  # attempts at 0, .5, 1.5, 3.5, 7.5, 11.5
         await socket.run()
     assert socket.stats["connect_attempts"] == 6
@@ -279,18 +400,35 @@ async def test_metadata_is_trimmed_and_warned_once(
             verdict = await engine.moderate(
                 Message(id=f"m{i}", text="hello", source="t", metadata=metadata))
             assert verdict.route == "ws"
-    warnings = [r for r in caplog.records if "metadata keys" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "metadata keys" in r.getMessage()]
     assert len(warnings) == 1
+    # Context sent: chatmod_id and chatmod_source (no channel, no author): 18 of its own fit.
+    assert "has 30 metadata keys of its own: sent 18 of them" in warnings[0]
+    assert "with chatmod's 2 context keys, left out 12" in warnings[0]
     assert engine.statistics()["metadata_trimmed"] == 3
+
+
+async def test_a_trimmed_message_is_counted_once_whatever_routes_it_takes(
+    nursery: trio.Nursery,
+) -> None:
+    sandbox = await start_sandbox(nursery, drop_rate=1.0)  # the websocket never answers
+    engine = engine_for(sandbox, verdict_timeout=0.05)
+    await nursery.start(engine.run)
+    with trio.fail_after(10):
+        verdict = await engine.moderate(Message(
+            id="m1", text="hello", source="t", metadata={f"key{i:02d}": i for i in range(30)}))
+    assert verdict.route == "http"  # sent over the websocket, then over HTTP
+    assert sandbox.stats["ws_requests"] == sandbox.stats["http_moderated"] == 1
+    assert engine.statistics()["metadata_trimmed"] == 1
 
 
 def test_requests_carry_the_message_context_first() -> None:
     engine = ChatsightEngine("chatsight", ChatsightConfig(api_key=Secret("t", API_KEY)))
     message = Message(id="m-9", text="t", source="irc", author="alice", channel="#lobby",
                       metadata={f"key{i:02d}": i for i in range(30)})
-    metadata = engine._metadata(message)
+    metadata, left_out = engine._metadata(message)
     assert metadata is not None
-    assert len(metadata) == 20
+    assert (len(metadata), left_out) == (20, 14)
     assert {k: metadata[k] for k in ("chatmod_id", "chatmod_source", "chatmod_channel",
                                      "chatmod_author")} == {
         "chatmod_id": "m-9", "chatmod_source": "irc", "chatmod_channel": "#lobby",
@@ -363,12 +501,16 @@ async def test_late_websocket_reply_still_wins_the_race_with_http(
 class TrickleSource(ListSource):
     """Submits its messages slowly, so a test can act while they flow."""
 
+    def __init__(self, name: str, messages: list[Message], interval: float = 0.002) -> None:
+        super().__init__(name, messages)
+        self.interval = interval
+
     async def run(self, intake: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         for message in self.messages:
             await intake.submit(message)
             self.submitted += 1
-            await trio.sleep(0.002)
+            await trio.sleep(self.interval)
 
 
 async def test_replacing_the_engine_under_load_loses_nothing(nursery: trio.Nursery) -> None:

@@ -79,13 +79,26 @@ def test_tolerates_strings_for_numbers_unknown_actions_engine3_and_extra_keys() 
     response["somethingNew"] = [1, 2, 3]
     reply["extra"] = True
     result = parse_http_reply(orjson.dumps(reply))
-    assert (result.action, result.score) == ("quarantine", 0.93)
+    assert (result.action, result.score) == ("Quarantine", 0.93)  # unknown: kept as is
     assert result.scores["engine1"]["baseline"] == 0.5
     assert "engine3" not in result.scores  # {"invoked": false} holds no number
 
 
 @pytest.mark.parametrize(
-    "action_field", [["delete"], "delete", ["delete", None], ["delete", "n/a"]])
+    ("sent", "read"),
+    [("Quarantine", "Quarantine"), (" review-later ", " review-later "), ("FLAG", "flag"),
+     (" Delete", "delete"), ("pass", "pass"), ("", "")])
+def test_unknown_actions_are_kept_as_is_known_ones_normalised(sent: str, read: str) -> None:
+    reply = doc_reply()
+    reply["response"]["suggestedAction"] = [sent, 0.5]
+    assert parse_http_reply(orjson.dumps(reply)).action == read
+    assert parse_ws_reply(with_reference(reply, "r-1")).result == parse_http_reply(
+        orjson.dumps(reply))
+
+
+@pytest.mark.parametrize(
+    "action_field", [["delete"], "delete", ["delete", None], ["delete", "n/a"],
+                     ["delete", "NaN"], ["delete", "-Infinity"], ["delete", "1e999"]])
 def test_suggested_action_in_odd_shapes(action_field: object) -> None:
     reply = doc_reply()
     reply["response"]["suggestedAction"] = action_field

@@ -39,6 +39,40 @@ def test_the_documented_alert_verifies_once() -> None:
     assert without_text.text is None
 
 
+def test_alerts_for_one_message_share_a_signature_and_are_all_accepted() -> None:
+    # Chatsight signs only `time`: the alerts for one moderated message (one per matching
+    # keyword) carry the same `hmac`. Each is a different body, so none is a replay.
+    guard = ReplayGuard(window=60)
+    t = int(NOW * 1000)
+    keywords = ["pizza", "ready", "party"]
+    alerts = [verify(body(t, payload={"keywordDetected": keyword, "metadata": {"room": "#5"},
+                                      "fullText": "Is the pizza party ready?"}),
+                     SECRET, NOW, guard) for keyword in keywords]
+    assert [alert.keyword for alert in alerts] == keywords
+    # The same body again is a replay, however it is re-encoded.
+    for again in (body(t, payload={"keywordDetected": "ready", "metadata": {"room": "#5"},
+                                   "fullText": "Is the pizza party ready?"}),
+                  orjson.dumps(orjson.loads(body(t, payload={
+                      "fullText": "Is the pizza party ready?", "metadata": {"room": "#5"},
+                      "keywordDetected": "party"})), option=orjson.OPT_INDENT_2)):
+        with pytest.raises(WebhookRejected, match="replayed") as caught:
+            verify(again, SECRET, NOW + 1, guard)
+        assert caught.value.status == 401
+
+
+def test_a_body_is_remembered_while_its_time_can_pass_the_window() -> None:
+    guard = ReplayGuard(window=60)
+    t = int(NOW * 1000)
+    verify(body(t), SECRET, NOW, guard)
+    with pytest.raises(WebhookRejected, match="replayed"):
+        verify(body(t), SECRET, NOW + 59, guard)
+    # Later, the time check refuses it, and the guard has forgotten it.
+    with pytest.raises(WebhookRejected, match="outside the accepted window"):
+        verify(body(t), SECRET, NOW + 61, guard)
+    assert guard.first_time(b"another body", NOW + 200)
+    assert len(guard) == 1
+
+
 def bad_bodies(rng: random.Random) -> list[tuple[str, bytes, float]]:
     t = int(NOW * 1000)
     good = sign(SECRET, t)
@@ -75,8 +109,19 @@ def test_generated_bad_webhooks_are_all_refused_with_4xx() -> None:
         assert caught.value.status in (400, 401), name
 
 
+def test_a_longer_window_keeps_bodies_as_long_as_it_needs() -> None:
+    guard = ReplayGuard(window=60)
+    assert guard.first_time(b"body", NOW)
+    guard.set_window(600)
+    # Accepted at NOW, its time is within 60 s of NOW, so it can pass the new window until
+    # NOW + 660 at the latest: remembered until NOW + 120 + 1080.
+    assert not guard.first_time(b"body", NOW + 1000)
+    assert guard.first_time(b"body", NOW + 1200.5)
+
+
 def test_replay_memory_is_bounded() -> None:
     guard = ReplayGuard(window=60, size=10)
     for i in range(100):
-        assert guard.first_time(f"s{i}", NOW)
-    assert len(guard._seen) <= 10
+        assert guard.first_time(b"body %d" % i, NOW)
+    assert len(guard) == 10
+    assert not guard.first_time(b"body 99", NOW)

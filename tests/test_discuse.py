@@ -39,6 +39,46 @@ def test_documented_reply_parses_and_maps_to_a_verdict() -> None:
     assert verdict_for(result, 0.5, 0.75)[0] == "delete"
 
 
+def doc_reply_clean() -> dict[str, Any]:
+    """The document's sample with nothing over any threshold (a pass, as it stands)."""
+    reply: dict[str, Any] = orjson.loads(DOC_REPLY)
+    reply["language"].update(detected="en", hit=False)
+    reply["sentiment"].update(toxic=0.01, profanity=0.02, threat=0.0, insult=0.01, hit=False)
+    reply["images"].update(porn=0.01, sexual=0.02, hit=False)
+    reply["hits"] = False
+    assert verdict_for(parse_check_reply(orjson.dumps(reply)), 0.5, 0.9)[0] == "pass"
+    return reply
+
+
+@pytest.mark.parametrize("section", ["images", "gifs"])
+def test_media_that_could_not_be_checked_is_flagged_not_passed(section: str) -> None:
+    # The document: images.status "can be ok or error", and media that is not publicly
+    # reachable cannot be moderated. An error is an image nobody looked at.
+    reply = doc_reply_clean()
+    reply[section] = {"result": {}, "status": "error", "hit": False}
+    result = parse_check_reply(orjson.dumps(reply))
+    assert result.unchecked == (section,)
+    assert verdict_for(result, 0.5, 0.9) == ("flag", pytest.approx(0.02))
+    # Text bad enough to delete is deleted whatever the image holds.
+    reply["sentiment"]["toxic"] = 0.95
+    assert verdict_for(parse_check_reply(orjson.dumps(reply)), 0.5, 0.9)[0] == "delete"
+    # Only "error" means unchecked: the document's "ok", and sections with no media, do not.
+    reply = doc_reply_clean()
+    assert parse_check_reply(orjson.dumps(reply)).unchecked == ()
+
+
+def test_overall_hits_with_no_section_hit_is_a_flag() -> None:
+    reply = doc_reply_clean()
+    reply["hits"] = True  # the overall result says a threshold was crossed
+    result = parse_check_reply(orjson.dumps(reply))
+    assert result.hits == ("hits",)
+    assert verdict_for(result, 0.5, 0.9)[0] == "flag"
+    # A section the document does not name (added later) that says it was hit counts too.
+    reply = doc_reply_clean()
+    reply["spam"] = {"status": "ok", "hit": True}
+    assert parse_check_reply(orjson.dumps(reply)).hits == ("spam",)
+
+
 def test_request_shape_and_media_from_text() -> None:
     images, gifs = media_urls("look https://x.test/cat.PNG?s=1 and https://x.test/a.gif "
                               "and https://x.test/page", ["https://cdn.test/pic"])
@@ -78,7 +118,11 @@ async def test_text_and_image_messages_get_verdicts(nursery: trio.Nursery) -> No
     assert rude.action == "delete"
     assert image.action == "delete"
     assert image.scores["images.porn"] == pytest.approx(0.95)
-    assert sandbox.stats["discuse_checked"] == 3
+    unreachable = await engine.moderate(Message(id="4", text="see this", source="t",
+                                                images=("https://img.test/unreachable.png",)))
+    assert unreachable.action == "flag"  # was "pass": an image nobody could look at
+    assert unreachable.scores["unchecked"] == ["images"]
+    assert sandbox.stats["discuse_checked"] == 4
 
 
 async def test_refused_credentials_are_an_engine_error(nursery: trio.Nursery) -> None:

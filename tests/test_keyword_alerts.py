@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 import stat
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -15,8 +17,13 @@ import trio
 
 from chatmod.chatsight.account import AccountClient
 from chatmod.chatsight.protocol import AUTH_HEADER
-from chatmod.chatsight.webhook import sign
+from chatmod.chatsight.webhook import KeywordAlert, sign
+from chatmod.config.schema import Secret
+from chatmod.config.sections import HttpSection
+from chatmod.core.model import Message
+from chatmod.http.api import WEBHOOK_PATH, StatusApi
 from chatmod.http.server import HttpRequest, HttpResponse, serve_http
+from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
 from chatmod.sandbox.server import Sandbox
 
 from .helpers import Daemon, eventually, run_chatmod
@@ -61,6 +68,69 @@ async def test_sandbox_delivers_signed_webhooks_on_a_keyword(nursery: trio.Nurse
     assert alert["hmac"] == sign(secret.encode(), alert["time"])
     assert alert["hmac"] != sign(first.encode(), alert["time"])
     assert sandbox.stats["keyword_skipped_metadata"] == 1
+
+
+async def test_every_alert_for_a_message_matching_several_keywords_is_accepted(
+    nursery: trio.Nursery,
+) -> None:
+    """The sandbox delivers as Chatsight does: one alert per matching keyword, all signed for
+    the same millisecond (the same ``hmac``); the daemon's receiver accepts every one."""
+    sandbox = Sandbox(api_key=KEY, verdicts="wordlist")
+    await nursery.start(sandbox.serve)
+    keywords = ("pizza", "party", "ready")
+    messages = [Message(id=f"m-{i}", text=f"is the pizza party ready? ({i})", source="t")
+                for i in range(4)]
+    expected = len(keywords) * len(messages)
+    alerts: list[KeywordAlert] = []
+
+    async def take(alert: KeywordAlert) -> None:
+        alerts.append(alert)
+
+    def delivered() -> int:
+        return sum(n for k, n in sandbox.stats.items() if k.startswith("webhooks_status_"))
+
+    async with AccountClient(sandbox.http_url(), KEY) as account:
+        secret = await account.rotate_secret()
+        api = StatusApi(lambda: True, dict, alerts=take, section=HttpSection(
+            enabled=True, chatsight_webhook_secret=Secret("test", secret)))
+        port = await nursery.start(serve_http, api.handle, "127.0.0.1", 0)
+        await account.enable_keyword_alerts(f"http://127.0.0.1:{port}{WEBHOOK_PATH}",
+                                            full_message=True)
+        for keyword in keywords:
+            await account.add_keyword(keyword)
+    engine = ChatsightEngine("chatsight", ChatsightConfig(
+        api_key=Secret("test", KEY), ws_url=sandbox.ws_url(), http_url=sandbox.http_url()))
+    await nursery.start(engine.run)
+    with trio.fail_after(20):
+        async with trio.open_nursery() as senders:  # together: one websocket batch
+            for message in messages:
+                senders.start_soon(engine.moderate, message)
+        await eventually(lambda: delivered() == expected)
+    assert sandbox.stats["webhooks_status_200"] == expected
+    assert api.rejected == 0
+    assert sorted((a.metadata["chatmod_id"], a.keyword) for a in alerts) == sorted(
+        (m.id, keyword) for m in messages for keyword in keywords)
+    assert {a.text for a in alerts} == {m.text for m in messages}
+
+
+async def test_a_reload_does_not_forget_the_alerts_already_accepted() -> None:
+    secret = "reload-test-shared-secret"
+    section = HttpSection(enabled=True, chatsight_webhook_secret=Secret("test", secret))
+    api = StatusApi(lambda: True, dict, section=section)
+    now_ms = int(time.time() * 1000)
+    body = orjson.dumps({"sender": "chatsight-webhooks", "addon": "keywordAlert",
+                         "payload": {"keywordDetected": "pizza", "metadata": {},
+                                     "fullText": False},
+                         "time": now_ms, "hmac": sign(secret.encode(), now_ms)})
+
+    async def post() -> int:
+        return (await api.handle(HttpRequest("POST", WEBHOOK_PATH, "", {}, body))).status
+
+    assert await post() == 200
+    assert api.reconfigure(section)  # e.g. SIGHUP for another part of the config
+    assert await post() == 401  # still a replay
+    assert api.reconfigure(replace(section, webhook_window=300.0))
+    assert await post() == 401  # nor a longer window
 
 
 @pytest.mark.slow

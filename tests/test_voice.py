@@ -11,7 +11,13 @@ import pytest
 import trio
 
 from chatmod.chatsight.protocol import AUTH_HEADER
-from chatmod.chatsight.voice import parse_transcript, repair_speakers, supply_commas
+from chatmod.chatsight.voice import (
+    fetch_path,
+    parse_transcript,
+    repair_speakers,
+    state_file_name,
+    supply_commas,
+)
 from chatmod.config.load import parse_config
 from chatmod.config.registry import Registry
 from chatmod.config.schema import Secret
@@ -162,6 +168,41 @@ async def test_a_refused_submission_ends_the_job_without_a_key(
     assert KEY not in caplog.text
 
 
+def test_any_conversation_id_is_one_url_segment_and_one_file_name() -> None:
+    assert fetch_path("pizzaChatRoom") == "/stream/pizzaChatRoom"
+    assert fetch_path("rooms/42 #5?x=ü") == "/stream/rooms%2F42%20%235%3Fx%3D%C3%BC"
+    # Ids that were accepted before keep their file names, so kept keys are still found.
+    assert state_file_name(CONVO) == CONVO
+    assert state_file_name("..........") == ".........."
+    for convo_id in ("rooms/../../etc/passwd", "x" * 300, "Pizza Chat Room #5"):
+        name = state_file_name(convo_id)
+        assert name.startswith("convo+")
+        assert len(name) < 100
+        assert "/" not in name
+    assert state_file_name("rooms/a") != state_file_name("rooms/b")
+
+
+async def test_a_job_whose_id_has_spaces_slashes_and_emoji(tmp_path: Path,
+                                                           nursery: trio.Nursery) -> None:
+    convo_id = "Pizza Chat Room #5 / 2026 🍕"
+    sandbox = Sandbox(api_key=KEY, verdicts="wordlist")
+    await nursery.start(sandbox.serve)
+    intake = Collect()
+    job = VoiceJobConfig(url="https://streams.example/pizza.mp3", convo_id=convo_id)
+    with trio.fail_after(10):
+        await voice_source(sandbox, tmp_path, job).run(intake)
+    assert [m.text for m in intake.messages] == [
+        "Hey guys, we're here to talk about eating pizza.",
+        "Sometimes its fun to eat some pizza with friends!", "You're right dude I love pizza!"]
+    assert {m.channel for m in intake.messages} == {convo_id}
+    assert list(sandbox.account.voice_jobs) == [convo_id]  # the provider saw the id as is
+    kept = sorted(path.name for path in (tmp_path / "voice").iterdir())
+    name = state_file_name(convo_id)
+    assert kept == [f"{name}.done", f"{name}.key"]
+    assert sandbox.account.voice_jobs[convo_id].author_key == (
+        tmp_path / "voice" / f"{name}.key").read_text()
+
+
 def test_voice_config_is_validated() -> None:
     registry = Registry.from_entry_points()
     base = {"engine": {"primary": "wordlist"}, "sinks": [{"type": "log"}]}
@@ -172,8 +213,14 @@ def test_voice_config_is_validated() -> None:
 
     with pytest.raises(ConfigError, match=r"sources\[0\].jobs: expected at least one"):
         parse_config(source(), registry)
-    with pytest.raises(ConfigError, match=r"convo_id: expected 10 to 128"):
+    with pytest.raises(ConfigError, match=r"convo_id: expected at least 10 characters"):
         parse_config(source(jobs=[{"url": "u", "convo_id": "short"}]), registry)
+    with pytest.raises(ConfigError, match=r"convo_id: expected no control characters"):
+        parse_config(source(jobs=[{"url": "u", "convo_id": "weekly\nshow-0001"}]), registry)
+    # The document asks only for 10 characters: none of these is refused any more.
+    for convo_id in ("Pizza Chat Room #5", "rooms/42:general?x", "Café-de-la-Paix 🍕",
+                     "x" * 300, "..........", CONVO):
+        parse_config(source(jobs=[{"url": "u", "convo_id": convo_id}]), registry)
     with pytest.raises(ConfigError, match="convo_id is used twice"):
         parse_config(source(jobs=[{"url": "u", "convo_id": CONVO}] * 2), registry)
 

@@ -37,10 +37,10 @@ from chatmod.chatsight.stats import (
 from chatmod.chatsight.voice import (
     API_HEADER,
     API_VOICE,
-    FETCH_PREFIX,
     SUBMIT_PATH,
     Transcript,
     VoiceReplyError,
+    fetch_path,
     fetch_request,
     parse_transcript,
     submit_request,
@@ -161,7 +161,7 @@ class AccountClient:
         return response
 
     async def fetch_voice(self, convo_id: str, author_key: str) -> Transcript:
-        path = FETCH_PREFIX + convo_id
+        path = fetch_path(convo_id)
         response = await self.request("POST", path, fetch_request(author_key),
                                       headers={API_HEADER: API_VOICE}, refusal_means_key=False)
         if response.status_code != 200:

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from chatmod.errors import ProtocolError
 from chatmod.protocols.replies import as_number, json_object
 
 AUTH_HEADER = "x-chatsight-api-auth"
@@ -33,9 +34,11 @@ SUBPROTOCOL = "echo-protocol"
 TEXT_MODERATION_PATH = "/text/moderation"
 MAX_METADATA_KEYS = 20
 SCORE_GROUPS = ("engine1", "engine2", "engine3")
+# The actions the policy knows by name; their spelling is normalised, any other is kept as is.
+KNOWN_ACTIONS = frozenset({"pass", "flag", "delete"})
 
 
-class ReplyError(ValueError):
+class ReplyError(ProtocolError):
     """A reply that cannot be read as a moderation result."""
 
 
@@ -103,7 +106,15 @@ def parse_result(response: Any) -> ChatsightResult:
             numbers = {k: n for k, v in values.items() if (n := as_number(v)) is not None}
             if numbers:
                 scores[group] = numbers
-    return ChatsightResult(action.strip().lower(), as_number(raw_score), scores)
+    return ChatsightResult(action_name(action), as_number(raw_score), scores)
+
+
+def action_name(action: str) -> str:
+    """A known action in its usual spelling (``"Delete "`` is ``delete``); any other string
+    exactly as Chatsight sent it, so the decision shows what was said and the policy's
+    ``unknown_verdict_action`` applies."""
+    folded = action.strip().lower()
+    return folded if folded in KNOWN_ACTIONS else action
 
 
 def parse_ws_reply(data: bytes | str) -> Reply:

@@ -5,8 +5,9 @@ Facts from the provider's documents (kept here so the project does not depend on
 - Submit: ``POST /stream/moderate`` with headers ``x-chatsight-api-auth`` and
   ``x-chatsight-api: chatsightvoice``, body ``{"url", "authorKey", "longRunning", "convoId"}``.
   ``authorKey`` is base64 of 32 random bytes, an AES-256 key chosen by the caller: the provider
-  cannot recover results without it. ``convoId`` has at least 10 characters; ``longRunning``
-  is true for a static file.
+  cannot recover results without it. ``convoId`` has at least 10 characters (the documents
+  ask nothing else of it; the sample's is ``pizzaChatRoom``); ``longRunning`` is true for a
+  static file.
 - Fetch: ``POST /stream/<convoId>`` with the same headers and ``{"authorKey": "..."}``. The
   reply is a list ``[true, {"transcript": {"master": [[offset, sentence], ...], "speakers":
   {"0": [[offset, sentence], ...], ...}}, "moderationResults": [...]}, null]``; each result
@@ -21,7 +22,10 @@ Facts from the provider's documents (kept here so the project does not depend on
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
+import unicodedata
+import urllib.parse
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +34,7 @@ from typing import Any
 import orjson
 
 from chatmod.chatsight.protocol import ChatsightResult, ReplyError, parse_result
+from chatmod.errors import ProtocolError
 
 SUBMIT_PATH = "/stream/moderate"
 FETCH_PREFIX = "/stream/"
@@ -37,9 +42,13 @@ API_HEADER = "x-chatsight-api"
 API_VOICE = "chatsightvoice"
 AUTHOR_KEY_BYTES = 32
 MIN_CONVO_ID = 10
+# A conversation id made only of these names its state files as it is (and did before any
+# other id was accepted); any other id is named by its digest, behind a '+' no such id has.
+_FILE_SAFE_CONVO_ID = re.compile(r"[A-Za-z0-9._-]{10,128}")
+_DIGEST_NAME_PREFIX = "convo+"
 
 
-class VoiceReplyError(ValueError):
+class VoiceReplyError(ProtocolError):
     """A voice reply that cannot be read."""
 
 
@@ -72,6 +81,33 @@ def valid_author_key(key: str) -> bool:
         return len(base64.b64decode(key, validate=True)) == AUTHOR_KEY_BYTES
     except ValueError:
         return False
+
+
+def convo_id_problem(convo_id: str) -> str | None:
+    """Why ``convo_id`` cannot be used, or ``None``. The provider asks only for at least 10
+    characters, so spaces, '/', '#', accents or emoji are all fine (the fetch URL
+    percent-encodes them; see :func:`fetch_path` and :func:`state_file_name`). Refused: control
+    characters, which no one means in an id and which would garble log lines, and lone
+    surrogates, which are not text at all."""
+    if len(convo_id) < MIN_CONVO_ID:
+        return f"expected at least {MIN_CONVO_ID} characters"
+    if any(unicodedata.category(char) in ("Cc", "Cs") for char in convo_id):
+        return "expected no control characters"
+    return None
+
+
+def fetch_path(convo_id: str) -> str:
+    """``/stream/<convoId>`` with the id percent-encoded, so any id is one path segment."""
+    return FETCH_PREFIX + urllib.parse.quote(convo_id, safe="")
+
+
+def state_file_name(convo_id: str) -> str:
+    """A file name (without suffix) for a conversation's kept author key and done marker: the
+    id itself when it is letters, digits, '.', '_' and '-' only (10 to 128 of them), else
+    ``convo+`` and its SHA-256, since an id may hold '/' or be too long for a file name."""
+    if _FILE_SAFE_CONVO_ID.fullmatch(convo_id):
+        return convo_id
+    return _DIGEST_NAME_PREFIX + hashlib.sha256(convo_id.encode()).hexdigest()
 
 
 def submit_request(url: str, author_key: str, convo_id: str, *, long_running: bool) -> bytes:

@@ -11,8 +11,11 @@ The body is ``{"sender", "addon", "payload": {"keywordDetected", "metadata", "fu
 
 Only ``time`` is signed, not the body: someone who captured one request could send another
 body with the same ``time`` and ``hmac`` until the window closes. So the window is short
-(60 s by default, both directions), and a signature is accepted once (replays are refused
-while they would still be in the window).
+(60 s by default, both directions). For the same reason one signature is legitimately shared:
+every alert for one moderated message (one per keyword it matches), and any alerts sent in the
+same millisecond, carry the same ``time`` and so the same ``hmac``. A replay is therefore the
+same *body* again within the window, and the replay guard remembers digests of whole bodies,
+not signatures.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from typing import Any
 
 import orjson
 
+from chatmod.errors import ProtocolError
+
 ADDONS_PATH = "/addons"
 KEYWORDS_PATH = "/addons/keywords"
 SECRETS_PATH = "/addons/secrets"
@@ -36,7 +41,7 @@ DEFAULT_WINDOW = 60.0
 REPLAY_MEMORY = 100_000
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(ProtocolError):
     """Refused, with the HTTP status to answer (400 malformed, 401 not authentic)."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -63,23 +68,49 @@ def sign(secret: bytes, time_ms: int) -> str:
 
 
 class ReplayGuard:
-    """Signatures seen recently, each remembered until it would be out of the window."""
+    """Digests of the bodies accepted recently, each remembered until its ``time`` could no
+    longer pass the window check; at most ``size`` of them (the oldest go first)."""
 
     def __init__(self, window: float, size: int = REPLAY_MEMORY) -> None:
         self.window = window
         self.size = size
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: OrderedDict[bytes, float] = OrderedDict()
 
-    def first_time(self, signature: str, now: float) -> bool:
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def set_window(self, window: float) -> None:
+        """A new window (a reload); the bodies seen stay remembered as long as it needs."""
+        longer = 2 * (window - self.window)
+        if longer > 0:  # the same amount for each: the oldest still expires first
+            for digest in self._seen:
+                self._seen[digest] += longer
+        self.window = window
+
+    def first_time(self, digest: bytes, now: float) -> bool:
+        """True the first time ``digest`` is seen within its memory, and remembers it."""
         while self._seen:
             oldest, expires = next(iter(self._seen.items()))
             if expires > now and len(self._seen) < self.size:
                 break
             del self._seen[oldest]
-        if signature in self._seen:
+        if digest in self._seen:
             return False
-        self._seen[signature] = now + 2 * self.window
+        # A body accepted now has a `time` within `window` of now, so the window check
+        # refuses it again from `now + 2 * window` on at the latest.
+        self._seen[digest] = now + 2 * self.window
         return True
+
+
+def body_digest(envelope: dict[str, Any]) -> bytes:
+    """SHA-256 of the body's JSON in one canonical form (keys sorted, no spaces), so the same
+    body re-encoded is still the same body. :class:`WebhookRejected` for a body nested too
+    deeply to re-encode (no alert is)."""
+    try:
+        canonical = orjson.dumps(envelope, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        raise WebhookRejected(400, "body is nested too deeply") from None
+    return hashlib.sha256(canonical).digest()
 
 
 def verify(body: bytes, secret: bytes, now: float, guard: ReplayGuard) -> KeywordAlert:
@@ -106,8 +137,8 @@ def verify(body: bytes, secret: bytes, now: float, guard: ReplayGuard) -> Keywor
         raise WebhookRejected(401, "signature does not match")
     if abs(now - time_ms / 1000) > guard.window:
         raise WebhookRejected(401, "'time' is outside the accepted window")
-    if not guard.first_time(signature, now):
-        raise WebhookRejected(401, "replayed signature")
+    if not guard.first_time(body_digest(envelope), now):
+        raise WebhookRejected(401, "replayed body")
     payload = envelope.get("payload")
     if not isinstance(payload, dict):
         raise WebhookRejected(400, "'payload' must be an object")

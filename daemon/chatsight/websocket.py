@@ -4,15 +4,19 @@ Each reply is handed to ``on_reply`` (the engine matches it to its request). Whe
 connection closes (close frame, reset, or a keepalive that goes unanswered), ``on_closed``
 is told which connection ended, so every request still in flight on it can go over HTTP.
 
-An auth failure shows up only as the connection being cut right after the handshake (or a
-401/403 on upgrade): it is logged once, and the next attempt waits ``auth_backoff`` seconds.
+Chatsight refuses a key by cutting the connection right after the handshake (or with a
+401/403 on upgrade). A cut like that is also what a server restart, a proxy recycling
+connections, an idle timeout or a flaky link look like, so it is only a suspicion: one HTTP
+request with the same key (``key_refused``) settles it. A 401/403 there means the key: logged
+once, and the next attempt waits ``auth_backoff`` seconds. Anything else is a transient cut:
+reconnect with the normal backoff.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import trio
@@ -35,6 +39,11 @@ log = logging.getLogger("chatmod.engine.chatsight.ws")
 DISCONNECT_TIMEOUT = 1.0
 
 
+# Asks Chatsight over HTTP whether it refuses the API key: True only for a 401/403. It must
+# bound its own time (a network error or a timeout is not a refusal: False).
+KeyCheck = Callable[[], Awaitable[bool]]
+
+
 class SocketClosed(Exception):
     """The websocket is not open; the request was not sent."""
 
@@ -47,7 +56,7 @@ class SocketSettings:
     connect_timeout: float
     ping_interval: float
     ping_timeout: float
-    auth_cut_window: float  # a close this soon after opening, with no reply, is an auth failure
+    auth_cut_window: float  # a close this soon after opening, with no reply, may be a refused key
     auth_backoff: float
 
 
@@ -60,11 +69,13 @@ class ChatsightSocket:
         backoff: Backoff,
         on_reply: Callable[[Reply], str],
         on_closed: Callable[[int], int],
+        key_refused: KeyCheck,
     ) -> None:
         self.settings = settings
         self.backoff = backoff
         self.on_reply = on_reply  # returns how the reply was used, for the counters
         self.on_closed = on_closed  # returns how many requests it moved to HTTP
+        self.key_refused = key_refused  # asked after a cut right after opening
         self.generation = 0  # increases with every connection; in-flight entries carry it
         self.stats: Counter[str] = Counter()
         self._target = WsTarget.from_url(settings.url)
@@ -160,18 +171,27 @@ class ChatsightSocket:
             self.stats["requests_moved_on_close"] += lost
         lifetime = trio.current_time() - opened_at
         got_replies = self.stats["replies"] > replies_before
-        if not keepalive_failed and not got_replies and lifetime < self.settings.auth_cut_window:
-            return self._auth_failed("connection cut right after the handshake")
+        how = "no pong" if keepalive_failed else _close_reason(ws)
+        cut_at_opening = (not keepalive_failed and not got_replies
+                          and lifetime < self.settings.auth_cut_window)
+        if cut_at_opening:
+            # How Chatsight refuses a key, but also how any transient cut looks: ask.
+            self.stats["cuts_at_opening"] += 1
+            if await self.key_refused():
+                return self._auth_failed(f"connection cut {lifetime:.2f} s after the "
+                                         "handshake, and the HTTP API refuses the key too")
+            how += ", before any reply; the HTTP API does not refuse the key, so no auth failure"
         if self._auth_failing:
-            log.info("websocket accepted again: the API key works")
+            log.info("the API key is accepted again: reconnecting the websocket with the "
+                     "normal backoff" if cut_at_opening else
+                     "websocket accepted again: the API key works")
             self._auth_failing = False
         if got_replies:
             self.backoff.reset()
         self.stats["closed"] += 1
         delay = self.backoff.next_delay()
-        log.warning("websocket closed (%s, after %.1f s); %d request(s) moved to HTTP; "
-                    "reconnecting in %.2f s",
-                    "no pong" if keepalive_failed else _close_reason(ws), lifetime, lost, delay)
+        log.warning("websocket closed after %.2f s (%s); %d request(s) moved to HTTP; "
+                    "reconnecting in %.2f s", lifetime, how, lost, delay)
         return delay
 
     def _handle_text(self, data: str) -> None:

@@ -38,6 +38,12 @@ RECEIVE_SIZE = 256 * 1024
 HIGH_WATER = 1024 * 1024
 # Close code reported when the connection ended without a close frame (RFC 6455 7.1.5).
 ABNORMAL_CLOSURE = 1006
+# Characters or bytes one incoming message may hold. Chatsight's replies are a few KB; a peer
+# sending an endless message must not grow memory without bound: closed with 1009.
+MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+MESSAGE_TOO_BIG = 1009
+# Seconds the close frame for an oversized message may take to send.
+CLOSE_SEND_TIMEOUT = 1.0
 
 WsStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
 
@@ -183,11 +189,14 @@ class WsConnection:
         self, on_text: Callable[[str], None], on_binary: Callable[[bytes], None]
     ) -> None:
         """The reader task: hands every message to the callbacks (sync, non-blocking), answers
-        pings, and returns when the connection ends (``close_code`` says how)."""
+        pings, and returns when the connection ends (``close_code`` says how). A message over
+        :data:`MAX_MESSAGE_SIZE` ends it with close code 1009."""
         text_parts: list[str] = []
         byte_parts: list[bytes] = []
+        pending = 0  # size of the message being received so far
+        oversized = False
         protocol = self._protocol
-        while True:
+        while not oversized:
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -198,6 +207,13 @@ class WsConnection:
             try:
                 protocol.receive_data(bytes(data))
                 for event in protocol.events():
+                    if isinstance(event, (TextMessage, BytesMessage)):
+                        pending += len(event.data)
+                        if pending > MAX_MESSAGE_SIZE:
+                            oversized = True
+                            break
+                        if event.message_finished:
+                            pending = 0
                     if isinstance(event, TextMessage):
                         if event.message_finished and not text_parts:
                             on_text(event.data)
@@ -224,6 +240,8 @@ class WsConnection:
             except (RemoteProtocolError, LocalProtocolError):
                 self._lost()
                 return
+        with trio.move_on_after(CLOSE_SEND_TIMEOUT):
+            await self.close(MESSAGE_TOO_BIG)
 
     async def close(self, code: int = 1000) -> None:
         """Send a close frame (best effort); the caller closes the stream."""

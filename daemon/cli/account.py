@@ -28,7 +28,7 @@ from chatmod.chatsight.stats import (
     parse_time,
     split_range,
 )
-from chatmod.chatsight.voice import Transcript
+from chatmod.chatsight.voice import Transcript, state_file_name
 from chatmod.config.load import read_config_tables
 from chatmod.config.schema import parse_table
 from chatmod.config.sections import DaemonSection
@@ -197,7 +197,8 @@ async def _rotate_secret(client: AccountClient, args: argparse.Namespace,
 
 async def _voice_fetch(client: AccountClient, args: argparse.Namespace,
                        state_dir: Path | None) -> int:
-    key_file = _state_file(args.author_key_file, state_dir, f"voice/{args.convo_id}.key",
+    key_file = _state_file(args.author_key_file, state_dir,
+                           f"voice/{state_file_name(args.convo_id)}.key",
                            "voice fetch", "--author-key-file")
     try:
         author_key = key_file.read_text().strip()

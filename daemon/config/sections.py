@@ -124,12 +124,17 @@ class HttpSection:
     """The daemon's HTTP server: health, readiness, metrics, its own statistics and Chatsight's
     keyword alerts. Keyword alerts arrive at `POST /webhooks/chatsight` and are checked
     strictly: `time` an integer, `hmac` the canonical base64 of HMAC-SHA256(secret, `str(time)`)
-    compared in constant time, `time` within `webhook_window`, the signature not seen before
-    (replays refused), the body within `max_body`. Malformed bodies get 400, unauthentic or
-    stale ones 401, oversized ones 413, never a 5xx. A verified alert goes to every sink: a
+    compared in constant time, `time` within `webhook_window`, the same body not seen before
+    within the window (replays refused), the body within `max_body`. Malformed bodies get 400,
+    unauthentic or stale ones 401, oversized ones 413, never a 5xx. A verified alert goes to
+    every sink: a
     `{"type": "alert", "keyword", "metadata", "text", ...}` line in jsonl files, a warning line
     in the log, a NOTICE in the `irc` sink's `alerts_channel`. Chatsight signs only the
-    timestamp, not the body: treat alert contents as hints, not as proof.
+    timestamp, not the body, so the alerts for one message (one per matching keyword) share one
+    signature: a replay is the same body again, not the same signature (bodies are remembered
+    as digests, for the window and across reloads, 100,000 at most). Someone who captured one
+    alert could send a different body with the same signature until the window closes: that is
+    why the window is short. Treat alert contents as hints, not as proof.
 
     `HEAD` is answered on every route as `GET` without the body. Nothing a client sends stops
     the daemon: a failing connection is closed and logged, refusals and evictions are logged at

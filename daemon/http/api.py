@@ -47,10 +47,16 @@ def server_limits(section: HttpSection) -> ServerLimits:
                         keep_alive_timeout=section.keep_alive_timeout)
 
 
-def _verification(section: HttpSection) -> tuple[bytes | None, ReplayGuard]:
-    """The webhook secret (None: no receiver) and a fresh replay guard for its window."""
+def _verification(section: HttpSection, guard: ReplayGuard | None = None
+                  ) -> tuple[bytes | None, ReplayGuard]:
+    """The webhook secret (None: no receiver) and the replay guard for its window: ``guard``
+    (on a reload) with the window set, so a reload does not forget the bodies accepted."""
     secret = section.chatsight_webhook_secret
-    return (secret.reveal().encode() if secret else None), ReplayGuard(section.webhook_window)
+    if guard is None:
+        guard = ReplayGuard(section.webhook_window)
+    else:
+        guard.set_window(section.webhook_window)
+    return (secret.reveal().encode() if secret else None), guard
 
 
 def metric_name(*parts: str) -> str:
@@ -98,7 +104,7 @@ class StatusApi:
                 old.enabled, old.host, old.port, old.max_body, server_limits(old)):
             return False
         self.section = section
-        self._secret, self._guard = _verification(section)
+        self._secret, self._guard = _verification(section, self._guard)
         return True
 
     async def handle(self, request: HttpRequest) -> HttpResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -19,16 +20,20 @@ def json_object(data: bytes | str, error: type[ValueError]) -> dict[str, Any]:
 
 
 def as_number(value: Any) -> float | None:
-    """A float from a number or a numeric string; ``None`` for anything else (booleans too)."""
+    """A finite float from a number or a numeric string; ``None`` for anything else (booleans,
+    and "NaN" or "Infinity", which float() reads but no score is: a NaN would compare false
+    with every threshold and hide the other scores from ``max``)."""
     if type(value) is float:  # the common case, first
-        return value
-    if isinstance(value, bool):
+        number = value
+    elif isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return float(value)
-    if isinstance(value, str):
+    elif isinstance(value, int):
+        number = float(value)
+    elif isinstance(value, str):
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             return None
-    return None
+    else:
+        return None
+    return number if math.isfinite(number) else None

@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -263,7 +264,7 @@ class Account:
     async def _voice_fetch(self, request: HttpRequest) -> HttpResponse:
         if request.headers.get(API_HEADER) != API_VOICE:
             return _error(400, f"header {API_HEADER}: {API_VOICE} is required")
-        job = self.voice_jobs.get(request.path.removeprefix(FETCH_PREFIX))
+        job = self.voice_jobs.get(urllib.parse.unquote(request.path.removeprefix(FETCH_PREFIX)))
         if job is None:
             return HttpResponse(404, orjson.dumps([False, None, "Unknown conversation."]))
         body = _object(request.body) or {}

@@ -436,6 +436,9 @@ class Sandbox:
 
 
 NSFW_MARKER = "nsfw"  # an image URL containing it is judged pornographic (deterministic)
+# An image URL containing it cannot be fetched: its section's status is "error", as Discuse
+# answers for media that is not publicly reachable.
+UNREACHABLE_MARKER = "unreachable"
 
 
 def discuse_reply(probability: float, images: list[str], gifs: list[str]) -> bytes:
@@ -443,6 +446,8 @@ def discuse_reply(probability: float, images: list[str], gifs: list[str]) -> byt
     def media(urls: list[str]) -> dict[str, Any]:
         if not urls:
             return {"result": {}}
+        if any(UNREACHABLE_MARKER in url.lower() for url in urls):
+            return {"result": {}, "status": "error", "hit": False}
         bad = any(NSFW_MARKER in url.lower() for url in urls)
         porn = 0.95 if bad else 0.02
         return {"result": {"category": "porn" if bad else "neutral",
