@@ -27,7 +27,6 @@ from chatmod.core.interfaces import Intake, Sink, Source
 from chatmod.core.model import Decision, Message, generate_message_id
 from chatmod.errors import ConfigError, SinkError
 from chatmod.protocols.irc import (
-    MAX_LINE_BYTES,
     ChatLine,
     Event,
     IrcFatal,
@@ -35,12 +34,10 @@ from chatmod.protocols.irc import (
     IrcSession,
     Joined,
     Kicked,
-    LineBuffer,
     NickInUse,
     Registered,
-    is_middle_param,
-    parse_line,
 )
+from chatmod.protocols.irc_lines import MAX_LINE_BYTES, LineBuffer, is_middle_param, parse_line
 
 READ_SIZE = 16384
 OUTGOING_QUEUE = 256

@@ -184,7 +184,7 @@ def test_raise_file_limit_lifts_the_soft_limit_to_the_hard_one() -> None:
     import subprocess
     import sys
 
-    probe = ("import resource; from chatmod.http.server import raise_file_limit; "
+    probe = ("import resource; from chatmod.http.limits import raise_file_limit; "
              "print(raise_file_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE))")
     result = subprocess.run(["sh", "-c", 'ulimit -S -n 200 && exec "$@"', "sh",
                              sys.executable, "-c", probe],

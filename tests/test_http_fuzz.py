@@ -15,7 +15,8 @@ from hypothesis import example, given
 from chatmod.chatsight.stats import parse_search_request
 from chatmod.config.schema import Secret
 from chatmod.http.api import HttpSection, StatusApi
-from chatmod.http.server import ServerLimits, serve_http
+from chatmod.http.limits import ServerLimits
+from chatmod.http.server import serve_http
 from chatmod.runtime.stats_store import DecisionStats
 
 from .http_requests import fuzz_settings, peer_bytes, search_body

@@ -11,14 +11,8 @@ import pytest
 import trio
 
 from chatmod.http.api import StatusApi
-from chatmod.http.server import (
-    HttpRequest,
-    HttpResponse,
-    RateLimitedLog,
-    ServerCounters,
-    ServerLimits,
-    serve_http,
-)
+from chatmod.http.limits import RateLimitedLog, ServerCounters, ServerLimits
+from chatmod.http.server import HttpRequest, HttpResponse, serve_http
 
 from .raw_http import exchange, read_response, read_until_closed, request, statuses
 

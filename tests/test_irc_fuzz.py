@@ -24,14 +24,8 @@ import trio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from chatmod.protocols.irc import (
-    ChatLine,
-    IrcFatal,
-    IrcLineError,
-    IrcSession,
-    LineBuffer,
-    parse_line,
-)
+from chatmod.protocols.irc import ChatLine, IrcFatal, IrcLineError, IrcSession
+from chatmod.protocols.irc_lines import LineBuffer, parse_line
 
 from .helpers import Daemon, eventually, write_config
 

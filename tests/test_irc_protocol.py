@@ -7,20 +7,17 @@ import pytest
 from irctokens import tokenise
 
 from chatmod.protocols.irc import (
-    MAX_LINE_BYTES,
     ChatLine,
     IrcFatal,
     IrcLineError,
     IrcSession,
     Joined,
     JoinRefused,
-    LineBuffer,
     NickInUse,
     Reaction,
     Registered,
-    is_middle_param,
-    parse_line,
 )
+from chatmod.protocols.irc_lines import MAX_LINE_BYTES, LineBuffer, is_middle_param, parse_line
 
 
 def formats(lines: list[Any]) -> list[str]:

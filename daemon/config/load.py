@@ -13,15 +13,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from chatmod.config.problems import Problems, parsed, placed
 from chatmod.config.registry import Registry
 from chatmod.config.schema import (
-    Problems,
     describe,
     did_you_mean,
     join_path,
     parse_table,
-    parsed,
-    placed,
     to_plain,
 )
 from chatmod.config.sections import (

@@ -19,14 +19,14 @@ import math
 import os
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, ParamSpec, TypeVar, get_args, get_origin
+from typing import Any, ClassVar, Literal, TypeVar, get_args, get_origin
 
+from chatmod.config.problems import Problems
 from chatmod.errors import ConfigError, ConfigProblem
 
 T = TypeVar("T")
-P = ParamSpec("P")
 
 SECRET_SUFFIXES = ("_env", "_file")
 CREDENTIALS_DIRECTORY_ENV = "CREDENTIALS_DIRECTORY"
@@ -109,39 +109,6 @@ def join_path(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-class Problems:
-    """Collects every :class:`ConfigError` of a config, so one run reports all its mistakes."""
-
-    def __init__(self) -> None:
-        self.errors: list[ConfigError] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.errors.append(ConfigError.at(path, message))
-
-    def check(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T | None:
-        """``func(*args, **kwargs)``; None, with its problems kept, when it raises ConfigError."""
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as exc:
-            self.errors.append(exc)
-            return None
-
-    def __bool__(self) -> bool:
-        return bool(self.errors)
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise ConfigError.combine(self.errors)
-
-
-def parsed(value: T | None) -> T:
-    """A value :meth:`Problems.check` returned, once :meth:`Problems.raise_if_any` passed:
-    a check that failed kept its problem, so it is not None."""
-    if value is None:
-        raise AssertionError("a config check failed without reporting a problem")
-    return value
-
-
 def parse_table(
     cls: type[T],
     table: Mapping[str, Any],
@@ -205,14 +172,6 @@ def parse_table(
         raise ConfigError(problems=[_under(path, p) for p in exc.problems]) from None
     except ValueError as exc:  # a library check in __post_init__, e.g. urlsplit's
         raise ConfigError.at(path or "config", str(exc)) from None
-
-
-def placed(path: str, problem: ConfigProblem) -> ConfigProblem:
-    """``problem`` at key ``path``, unless it names its own key."""
-    if problem.path:
-        return problem
-    message = problem.message.removeprefix(f"{path}: ")
-    return ConfigProblem(path, message)
 
 
 def _under(path: str, problem: ConfigProblem) -> ConfigProblem:

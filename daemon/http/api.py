@@ -29,7 +29,8 @@ from chatmod.chatsight.webhook import (
     verify,
 )
 from chatmod.config.sections import HttpSection
-from chatmod.http.server import HttpRequest, HttpResponse, ServerCounters, ServerLimits
+from chatmod.http.limits import ServerCounters, ServerLimits
+from chatmod.http.server import HttpRequest, HttpResponse
 
 if TYPE_CHECKING:  # handed in by the runtime, which owns it
     from chatmod.runtime.stats_store import DecisionStats

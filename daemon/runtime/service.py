@@ -23,7 +23,8 @@ from chatmod.core.pipeline import Pipeline, RunSummary
 from chatmod.core.policy import Policy
 from chatmod.errors import ConfigError
 from chatmod.http.api import StatusApi, server_limits
-from chatmod.http.server import raise_file_limit, serve_http
+from chatmod.http.limits import raise_file_limit
+from chatmod.http.server import serve_http
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
 from chatmod.runtime.systemd import STATUS_INTERVAL, Notifier

@@ -14,11 +14,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import re
 import socket
 import struct
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
@@ -41,6 +40,15 @@ from chatmod.chatsight.protocol import AUTH_HEADER, SUBPROTOCOL, TEXT_MODERATION
 from chatmod.http.server import HttpRequest, HttpResponse, serve_http
 from chatmod.protocols.discuse import CHECK_PATH, CLIENT_ID_HEADER, CLIENT_SECRET_HEADER
 from chatmod.sandbox.account import Account
+from chatmod.sandbox.answers import (
+    Judgement,
+    ModelJudge,
+    discuse_reply,
+    error_body,
+    make_judge,
+    moderation_body,
+    moderation_reply,
+)
 
 log = logging.getLogger("chatmod.sandbox")
 
@@ -49,10 +57,6 @@ MAX_HTTP_BODY = 1024 * 1024
 DEFAULT_API_KEY = "sandbox-key"
 DEFAULT_DISCUSE_CLIENT_ID = "sandbox-client"
 DEFAULT_DISCUSE_CLIENT_SECRET = "sandbox-secret"
-
-DELETE_WORDS = ("idiot", "stupid", "moron", "fuck", "fucking", "shit", "bitch", "kill yourself")
-FLAG_WORDS = ("damn", "crap", "dumb", "sucks", "hate", "shut up")
-
 
 @dataclass
 class Faults:
@@ -67,95 +71,6 @@ class Faults:
     http_error_rate: float = 0.0  # fraction of HTTP requests answered 503
     http_429_rate: float = 0.0  # fraction answered 429 with Retry-After
     retry_after: float = 1.0
-
-
-Judgement = tuple[str, float]  # (suggested action, profanity probability)
-
-
-class WordlistJudge:
-    """``delete`` for a word in :data:`DELETE_WORDS`, ``flag`` for :data:`FLAG_WORDS`."""
-
-    def __init__(self) -> None:
-        def pattern(words: Sequence[str]) -> re.Pattern[str]:
-            return re.compile(r"(?<!\w)(?:{})(?!\w)".format("|".join(map(re.escape, words))), re.I)
-
-        self._delete = pattern(DELETE_WORDS)
-        self._flag = pattern(FLAG_WORDS)
-
-    def __call__(self, texts: Sequence[str]) -> list[Judgement]:
-        return [
-            ("delete", 0.97) if self._delete.search(t)
-            else ("flag", 0.6) if self._flag.search(t)
-            else ("pass", 0.02)
-            for t in texts
-        ]
-
-
-class ModelJudge:
-    """The local model's probability with the local engine's default thresholds."""
-
-    def __init__(self) -> None:
-        from profanity_check import predict_prob
-
-        self._predict = predict_prob
-
-    def __call__(self, texts: Sequence[str]) -> list[Judgement]:
-        judged: list[Judgement] = []
-        for p in self._predict(list(texts)):
-            probability = float(p)
-            action = "delete" if probability >= 0.9 else "flag" if probability >= 0.5 else "pass"
-            judged.append((action, round(probability, 4)))
-        return judged
-
-
-def make_judge(kind: str) -> Callable[[Sequence[str]], list[Judgement]]:
-    if kind == "wordlist":
-        return WordlistJudge()
-    if kind == "local":
-        return ModelJudge()
-    try:
-        return ModelJudge()
-    except ImportError:
-        return WordlistJudge()
-
-
-def moderation_reply(action: str, probability: float, reference: str | None) -> bytes:
-    """A reply in the documented shape (including its quirks: a text baseline in engine2)."""
-    return orjson.dumps(moderation_body(action, probability, reference))
-
-
-def moderation_body(action: str, probability: float, reference: str | None = None
-                    ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "modelTrainingWords": [], "computeTime": 1, "times": [0.4, 0.2],
-        "uuid": "Future Placeholder", "warningIssued": False, "endpoint": "sandbox",
-        "alloc": "sandbox", "latencyAlert": False,
-    }
-    if reference is not None:
-        metadata["self_reference"] = reference
-    return {
-        "api": "chatsight-lang-text",
-        "success": True,
-        "response": {
-            "engine1": {"raceInvocation": 0.0001, "politicalLanguage": 0.0026,
-                        "baseline": round(1.0 - probability, 4)},
-            "engine2": {"raceInvocation": 0.00004, "defensive": 0.0001,
-                        "baseline": "Not required in engine2", "aggressive": 0.00005,
-                        "vulgar": probability},
-            "engine3": {"invoked": False},
-            "suggestedAction": [action, probability],
-            "patches": {"extremistFormattingPatch": False, "curseWordOverride": False,
-                        "sentimentScore": 0.1},
-            "insights": {"dialectPrediction": ["english", 0.37]},
-            "metadata": metadata,
-        },
-        "TOS": "https://announce.chatsight.ai/terms_of_service",
-        "version": "sandbox",
-    }
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"api": "chatsight-lang-text", "success": False, "response": message})
 
 
 GARBAGE_FRAMES: tuple[TextMessage | BytesMessage, ...] = (
@@ -433,40 +348,6 @@ class Sandbox:
         self.stats["http_moderated"] += 1
         self.account.moderated(text, action, payload.get("metadata"))
         return HttpResponse(200, moderation_reply(action, probability, None))
-
-
-NSFW_MARKER = "nsfw"  # an image URL containing it is judged pornographic (deterministic)
-# An image URL containing it cannot be fetched: its section's status is "error", as Discuse
-# answers for media that is not publicly reachable.
-UNREACHABLE_MARKER = "unreachable"
-
-
-def discuse_reply(probability: float, images: list[str], gifs: list[str]) -> bytes:
-    """A check reply in the documented shape."""
-    def media(urls: list[str]) -> dict[str, Any]:
-        if not urls:
-            return {"result": {}}
-        if any(UNREACHABLE_MARKER in url.lower() for url in urls):
-            return {"result": {}, "status": "error", "hit": False}
-        bad = any(NSFW_MARKER in url.lower() for url in urls)
-        porn = 0.95 if bad else 0.02
-        return {"result": {"category": "porn" if bad else "neutral",
-                           "confidence": porn if bad else 0.96},
-                "status": "ok", "porn": porn, "sexual": 0.03, "neutral": 1 - porn,
-                "hit": bad}
-
-    images_section, gifs_section = media(images), media(gifs)
-    sentiment = {"toxic": probability, "profanity": probability,
-                 "threat": round(probability / 10, 4), "insult": round(probability * 0.8, 4),
-                 "hit": probability >= 0.5}
-    return orjson.dumps({
-        "trace_context": None,
-        "links": {"status": "", "hit": False}, "badwords": {"status": "", "hit": False},
-        "antivirus": {"status": "", "hit": False},
-        "language": {"expected": "en", "detected": "en", "hit": False},
-        "images": images_section, "gifs": gifs_section, "sentiment": sentiment,
-        "hits": bool(sentiment["hit"] or images_section.get("hit") or gifs_section.get("hit")),
-    })
 
 
 async def _close(stream: trio.SocketStream, *, reset: bool = False) -> None:
