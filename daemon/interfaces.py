@@ -125,6 +125,10 @@ class Engine(Plugin, abc.ABC):
     #: of messages a second. Such an engine must bound its own time (enforces_own_timeout).
     streams: ClassVar[bool] = False
 
+    #: The routes its verdicts can take (``Verdict.route``): their /metrics series exist
+    #: from the start.
+    verdict_routes: ClassVar[tuple[str, ...]] = ()
+
     async def submit(self, message: Message, on_result: ResultCallback) -> None:
         """Start moderating ``message``; call ``on_result`` exactly once, later, with its
         :class:`Verdict` or an :class:`~chatmod.errors.EngineError`. ``on_result`` is sync and

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -23,6 +23,8 @@ from chatmod.dead_letters import DeadLetters
 from chatmod.engine_chain import EngineChain
 from chatmod.errors import EngineError, SinkError
 from chatmod.interfaces import Engine, Sink, Source
+from chatmod.latency import LatencyHistograms
+from chatmod.metrics import RetiredCounters
 from chatmod.model import Decision, Message, Verdict
 from chatmod.policy import Policy
 from chatmod.supervisor import Supervisor, describe
@@ -36,32 +38,6 @@ MAX_SINK_BATCH = 512
 SINK_CLOSE_GRACE = 5.0
 # Seconds a replaced engine may keep answering the messages it holds.
 ENGINE_RETIRE_GRACE = 60.0
-
-
-# Recent latencies kept per route for the percentiles in logs and metrics.
-LATENCY_WINDOW = 4096
-
-
-class LatencyByRoute:
-    """The last :data:`LATENCY_WINDOW` engine latencies of each route, for p50 / p99."""
-
-    def __init__(self) -> None:
-        self._samples: dict[str, deque[float]] = {}
-
-    def record(self, route: str, latency_ms: float) -> None:
-        samples = self._samples.get(route)
-        if samples is None:
-            samples = self._samples[route] = deque(maxlen=LATENCY_WINDOW)
-        samples.append(latency_ms)
-
-    def percentiles(self) -> dict[str, tuple[float, float]]:
-        """route -> (p50, p99) in milliseconds."""
-        result = {}
-        for route, samples in self._samples.items():
-            ordered = sorted(samples)
-            last = len(ordered) - 1
-            result[route] = (ordered[last // 2], ordered[round(last * 0.99)])
-        return result
 
 
 # Attempts at one message before it goes to the dead letters: a message that makes the
@@ -155,7 +131,9 @@ class Pipeline:
         self.actions: Counter[str] = Counter()
         self.routes: Counter[str] = Counter()
         self.sink_failures: Counter[str] = Counter()
-        self.latency = LatencyByRoute()
+        self.latency = LatencyHistograms()
+        # Counts of the components a reload replaced, so that /metrics counters go on.
+        self.retired = RetiredCounters()
         # Told of every batch of decisions the sinks took (e.g. the per-minute stats).
         self.observers: list[Callable[[Sequence[Decision]], None]] = []
         # Streaming mode (the primary engine streams): slots bound the messages between the
@@ -200,6 +178,7 @@ class Pipeline:
             self._engine_scopes[id(engine)] = scope
             await self.supervisor.supervise("engine", engine.name, engine.run,
                                             task_status=task_status)
+        self.retired.finish(engine)
 
     def replace_engine(self, old: Engine, new: Engine) -> None:
         """Swap in ``new`` for ``old`` (reload): started first; ``old`` is stopped once no
@@ -219,6 +198,7 @@ class Pipeline:
         chain = self.chain
         chain.engines = [new if e is old else e for e in chain.engines]
         self.engines = [new if e is old else e for e in self.engines]
+        self.retired.begin([old])
         log.info("reload: engine %s restarted with its new settings", new.name)
         with trio.move_on_after(ENGINE_RETIRE_GRACE):
             await chain.wait_unused(old)
@@ -241,10 +221,12 @@ class Pipeline:
             log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
             return
         old, self.sinks = self.sinks, sinks
+        self.retired.begin(old)
         log.info("reload: new sinks are taking decisions (%s)", ", ".join(s.name for s in sinks))
         for sink in old:
             with trio.move_on_after(SINK_CLOSE_GRACE):
                 await sink.aclose()
+            self.retired.finish(sink)
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -350,7 +332,7 @@ class Pipeline:
             try:
                 verdict = message.verdict or await self.chain.moderate(message)
                 latency_ms = (clock() - started) * 1000.0
-                self.latency.record(verdict.route, latency_ms)
+                self.latency.record(verdict.engine, verdict.route, latency_ms)
                 return self.policy.decide(message, verdict, latency_ms)
             except Exception as exc:  # a bug must cost one message, not the daemon
                 error = describe(exc)
@@ -386,7 +368,7 @@ class Pipeline:
 
             def finish(message: Message, verdict: Verdict, started: float) -> None:
                 latency_ms = (clock() - started) * 1000.0
-                self.latency.record(verdict.route, latency_ms)
+                self.latency.record(verdict.engine, verdict.route, latency_ms)
                 self.in_flight -= 1
                 try:
                     decision = self.policy.decide(message, verdict, latency_ms)

@@ -22,6 +22,7 @@ from chatmod.http_api import StatusApi
 from chatmod.http_server import serve_http
 from chatmod.interfaces import Engine, Sink, Source
 from chatmod.logsetup import set_level
+from chatmod.metrics import metrics_endpoint
 from chatmod.pipeline import Pipeline, RunSummary
 from chatmod.policy import Policy
 from chatmod.state import state_directory
@@ -92,7 +93,7 @@ class Service:
                 await nursery.start(self.decision_stats.run)
                 http = self.config.http
                 if http.enabled:
-                    self.api = StatusApi(self.is_ready, self.statistics,
+                    self.api = StatusApi(self.is_ready, metrics_endpoint(self),
                                                alerts=self._alert, section=http,
                                                decision_stats=self.decision_stats)
                     self.http_port = await nursery.start(partial(
@@ -128,19 +129,6 @@ class Service:
 
     async def _alert(self, alert: KeywordAlert) -> None:
         await self.pipeline.deliver_alert(alert.to_record())
-
-    def statistics(self) -> dict[str, dict[str, float]]:
-        """Every component's counters, for /metrics."""
-        p = self.pipeline
-        groups: dict[str, dict[str, float]] = {"pipeline": p.statistics()}
-        for source in p.sources.values():
-            groups[f"source_{source.name}"] = dict(source.statistics())
-        for sink in p.sinks:
-            groups[f"sink_{sink.name}"] = dict(sink.statistics())
-        groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.is_ready() else 0.0}
-        groups["component"] = p.supervisor.statistics()
-        groups["decisions"] = self.decision_stats.statistics()
-        return groups
 
     def status(self) -> str:
         p = self.pipeline

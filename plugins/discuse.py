@@ -55,6 +55,7 @@ class DiscuseConfig:
 
 class DiscuseEngine(Engine):
     Config = DiscuseConfig
+    verdict_routes = (ROUTE_HTTP,)
     config: DiscuseConfig
 
     def __init__(self, name: str, config: DiscuseConfig,
