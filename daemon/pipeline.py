@@ -143,6 +143,7 @@ class Pipeline:
         self._drained: trio.Event | None = None
         self._services: trio.Nursery | None = None
         self._engine_scopes: dict[int, trio.CancelScope] = {}
+        self._engines_stopped: dict[int, trio.Event] = {}
         self._reading_scopes: set[trio.CancelScope] = set()
         self._intakes: dict[str, _SourceIntake] = {}
         self._work_scope = trio.CancelScope()
@@ -174,11 +175,14 @@ class Pipeline:
     async def _run_engine(
         self, engine: Engine, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        with trio.CancelScope() as scope:
-            self._engine_scopes[id(engine)] = scope
-            await self.supervisor.supervise("engine", engine.name, engine.run,
-                                            task_status=task_status)
-        self.retired.finish(engine)
+        stopped = self._engines_stopped[id(engine)] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._engine_scopes[id(engine)] = scope
+                await self.supervisor.supervise("engine", engine.name, engine.run,
+                                                task_status=task_status)
+        finally:
+            stopped.set()
 
     def replace_engine(self, old: Engine, new: Engine) -> None:
         """Swap in ``new`` for ``old`` (reload): started first; ``old`` is stopped once no
@@ -205,6 +209,8 @@ class Pipeline:
         # Whatever it still holds, it fails (to the fallback) as it stops.
         self._engine_scopes.pop(id(old)).cancel()
         chain.using.pop(id(old), None)
+        await self._engines_stopped.pop(id(old)).wait()
+        self.retired.finish(old)  # its final counts, once it stopped
 
     def replace_sinks(self, sinks: Sequence[Sink]) -> None:
         """Swap in new sinks (reload): started first, the old ones closed after."""

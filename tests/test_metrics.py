@@ -8,6 +8,7 @@ import random
 import re
 import signal
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
@@ -16,13 +17,17 @@ import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from chatmod.config import load_config
+from chatmod.config import PolicySection, load_config
+from chatmod.engine_chain import EngineChain
+from chatmod.interfaces import Engine, Intake, Sink, Source
 from chatmod.latency import LATENCY_BOUNDS_MS, LatencyHistogram
 from chatmod.metrics import CounterGuard, _Family, family_name, metrics_endpoint
-from chatmod.model import Message
+from chatmod.model import Decision, Message, Verdict
+from chatmod.pipeline import Pipeline
+from chatmod.policy import Policy
 from chatmod.service import Service
 
-from .helpers import REPO, WORDLIST_CONFIG, Daemon, write_config
+from .helpers import REPO, WORDLIST_CONFIG, Daemon, eventually, write_config
 from .servers import SandboxProcess
 from .test_chatsight import OK_BODY, http_only_engine, mock_http
 
@@ -279,3 +284,107 @@ def test_dashboard_queries_use_metrics_a_scrape_has(tmp_path: Path) -> None:
     assert any("histogram_quantile(0.99" in target["expr"]
                for panel in json.loads(DASHBOARD.read_text())["panels"]
                for target in panel.get("targets", []))
+
+
+class FedSource(Source):
+    """Submits what the test sends on ``feed``; ends when ``feed`` is closed."""
+
+    def __init__(self) -> None:
+        super().__init__("fed", None)
+        self.feed, self._messages = trio.open_memory_channel[Message](100)
+
+    async def run(
+        self, intake: Intake, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        task_status.started()
+        async for message in self._messages:
+            await intake.submit(message)
+
+
+class CountingSink(Sink):
+    def __init__(self) -> None:
+        super().__init__("out", None)
+        self.written = 0
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        self.written += len(decisions)
+
+    def statistics(self) -> dict[str, float]:
+        return {"written": self.written}
+
+
+class CountingEngine(Engine):
+    verdict_routes = ("local",)
+
+    def __init__(self) -> None:
+        super().__init__("counter", None)
+        self.answered = 0
+
+    async def moderate(self, message: Message) -> Verdict:
+        self.answered += 1
+        return Verdict("pass", 0.0, self.name, "local")
+
+    def statistics(self) -> dict[str, float]:
+        return {"answered": self.answered, "in_flight": 0}
+
+
+async def test_replaced_sinks_and_engines_hand_their_counts_on(
+        tmp_path: Path, nursery: trio.Nursery) -> None:
+    service = in_process_service(tmp_path)
+    source, sink, engine = FedSource(), CountingSink(), CountingEngine()
+    pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
+                        Policy(PolicySection()), [sink])
+    service.pipeline = pipeline
+    render = metrics_endpoint(service)
+
+    def counts() -> tuple[float, float, float]:
+        found = samples(render().decode())
+        return (found[("chatmod_sink_written_total", (("sink", "out"),))],
+                found[("chatmod_engine_answered_total", (("engine", "counter"),))],
+                found[("chatmod_messages_decided_total", ())])
+
+    async def send(n: int, decided: int) -> None:
+        for i in range(n):
+            await source.feed.send(Message(id=f"m{pipeline.received + i}", text="hi",
+                                           source="fed"))
+        await eventually(lambda: pipeline.decided == decided)
+
+    with trio.fail_after(20):
+        await nursery.start(pipeline.run)
+        await send(20, 20)
+        assert counts() == (20, 20, 20)
+        await send(5, 25)  # counted by the old sink and engine, with no scrape after
+        new_sink, new_engine = CountingSink(), CountingEngine()
+        pipeline.replace_sinks([new_sink])
+        pipeline.replace_engine(engine, new_engine)
+        await eventually(lambda: pipeline.sinks == [new_sink]
+                         and pipeline.chain.engines == [new_engine])
+        await send(5, 30)
+        assert (sink.written, new_sink.written) == (25, 5)
+        assert counts() == (30, 30, 30)
+        await eventually(lambda: not pipeline.retired.retiring)  # both stopped: totals kept
+        assert counts() == (30, 30, 30)
+        source.feed.close()
+
+
+async def test_chatsight_http_counters_survive_an_engine_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from chatmod.errors import EngineError
+    from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
+    from chatmod.schema import Secret
+
+    from .test_chatsight import API_KEY
+
+    transport, _ = mock_http([httpx.Response(503)] * 2)
+    engine = ChatsightEngine("chatsight", ChatsightConfig(
+        api_key=Secret("test", API_KEY), use_websocket=False, http_url="http://127.0.0.1:9",
+        http_retries=0), http_transport=transport)
+    for _ in range(2):  # the supervisor runs the same object again after a failure
+        async with trio.open_nursery() as running:
+            await running.start(engine.run)
+            with pytest.raises(EngineError):
+                await engine.moderate(Message(id="a", text="hm", source="t"))
+            running.cancel_scope.cancel()
+        assert engine.statistics()["connection_up.http"] == 0  # stopped
+    assert engine.statistics()["http.status_503"] == 2
