@@ -44,6 +44,13 @@ ROUTE_WS = "ws"
 ROUTE_HTTP = "http"
 DEFAULT_WS_URL = "wss://api.chatsight.ai:443/text/moderation"
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
+# The websocket's and HTTP client's counters, listed at zero in statistics() so that their
+# /metrics series exist before their first increment.
+WS_COUNTERS = ("connect_attempts", "connect_failures", "auth_failures", "reconnects", "closed",
+               "keepalive_timeouts", "requests_moved_on_close", "replies", "replies_failed",
+               "replies_late", "replies_duplicate", "replies_unknown", "invalid_replies",
+               "non_text_frames")
+HTTP_COUNTERS = ("requests", "retries", "gave_up", "timeouts", "network_errors")
 
 
 @dataclass(frozen=True)
@@ -365,8 +372,11 @@ class ChatsightEngine(Engine):
         breaker_closed = self._http_skip_until == -math.inf
         stats["connection_up.http"] = 1.0 if running and breaker_closed else 0.0
         stats.update({f"route.{k}": v for k, v in self.routes.items()})
-        stats.update({f"ws.{k}": v for k, v in self.socket.stats.items()})
+        if self.config.use_websocket:
+            stats.update({f"ws.{k}": 0 for k in WS_COUNTERS})
+            stats.update({f"ws.{k}": v for k, v in self.socket.stats.items()})
         stats.update(self.stats)
+        stats.update({f"http.{k}": 0 for k in HTTP_COUNTERS})
         http_counts = Counter(self._http_counts_before)
         if self._http is not None:
             http_counts.update(self._http.stats)

@@ -235,6 +235,11 @@ def test_a_real_scrape_passes_promtool_and_survives_a_reload(tmp_path: Path) -> 
             assert found[("chatmod_engine_connection_up",
                           (("connection", "websocket"), ("engine", "chatsight")))] == 1
             assert found[("chatmod_engine_up", (("engine", "chatsight"),))] == 1
+            # Counted nothing yet, exported all the same.
+            for counter in ("ws_keepalive_timeouts", "ws_auth_failures", "http_requests",
+                            "http_breaker_opened"):
+                assert found[(f"chatmod_engine_{counter}_total",
+                              (("engine", "chatsight"),))] == 0
             assert found[("chatmod_decision_latency_seconds_count",
                           (("engine", "chatsight"), ("route", "ws")))] == 30
 
