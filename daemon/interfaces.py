@@ -49,7 +49,9 @@ class Plugin:
     kind: ClassVar[str] = "plugin"
 
     def statistics(self) -> dict[str, float]:
-        """Counters and gauges for logs and metrics."""
+        """Counters and gauges for logs and metrics. Keys are counters (they only go up)
+        unless listed in ``chatmod.metrics.GAUGE_KEYS``; ``connection_up.<name>`` (1 or 0)
+        says whether one of the plugin's connections is usable."""
         return {}
 
     def reconfigure(self, config: Any) -> bool:

@@ -285,7 +285,9 @@ class MetricsCollector:
                 s.gauge("engine_connection_up", "1 while an engine's connection is usable "
                         "(Chatsight: websocket open; HTTP circuit breaker closed).", up,
                         engine=name, connection=connection)
-            running = supervisor.health("engine", name).up
+            # components.get, not health(): a scrape must not register a component.
+            health = supervisor.components.get(("engine", name))
+            running = health is not None and health.up
             usable = not connections or any(connections.values())
             s.gauge("engine_up", "1 while an engine runs and one of its connections is "
                     "usable; 0 while its messages go to the fallback.",

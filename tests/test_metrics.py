@@ -290,9 +290,10 @@ def test_dashboard_queries_use_metrics_a_scrape_has(tmp_path: Path) -> None:
     text = metrics_endpoint(in_process_service(tmp_path))().decode()
     names = {s.name for family in text_string_to_metric_families(text)
              for s in family.samples} | family_names(text)
-    # A Chatsight engine's families appear only with that engine: its names are checked
-    # against the real scrape in the reload test above.
-    static = {name for name in dashboard_metrics() if not name.startswith("chatmod_engine_")}
+    # A Chatsight engine's families appear only with that engine, and the components' once
+    # they run: those names are checked against the real daemon's scrape above.
+    static = {name for name in dashboard_metrics()
+              if not name.startswith(("chatmod_engine_", "chatmod_component_"))}
     assert static <= names, static - names
     assert any("histogram_quantile(0.99" in target["expr"]
                for panel in json.loads(DASHBOARD.read_text())["panels"]
