@@ -403,3 +403,39 @@ async def test_chatsight_http_counters_survive_an_engine_restart(
                 running.cancel_scope.cancel()
             assert engine.statistics()["connection_up.http"] == 0  # stopped
         assert engine.statistics()["http.status_503"] == 2
+
+
+class ConnectedEngine(CountingEngine):
+    """Reports a websocket and an HTTP connection, up or down as the test sets them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connections = {"websocket": 1.0, "http": 1.0}
+
+    def statistics(self) -> dict[str, float]:
+        return {**super().statistics(),
+                **{f"connection_up.{name}": up for name, up in self.connections.items()}}
+
+
+def test_engine_up_is_0_while_no_connection_is_usable(tmp_path: Path) -> None:
+    service = in_process_service(tmp_path)
+    engine = ConnectedEngine()
+    service.pipeline = Pipeline([FedSource()], [engine], EngineChain([engine], "flag", timeout=5),
+                                Policy(PolicySection()), [CountingSink()])
+    render = metrics_endpoint(service)
+
+    def up() -> tuple[float, float, float]:
+        found = samples(render().decode())
+        return (found[("chatmod_engine_up", (("engine", "counter"),))],
+                found[("chatmod_engine_connection_up",
+                       (("connection", "websocket"), ("engine", "counter")))],
+                found[("chatmod_engine_connection_up",
+                       (("connection", "http"), ("engine", "counter")))])
+
+    assert up() == (0, 1, 1)  # not running (never supervised)
+    service.pipeline.supervisor.health("engine", "counter").up = True
+    assert up() == (1, 1, 1)
+    engine.connections["websocket"] = 0.0  # the socket dropped: HTTP still answers
+    assert up() == (1, 0, 1)
+    engine.connections["http"] = 0.0  # the breaker opened too: the fallback decides
+    assert up() == (0, 0, 0)
