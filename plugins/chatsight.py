@@ -48,6 +48,14 @@ DEFAULT_HTTP_URL = "https://api.chatsight.ai"
 # websocket was cut right after opening (see ChatsightSocket).
 KEY_CHECK_TEXT = "chatmod API key check"
 
+# The websocket's and HTTP client's counters, listed at zero in statistics() so that their
+# /metrics series exist before their first increment.
+WS_COUNTERS = ("connect_attempts", "connect_failures", "auth_failures", "reconnects", "closed",
+               "keepalive_timeouts", "requests_moved_on_close", "replies", "replies_failed",
+               "replies_late", "replies_duplicate", "replies_unknown", "invalid_replies",
+               "non_text_frames", "cuts_at_opening")
+HTTP_COUNTERS = ("requests", "retries", "gave_up", "timeouts", "network_errors")
+
 
 @dataclass(frozen=True)
 class ChatsightConfig:
@@ -119,6 +127,7 @@ class ChatsightEngine(Engine):
     # Every path is bounded: verdict_timeout on the socket, http_deadline over HTTP.
     enforces_own_timeout = True
     streams = True
+    verdict_routes = (ROUTE_WS, ROUTE_HTTP)
 
     def __init__(
         self,
@@ -150,13 +159,17 @@ class ChatsightEngine(Engine):
         self._tasks: trio.Nursery | None = None  # HTTP requests, while the engine runs
         self._window = trio.Semaphore(config.max_in_flight)
         self.routes: Counter[str] = Counter()
-        self.stats: Counter[str] = Counter()
+        # Listed at zero so that their /metrics series exist from the start.
+        self.stats: Counter[str] = Counter(dict.fromkeys(
+            ("ws_error_replies", "ws_won_race", "ws_timeouts", "http_answers_dropped",
+             "http_skipped", "http_breaker_opened"), 0))
         self._metadata_warned = False
         self._http_auth_failing = False
         self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
         self._outstanding: set[Settle] = set()  # settles of messages not answered yet
         self._http_failures = 0  # consecutive
         self._http_skip_until = -math.inf  # circuit open until then
+        self._http_counts_before: Counter[str] = Counter()  # of earlier runs (restarts)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._tasks is not None:
@@ -181,6 +194,7 @@ class ChatsightEngine(Engine):
                     await trio.sleep_forever()
             finally:
                 self._http, self._tasks = None, None
+                self._http_counts_before.update(http.stats)  # counters survive a restart
                 # Stopping must not leave a message waiting forever: each one still
                 # outstanding fails, so the engine chain's fallback decides it.
                 for settle in list(self._outstanding):
@@ -393,7 +407,8 @@ class ChatsightEngine(Engine):
             self.log.error("Chatsight HTTP failed %d times in a row; messages go straight to "
                            "the fallback, trying HTTP again every %g s",
                            self._http_failures, cooldown)
-        self.stats["http_breaker_opened"] += 1
+            # An opening, not each failure while open (a failed probe only keeps it open).
+            self.stats["http_breaker_opened"] += 1
         self._http_skip_until = trio.current_time() + cooldown
 
     def statistics(self) -> dict[str, float]:
@@ -401,9 +416,19 @@ class ChatsightEngine(Engine):
             "in_flight": len(self.table),
             "ws_open": 1.0 if self.socket.is_open else 0.0,
         }
+        running = self._tasks is not None
+        if self.config.use_websocket:
+            stats["connection_up.websocket"] = 1.0 if running and self.socket.is_open else 0.0
+        breaker_closed = self._http_skip_until == -math.inf
+        stats["connection_up.http"] = 1.0 if running and breaker_closed else 0.0
         stats.update({f"route.{k}": v for k, v in self.routes.items()})
-        stats.update({f"ws.{k}": v for k, v in self.socket.stats.items()})
+        if self.config.use_websocket:
+            stats.update({f"ws.{k}": 0 for k in WS_COUNTERS})
+            stats.update({f"ws.{k}": v for k, v in self.socket.stats.items()})
         stats.update(self.stats)
+        stats.update({f"http.{k}": 0 for k in HTTP_COUNTERS})
+        http_counts = Counter(self._http_counts_before)
         if self._http is not None:
-            stats.update({f"http.{k}": v for k, v in self._http.stats.items()})
+            http_counts.update(self._http.stats)
+        stats.update({f"http.{k}": v for k, v in http_counts.items()})
         return stats

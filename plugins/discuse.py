@@ -73,6 +73,7 @@ class DiscuseConfig:
 
 class DiscuseEngine(Engine):
     Config = DiscuseConfig
+    verdict_routes = (ROUTE_HTTP,)
     config: DiscuseConfig
 
     def __init__(self, name: str, config: DiscuseConfig,

@@ -69,6 +69,7 @@ class LocalEngine(Engine):
     """Profanity probability -> ``pass`` / ``flag`` / ``delete`` by the configured thresholds."""
 
     Config = LocalConfig
+    verdict_routes = (ROUTE_LOCAL,)
     config: LocalConfig
 
     @staticmethod

@@ -35,6 +35,7 @@ class WordlistEngine(Engine):
     """``delete`` if a delete-word appears, else ``flag`` if a flag-word appears, else ``pass``."""
 
     Config = WordlistConfig
+    verdict_routes = (ROUTE_LOCAL,)
     config: WordlistConfig
     enforces_own_timeout = True  # it never awaits
 

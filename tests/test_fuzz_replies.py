@@ -304,7 +304,7 @@ def test_the_webhook_route_answers_any_request_with_a_status(
     async def take(alert: KeywordAlert) -> None:
         taken.append(alert)
 
-    api = StatusApi(lambda: True, dict, alerts=take, section=HttpSection(
+    api = StatusApi(lambda: True, bytes, alerts=take, section=HttpSection(
         enabled=True, chatsight_webhook_secret=Secret("fuzz", SECRET.decode())))
     request = HttpRequest(method, WEBHOOK_PATH, "", {k.lower(): v for k, v in headers.items()},
                           body)

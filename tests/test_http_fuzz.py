@@ -46,7 +46,7 @@ class ErrorsSeen(logging.Handler):
 def status_api() -> StatusApi:
     section = HttpSection(enabled=True, max_body=4096,
                           chatsight_webhook_secret=Secret("fuzz", "fuzz-secret-0123456789"))
-    return StatusApi(lambda: True, lambda: {"pipeline": {"received": 1}}, section=section,
+    return StatusApi(lambda: True, lambda: b"chatmod_messages_received_total 1\n", section=section,
                      decision_stats=DecisionStats(None))
 
 

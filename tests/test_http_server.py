@@ -22,7 +22,7 @@ BOUND = 10.0  # no test here waits longer than this for anything
 
 
 def status_api() -> StatusApi:
-    return StatusApi(lambda: True, lambda: {"pipeline": {"received": 1}})
+    return StatusApi(lambda: True, lambda: b"chatmod_messages_received_total 1\n")
 
 
 async def start(nursery: trio.Nursery, handler: object = None,

@@ -91,7 +91,7 @@ async def test_every_alert_for_a_message_matching_several_keywords_is_accepted(
 
     async with AccountClient(sandbox.http_url(), KEY) as account:
         secret = await account.rotate_secret()
-        api = StatusApi(lambda: True, dict, alerts=take, section=HttpSection(
+        api = StatusApi(lambda: True, bytes, alerts=take, section=HttpSection(
             enabled=True, chatsight_webhook_secret=Secret("test", secret)))
         port = await nursery.start(serve_http, api.handle, "127.0.0.1", 0)
         await account.enable_keyword_alerts(f"http://127.0.0.1:{port}{WEBHOOK_PATH}",
@@ -116,7 +116,7 @@ async def test_every_alert_for_a_message_matching_several_keywords_is_accepted(
 async def test_a_reload_does_not_forget_the_alerts_already_accepted() -> None:
     secret = "reload-test-shared-secret"
     section = HttpSection(enabled=True, chatsight_webhook_secret=Secret("test", secret))
-    api = StatusApi(lambda: True, dict, section=section)
+    api = StatusApi(lambda: True, bytes, section=section)
     now_ms = int(time.time() * 1000)
     body = orjson.dumps({"sender": "chatsight-webhooks", "addon": "keywordAlert",
                          "payload": {"keywordDetected": "pizza", "metadata": {},

@@ -140,13 +140,18 @@ async def test_drain_timeout_stops_and_reports_undecided(
     assert sink.closed
 
 
-async def test_latency_percentiles_by_route(autojump_clock: trio.testing.MockClock) -> None:
+async def test_latency_histogram_by_engine_and_route(
+        autojump_clock: trio.testing.MockClock) -> None:
     source = ListSource("a", messages(100))
-    pipeline = make_pipeline([source], [RecordingSink()], engine=SlowEngine(delay=0.25))
+    pipeline = make_pipeline([source], [RecordingSink()], engine=SlowEngine(delay=0.3))
     await pipeline.run()
+    [(engine, route, histogram)] = list(pipeline.latency.items())
+    assert (engine, route, histogram.count) == ("slow", "ws", 100)
+    assert histogram.sum_ms == pytest.approx(100 * 300)
+    # Estimated within the bucket that holds 300 ms: (250, 500].
     stats = pipeline.statistics()
-    assert stats["latency_ms.p50.ws"] == pytest.approx(250)
-    assert stats["latency_ms.p99.ws"] == pytest.approx(250)
+    assert 250 < stats["latency_ms.p50.ws"] <= 500
+    assert 250 < stats["latency_ms.p99.ws"] <= 500
 
 
 class StreamingEngine(Engine):

@@ -273,7 +273,7 @@ async def test_stats_routes_refuse_bad_requests(nursery: trio.Nursery) -> None:
     from chatmod.http.server import serve_http
 
     stats = DecisionStats(None)
-    api = StatusApi(lambda: True, dict, decision_stats=stats)
+    api = StatusApi(lambda: True, bytes, decision_stats=stats)
     port = await nursery.start(partial(serve_http, api.handle, "127.0.0.1", 0, max_body=1024))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         assert (await client.get("/stats/moderation/search")).status_code == 405

@@ -142,7 +142,8 @@ class HttpSection:
 
     enabled: bool = setting(
         False, help="serve GET /healthz (alive), GET /readyz (200 once sources, engines and "
-                    "sinks have started, else 503), GET /metrics (Prometheus text) and the "
+                    "sinks have started and no component is down, else 503), GET /metrics "
+                    "(Prometheus text, see Metrics) and the "
                     "daemon's own counts at GET /stats/moderation and POST "
                     "/stats/moderation/search")
     host: str = setting("127.0.0.1", nonempty=True, help="address to listen on (loopback "

@@ -59,6 +59,11 @@ class EngineChain:
             message.text, lambda: self._ask_engines(message), self._cacheable
         )
 
+    @property
+    def last_resort_route(self) -> str:
+        """The route of the answer given when every engine failed."""
+        return self._last_resort.route
+
     def release(self, engine: Engine) -> None:
         """A message no longer waits on ``engine``."""
         key = id(engine)

@@ -49,7 +49,9 @@ class Plugin:
     kind: ClassVar[str] = "plugin"
 
     def statistics(self) -> dict[str, float]:
-        """Counters and gauges for logs and metrics."""
+        """Counters and gauges for logs and metrics. Keys are counters (they only go up)
+        unless listed in ``chatmod.runtime.metrics.GAUGE_KEYS``; ``connection_up.<name>`` (1 or 0)
+        says whether one of the plugin's connections is usable."""
         return {}
 
     def reconfigure(self, config: Any) -> bool:
@@ -124,6 +126,10 @@ class Engine(Plugin, abc.ABC):
     #: messages without a waiting task per message: what lets one connection carry thousands
     #: of messages a second. Such an engine must bound its own time (enforces_own_timeout).
     streams: ClassVar[bool] = False
+
+    #: The routes its verdicts can take (``Verdict.route``): their /metrics series exist
+    #: from the start.
+    verdict_routes: ClassVar[tuple[str, ...]] = ()
 
     async def submit(self, message: Message, on_result: ResultCallback) -> None:
         """Start moderating ``message``; call ``on_result`` exactly once, later, with its

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -19,9 +19,11 @@ from typing import Any
 import trio
 
 from chatmod.core.cache import ROUTE_CACHE
+from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Engine, Sink, Source
+from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.policy import Policy
 from chatmod.core.supervisor import Supervisor, describe
@@ -36,32 +38,6 @@ MAX_SINK_BATCH = 512
 SINK_CLOSE_GRACE = 5.0
 # Seconds a replaced engine may keep answering the messages it holds.
 ENGINE_RETIRE_GRACE = 60.0
-
-
-# Recent latencies kept per route for the percentiles in logs and metrics.
-LATENCY_WINDOW = 4096
-
-
-class LatencyByRoute:
-    """The last :data:`LATENCY_WINDOW` engine latencies of each route, for p50 / p99."""
-
-    def __init__(self) -> None:
-        self._samples: dict[str, deque[float]] = {}
-
-    def record(self, route: str, latency_ms: float) -> None:
-        samples = self._samples.get(route)
-        if samples is None:
-            samples = self._samples[route] = deque(maxlen=LATENCY_WINDOW)
-        samples.append(latency_ms)
-
-    def percentiles(self) -> dict[str, tuple[float, float]]:
-        """route -> (p50, p99) in milliseconds."""
-        result = {}
-        for route, samples in self._samples.items():
-            ordered = sorted(samples)
-            last = len(ordered) - 1
-            result[route] = (ordered[last // 2], ordered[round(last * 0.99)])
-        return result
 
 
 # Attempts at one message before it goes to the dead letters: a message that makes the
@@ -155,7 +131,9 @@ class Pipeline:
         self.actions: Counter[str] = Counter()
         self.routes: Counter[str] = Counter()
         self.sink_failures: Counter[str] = Counter()
-        self.latency = LatencyByRoute()
+        self.latency = LatencyHistograms()
+        # Counts of the components a reload replaced, so that /metrics counters go on.
+        self.retired = RetiredCounters()
         # Told of every batch of decisions the sinks took (e.g. the per-minute stats).
         self.observers: list[Callable[[Sequence[Decision]], None]] = []
         # Streaming mode (the primary engine streams): slots bound the messages between the
@@ -165,6 +143,7 @@ class Pipeline:
         self._drained: trio.Event | None = None
         self._services: trio.Nursery | None = None
         self._engine_scopes: dict[int, trio.CancelScope] = {}
+        self._engines_stopped: dict[int, trio.Event] = {}
         self._reading_scopes: set[trio.CancelScope] = set()
         self._intakes: dict[str, _SourceIntake] = {}
         self._work_scope = trio.CancelScope()
@@ -196,10 +175,14 @@ class Pipeline:
     async def _run_engine(
         self, engine: Engine, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        with trio.CancelScope() as scope:
-            self._engine_scopes[id(engine)] = scope
-            await self.supervisor.supervise("engine", engine.name, engine.run,
-                                            task_status=task_status)
+        stopped = self._engines_stopped[id(engine)] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._engine_scopes[id(engine)] = scope
+                await self.supervisor.supervise("engine", engine.name, engine.run,
+                                                task_status=task_status)
+        finally:
+            stopped.set()
 
     def replace_engine(self, old: Engine, new: Engine) -> None:
         """Swap in ``new`` for ``old`` (reload): started first; ``old`` is stopped once no
@@ -219,12 +202,15 @@ class Pipeline:
         chain = self.chain
         chain.engines = [new if e is old else e for e in chain.engines]
         self.engines = [new if e is old else e for e in self.engines]
+        self.retired.begin([old])
         log.info("reload: engine %s restarted with its new settings", new.name)
         with trio.move_on_after(ENGINE_RETIRE_GRACE):
             await chain.wait_unused(old)
         # Whatever it still holds, it fails (to the fallback) as it stops.
         self._engine_scopes.pop(id(old)).cancel()
         chain.using.pop(id(old), None)
+        await self._engines_stopped.pop(id(old)).wait()
+        self.retired.finish(old)  # its final counts, once it stopped
 
     def replace_sinks(self, sinks: Sequence[Sink]) -> None:
         """Swap in new sinks (reload): started first, the old ones closed after."""
@@ -241,10 +227,12 @@ class Pipeline:
             log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
             return
         old, self.sinks = self.sinks, sinks
+        self.retired.begin(old)
         log.info("reload: new sinks are taking decisions (%s)", ", ".join(s.name for s in sinks))
         for sink in old:
             with trio.move_on_after(SINK_CLOSE_GRACE):
                 await sink.aclose()
+            self.retired.finish(sink)
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -350,7 +338,7 @@ class Pipeline:
             try:
                 verdict = message.verdict or await self.chain.moderate(message)
                 latency_ms = (clock() - started) * 1000.0
-                self.latency.record(verdict.route, latency_ms)
+                self.latency.record(verdict.engine, verdict.route, latency_ms)
                 return self.policy.decide(message, verdict, latency_ms)
             except Exception as exc:  # a bug must cost one message, not the daemon
                 error = describe(exc)
@@ -386,7 +374,7 @@ class Pipeline:
 
             def finish(message: Message, verdict: Verdict, started: float) -> None:
                 latency_ms = (clock() - started) * 1000.0
-                self.latency.record(verdict.route, latency_ms)
+                self.latency.record(verdict.engine, verdict.route, latency_ms)
                 self.in_flight -= 1
                 try:
                     decision = self.policy.decide(message, verdict, latency_ms)

@@ -7,9 +7,8 @@ component's ``statistics()``), ``GET /stats/moderation`` and ``POST /stats/moder
 from __future__ import annotations
 
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -38,7 +37,6 @@ if TYPE_CHECKING:  # handed in by the runtime, which owns it
 log = logging.getLogger("chatmod.http")
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-_NOT_NAME = re.compile(r"[^a-zA-Z0-9_]")
 
 
 def server_limits(section: HttpSection) -> ServerLimits:
@@ -60,35 +58,19 @@ def _verification(section: HttpSection, guard: ReplayGuard | None = None
     return (secret.reveal().encode() if secret else None), guard
 
 
-def metric_name(*parts: str) -> str:
-    name = "_".join(_NOT_NAME.sub("_", part) for part in parts if part)
-    return "chatmod_" + re.sub("_+", "_", name).strip("_")
-
-
-def prometheus_text(groups: Mapping[str, Mapping[str, float]]) -> str:
-    """``{"pipeline": {"received": 3, ...}, "sink_jsonl": {...}}`` as exposition text."""
-    lines: list[str] = []
-    for group, stats in groups.items():
-        for key, value in sorted(stats.items()):
-            name = metric_name(group, key)
-            lines.append(f"# TYPE {name} untyped")
-            lines.append(f"{name} {float(value):g}")
-    return "\n".join(lines) + "\n"
-
-
 WEBHOOK_PATH = "/webhooks/chatsight"
 
 
 class StatusApi:
     def __init__(
         self, ready: Callable[[], bool],
-        statistics: Callable[[], Mapping[str, Mapping[str, float]]],
+        metrics: Callable[[], bytes],
         alerts: Callable[[KeywordAlert], Awaitable[None]] | None = None,
         section: HttpSection | None = None,
         decision_stats: DecisionStats | None = None,
     ) -> None:
         self.ready = ready
-        self.statistics = statistics
+        self.metrics = metrics  # the body of /metrics
         self.alerts = alerts
         self.decision_stats = decision_stats
         self.section = section or HttpSection()
@@ -123,8 +105,7 @@ class StatusApi:
                 return HttpResponse(200, b'{"status": "ready"}')
             return HttpResponse(503, b'{"status": "starting"}')
         if request.path == "/metrics":
-            return HttpResponse(200, prometheus_text(self.statistics()).encode(),
-                                content_type=PROMETHEUS_TYPE)
+            return HttpResponse(200, self.metrics(), content_type=PROMETHEUS_TYPE)
         if request.path == LIFETIME_PATH and self.decision_stats is not None:
             return HttpResponse(200, lifetime_reply(self.decision_stats.lifetime()))
         return HttpResponse(404, b'{"error": "not found"}')

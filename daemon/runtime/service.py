@@ -26,6 +26,7 @@ from chatmod.http.api import StatusApi, server_limits
 from chatmod.http.limits import raise_file_limit
 from chatmod.http.server import serve_http
 from chatmod.runtime.logsetup import set_level
+from chatmod.runtime.metrics import metrics_endpoint
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
 from chatmod.runtime.systemd import STATUS_INTERVAL, Notifier
 
@@ -96,7 +97,7 @@ class Service:
                 await nursery.start(self.decision_stats.run)
                 http = self.config.http
                 if http.enabled:
-                    self.api = StatusApi(self.is_ready, self.statistics,
+                    self.api = StatusApi(self.is_ready, metrics_endpoint(self),
                                                alerts=self._alert, section=http,
                                                decision_stats=self.decision_stats)
                     self.http_port = await nursery.start(partial(
@@ -133,21 +134,6 @@ class Service:
 
     async def _alert(self, alert: KeywordAlert) -> None:
         await self.pipeline.deliver_alert(alert.to_record())
-
-    def statistics(self) -> dict[str, dict[str, float]]:
-        """Every component's counters, for /metrics."""
-        p = self.pipeline
-        groups: dict[str, dict[str, float]] = {"pipeline": p.statistics()}
-        for source in p.sources.values():
-            groups[f"source_{source.name}"] = dict(source.statistics())
-        for sink in p.sinks:
-            groups[f"sink_{sink.name}"] = dict(sink.statistics())
-        groups["daemon"] = {"reloads": self.reloads, "ready": 1.0 if self.is_ready() else 0.0}
-        groups["component"] = p.supervisor.statistics()
-        groups["decisions"] = self.decision_stats.statistics()
-        if self.api is not None:
-            groups["http"] = self.api.server_counters.statistics()
-        return groups
 
     def status(self) -> str:
         p = self.pipeline
