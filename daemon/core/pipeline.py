@@ -9,33 +9,29 @@ sink stage writes every decision, sinks are flushed and closed, then background 
 from __future__ import annotations
 
 import logging
-import math
-from collections import Counter, defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
-from typing import Any
 
 import trio
 
 from chatmod.core.cache import ROUTE_CACHE
 from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
+from chatmod.core.delivery import SINK_CLOSE_GRACE, SinkStage
 from chatmod.core.engine_chain import EngineChain
+from chatmod.core.intake import SourceIntake
 from chatmod.core.interfaces import Engine, Sink, Source
 from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.policy import Policy
+from chatmod.core.report import PipelineReport, RunSummary
 from chatmod.core.supervisor import Supervisor, describe
-from chatmod.errors import EngineError, SinkError
+from chatmod.errors import EngineError
 
 log = logging.getLogger("chatmod.pipeline")
 
-# Most decisions handed to the sinks in one write; larger batches amortise file and
-# network writes, smaller ones bound the latency a long batch adds.
-MAX_SINK_BATCH = 512
-# Seconds a sink may take to flush and close once the work is over.
-SINK_CLOSE_GRACE = 5.0
 # Seconds a replaced engine may keep answering the messages it holds.
 ENGINE_RETIRE_GRACE = 60.0
 
@@ -45,59 +41,7 @@ ENGINE_RETIRE_GRACE = 60.0
 MESSAGE_ATTEMPTS = 2
 
 
-@dataclass(frozen=True)
-class RunSummary:
-    received: int
-    decided: int
-    invalid: int
-    #: Read and not decided: still in the pipeline at the stop, or read by a source and not
-    #: yet handed over (the exit status is then 1).
-    undecided: int
-    stop_requested: bool
-    #: Messages the pipeline could not decide (failed twice), written to the dead letters.
-    dead_lettered: int = 0
-
-
-class _SourceIntake:
-    """The :class:`~chatmod.core.interfaces.Intake` handed to one source.
-
-    A message whose submission is cancelled (the stop) was already read: the intake keeps it
-    in ``held`` and the pipeline submits it during the drain, so nothing read is dropped.
-    """
-
-    __slots__ = ("_pipeline", "_send", "held")
-
-    def __init__(self, pipeline: Pipeline, send: trio.MemorySendChannel[Message]) -> None:
-        self._pipeline = pipeline
-        self._send = send
-        self.held: list[Message] = []
-
-    async def submit(self, message: Message) -> None:
-        # Without a checkpoint when there is room: a yield per message costs more than the
-        # message's own work. The source still waits (and can be cancelled) when it is full.
-        try:
-            self._send.send_nowait(message)
-        except trio.WouldBlock:
-            try:
-                await self._send.send(message)
-            except trio.Cancelled:
-                self.held.append(message)
-                raise
-        self._pipeline.received += 1
-
-    async def submit_held(self) -> None:
-        while self.held:
-            message = self.held[0]
-            await self._send.send(message)
-            self.held.pop(0)
-            self._pipeline.received += 1
-
-    def report_invalid(self, source: str, reason: str) -> None:
-        self._pipeline.invalid += 1
-        log.warning("%s: %s", source, reason)
-
-
-class Pipeline:
+class Pipeline(SinkStage, PipelineReport):
     """Runs the sources, the engines, the policy and the sinks until the sources end."""
 
     def __init__(
@@ -145,7 +89,7 @@ class Pipeline:
         self._engine_scopes: dict[int, trio.CancelScope] = {}
         self._engines_stopped: dict[int, trio.Event] = {}
         self._reading_scopes: set[trio.CancelScope] = set()
-        self._intakes: dict[str, _SourceIntake] = {}
+        self._intakes: dict[str, SourceIntake] = {}
         self._work_scope = trio.CancelScope()
         self._stop_requested = False
         self.supervisor = Supervisor()
@@ -290,7 +234,7 @@ class Pipeline:
     ) -> None:
         """Read until the source ends or the stop; then hand over what it had read."""
         async with send:
-            intake = self._intakes[source.name] = _SourceIntake(self, send)
+            intake = self._intakes[source.name] = SourceIntake(self, send)
             reading = trio.CancelScope()
             self._reading_scopes.add(reading)
             if self._stop_requested:
@@ -349,18 +293,6 @@ class Pipeline:
                 self.in_flight -= 1
         await self._dead_letter_message(message, "pipeline", error)
         return None
-
-    async def _dead_letter_message(self, message: Message, component: str, error: str) -> None:
-        """A message that could not be decided: to the dead letters, then acknowledged (it
-        is recorded); if even that fails, left unacknowledged for a durable source."""
-        self.dead_lettered += 1
-        if self.dead_letters is not None and await self.dead_letters.put_message(
-                message, component, error):
-            source = self.sources.get(message.source)
-            if source is not None:
-                await source.acknowledge([message])
-            return
-        self.unacknowledged += 1
 
     async def _streaming_stage(
         self,
@@ -462,134 +394,3 @@ class Pipeline:
             if self.in_flight:
                 self._drained = trio.Event()
                 await self._drained.wait()
-
-    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
-        async with decisions:
-            while True:
-                try:
-                    batch = [await decisions.receive()]
-                except trio.EndOfChannel:
-                    return
-                while len(batch) < MAX_SINK_BATCH:
-                    try:
-                        batch.append(decisions.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                if self.streaming:
-                    for _ in batch:
-                        self._slots.release()
-                await self._deliver(batch)
-
-    async def _deliver(self, batch: list[Decision]) -> None:
-        unsafe: set[int] = set()  # decisions neither a sink nor the dead letters took
-        for sink in self.sinks:
-            try:
-                await sink.write(batch)
-            except Exception as exc:  # a failing sink must not stop the others
-                failed = batch if not isinstance(exc, SinkError) or exc.failed is None \
-                    else list(exc.failed)
-                self.sink_failures[sink.name] += len(failed)
-                log.error("sink %s could not take %d decision(s): %s",
-                          sink.name, len(failed), exc, exc_info=log.isEnabledFor(logging.DEBUG))
-                reasons = exc.reasons if isinstance(exc, SinkError) and exc.reasons else None
-                by_reason: defaultdict[str, list[Decision]] = defaultdict(list)
-                for i, decision in enumerate(failed):
-                    by_reason[reasons[i] if reasons else str(exc)].append(decision)
-                for reason, decisions in by_reason.items():
-                    if not await self._dead_letter(decisions, sink.name, reason):
-                        unsafe.update(id(d) for d in decisions)
-        self.decided += len(batch)
-        for decision in batch:
-            self.actions[decision.action] += 1
-            self.routes[decision.verdict.route] += 1
-        for observer in self.observers:
-            try:
-                observer(batch)
-            except Exception as exc:  # counting is not worth a decision
-                self.observer_failures += 1
-                log.error("decision observer %s failed: %s", observer, describe(exc),
-                          exc_info=log.isEnabledFor(logging.DEBUG))
-        if unsafe:
-            # Not acknowledged: a durable source delivers these again.
-            self.unacknowledged += len(unsafe)
-        by_source: defaultdict[str, list[Message]] = defaultdict(list)
-        for decision in batch:
-            if id(decision) not in unsafe:
-                by_source[decision.message.source].append(decision.message)
-        for name, messages in by_source.items():
-            source = self.sources.get(name)
-            if source is not None:
-                await source.acknowledge(messages)
-
-    async def deliver_alert(self, record: Mapping[str, Any]) -> None:
-        """Hand an alert to every sink; one that fails is logged, the others still get it."""
-        self.alerts += 1
-        for sink in self.sinks:
-            try:
-                await sink.write_alert(record)
-            except Exception as exc:
-                log.error("sink %s could not take an alert: %s", sink.name, exc)
-
-    async def _dead_letter(self, decisions: list[Decision], sink: str, error: str) -> bool:
-        if self.dead_letters is None:
-            return False
-        return await self.dead_letters.put(decisions, sink, error)
-
-    async def _close_sinks(self) -> None:
-        for sink in self.sinks:
-            with trio.move_on_after(SINK_CLOSE_GRACE) as scope:
-                scope.shield = True
-                try:
-                    await sink.aclose()
-                except Exception as exc:
-                    log.error("sink %s failed to close: %s", sink.name, exc)
-            if scope.cancelled_caught:
-                log.error("sink %s did not close within %g s", sink.name, SINK_CLOSE_GRACE)
-
-    def statistics(self) -> dict[str, float]:
-        stats: dict[str, float] = {
-            "received": self.received,
-            "decided": self.decided,
-            "invalid": self.invalid,
-            "in_flight": self.in_flight,
-            "unacknowledged": self.unacknowledged,
-            "alerts": self.alerts,
-        }
-        stats.update({f"action.{k}": v for k, v in self.actions.items()})
-        stats.update({f"route.{k}": v for k, v in self.routes.items()})
-        stats.update({f"sink_failures.{k}": v for k, v in self.sink_failures.items()})
-        stats["dead_lettered_messages"] = self.dead_lettered
-        stats["message_failures"] = self.message_failures
-        stats["observer_failures"] = self.observer_failures
-        if self.dead_letters is not None:
-            stats["dead_letters"] = self.dead_letters.written
-            stats["dead_letters_failed"] = self.dead_letters.failed
-        for route, (p50, p99) in self.latency.percentiles().items():
-            stats[f"latency_ms.p50.{route}"] = p50
-            stats[f"latency_ms.p99.{route}"] = p99
-        stats.update(self.chain.statistics())
-        for engine in self.engines:
-            stats.update({f"{engine.name}.{k}": v for k, v in engine.statistics().items()})
-        return stats
-
-    def _log_statistics(self, when: str) -> None:
-        actions = ", ".join(f"{k} {v}" for k, v in sorted(self.actions.items())) or "none"
-        routes = ", ".join(f"{k} {v}" for k, v in sorted(self.routes.items())) or "none"
-        latency = ", ".join(f"{route} {p50:.1f}/{p99:.1f}" for route, (p50, p99)
-                            in sorted(self.latency.percentiles().items())) or "none"
-        log.info(
-            "%s: %d received, %d decided (actions: %s; routes: %s), %d invalid input, "
-            "%d in flight; latency p50/p99 ms: %s",
-            when, self.received, self.decided, actions, routes, self.invalid, self.in_flight,
-            latency,
-        )
-        for engine in self.engines:
-            counters = " ".join(f"{k}={v:g}" for k, v in sorted(engine.statistics().items())
-                                if v)
-            if counters:
-                log.info("%s: engine %s: %s", when, engine.name, counters)
-
-    async def _log_statistics_periodically(self) -> None:
-        while not math.isinf(self.stats_interval):
-            await trio.sleep(self.stats_interval)
-            self._log_statistics("so far")

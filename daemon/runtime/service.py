@@ -19,8 +19,9 @@ from chatmod.core.cache import VerdictCache
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Engine, Sink, Source
-from chatmod.core.pipeline import Pipeline, RunSummary
+from chatmod.core.pipeline import Pipeline
 from chatmod.core.policy import Policy
+from chatmod.core.report import RunSummary
 from chatmod.errors import ConfigError
 from chatmod.http.api import StatusApi, server_limits
 from chatmod.http.limits import raise_file_limit

@@ -1,0 +1,139 @@
+"""The sink stage: decisions to every sink in batches, failures to the dead letters, the
+sources acknowledged once their decisions are safe."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import trio
+
+from chatmod.core.dead_letters import DeadLetters
+from chatmod.core.interfaces import Sink, Source
+from chatmod.core.model import Decision, Message
+from chatmod.core.supervisor import describe
+from chatmod.errors import SinkError
+
+log = logging.getLogger("chatmod.pipeline")
+
+# Most decisions handed to the sinks in one write; larger batches amortise file and
+# network writes, smaller ones bound the latency a long batch adds.
+MAX_SINK_BATCH = 512
+# Seconds a sink may take to flush and close once the work is over.
+SINK_CLOSE_GRACE = 5.0
+
+
+class SinkStage:
+    """The pipeline's last stage (a part of :class:`~chatmod.core.pipeline.Pipeline`)."""
+
+    sinks: list[Sink]
+    sources: dict[str, Source]
+    dead_letters: DeadLetters | None
+    streaming: bool
+    _slots: trio.Semaphore
+    decided: int
+    alerts: int
+    unacknowledged: int
+    dead_lettered: int
+    observer_failures: int
+    actions: Counter[str]
+    routes: Counter[str]
+    sink_failures: Counter[str]
+    observers: list[Callable[[Sequence[Decision]], None]]
+
+    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
+        async with decisions:
+            while True:
+                try:
+                    batch = [await decisions.receive()]
+                except trio.EndOfChannel:
+                    return
+                while len(batch) < MAX_SINK_BATCH:
+                    try:
+                        batch.append(decisions.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                if self.streaming:
+                    for _ in batch:
+                        self._slots.release()
+                await self._deliver(batch)
+
+    async def _deliver(self, batch: list[Decision]) -> None:
+        unsafe: set[int] = set()  # decisions neither a sink nor the dead letters took
+        for sink in self.sinks:
+            try:
+                await sink.write(batch)
+            except Exception as exc:  # a failing sink must not stop the others
+                failed = batch if not isinstance(exc, SinkError) or exc.failed is None \
+                    else list(exc.failed)
+                self.sink_failures[sink.name] += len(failed)
+                log.error("sink %s could not take %d decision(s): %s",
+                          sink.name, len(failed), exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                reasons = exc.reasons if isinstance(exc, SinkError) and exc.reasons else None
+                by_reason: defaultdict[str, list[Decision]] = defaultdict(list)
+                for i, decision in enumerate(failed):
+                    by_reason[reasons[i] if reasons else str(exc)].append(decision)
+                for reason, decisions in by_reason.items():
+                    if not await self._dead_letter(decisions, sink.name, reason):
+                        unsafe.update(id(d) for d in decisions)
+        self.decided += len(batch)
+        for decision in batch:
+            self.actions[decision.action] += 1
+            self.routes[decision.verdict.route] += 1
+        for observer in self.observers:
+            try:
+                observer(batch)
+            except Exception as exc:  # counting is not worth a decision
+                self.observer_failures += 1
+                log.error("decision observer %s failed: %s", observer, describe(exc),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+        if unsafe:
+            # Not acknowledged: a durable source delivers these again.
+            self.unacknowledged += len(unsafe)
+        by_source: defaultdict[str, list[Message]] = defaultdict(list)
+        for decision in batch:
+            if id(decision) not in unsafe:
+                by_source[decision.message.source].append(decision.message)
+        for name, messages in by_source.items():
+            source = self.sources.get(name)
+            if source is not None:
+                await source.acknowledge(messages)
+
+    async def deliver_alert(self, record: Mapping[str, Any]) -> None:
+        """Hand an alert to every sink; one that fails is logged, the others still get it."""
+        self.alerts += 1
+        for sink in self.sinks:
+            try:
+                await sink.write_alert(record)
+            except Exception as exc:
+                log.error("sink %s could not take an alert: %s", sink.name, exc)
+
+    async def _dead_letter(self, decisions: list[Decision], sink: str, error: str) -> bool:
+        if self.dead_letters is None:
+            return False
+        return await self.dead_letters.put(decisions, sink, error)
+
+    async def _close_sinks(self) -> None:
+        for sink in self.sinks:
+            with trio.move_on_after(SINK_CLOSE_GRACE) as scope:
+                scope.shield = True
+                try:
+                    await sink.aclose()
+                except Exception as exc:
+                    log.error("sink %s failed to close: %s", sink.name, exc)
+            if scope.cancelled_caught:
+                log.error("sink %s did not close within %g s", sink.name, SINK_CLOSE_GRACE)
+
+    async def _dead_letter_message(self, message: Message, component: str, error: str) -> None:
+        """A message that could not be decided: to the dead letters, then acknowledged (it
+        is recorded); if even that fails, left unacknowledged for a durable source."""
+        self.dead_lettered += 1
+        if self.dead_letters is not None and await self.dead_letters.put_message(
+                message, component, error):
+            source = self.sources.get(message.source)
+            if source is not None:
+                await source.acknowledge([message])
+            return
+        self.unacknowledged += 1
