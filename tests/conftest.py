@@ -1,9 +1,24 @@
 from __future__ import annotations
 
+import functools
 import gc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from typing import Any
 
 import pytest
+import trio
+import trio.testing
+
+# Every async test runs inside trio.fail_after: a test that waits for something that never
+# comes fails with TooSlowError (its fixtures torn down, the run going on), rather than
+# hanging. pytest-timeout (pyproject, method "thread") is the last resort behind it, for what
+# trio cannot interrupt: a sync test, a blocked event loop, a fixture's teardown.
+ASYNC_TEST_DEADLINE = 60.0
+# Under a MockClock the deadline is virtual: a deadlocked autojump test jumps straight to it
+# and fails at once, while a test may still sleep through virtual hours.
+VIRTUAL_TEST_DEADLINE = 24 * 3600.0
+
+Test = Callable[..., Awaitable[None]]
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +26,38 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
     """Unclosed sockets and files warn in the test that leaked them, not a later one."""
     yield
     gc.collect()
+
+
+def within_deadline(test: Test, seconds: float) -> Test:
+    """``test`` run inside ``trio.fail_after(seconds)`` (virtual seconds under a MockClock:
+    :data:`VIRTUAL_TEST_DEADLINE` unless a ``time_limit`` marker gives more)."""
+
+    @functools.wraps(test)
+    async def run_within_deadline(**kwargs: Any) -> None:
+        virtual = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
+        with trio.fail_after(max(seconds, VIRTUAL_TEST_DEADLINE) if virtual else seconds):
+            await test(**kwargs)
+
+    run_within_deadline.__dict__["chatmod_deadline"] = seconds  # marks it wrapped
+    return run_within_deadline
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Bound each trio test before pytest-trio wraps it into ``trio.run``.
+
+    Not an autouse async fixture: pytest-trio runs only the trio fixtures the test itself
+    asks for, and each fixture in its own task, where a cancel scope would not cover the test.
+    Running first (``tryfirst``), this wraps the test function that pytest-trio then runs.
+    """
+    if isinstance(item, pytest.Function) and item.get_closest_marker("trio") is not None:
+        marker = item.get_closest_marker("time_limit")
+        seconds = float(marker.args[0]) if marker else ASYNC_TEST_DEADLINE
+        hypothesis = getattr(item.obj, "hypothesis", None)
+        if hypothesis is not None:
+            if not hasattr(hypothesis.inner_test, "chatmod_deadline"):
+                hypothesis.inner_test = within_deadline(hypothesis.inner_test, seconds)
+        elif not hasattr(item.obj, "chatmod_deadline") and not getattr(
+                item.obj, "_trio_test_runner_wrapped", False):
+            item.obj = within_deadline(item.obj, seconds)
+    return (yield)
