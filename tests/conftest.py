@@ -1,22 +1,20 @@
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
+import threading
 from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any
 
 import pytest
 import trio
-import trio.testing
 
-# Every async test runs inside trio.fail_after: a test that waits for something that never
+# Every async test has a deadline in real seconds: a test that waits for something that never
 # comes fails with TooSlowError (its fixtures torn down, the run going on), rather than
 # hanging. pytest-timeout (pyproject, method "thread") is the last resort behind it, for what
 # trio cannot interrupt: a sync test, a blocked event loop, a fixture's teardown.
 ASYNC_TEST_DEADLINE = 60.0
-# Under a MockClock the deadline is virtual: a deadlocked autojump test jumps straight to it
-# and fails at once, while a test may still sleep through virtual hours.
-VIRTUAL_TEST_DEADLINE = 24 * 3600.0
 
 Test = Callable[..., Awaitable[None]]
 
@@ -29,14 +27,32 @@ def _collect_garbage_after_each_test() -> Iterator[None]:
 
 
 def within_deadline(test: Test, seconds: float) -> Test:
-    """``test`` run inside ``trio.fail_after(seconds)`` (virtual seconds under a MockClock:
-    :data:`VIRTUAL_TEST_DEADLINE` unless a ``time_limit`` marker gives more)."""
+    """``test`` cancelled, and failed with TooSlowError, after ``seconds`` of real time.
+
+    A timer thread keeps the time, not ``trio.fail_after``: under an autojump MockClock a
+    virtual deadline is where the clock jumps whenever every task waits, even on a thread or
+    a socket, so it would fail a test that is merely waiting for real work.
+    """
 
     @functools.wraps(test)
     async def run_within_deadline(**kwargs: Any) -> None:
-        virtual = isinstance(trio.lowlevel.current_clock(), trio.testing.MockClock)
-        with trio.fail_after(max(seconds, VIRTUAL_TEST_DEADLINE) if virtual else seconds):
-            await test(**kwargs)
+        token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as scope:
+
+            def expire() -> None:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(scope.cancel)
+
+            timer = threading.Timer(seconds, expire)
+            timer.daemon = True
+            timer.start()
+            try:
+                await test(**kwargs)
+            finally:
+                timer.cancel()
+                timer.join()
+        if scope.cancelled_caught:
+            raise trio.TooSlowError(f"the test did not end within {seconds:g} s")
 
     run_within_deadline.__dict__["chatmod_deadline"] = seconds  # marks it wrapped
     return run_within_deadline
