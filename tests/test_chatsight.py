@@ -43,6 +43,8 @@ async def start_sandbox(nursery: trio.Nursery, **faults: Any) -> Sandbox:
 
 
 def engine_for(sandbox: Sandbox, key: str = API_KEY, **options: Any) -> ChatsightEngine:
+    # Unless a test is about the deadline, a loaded machine's slow reply must not go over HTTP.
+    options.setdefault("verdict_timeout", 30.0)
     config = ChatsightConfig(
         api_key=Secret("test", key), ws_url=sandbox.ws_url(), http_url=sandbox.http_url(),
         **options,
@@ -65,7 +67,7 @@ async def run_pipeline(
     to_start = [] if engine_started else [engine]
     pipeline = Pipeline([source], to_start, chain, Policy(PolicySection()), [sink],
                         concurrency=200, queue_size=64)
-    with trio.fail_after(60):
+    with trio.fail_after(110):
         await pipeline.run()
     return sink, source
 
@@ -97,6 +99,7 @@ async def test_clean_run_out_of_order_replies(nursery: trio.Nursery) -> None:
     assert [d.message.id for d in sink.decisions] != [m.id for m in messages]
 
 
+@pytest.mark.time_limit(120)  # 3000 messages: about 45 s on a loaded 2-core machine
 async def test_chaos_every_message_decided_exactly_once(nursery: trio.Nursery) -> None:
     sandbox = await start_sandbox(
         nursery, latency=(0.0, 0.03), cut_every=0.3, drop_rate=0.05, duplicate_rate=0.05,

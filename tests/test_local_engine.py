@@ -65,7 +65,9 @@ async def test_thresholds_map_probability_to_verdicts() -> None:
 
 async def test_concurrent_messages_are_predicted_in_few_batches_off_the_loop() -> None:
     predictor = FakePredictor()
-    engine = LocalEngine("local", LocalConfig(batch_size=100), predictor=predictor)
+    # A long window: a batch closes when full, not when this machine is slow to fill it.
+    engine = LocalEngine("local", LocalConfig(batch_size=100, batch_window=1.0),
+                         predictor=predictor)
     verdicts = await moderate_all(engine, ["bad" if i % 2 else "ok" for i in range(1000)])
     assert verdicts.count("delete") == 500
     assert sum(predictor.batches) == 1000
