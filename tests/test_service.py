@@ -227,6 +227,9 @@ path = "{out}"
         write_config(config, template.format(channel="#after", out=second))
         daemon.process.send_signal(signal.SIGHUP)
         daemon.wait_for_log("config reloaded (source stdin, sinks)")
+        # The log line comes before the swap: the new sink opens its file, then takes over.
+        # A line sent earlier may be decided into the old sink (seen under load).
+        daemon.wait_for(second.exists, "the new sink's file")
         daemon.send("two")
         daemon.out = second
         daemon.wait_for(lambda: len(daemon.decisions()) == 1, "a decision in the new sink")
