@@ -130,12 +130,13 @@ async def test_uncacheable_verdicts_are_not_kept_and_size_is_bounded() -> None:
 async def test_failed_shared_request_lets_waiters_ask_themselves() -> None:
     cache = VerdictCache(size=10, ttl=60)
     calls = 0
+    break_now = trio.Event()
 
     async def ask() -> Verdict:
         nonlocal calls
         calls += 1
         if calls == 1:
-            await trio.sleep(0.01)
+            await break_now.wait()
             raise RuntimeError("engine broke")
         return verdict()
 
@@ -149,9 +150,13 @@ async def test_failed_shared_request_lets_waiters_ask_themselves() -> None:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(one)
-        await trio.sleep(0.001)
+        await trio.testing.wait_all_tasks_blocked()  # the first is asking
         nursery.start_soon(one)
+        await trio.testing.wait_all_tasks_blocked()
+        assert calls == 1  # the second waits for the first's answer
+        break_now.set()
     assert sorted(results) == ["error", "ws"]
+    assert calls == 2
 
 
 @pytest.mark.parametrize("ttl", [0.5])

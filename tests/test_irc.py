@@ -20,7 +20,13 @@ from chatmod.config.sections import PolicySection
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.pipeline import Pipeline
 from chatmod.core.policy import Policy
-from chatmod.plugins.irc import IrcActionSink, IrcSinkConfig, IrcSource, IrcSourceConfig
+from chatmod.plugins.irc import (
+    FATAL_RETRY,
+    IrcActionSink,
+    IrcSinkConfig,
+    IrcSource,
+    IrcSourceConfig,
+)
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 
 from .helpers import ListSource, RecordingSink, eventually
@@ -93,7 +99,7 @@ async def test_the_bot_survives_a_server_restart(
     nursery.start_soon(pipeline.run)
     await eventually(lambda: source.connection.registered.is_set())
     irc_server.stop()
-    await trio.sleep(0.5)
+    await eventually(lambda: source.connection.session is None)  # the bot saw it go
     irc_server.start()
     await eventually(lambda: source.connection.session is not None
                      and source.connection.session.can_moderate("#lobby"), within=15)
@@ -149,7 +155,9 @@ async def bot_against(server: LoopbackServer, nursery: trio.Nursery, **options: 
     return source
 
 
-async def test_server_password_and_tls(tmp_path: Path, nursery: trio.Nursery) -> None:
+async def test_server_password_and_tls(
+    tmp_path: Path, nursery: trio.Nursery, caplog: pytest.LogCaptureFixture,
+) -> None:
     locked = IrcServer(tmp_path / "locked", password="letmein")
     secure = IrcServer(tmp_path / "secure", tls=True)
     for server in (locked, secure):
@@ -160,10 +168,11 @@ async def test_server_password_and_tls(tmp_path: Path, nursery: trio.Nursery) ->
         tls = await bot_against(secure, nursery, nick="tlsbot", tls=True, tls_verify=False)
         await eventually(lambda: good.connection.registered.is_set())
         await eventually(lambda: tls.connection.registered.is_set())
-        await eventually(lambda: bad.connection.stats["connects"] >= 1)
-        await trio.sleep(1.0)
+        await eventually(lambda: any("refused us" in r.getMessage() for r in caplog.records))
+        refusal = next(r for r in caplog.records if "refused us" in r.getMessage())
+        assert refusal.args[-1] == FATAL_RETRY  # type: ignore[index]  # a long wait, no loop
         assert not bad.connection.registered.is_set()
-        assert bad.connection.stats["connects"] == 1  # refused: a long wait, not a retry loop
+        assert bad.connection.stats["connects"] == 1
     finally:
         for server in (locked, secure):
             server.stop()

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-import time
 from collections.abc import Sequence
 
 import pytest
@@ -13,25 +12,30 @@ from chatmod.core.model import Message
 from chatmod.errors import EngineError
 from chatmod.plugins.local import LocalConfig, LocalEngine
 
+from .helpers import eventually
 from .servers import missing
+
+GATE_TIMEOUT = 10.0
 
 
 class FakePredictor:
     """Scores by a marker word and records each batch and the thread it ran in."""
 
-    def __init__(self, pause: float = 0.0, fail: bool = False) -> None:
+    def __init__(self, gate: threading.Event | None = None, fail: bool = False) -> None:
         self.batches: list[int] = []
         self.threads: set[int] = set()
-        self.pause = pause
+        self.gate = gate
         self.fail = fail
+        self.done = 0
 
     def __call__(self, texts: Sequence[str]) -> list[float]:
         self.batches.append(len(texts))
         self.threads.add(threading.get_ident())
-        if self.pause:
-            time.sleep(self.pause)
+        if self.gate is not None and not self.gate.wait(timeout=GATE_TIMEOUT):
+            raise RuntimeError("never released: the event loop was blocked")
         if self.fail:
             raise RuntimeError("model exploded")
+        self.done += 1
         return [0.95 if "bad" in t else 0.6 if "meh" in t else 0.1 for t in texts]
 
 
@@ -61,7 +65,9 @@ async def test_thresholds_map_probability_to_verdicts() -> None:
 
 async def test_concurrent_messages_are_predicted_in_few_batches_off_the_loop() -> None:
     predictor = FakePredictor()
-    engine = LocalEngine("local", LocalConfig(batch_size=100), predictor=predictor)
+    # A long window: a batch closes when full, not when this machine is slow to fill it.
+    engine = LocalEngine("local", LocalConfig(batch_size=100, batch_window=1.0),
+                         predictor=predictor)
     verdicts = await moderate_all(engine, ["bad" if i % 2 else "ok" for i in range(1000)])
     assert verdicts.count("delete") == 500
     assert sum(predictor.batches) == 1000
@@ -90,21 +96,19 @@ async def test_batch_window_gathers_messages_arriving_close_together(
 
 
 async def test_event_loop_keeps_running_while_the_model_predicts() -> None:
-    engine = LocalEngine("local", LocalConfig(), predictor=FakePredictor(pause=0.3))
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await trio.sleep(0.01)
-            ticks += 1
-
+    # The prediction waits for the event loop to release it: on the loop's thread it would
+    # wait for good (its own timeout then fails it).
+    release = threading.Event()
+    predictor = FakePredictor(gate=release)
+    engine = LocalEngine("local", LocalConfig(), predictor=predictor)
     async with trio.open_nursery() as nursery:
         await nursery.start(engine.run)
-        nursery.start_soon(ticker)
-        await engine.moderate(msg(1, "x"))
+        nursery.start_soon(engine.moderate, msg(1, "x"))
+        await eventually(lambda: predictor.batches == [1])  # predicting now
+        release.set()
+        await eventually(lambda: predictor.done == 1)
         nursery.cancel_scope.cancel()
-    assert ticks >= 10  # a blocked loop would have ticked about once
+    assert threading.get_ident() not in predictor.threads
 
 
 async def test_model_failure_is_an_engine_error() -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
+import select
 import subprocess
 import time
 from pathlib import Path
@@ -29,13 +31,23 @@ def decision(i: int, action: str = "none", channel: str = "#lobby",
     }) + b"\n"
 
 
+def at_end_of(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open with its offset at the file's end."""
+    size = path.stat().st_size
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        if fd.resolve() == path.resolve():
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+            if f"pos:\t{size}\n" in info:
+                return True
+    return False
+
+
 def wait_until_open(pid: int, path: Path, within: float = 20.0) -> None:
+    """Until ``chatmod tail`` has opened ``path`` and gone to its end."""
     deadline = time.monotonic() + within
-    fds = Path(f"/proc/{pid}/fd")
     while True:
         try:
-            if any(fd.resolve() == path.resolve() for fd in fds.iterdir()):
-                time.sleep(0.3)  # from open to the seek to the end: a few instructions
+            if at_end_of(pid, path):
                 return
         except (FileNotFoundError, PermissionError):
             pass
@@ -43,16 +55,21 @@ def wait_until_open(pid: int, path: Path, within: float = 20.0) -> None:
         time.sleep(0.02)
 
 
-def read_until(process: subprocess.Popen[str], text: str, timeout: float = 10.0) -> str:
+def read_until(process: subprocess.Popen[bytes], text: str, timeout: float = 10.0) -> str:
+    """Its output until ``text`` appears; fails after ``timeout`` s (reads never block)."""
     assert process.stdout is not None
-    seen = ""
+    fd = process.stdout.fileno()
+    seen = b""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        seen += line
-        if text in line:
-            return seen
-    raise AssertionError(f"{text!r} not printed; got {seen!r}")
+    while text.encode() not in seen:
+        left = deadline - time.monotonic()
+        assert left > 0, f"{text!r} not printed; got {seen!r}"
+        readable, _, _ = select.select([fd], [], [], left)
+        if readable:
+            chunk = os.read(fd, 65536)
+            assert chunk, f"chatmod tail ended; printed {seen!r}"
+            seen += chunk
+    return seen.decode()
 
 
 def test_tail_follows_a_live_file_across_rotation(tmp_path: Path) -> None:
@@ -60,7 +77,7 @@ def test_tail_follows_a_live_file_across_rotation(tmp_path: Path) -> None:
     path.write_bytes(decision(0))  # already there: not shown without --from-start
     process = subprocess.Popen(
         chatmod_command("tail", str(path), "--no-color", "--summary-every", "0"),
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE)
     try:
         wait_until_open(process.pid, path)  # it has opened the file (and gone to its end)
         with path.open("ab") as f:

@@ -27,7 +27,7 @@ from chatmod.plugins.chatsight_voice import VoiceConfig, VoiceJobConfig, VoiceSo
 from chatmod.sandbox.account import VoiceJob
 from chatmod.sandbox.server import Sandbox
 
-from .helpers import decision_lines, run_chatmod
+from .helpers import decision_lines, eventually, run_chatmod
 from .servers import SandboxProcess
 
 DATA = Path(__file__).parent / "data"
@@ -141,8 +141,12 @@ async def test_a_restart_mid_job_keeps_its_author_key(tmp_path: Path,
     job = VoiceJobConfig(url="https://streams.example/live", convo_id=CONVO,
                          long_running=False)
     first = voice_source(sandbox, tmp_path, job)
-    with trio.move_on_after(0.5):  # stopped before the results are complete
-        await first.run(Collect())
+    async with trio.open_nursery() as running:
+        running.start_soon(first.run, Collect())
+        # Stopped once the job is submitted and fetched, before its results are complete.
+        await eventually(lambda: CONVO in sandbox.account.voice_jobs
+                         and sandbox.account.voice_jobs[CONVO].fetches >= 1)
+        running.cancel_scope.cancel()
     sandbox.account.voice_fetches_until_done = sandbox.account.voice_jobs[CONVO].fetches + 1
     resumed = Collect()
     with trio.fail_after(10):

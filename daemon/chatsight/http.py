@@ -26,6 +26,7 @@ from chatmod.chatsight.protocol import (
 )
 from chatmod.core.backoff import Backoff, Retry, with_retries
 from chatmod.errors import EngineError
+from chatmod.http_body import post_request
 
 log = logging.getLogger("chatmod.engine.chatsight.http")
 
@@ -115,7 +116,8 @@ class ChatsightHttp:
         """One request: its result, a :class:`Retry`, or a final :class:`EngineError`."""
         self.stats["requests"] += 1
         try:
-            response = await self._client.post(self.url, content=body, headers=self._headers)
+            response = await self._client.send(
+                post_request(self._client, self.url, body, self._headers))
         except httpx.TimeoutException:
             self.stats["timeouts"] += 1
             return Retry("timed out")
