@@ -46,6 +46,20 @@ class ListSource(Source):
         self.acknowledged.extend(m.id for m in messages)
 
 
+class CollectingIntake:
+    """An intake that keeps every message and every report of invalid input."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.invalid: list[str] = []
+
+    async def submit(self, message: Message) -> None:
+        self.messages.append(message)
+
+    def report_invalid(self, source: str, reason: str) -> None:
+        self.invalid.append(reason)
+
+
 class RecordingSink(Sink):
     """Keeps every decision; ``delay`` seconds per write; fails when ``fail`` is set."""
 

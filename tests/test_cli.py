@@ -20,6 +20,7 @@ from .helpers import (
     run_chatmod,
     write_config,
 )
+from .test_config import SIX_MISTAKES
 
 pytestmark = pytest.mark.slow
 
@@ -236,25 +237,6 @@ def test_console_script_is_installed() -> None:
     assert result.stdout.startswith(b"chatmod ")
 
 
-SIX_MISTAKES = """
-[daemon]
-drain_timeot = 5
-log_level = "verbos"
-
-[engine]
-primary = "wordlist"
-fallback = ["flg"]
-
-[engines.wordlist]
-delete = "idiot"
-
-[[sources]]
-type = "stdn"
-
-[[sinks]]
-type = "jsonl"
-pth = "-"
-"""
 
 
 @pytest.mark.parametrize("command", ["run", "check-config"])

@@ -14,10 +14,9 @@ import pytest
 import trio
 from coredis.tokens import PureToken
 
-from chatmod.core.model import Message
 from chatmod.plugins.redis_streams import RedisSource, RedisSourceConfig
 
-from .helpers import eventually
+from .helpers import CollectingIntake, eventually
 from .servers import RedisServer
 
 # A test never waits longer than this for the source to do something.
@@ -36,18 +35,8 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
         server.stop()
 
 
-class HoldingIntake:
+class HoldingIntake(CollectingIntake):
     """Takes every message and never decides any: they stay in flight in the source."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.invalid: list[str] = []
-
-    async def submit(self, message: Message) -> None:
-        self.messages.append(message)
-
-    def report_invalid(self, source: str, reason: str) -> None:
-        self.invalid.append(reason)
 
     def ids(self) -> Counter[str]:
         return Counter(m.id for m in self.messages)

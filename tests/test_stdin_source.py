@@ -4,20 +4,9 @@ import os
 
 import trio
 
-from chatmod.core.model import Message
 from chatmod.plugins.stdin import StdinConfig, StdinSource
 
-
-class CollectingIntake:
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.invalid: list[str] = []
-
-    async def submit(self, message: Message) -> None:
-        self.messages.append(message)
-
-    def report_invalid(self, source: str, reason: str) -> None:
-        self.invalid.append(reason)
+from .helpers import CollectingIntake
 
 
 async def read_through_pipe(data: bytes, **options: object) -> CollectingIntake:
