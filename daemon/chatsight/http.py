@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import trio
 
+from chatmod.chatsight.http_body import post_request
 from chatmod.chatsight.protocol import (
     AUTH_HEADER,
     TEXT_MODERATION_PATH,
@@ -26,7 +27,6 @@ from chatmod.chatsight.protocol import (
 )
 from chatmod.core.backoff import Backoff, Retry, with_retries
 from chatmod.errors import EngineError
-from chatmod.http_body import post_request
 
 log = logging.getLogger("chatmod.engine.chatsight.http")
 
