@@ -24,6 +24,7 @@ import httpx
 import trio
 
 from chatmod.chatsight.http import AuthRejected, ChatsightHttp
+from chatmod.chatsight.inflight import InFlight, InFlightTable, Settle
 from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
     SUBPROTOCOL,
@@ -35,7 +36,6 @@ from chatmod.chatsight.protocol import (
 from chatmod.chatsight.websocket import ChatsightSocket, SocketClosed, SocketSettings
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
-from chatmod.core.inflight import InFlight, InFlightTable, Settle
 from chatmod.core.interfaces import Engine, ResultCallback
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import ConfigError, EngineError

@@ -10,17 +10,9 @@ from typing import Any, Literal
 from chatmod.config.schema import setting
 from chatmod.core.interfaces import Sink
 from chatmod.core.model import Decision
+from chatmod.core.text import printable
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
-# Control characters would let a chat line rewrite the operator's terminal or forge log lines.
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
-_CONTROL.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
-
-
-def printable(text: str, limit: int) -> str:
-    """``text`` with control characters escaped, cut to ``limit`` characters."""
-    shown = text.translate(_CONTROL)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import pytest
 import trio
 import trio.testing
 
+from chatmod.chatsight.inflight import InFlightTable
 from chatmod.core.backoff import Backoff
 from chatmod.core.cache import VerdictCache, normalise
-from chatmod.core.inflight import InFlightTable
 from chatmod.core.model import Message, Verdict
 
 MESSAGE = Message(id="m", text="t", source="s")

@@ -32,6 +32,9 @@ FORBIDDEN = {
     "chatmod.plugins": ("chatmod.cli", "chatmod.runtime", "chatmod.sandbox",
                         "chatmod.config.load"),
     "chatmod.http": ("chatmod.plugins", "chatmod.cli", "chatmod.runtime", "chatmod.sandbox"),
+    # Plugins are found through their entry points, as third-party ones are.
+    "chatmod.runtime": ("chatmod.plugins", "chatmod.cli"),
+    "chatmod.cli": ("chatmod.plugins",),
 }
 
 

@@ -30,6 +30,7 @@ from chatmod.chatsight.stats import (
 )
 from chatmod.chatsight.voice import Transcript, state_file_name
 from chatmod.config.load import read_config_tables
+from chatmod.config.registry import Registry
 from chatmod.config.schema import parse_table
 from chatmod.config.sections import DaemonSection
 from chatmod.config.state import state_directory, write_private
@@ -151,8 +152,9 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str, Path | None]:
     state = getattr(args, "state_dir", None)
     config_path = getattr(args, "config", None)
     if config_path is not None and (url is None or key_env is None):
-        from chatmod.plugins.chatsight import ChatsightConfig
-
+        # The installed chatsight engine's own schema, found as the daemon finds it.
+        engine_class = Registry.from_entry_points().get("engine", "chatsight",
+                                                        "engines.chatsight").load()
         tables = read_config_tables(config_path)
         engine = tables.get("engines", {}).get("chatsight")
         if not isinstance(engine, dict):
@@ -162,7 +164,7 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str, Path | None]:
         if key_env is not None:
             options = {k: v for k, v in options.items() if not k.startswith("api_key")}
             options["api_key_env"] = key_env
-        chatsight = parse_table(ChatsightConfig, options, "engines.chatsight")
+        chatsight = parse_table(engine_class.Config, options, "engines.chatsight")
         if state is None:
             state = parse_table(DaemonSection, tables.get("daemon", {}), "daemon").state_dir
         return url or chatsight.http_url, chatsight.api_key.reveal(), state_directory(state or "")

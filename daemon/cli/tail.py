@@ -27,13 +27,12 @@ from typing import Any, TextIO
 
 import orjson
 
-from chatmod.plugins.log_sink import printable
+from chatmod.core.text import printable
 
 POLL_INTERVAL = 0.2
 MAX_LATENCIES = 4096  # the most recent, for the percentiles
 MISSING = "no such file"
 FIELD_LIMIT = 200  # characters of a channel, author or verdict shown at most
-C1_CONTROLS = {c: f"\\x{c:02x}" for c in range(0x80, 0xA0)}
 COLORS = {"none": "2", "flag": "33", "delete": "31", "warn": "33", "kick": "35", "ban": "1;31"}
 RESET = "\033[0m"
 
@@ -246,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
 def _shown(value: object, limit: int = FIELD_LIMIT) -> str:
     """A decision's field for the terminal: every control character escaped (C1 too: some
     terminals take 0x9B as an escape sequence), cut to ``limit`` characters."""
-    return printable(str(value), limit).translate(C1_CONTROLS)
+    return printable(str(value), limit)
 
 
 def _unreadable(path: str) -> str | None:
