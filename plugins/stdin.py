@@ -124,24 +124,27 @@ class StdinSource(Source):
         text, replaced = decode_line(line.data)
         if not text.strip():
             return None
-        if replaced:
-            intake.report_invalid(
-                self.name, f"line {line.number}: invalid UTF-8 replaced with U+FFFD"
-            )
         if self.config.format == "text":
-            return Message(
+            message = Message(
                 id=generate_message_id(),
                 text=text,
                 source=self.name,
                 author=self.config.author,
                 channel=self.config.channel,
             )
-        try:
-            return parse_input_line(text, self.name, self.config.channel)
-        except InputError as exc:
-            self.skipped += 1
-            intake.report_invalid(self.name, f"line {line.number}: {exc}; skipped")
-            return None
+        else:
+            try:
+                message = parse_input_line(text, self.name, self.config.channel)
+            except InputError as exc:
+                # One report per line: a skipped line is not also reported for its UTF-8.
+                self.skipped += 1
+                intake.report_invalid(self.name, f"line {line.number}: {exc}; skipped")
+                return None
+        if replaced:
+            intake.report_invalid(
+                self.name, f"line {line.number}: invalid UTF-8 replaced with U+FFFD"
+            )
+        return message
 
     def statistics(self) -> dict[str, float]:
         return {"lines": self.lines, "skipped": self.skipped}

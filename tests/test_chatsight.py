@@ -595,3 +595,40 @@ async def test_a_retired_engine_fails_what_it_holds_to_the_fallback(
         pipeline.stop_reading(drain_timeout=5)
     assert_exactly_once(sink, stuck)
     assert {d.verdict.route for d in sink.decisions} == {"failclosed"}
+
+
+async def test_a_peer_reset_with_replies_pending_does_not_end_the_sandbox(
+    nursery: trio.Nursery,
+) -> None:
+    # Replies wait 0.3 s; the client sends a request and resets the connection before the
+    # reply. The sandbox used to end with "fatal: ExceptionGroup" (the reset, raised inside
+    # the connection's nursery, escaped the handler).
+    import socket as stdlib_socket
+    import struct
+    from urllib.parse import urlsplit
+
+    import orjson
+    from wsproto import WSConnection
+    from wsproto.connection import ConnectionType
+    from wsproto.events import Request, TextMessage
+
+    sandbox = await start_sandbox(nursery, latency=(0.3, 0.3))
+    client = WSConnection(ConnectionType.CLIENT)
+    port = urlsplit(sandbox.ws_url()).port
+    assert port is not None
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(client.send(Request(
+        host="127.0.0.1", target="/text/moderation",
+        extra_headers=[(b"x-chatsight-api-auth", API_KEY.encode())])))
+    with trio.fail_after(10):
+        while not list(client.events()):
+            client.receive_data(await stream.receive_some(4096))
+    await stream.send_all(client.send(TextMessage(data=orjson.dumps(
+        {"text": "hello", "self_reference": "r-1"}).decode())))
+    await eventually(lambda: sandbox.stats["ws_requests"] >= 1)
+    stream.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_LINGER, struct.pack("ii", 1, 0))
+    await stream.aclose()  # a reset, with the reply still to come
+    engine = engine_for(sandbox)
+    await nursery.start(engine.run)
+    verdict = await engine.moderate(Message(id="after", text="you idiot", source="t"))
+    assert (verdict.route, verdict.action) == ("ws", "delete")

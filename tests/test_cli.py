@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -310,3 +311,18 @@ def test_log_level_option_survives_a_reload(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_a_port_in_use_is_one_line_naming_the_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path / "c.toml", WORDLIST_CONFIG.format(
+            format="text", path=tmp_path / "out.jsonl") + f"\n[http]\nenabled = true\nport = {port}\n")
+        result = run_chatmod("run", "-c", str(config))
+    assert result.returncode == 1
+    last = result.stderr.decode().strip().splitlines()[-1]
+    # Was "fatal: ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)".
+    assert last.startswith("chatmod: fatal: OSError: [Errno 98]"), last
+    assert "Address already in use" in last

@@ -57,3 +57,12 @@ async def test_jsonl_lines_with_errors_reported_by_line_number() -> None:
     assert len(intake.invalid) == 2
     assert intake.invalid[0].startswith("line 2: invalid JSON")
     assert intake.invalid[1] == "line 4: 'text' must be a string, found nothing; skipped"
+
+
+async def test_a_line_both_undecodable_and_not_json_is_reported_once() -> None:
+    # It used to count twice in "invalid input": once for its UTF-8, once for its JSON.
+    intake = await read_through_pipe(b'\xff\n{"text": "ok \xff"}\n', format="jsonl")
+    assert [m.text for m in intake.messages] == ["ok \ufffd"]
+    assert len(intake.invalid) == 2
+    assert intake.invalid[0].startswith("line 1: invalid JSON")
+    assert intake.invalid[1] == "line 2: invalid UTF-8 replaced with U+FFFD"

@@ -16,7 +16,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .helpers import WORDLIST_CONFIG, chatmod_command, decision_lines, write_config
+from .helpers import (
+    EXAMPLE_CONFIG,
+    WORDLIST_CONFIG,
+    chatmod_command,
+    decision_lines,
+    write_config,
+)
 
 LINES = 200_000
 # Decided before the stop (so it lands mid-stream), out of LINES.
@@ -185,3 +191,30 @@ def test_the_stop_finishes_the_line_it_had_begun(tmp_path: Path) -> None:
     assert sorted(d["text"] for d in decision_lines(out.read_bytes())) == ["first",
                                                                            "half a line"]
     assert left == b"not read\n"
+
+
+def test_sigterm_while_the_engine_still_loads_ends_cleanly(tmp_path: Path) -> None:
+    # The example config's local engine loads its model at start (about a second): the
+    # signal lands before the stdin source has started. It used to end in "fatal:
+    # ExceptionGroup" (the source's task never reported started) and exit 1.
+    pytest.importorskip("profanity_check")
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            chatmod_command("run", "-c", str(EXAMPLE_CONFIG), "--debug"),
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr, cwd=tmp_path)
+    try:
+        # Logged once the signal handlers are in place, before any engine starts.
+        wait_for_log(log, "moderation stats kept in memory only", process)
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdin is not None
+        process.stdin.close()
+    text = log.read_text()
+    assert status == 0, text
+    assert "fatal" not in text
+    assert "done: 0 received, 0 decided" in text

@@ -430,3 +430,35 @@ class SlowWordlist(WordlistEngine):
     async def moderate(self, message: Message) -> Verdict:
         await trio.sleep(1)
         return await super().moderate(message)
+
+
+async def test_a_stop_during_start_up_ends_the_run_cleanly(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    class SlowStartingEngine(WordlistEngine):
+        """Starts in 5 s, like a model that loads."""
+
+        async def run(self, *,
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            await trio.sleep(5)
+            task_status.started()
+
+    engine = SlowStartingEngine("wordlist", WordlistConfig())
+    source = ListSource("a", messages(3, source="a"))
+    summaries: list[RunSummary] = []
+
+    async def run() -> None:
+        summaries.append(await pipeline.run())
+
+    pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
+                        Policy(PolicySection()), [RecordingSink()])
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run)
+            await trio.sleep(1)
+            pipeline.stop_reading(10)  # SIGTERM while the engine still loads
+    [summary] = summaries
+    assert summary.stop_requested
+    # What the source managed to hand over before its first checkpoint is decided.
+    assert summary.received == summary.decided == source.submitted
+    assert summary.undecided == 0

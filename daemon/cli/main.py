@@ -30,6 +30,7 @@ from chatmod.config.load import (
 from chatmod.config.reference import reference_markdown, splice
 from chatmod.config.registry import Registry
 from chatmod.config.sections import LOG_LEVELS, LogLevel
+from chatmod.core.supervisor import describe
 from chatmod.errors import ChatmodError, ConfigError
 from chatmod.runtime.logsetup import setup_logging
 from chatmod.sandbox import cli as sandbox_cli
@@ -127,7 +128,9 @@ def _report(exc: BaseException, debug: bool) -> int:
     if error is not None:
         print(f"chatmod: error: {error}", file=sys.stderr)
     else:
-        print(f"chatmod: fatal: {type(exc).__name__}: {exc}"
+        # The error itself, not the nursery's group around it (e.g. "OSError: [Errno 98]
+        # Address already in use" for an [http] port taken).
+        print(f"chatmod: fatal: {describe(exc)}"
               + ("" if debug else " (run with --debug for the traceback)"), file=sys.stderr)
     return EXIT_FATAL
 

@@ -27,7 +27,7 @@ from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.policy import Policy
 from chatmod.core.report import PipelineReport, RunSummary
-from chatmod.core.supervisor import Supervisor, describe
+from chatmod.core.supervisor import ReportedStatus, Supervisor, describe
 from chatmod.errors import EngineError
 
 log = logging.getLogger("chatmod.pipeline")
@@ -239,13 +239,15 @@ class Pipeline(SinkStage, PipelineReport):
             self._reading_scopes.add(reading)
             if self._stop_requested:
                 reading.cancel()
+            status = ReportedStatus(task_status)
             try:
                 with reading:
                     await self.supervisor.supervise(
-                        "source", source.name, partial(source.run, intake),
-                        task_status=task_status)
+                        "source", source.name, partial(source.run, intake), task_status=status)
             finally:
                 self._reading_scopes.discard(reading)
+            # Stopped before the source was ready (a signal during start-up): it read nothing.
+            status.started()
             # Within the drain deadline (the work scope): what was read gets decided.
             await intake.submit_held()
             await source.hand_over(intake)

@@ -49,10 +49,26 @@ class ComponentHealth:
 def describe(exc: BaseException) -> str:
     """``Type: text`` of the innermost error, never an empty string (a bare ``ssl`` or
     ``OSError`` can have no text)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
+    while isinstance(exc, BaseExceptionGroup):
+        # The first error that is not a cancellation: what the others reacted to.
+        real = [e for e in exc.exceptions if not isinstance(e, trio.Cancelled)]
+        exc = (real or list(exc.exceptions))[0]
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class ReportedStatus:
+    """A ``task_status`` that remembers whether ``started()`` was called, so that a task
+    stopped before its component was ready can still report (and its starter not fail)."""
+
+    def __init__(self, status: trio.TaskStatus[Any]) -> None:
+        self._status = status
+        self.reported = False
+
+    def started(self, value: Any = None) -> None:
+        if not self.reported:
+            self.reported = True
+            self._status.started(value)
 
 
 class Supervisor:

@@ -170,8 +170,10 @@ class Sandbox:
                     nursery.cancel_scope.cancel()  # replies still waiting, the cut timer
             else:
                 reset = outcome == "cut"
-        except (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError,
-                LocalProtocolError):
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, RemoteProtocolError,
+                 LocalProtocolError):
+            # except*: a peer gone while replies wait is raised from inside the nursery, in a
+            # group; it ends this connection only, never the sandbox.
             pass
         finally:
             await _close(stream, reset=reset)
