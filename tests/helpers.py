@@ -168,7 +168,11 @@ class Daemon:
             self.sent += len(lines)
 
     def decisions(self) -> list[dict[str, object]]:
-        return decision_lines(self.out.read_bytes()) if self.out.exists() else []
+        if not self.out.exists():
+            return []
+        data = self.out.read_bytes()
+        # Only whole lines: the daemon may be writing the last one (or was killed mid-write).
+        return decision_lines(data[:data.rfind(b"\n") + 1])
 
     def wait_for(self, predicate: object, what: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
