@@ -6,6 +6,7 @@ import argparse
 import io
 import os
 import select
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -224,3 +225,25 @@ def test_an_idle_tail_does_not_repeat_its_summary(monkeypatch: pytest.MonkeyPatc
     summaries = [line for line in out.getvalue().splitlines() if line.startswith("--")]
     assert len(summaries) == 2
     assert summaries[1].startswith("-- 2 decisions over 2.0 s: flag 1 (0.50/s), none 1")
+
+
+def test_sigterm_ends_the_tail_with_its_summary(tmp_path: Path) -> None:
+    # It used to die of the signal (exit 143) with no summary; ^C gave one.
+    path = tmp_path / "decisions.jsonl"
+    path.write_bytes(decision(0, "delete") + decision(1))
+    process = subprocess.Popen(
+        chatmod_command("tail", str(path), "--no-color", "--from-start", "--summary-every", "0"),
+        stdout=subprocess.PIPE)
+    try:
+        read_until(process, '"line 1')
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+        assert process.stdout is not None
+        rest = process.stdout.read().decode()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+    assert "-- 2 decisions" in rest

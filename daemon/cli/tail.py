@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -223,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
                   flush=True)
         lines = (read_lines(args.file) if args.no_follow
                  else follow(args.file, args.from_start))
+    # SIGTERM (systemd, a supervisor, kill) ends the tail as ^C does: with its summary.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         for line in lines:
             if line is not None:
@@ -238,8 +241,14 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # e.g. --no-follow on a file removed since it was checked
         print(f"chatmod: tail: {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     printer.maybe_summary(final=True)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _shown(value: object, limit: int = FIELD_LIMIT) -> str:
