@@ -77,6 +77,13 @@ def wait_for_decisions(out: Path, count: int, process: subprocess.Popen[bytes]) 
     raise AssertionError(f"fewer than {count} decisions within 30 s")
 
 
+def reap(process: subprocess.Popen[bytes]) -> None:
+    """A daemon a failed test left running is killed, not leaked."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def wait_for_log(log: Path, text: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -109,9 +116,7 @@ def test_sigterm_mid_stream_decides_every_line_read(tmp_path: Path, fmt: str) ->
         status = process.wait(timeout=30)
         left = drain(read_fd, writer)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
         writer.stop.set()
         os.close(write_fd)
         os.close(read_fd)
@@ -149,9 +154,7 @@ def test_a_line_left_unfinished_at_the_stop_makes_the_exit_status_1(tmp_path: Pa
         process.send_signal(signal.SIGTERM)
         status = process.wait(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
         os.close(write_fd)
         os.close(read_fd)
     # Decisions come in the order they were decided, not read (workers run concurrently).
@@ -182,9 +185,7 @@ def test_the_stop_finishes_the_line_it_had_begun(tmp_path: Path) -> None:
         fcntl.fcntl(read_fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
         left = os.read(read_fd, 1024)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
         os.close(write_fd)
         os.close(read_fd)
     assert status == 0
@@ -209,9 +210,7 @@ def test_sigterm_while_the_engine_still_loads_ends_cleanly(tmp_path: Path) -> No
         process.send_signal(signal.SIGTERM)
         status = process.wait(timeout=60)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        reap(process)
         assert process.stdin is not None
         process.stdin.close()
     text = log.read_text()
