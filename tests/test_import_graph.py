@@ -31,6 +31,8 @@ FORBIDDEN = {
                        "chatmod.sandbox", "chatmod.chatsight"),
     "chatmod.plugins": ("chatmod.cli", "chatmod.runtime", "chatmod.sandbox",
                         "chatmod.config.load"),
+    "chatmod.state": ("chatmod.plugins", "chatmod.cli", "chatmod.http", "chatmod.runtime",
+                      "chatmod.sandbox", "chatmod.config.load"),
     "chatmod.http": ("chatmod.plugins", "chatmod.cli", "chatmod.runtime", "chatmod.sandbox"),
     # Plugins are found through their entry points, as third-party ones are.
     "chatmod.runtime": ("chatmod.plugins", "chatmod.cli"),
@@ -176,3 +178,13 @@ if __name__ == "__main__":
         print(f"{module}: {' '.join(sorted(d.removeprefix('chatmod.') for d in graph[module]))}")
     for group in cycles(graph):
         print("cycle:", " ".join(group))
+
+
+def test_every_package_is_installed() -> None:
+    """A subpackage missing from pyproject's list works in a checkout and is absent once
+    installed."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {name for name, path in modules(REPO).items() if path.name == "__init__.py"}
+    assert on_disk - listed == set()
