@@ -20,9 +20,9 @@ from chatmod.core.backoff import Backoff
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.model import Message, Verdict
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
 from chatmod.errors import EngineError
 from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
+from chatmod.policy.rules import Policy
 from chatmod.sandbox.server import Faults, Sandbox
 
 from .helpers import ListSource, RecordingSink, eventually

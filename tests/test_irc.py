@@ -19,7 +19,6 @@ from chatmod.config.schema import Secret
 from chatmod.config.sections import PolicySection
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
 from chatmod.plugins.irc import (
     FATAL_RETRY,
     IrcActionSink,
@@ -28,6 +27,7 @@ from chatmod.plugins.irc import (
     IrcSourceConfig,
 )
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
+from chatmod.policy.rules import Policy
 
 from .helpers import ListSource, RecordingSink, eventually
 from .irc_client import Client

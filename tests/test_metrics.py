@@ -25,7 +25,7 @@ from chatmod.core.interfaces import Engine, Intake, Sink, Source
 from chatmod.core.latency import LATENCY_BOUNDS_MS, LatencyHistogram
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
+from chatmod.policy.rules import Policy
 from chatmod.runtime.metrics import CounterGuard, _Family, family_name, metrics_endpoint
 from chatmod.runtime.service import Service
 

@@ -12,8 +12,8 @@ from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Engine, ResultCallback, Sink
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
+from chatmod.policy.rules import Policy
 
 from .helpers import ListSource, RecordingSink, messages
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from chatmod.config.sections import ChannelPolicy, PolicySection
 from chatmod.core.model import Message, Verdict
-from chatmod.core.policy import Policy
+from chatmod.policy.rules import Policy
 
 
 def msg(channel: str | None = "#lobby", author: str | None = "alice") -> Message:

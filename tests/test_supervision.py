@@ -19,10 +19,10 @@ from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Intake, ResultCallback, Source
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
 from chatmod.core.report import RunSummary
 from chatmod.core.supervisor import Supervisor, describe
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
+from chatmod.policy.rules import Policy
 
 from .helpers import ListSource, RecordingSink, messages
 

@@ -15,7 +15,6 @@ from chatmod.config.sections import DeadLettersSection, PolicySection
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
 from chatmod.plugins.webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -25,6 +24,7 @@ from chatmod.plugins.webhook import (
     verify_signature,
 )
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
+from chatmod.policy.rules import Policy
 
 from .helpers import ListSource, RecordingSink, messages
 from .receiver import start_receiver

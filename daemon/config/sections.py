@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from chatmod.config.schema import Secret, setting
+from chatmod.errors import ConfigError
+from chatmod.policy.ladder import parse_step
 
 # Seconds a Chatsight keyword alert's signed timestamp may be off (their documented window).
 WEBHOOK_WINDOW = 60.0
@@ -92,6 +94,39 @@ class CacheSection:
                         help="texts remembered at most (least recently used dropped first)")
 
 
+# Seconds strikes count for unless a ladder says otherwise: a day.
+DEFAULT_STRIKE_WINDOW = 86400.0
+DEFAULT_STRIKE_WEIGHTS = {"delete": 1}
+
+
+@dataclass(frozen=True)
+class LadderSection:
+    """An escalation ladder: each strike an author earns in a channel within `window` takes the
+    next step; past the last step, the last again. A verdict counts as `strikes` says (by
+    default a delete counts 1, a flag nothing). The step is added to the decision line
+    (`strikes`, `step`, `duration`, `reason`) beside the action; sinks that act (irc) apply
+    it. A message delivered again (same id) adds no strike and its step is not taken twice."""
+
+    steps: tuple[str, ...] = setting(
+        (), help="steps in order: `warn`, `timeout <duration>` (30s, 10m, 2h, 1d), `kick`, "
+                 "`ban`; empty: no ladder")
+    window: float = setting(DEFAULT_STRIKE_WINDOW, min=1.0,
+                            help="seconds a strike counts for")
+    strikes: dict[str, int] = setting(DEFAULT_STRIKE_WEIGHTS,
+                                      help="verdict -> strikes it counts for (others: 0)")
+
+    def __post_init__(self) -> None:
+        for i, step in enumerate(self.steps):
+            try:
+                parse_step(step)
+            except ValueError as exc:
+                raise ConfigError.at(f"steps[{i}]", str(exc)) from None
+        for verdict, weight in self.strikes.items():
+            if weight < 0:
+                raise ConfigError.at(f"strikes.{verdict}",
+                                     f"expected 0 or more strikes, found {weight}")
+
+
 @dataclass(frozen=True)
 class ChannelPolicy:
     """One channel's overrides, e.g. `[policy.channels."#kids"]`."""
@@ -99,6 +134,9 @@ class ChannelPolicy:
     actions: dict[str, str] = setting({}, help="verdict -> action, merged over [policy] actions")
     shadow: bool | None = setting(None, help="default: [policy] shadow")
     exempt_authors: tuple[str, ...] = setting((), help="added to [policy] exempt_authors")
+    ladder: LadderSection | None = setting(None, help="this channel's own ladder (its strikes "
+                                                      "are counted apart); default: [policy] "
+                                                      "ladder")
 
 
 DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete"}
@@ -117,6 +155,23 @@ class PolicySection:
         (), help="authors whose messages always get action none (\"exempt\": true)")
     channels: dict[str, ChannelPolicy] = setting({}, help="per-channel overrides, by channel "
                                                           "name")
+    ladder: LadderSection = setting(LadderSection(), help="the default escalation ladder")
+
+
+@dataclass(frozen=True)
+class StateSection:
+    """Where strikes are kept. `sqlite`: `state.sqlite3` under `[daemon] state_dir`, for one
+    daemon (kept across restarts). `redis`: shared by every daemon of a consumer group,
+    updated atomically (one Lua script per strike) with keys that expire with the window.
+    `memory`: lost at exit. `auto`: sqlite when a state directory is set, else memory."""
+
+    backend: Literal["auto", "memory", "sqlite", "redis"] = setting(
+        "auto", help="the store for strikes")
+    host: str = setting("127.0.0.1", nonempty=True, help="redis: the server")
+    port: int = setting(6379, min=1, max=65535, help="redis: its port")
+    db: int = setting(0, min=0, help="redis: the database number")
+    password: Secret | None = setting(None, help="redis: its password")
+    key_prefix: str = setting("chatmod:", help="redis: prefix of every key the store writes")
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,18 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.interfaces import Sink, Source
 from chatmod.core.model import Decision, Message
-from chatmod.core.supervisor import describe
+from chatmod.core.supervisor import Supervisor, describe
 from chatmod.errors import SinkError
+
+if TYPE_CHECKING:
+    from chatmod.policy.escalation import Escalation
 
 log = logging.getLogger("chatmod.pipeline")
 
@@ -42,6 +45,17 @@ class SinkStage:
     routes: Counter[str]
     sink_failures: Counter[str]
     observers: list[Callable[[Sequence[Decision]], None]]
+    supervisor: Supervisor
+    #: Strikes and ladder steps between the policy and the sinks (set by the service when a
+    #: ladder is configured).
+    escalation: Escalation | None = None
+
+    async def _run_strike_store(
+        self, escalation: Escalation, *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        store = escalation.store
+        await self.supervisor.supervise("store", store.name, store.run, task_status=task_status)
 
     async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
         async with decisions:
@@ -61,6 +75,9 @@ class SinkStage:
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Decision]) -> None:
+        escalation = self.escalation
+        if escalation is not None:  # strikes and ladder steps, before any sink sees them
+            batch = await escalation.apply(batch)
         unsafe: set[int] = set()  # decisions neither a sink nor the dead letters took
         for sink in self.sinks:
             try:
@@ -89,6 +106,8 @@ class SinkStage:
                 self.observer_failures += 1
                 log.error("decision observer %s failed: %s", observer, describe(exc),
                           exc_info=log.isEnabledFor(logging.DEBUG))
+        if escalation is not None:
+            await escalation.delivered([d for d in batch if id(d) not in unsafe])
         if unsafe:
             # Not acknowledged: a durable source delivers these again.
             self.unacknowledged += len(unsafe)

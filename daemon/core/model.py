@@ -75,6 +75,15 @@ class Decision:
     ts: float = field(default_factory=time.time)
     shadow: bool = False
     exempt: bool = False
+    #: The escalation ladder's part (chatmod.policy.escalation), when the verdict counted as
+    #: a strike: the author's strikes in the channel within the window, the step taken
+    #: (``warn``, ``timeout 10m``, ``kick``, ``ban``), its duration in seconds, and why.
+    strikes: int | None = None
+    step: str | None = None
+    duration: float | None = None
+    reason: str | None = None
+    #: The step was already taken for this message id (a redelivery): recorded, not repeated.
+    repeated: bool = False
 
     def to_record(self, *, include_text: bool = True) -> dict[str, Any]:
         """The decision line as a dict, keys in the documented order."""
@@ -104,6 +113,15 @@ class Decision:
             record["shadow"] = True
         if self.exempt:
             record["exempt"] = True
+        if self.step is not None:
+            record["strikes"] = self.strikes
+            record["step"] = self.step
+            if self.duration is not None:
+                record["duration"] = self.duration
+        if self.reason is not None:
+            record["reason"] = self.reason
+        if self.repeated:
+            record["repeated"] = True
         return record
 
     def to_line(self, *, include_text: bool = True) -> bytes:

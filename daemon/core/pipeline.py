@@ -25,10 +25,10 @@ from chatmod.core.intake import SourceIntake
 from chatmod.core.interfaces import Engine, Sink, Source
 from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message, Verdict
-from chatmod.core.policy import Policy
 from chatmod.core.report import PipelineReport, RunSummary
 from chatmod.core.supervisor import ReportedStatus, Supervisor, describe
 from chatmod.errors import EngineError
+from chatmod.policy.rules import Policy
 
 log = logging.getLogger("chatmod.pipeline")
 
@@ -185,6 +185,8 @@ class Pipeline(SinkStage, PipelineReport):
             self._services = services
             for engine in self.engines:
                 await services.start(self._run_engine, engine)
+            if self.escalation is not None:  # the strike store, before the sinks need it
+                await services.start(self._run_strike_store, self.escalation)
             for sink in self.sinks:
                 await services.start(self._run_sink, sink)
             if self.stats_interval > 0:

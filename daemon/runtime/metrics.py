@@ -39,7 +39,7 @@ from chatmod.core.counters import (
 from chatmod.core.engine_chain import NO_ENGINE, ROUTE_FALLBACK
 from chatmod.core.interfaces import Plugin
 from chatmod.core.latency import LATENCY_BOUNDS_MS
-from chatmod.core.policy import NO_ACTION
+from chatmod.policy.rules import NO_ACTION
 
 if TYPE_CHECKING:
     from chatmod.runtime.service import Service

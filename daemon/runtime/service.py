@@ -20,16 +20,24 @@ from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Engine, Sink, Source
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
 from chatmod.core.report import RunSummary
 from chatmod.errors import ConfigError
 from chatmod.http.api import StatusApi, server_limits
 from chatmod.http.limits import raise_file_limit
 from chatmod.http.server import serve_http
+from chatmod.policy.escalation import Escalation
+from chatmod.policy.rules import Policy
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.metrics import metrics_endpoint
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
 from chatmod.runtime.systemd import STATUS_INTERVAL, Notifier
+from chatmod.state.redis_store import RedisStrikeStore
+from chatmod.state.strikes import (
+    STATE_FILE_NAME,
+    MemoryStrikeStore,
+    SqliteStrikeStore,
+    StrikeStore,
+)
 
 log = logging.getLogger("chatmod")
 
@@ -41,7 +49,7 @@ def build_pipeline(config: Config) -> Pipeline:
     engines = [cast(Engine, config.engines[name].build()) for name in config.engine_chain()]
     chain = EngineChain(engines, last_resort=_last_resort(config), timeout=config.engine.timeout,
                         cache=build_cache(config))
-    return Pipeline(
+    pipeline = Pipeline(
         sources=[cast(Source, spec.build()) for spec in config.sources],
         engines=engines,
         chain=chain,
@@ -52,6 +60,29 @@ def build_pipeline(config: Config) -> Pipeline:
         stats_interval=config.daemon.stats_interval,
         dead_letters=DeadLetters(config.dead_letters),
     )
+    pipeline.escalation = build_escalation(config)
+    return pipeline
+
+
+def build_escalation(config: Config) -> Escalation | None:
+    """The escalation stage and its strike store, when any ladder has steps."""
+    policy = config.policy
+    if not policy.ladder.steps and not any(
+            c.ladder is not None and c.ladder.steps for c in policy.channels.values()):
+        return None
+    section = config.state
+    state = state_directory(config.daemon.state_dir)
+    store: StrikeStore
+    if section.backend == "redis":
+        store = RedisStrikeStore(section)
+    elif section.backend == "sqlite" or (section.backend == "auto" and state is not None):
+        if state is None:
+            raise ConfigError.at("state.backend", "sqlite needs [daemon] state_dir (or "
+                                                  "$STATE_DIRECTORY)")
+        store = SqliteStrikeStore(state / STATE_FILE_NAME)
+    else:
+        store = MemoryStrikeStore()
+    return Escalation(policy, store)
 
 
 def build_cache(config: Config) -> VerdictCache | None:
@@ -191,6 +222,10 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
     if new.policy != old.policy:
         pipeline.policy = Policy(new.policy)
         applied.append("policy")
+        if pipeline.escalation is not None:
+            pipeline.escalation.reconfigure(new.policy)
+        elif build_escalation(new) is not None:
+            log.warning("reload: a ladder was added; counting strikes starts on restart")
     if new.dead_letters != old.dead_letters and pipeline.dead_letters is not None:
         pipeline.dead_letters = DeadLetters(new.dead_letters)
         applied.append("dead letters")

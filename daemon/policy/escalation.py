@@ -1,0 +1,110 @@
+"""The escalation stage, between the policy and the sinks: counts strikes in the store and
+adds the ladder's step to each decision whose verdict counts.
+
+The policy is sync and pure; counting strikes may wait on SQLite or Redis, so it happens
+here, on each batch the sink stage takes, before any sink sees it. Once every sink took the
+batch, :meth:`Escalation.delivered` marks the steps applied, so a redelivered message (same id)
+keeps its step in the decision line but is marked ``repeated`` and not acted on again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import trio
+
+from chatmod.config.sections import LadderSection, PolicySection
+from chatmod.core.model import Decision
+from chatmod.core.supervisor import describe
+from chatmod.policy.ladder import Ladder
+from chatmod.state.strikes import StrikeStore
+
+log = logging.getLogger("chatmod.policy")
+
+# Seconds one store update may take before the decision goes on without its step.
+STORE_TIMEOUT = 5.0
+DEFAULT_LADDER = "default"
+
+
+def build_ladders(section: PolicySection) -> tuple[Ladder, dict[str, Ladder]]:
+    """The default ladder and each channel's own (channels without one use the default)."""
+
+    def ladder(name: str, config: LadderSection) -> Ladder:
+        return Ladder.parse(name, config.steps, config.window, config.strikes)
+
+    channels = {channel: ladder(channel, override.ladder)
+                for channel, override in section.channels.items() if override.ladder is not None}
+    return ladder(DEFAULT_LADDER, section.ladder), channels
+
+
+class Escalation:
+    """Adds strikes and steps to decisions (see the module docstring)."""
+
+    def __init__(self, section: PolicySection, store: StrikeStore,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.clock = clock
+        self.default, self.channels = build_ladders(section)
+        self.counted = 0
+        self.repeats = 0
+        self.store_failures = 0
+
+    def reconfigure(self, section: PolicySection) -> None:
+        """New ladders (reload); the strikes counted so far stay."""
+        self.default, self.channels = build_ladders(section)
+
+    def ladder_for(self, channel: str | None) -> Ladder:
+        return self.channels.get(channel or "", self.default)
+
+    async def apply(self, batch: Sequence[Decision]) -> list[Decision]:
+        """The batch with each counting decision's strikes and step filled in."""
+        return [await self._escalate(decision) for decision in batch]
+
+    async def _escalate(self, decision: Decision) -> Decision:
+        message = decision.message
+        ladder = self.ladder_for(message.channel)
+        if not ladder.enabled or decision.exempt or not message.author:
+            return decision
+        weight = ladder.weight(decision.verdict.action)
+        if weight == 0:
+            return decision
+        try:
+            with trio.fail_after(STORE_TIMEOUT):
+                outcome = await self.store.add_strike(
+                    message.channel or "", message.author, message.id, weight, self.clock(),
+                    ladder.window)
+        except Exception as exc:  # the store is down: the decision goes on without a step
+            self.store_failures += 1
+            log.error("strike store (%s) failed for message %s: %s; decided without a step",
+                      self.store.name, message.id, describe(exc))
+            return replace(decision, reason=f"ladder {ladder.name}: strike store unavailable")
+        step = ladder.step_for(outcome.strikes)
+        if outcome.new:
+            self.counted += 1
+        elif outcome.applied:
+            self.repeats += 1
+        return replace(decision, strikes=outcome.strikes, step=str(step),
+                       duration=step.duration, reason=ladder.reason(outcome.strikes, step),
+                       repeated=outcome.applied)
+
+    async def delivered(self, batch: Sequence[Decision]) -> None:
+        """Every sink took ``batch``: its steps count as applied."""
+        taken = [d for d in batch if d.step is not None and not d.repeated]
+        if not taken:
+            return
+        window = max(self.ladder_for(d.message.channel).window for d in taken)
+        try:
+            with trio.fail_after(STORE_TIMEOUT):
+                await self.store.mark_applied([d.message.id for d in taken], self.clock(),
+                                              window)
+        except Exception as exc:  # a redelivery would then repeat the step: say so
+            self.store_failures += 1
+            log.error("strike store (%s) could not mark %d step(s) applied: %s",
+                      self.store.name, len(taken), describe(exc))
+
+    def statistics(self) -> dict[str, float]:
+        return {"strikes_counted": self.counted, "steps_repeated": self.repeats,
+                "store_failures": self.store_failures}
