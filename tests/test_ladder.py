@@ -120,6 +120,7 @@ async def test_store_counts_within_the_window_once_per_message(store: StrikeStor
         assert (await add("#b", "bob", "m3", 1, 1005.0, HOUR)).strikes == 1
         assert (await add("#a", "eve", "m4", 1, 1005.0, HOUR)).strikes == 1
         assert await store.count("#a", "bob", 1006.0, HOUR) == 3
+        assert await store.channels_of("bob") == ["#a", "#b"]
         # m1 and m2 have expired by m5; m3 is in its own channel.
         assert (await add("#a", "bob", "m5", 1, 1002.0 + HOUR, HOUR)).strikes == 1
         assert await store.clear("bob", "#b") == 1

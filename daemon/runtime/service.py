@@ -70,19 +70,21 @@ def build_escalation(config: Config) -> Escalation | None:
     if not policy.ladder.steps and not any(
             c.ladder is not None and c.ladder.steps for c in policy.channels.values()):
         return None
+    return Escalation(policy, build_strike_store(config))
+
+
+def build_strike_store(config: Config) -> StrikeStore:
+    """The store ``[state]`` names (``auto``: SQLite under the state directory, else memory)."""
     section = config.state
     state = state_directory(config.daemon.state_dir)
-    store: StrikeStore
     if section.backend == "redis":
-        store = RedisStrikeStore(section)
-    elif section.backend == "sqlite" or (section.backend == "auto" and state is not None):
+        return RedisStrikeStore(section)
+    if section.backend == "sqlite" or (section.backend == "auto" and state is not None):
         if state is None:
             raise ConfigError.at("state.backend", "sqlite needs [daemon] state_dir (or "
                                                   "$STATE_DIRECTORY)")
-        store = SqliteStrikeStore(state / STATE_FILE_NAME)
-    else:
-        store = MemoryStrikeStore()
-    return Escalation(policy, store)
+        return SqliteStrikeStore(state / STATE_FILE_NAME)
+    return MemoryStrikeStore()
 
 
 def build_cache(config: Config) -> VerdictCache | None:

@@ -118,6 +118,15 @@ class RedisStrikeStore(StrikeStore):
         return int(await self._client.zcount(self.strikes_key(channel, author),
                                              f"({now - window!r}", "+inf"))
 
+    async def channels_of(self, author: str) -> list[str]:
+        prefix = f"{self.prefix}strikes:"
+        channels = []
+        for key in await self._client.smembers(self.author_key(author)):
+            length, _, rest = key.removeprefix(prefix).partition(":")
+            if length.isdigit():
+                channels.append(rest[:int(length)])
+        return sorted(channels)
+
     async def clear(self, author: str, channel: str | None = None) -> int:
         only = self.strikes_key(channel, author) if channel is not None else ""
         reply = await self._client.eval(CLEAR_STRIKES, keys=[self.author_key(author)],

@@ -62,6 +62,10 @@ class StrikeStore(ABC):
         """The author's strikes in the channel within the window."""
 
     @abstractmethod
+    async def channels_of(self, author: str) -> list[str]:
+        """The channels where the author may have strikes (for ``chatmod strikes show``)."""
+
+    @abstractmethod
     async def clear(self, author: str, channel: str | None = None) -> int:
         """Forget the author's strikes (in one channel, or all); how many were forgotten."""
 
@@ -108,6 +112,9 @@ class MemoryStrikeStore(StrikeStore):
 
     async def count(self, channel: str, author: str, now: float, window: float) -> int:
         return sum(s[1] for s in self._live((channel, author), now, window))
+
+    async def channels_of(self, author: str) -> list[str]:
+        return sorted(channel for channel, who in self._strikes if who == author)
 
     async def clear(self, author: str, channel: str | None = None) -> int:
         keys = [k for k in self._strikes if k[1] == author and channel in (None, k[0])]
@@ -207,6 +214,12 @@ class SqliteStrikeStore(StrikeStore):
                 raise
             db.execute("COMMIT")
             return int(cleared)
+
+    async def channels_of(self, author: str) -> list[str]:
+        rows = await trio.to_thread.run_sync(
+            self._transaction, "SELECT DISTINCT channel FROM strikes WHERE author = ? AND "
+            "weight > 0 ORDER BY channel", author)
+        return [str(row[0]) for row in rows]
 
     async def clear(self, author: str, channel: str | None = None) -> int:
         return await trio.to_thread.run_sync(self._clear, author, channel)
