@@ -9,6 +9,8 @@
     ├── InputError             a chat line could not be turned into a message (reported, skipped)
     │   └── IrcLineError       a line from the IRC server that cannot be read (skipped)
     ├── IrcFatal               the IRC server refused us in a way a quick retry will not fix
+    ├── ControlError           a live-control request (`chatmod exempt`, `chatmod channel`)
+    │                          that cannot be carried out: refused with the reason
     └── ProtocolError          what a provider sent cannot be read: a Chatsight, Discuse or
                                voice reply, a keyword-alert webhook (each module its subclass)
 """
@@ -114,6 +116,10 @@ class IrcLineError(InputError):
 class IrcFatal(ChatmodError):
     """The IRC server refused us in a way a quick reconnect will not fix (a refused password,
     SASL or nick, a certificate that fails verification): retried after a long wait."""
+
+
+class ControlError(ChatmodError):
+    """A control request is malformed, unauthorised or cannot be carried out."""
 
 
 class ProtocolError(ChatmodError, ValueError):

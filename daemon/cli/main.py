@@ -20,6 +20,7 @@ import trio
 
 from chatmod._version import __version__
 from chatmod.cli import account as account_cli
+from chatmod.cli import control as control_cli
 from chatmod.cli import strikes as strikes_cli
 from chatmod.cli import tail as tail_cli
 from chatmod.config.load import (
@@ -85,6 +86,7 @@ def make_parser() -> argparse.ArgumentParser:
     sandbox_cli.add_arguments(sandbox)
     account_cli.add_commands(commands)
     strikes_cli.add_commands(commands)
+    control_cli.add_commands(commands)
     return parser
 
 
@@ -108,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sandbox_cli.run(args)
         if args.command == "tail":
             return tail_cli.run(args)
+        if args.command in control_cli.COMMANDS:
+            return control_cli.run(args)
         if args.command == strikes_cli.COMMAND:
             return strikes_cli.run(args)
         if args.command in ACCOUNT_COMMANDS:

@@ -172,6 +172,13 @@ class StateSection:
     db: int = setting(0, min=0, help="redis: the database number")
     password: Secret | None = setting(None, help="redis: its password")
     key_prefix: str = setting("chatmod:", help="redis: prefix of every key the store writes")
+    control: bool = setting(False, help="serve live control (`chatmod exempt`, `chatmod "
+                                        "channel`) on `<state_dir>/control.sock` (0600), with a "
+                                        "token in `<state_dir>/control.token` (0600); needs "
+                                        "state_dir")
+    refresh: float = setting(1.0, min=0.05, help="seconds between reads of the live rules "
+                                                 "(exemptions, channel switches) from the store: "
+                                                 "how soon another daemon's change applies here")
 
 
 @dataclass(frozen=True)

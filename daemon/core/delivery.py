@@ -54,8 +54,8 @@ class SinkStage:
         self, escalation: Escalation, *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        store = escalation.store
-        await self.supervisor.supervise("store", store.name, store.run, task_status=task_status)
+        await self.supervisor.supervise("store", escalation.store.name, escalation.run,
+                                        task_status=task_status)
 
     async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
         async with decisions:

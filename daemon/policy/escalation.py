@@ -1,6 +1,11 @@
 """The escalation stage, between the policy and the sinks: counts strikes in the store and
 adds the ladder's step to each decision whose verdict counts.
 
+It also applies the live rules (:mod:`chatmod.state.live`): a live exemption makes the
+action ``none`` (``"exempt": true`` with the reason), a channel's live ``shadow`` switch wins
+over the config's. They are kept in memory and read again from the store every ``refresh``
+seconds, so a change another daemon made applies here within that time.
+
 The policy is sync and pure; counting strikes may wait on SQLite or Redis, so it happens
 here, on each batch the sink stage takes, before any sink sees it. Once every sink took the
 batch, :meth:`Escalation.delivered` marks the steps applied, so a redelivered message (same id)
@@ -17,9 +22,11 @@ from dataclasses import replace
 import trio
 
 from chatmod.config.sections import LadderSection, PolicySection
-from chatmod.core.model import Decision
+from chatmod.core.model import Decision, format_timestamp
 from chatmod.core.supervisor import describe
 from chatmod.policy.ladder import Ladder
+from chatmod.policy.rules import NO_ACTION
+from chatmod.state.live import Exemption, LiveRules
 from chatmod.state.strikes import StrikeStore
 
 log = logging.getLogger("chatmod.policy")
@@ -27,6 +34,8 @@ log = logging.getLogger("chatmod.policy")
 # Seconds one store update may take before the decision goes on without its step.
 STORE_TIMEOUT = 5.0
 DEFAULT_LADDER = "default"
+# Seconds between reads of the live rules from the store.
+LIVE_RULES_REFRESH = 1.0
 
 
 def build_ladders(section: PolicySection) -> tuple[Ladder, dict[str, Ladder]]:
@@ -44,13 +53,39 @@ class Escalation:
     """Adds strikes and steps to decisions (see the module docstring)."""
 
     def __init__(self, section: PolicySection, store: StrikeStore,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 refresh: float = LIVE_RULES_REFRESH) -> None:
         self.store = store
         self.clock = clock
+        self.refresh = refresh
+        self.rules = LiveRules()
         self.default, self.channels = build_ladders(section)
         self.counted = 0
         self.repeats = 0
         self.store_failures = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Hold the store open and keep the live rules fresh, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.store.run)
+            await self.reload_rules()
+            task_status.started()
+            while True:
+                await trio.sleep(self.refresh)
+                await self.reload_rules()
+
+    async def reload_rules(self) -> None:
+        """Read the live rules from the store; on failure the ones held stay."""
+        try:
+            with trio.fail_after(STORE_TIMEOUT):
+                exemptions = await self.store.exemptions(self.clock())
+                switches = await self.store.channel_switches()
+        except Exception as exc:
+            self.store_failures += 1
+            log.warning("strike store (%s): cannot read the live rules (%s); keeping the "
+                        "ones held", self.store.name, describe(exc))
+            return
+        self.rules.replace_all(exemptions, switches)
 
     def reconfigure(self, section: PolicySection) -> None:
         """New ladders (reload); the strikes counted so far stay."""
@@ -65,6 +100,14 @@ class Escalation:
 
     async def _escalate(self, decision: Decision) -> Decision:
         message = decision.message
+        shadow = self.rules.switch(message.channel, "shadow")
+        if isinstance(shadow, bool) and shadow != decision.shadow:
+            decision = replace(decision, shadow=shadow)
+        if not decision.exempt:
+            exemption = self.rules.exemption_for(message.author, message.channel, self.clock())
+            if exemption is not None:
+                return replace(decision, action=NO_ACTION, exempt=True,
+                               reason=exemption_reason(exemption))
         ladder = self.ladder_for(message.channel)
         if not ladder.enabled or decision.exempt or not message.author:
             return decision
@@ -108,3 +151,10 @@ class Escalation:
     def statistics(self) -> dict[str, float]:
         return {"strikes_counted": self.counted, "steps_repeated": self.repeats,
                 "store_failures": self.store_failures}
+
+
+def exemption_reason(exemption: Exemption) -> str:
+    """``exempt until 2026-11-26T03:00:00.000Z (by ann: stream guest)``."""
+    until = "" if exemption.until is None else f" until {format_timestamp(exemption.until)}"
+    said = ": ".join(part for part in (exemption.by, exemption.why) if part)
+    return f"exempt{until}" + (f" ({said})" if said else "")

@@ -26,11 +26,14 @@ from chatmod.http.api import StatusApi, server_limits
 from chatmod.http.limits import raise_file_limit
 from chatmod.http.server import serve_http
 from chatmod.policy.escalation import Escalation
+from chatmod.policy.live_control import LiveControl
 from chatmod.policy.rules import Policy
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.metrics import metrics_endpoint
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
 from chatmod.runtime.systemd import STATUS_INTERVAL, Notifier
+from chatmod.state.audit import AuditLog
+from chatmod.state.control import SOCKET_NAME, serve_control
 from chatmod.state.redis_store import RedisStrikeStore
 from chatmod.state.strikes import (
     STATE_FILE_NAME,
@@ -65,12 +68,12 @@ def build_pipeline(config: Config) -> Pipeline:
 
 
 def build_escalation(config: Config) -> Escalation | None:
-    """The escalation stage and its strike store, when any ladder has steps."""
+    """The escalation stage and its store, when any ladder has steps or live control is on."""
     policy = config.policy
-    if not policy.ladder.steps and not any(
+    if not config.state.control and not policy.ladder.steps and not any(
             c.ladder is not None and c.ladder.steps for c in policy.channels.values()):
         return None
-    return Escalation(policy, build_strike_store(config))
+    return Escalation(policy, build_strike_store(config), refresh=config.state.refresh)
 
 
 def build_strike_store(config: Config) -> StrikeStore:
@@ -146,6 +149,7 @@ class Service:
                     done.set()
 
                 await nursery.start(run_pipeline)
+                await self._start_control(nursery)
                 self.ready = True
                 notifier.ready(self.status())
                 nursery.start_soon(self._report_status)
@@ -153,6 +157,20 @@ class Service:
                 nursery.cancel_scope.cancel()  # the stats are flushed as they stop
         notifier.close()
         return summary[0]
+
+    async def _start_control(self, nursery: trio.Nursery) -> None:
+        """Live control on ``<state_dir>/control.sock`` when ``[state] control`` is on."""
+        state = state_directory(self.config.daemon.state_dir)
+        escalation = self.pipeline.escalation
+        if not self.config.state.control or escalation is None:
+            return
+        if state is None:
+            log.error("[state] control needs [daemon] state_dir: live control is off")
+            return
+        control = LiveControl(escalation, AuditLog(state))
+        await nursery.start(partial(self.pipeline.supervisor.supervise, "control", "socket",
+                                    partial(serve_control, state, control.handle)))
+        log.info("live control on %s", state / SOCKET_NAME)
 
     async def _serve_http(self, *, task_status: trio.TaskStatus[int]) -> None:
         assert self.api is not None

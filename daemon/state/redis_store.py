@@ -7,20 +7,26 @@ author at once never lose a strike or count a message twice):
   message was counted (a redelivery reads it back instead of counting again);
 - ``<prefix>strikes:<channel length>:<channel>:<author>``: a sorted set of the author's
   strikes in the channel, scored by time (one member per strike of a message's weight);
-- ``<prefix>author:<author>``: the author's strike keys, for ``strikes clear``.
+- ``<prefix>author:<author>``: the author's strike keys, for ``strikes clear``;
+- ``<prefix>exemptions`` (a hash: ``[author, channel]`` -> the exemption as JSON) and
+  ``<prefix>channels`` (channel -> its switches as JSON): the live rules every daemon reads.
 
 Every key expires with the window (``PEXPIRE``), so Redis forgets what no longer counts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import coredis
+import orjson
 import trio
 from coredis.retry import NoRetryPolicy
 
 from chatmod.config.sections import StateSection
+from chatmod.errors import ControlError
+from chatmod.state.live import Exemption
 from chatmod.state.strikes import StrikeOutcome, StrikeStore
 
 # KEYS: message record, strikes set, author's key set.
@@ -117,6 +123,52 @@ class RedisStrikeStore(StrikeStore):
     async def count(self, channel: str, author: str, now: float, window: float) -> int:
         return int(await self._client.zcount(self.strikes_key(channel, author),
                                              f"({now - window!r}", "+inf"))
+
+    async def put_exemption(self, exemption: Exemption) -> None:
+        await self._client.hset(f"{self.prefix}exemptions", {
+            orjson.dumps([exemption.author, exemption.channel]).decode():
+                orjson.dumps(exemption.as_record()).decode()})
+
+    async def remove_exemption(self, author: str, channel: str) -> bool:
+        field = orjson.dumps([author, channel]).decode()
+        return bool(await self._client.hdel(f"{self.prefix}exemptions", [field]))
+
+    async def exemptions(self, now: float) -> list[Exemption]:
+        key = f"{self.prefix}exemptions"
+        live: list[Exemption] = []
+        dropped: list[str] = []
+        for field, value in (await self._client.hgetall(key)).items():
+            try:
+                record = orjson.loads(value)
+                exemption = Exemption.from_record(record if isinstance(record, dict) else {})
+            except (orjson.JSONDecodeError, ControlError):
+                dropped.append(field)  # not an exemption this store wrote
+                continue
+            if exemption.live(now):
+                live.append(exemption)
+            else:
+                dropped.append(field)
+        if dropped:
+            await self._client.hdel(key, dropped)
+        return live
+
+    async def set_switches(self, channel: str, switches: Mapping[str, Any]) -> dict[str, Any]:
+        current = (await self.channel_switches()).get(channel, {})
+        merged = {**current, **switches}
+        await self._client.hset(f"{self.prefix}channels",
+                                {channel: orjson.dumps(merged).decode()})
+        return merged
+
+    async def channel_switches(self) -> dict[str, dict[str, Any]]:
+        found: dict[str, dict[str, Any]] = {}
+        for channel, value in (await self._client.hgetall(f"{self.prefix}channels")).items():
+            try:
+                switches = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(switches, dict):
+                found[channel] = switches
+        return found
 
     async def channels_of(self, author: str) -> list[str]:
         prefix = f"{self.prefix}strikes:"

@@ -16,11 +16,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import trio
+
+from chatmod.state.live import Exemption
 
 STATE_FILE_NAME = "state.sqlite3"
 # The memory store drops expired records once it holds this many message ids.
@@ -39,7 +43,8 @@ class StrikeOutcome:
 
 
 class StrikeStore(ABC):
-    """Where strikes are counted (see the module docstring)."""
+    """Where strikes are counted (see the module docstring), and where the live rules
+    (exemptions, channel switches: :mod:`chatmod.state.live`) are kept."""
 
     name = "store"
 
@@ -62,6 +67,26 @@ class StrikeStore(ABC):
         """The author's strikes in the channel within the window."""
 
     @abstractmethod
+    async def put_exemption(self, exemption: Exemption) -> None:
+        """Add or replace the author's exemption in its channel."""
+
+    @abstractmethod
+    async def remove_exemption(self, author: str, channel: str) -> bool:
+        """Remove it; False when there was none."""
+
+    @abstractmethod
+    async def exemptions(self, now: float) -> list[Exemption]:
+        """Every exemption still live at ``now`` (expired ones are dropped)."""
+
+    @abstractmethod
+    async def set_switches(self, channel: str, switches: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge ``switches`` into the channel's; the channel's switches after."""
+
+    @abstractmethod
+    async def channel_switches(self) -> dict[str, dict[str, Any]]:
+        """Every channel's switches."""
+
+    @abstractmethod
     async def channels_of(self, author: str) -> list[str]:
         """The channels where the author may have strikes (for ``chatmod strikes show``)."""
 
@@ -80,6 +105,25 @@ class MemoryStrikeStore(StrikeStore):
         self._strikes: dict[tuple[str, str], list[tuple[float, int, str]]] = {}
         # message id -> [strikes, applied, expires at]
         self._seen: dict[str, tuple[int, bool, float]] = {}
+        self._exemptions: dict[tuple[str, str], Exemption] = {}
+        self._switches: dict[str, dict[str, Any]] = {}
+
+    async def put_exemption(self, exemption: Exemption) -> None:
+        self._exemptions[(exemption.author, exemption.channel)] = exemption
+
+    async def remove_exemption(self, author: str, channel: str) -> bool:
+        return self._exemptions.pop((author, channel), None) is not None
+
+    async def exemptions(self, now: float) -> list[Exemption]:
+        self._exemptions = {k: e for k, e in self._exemptions.items() if e.live(now)}
+        return list(self._exemptions.values())
+
+    async def set_switches(self, channel: str, switches: Mapping[str, Any]) -> dict[str, Any]:
+        merged = self._switches[channel] = {**self._switches.get(channel, {}), **switches}
+        return dict(merged)
+
+    async def channel_switches(self) -> dict[str, dict[str, Any]]:
+        return {channel: dict(values) for channel, values in self._switches.items()}
 
     def _live(self, key: tuple[str, str], now: float, window: float) -> list[tuple[float, int,
                                                                                      str]]:
@@ -127,6 +171,10 @@ CREATE TABLE IF NOT EXISTS strikes (
     at REAL NOT NULL, weight INTEGER NOT NULL, strikes INTEGER NOT NULL,
     applied INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS strikes_by_author ON strikes (channel, author, at);
+CREATE TABLE IF NOT EXISTS exemptions (
+    author TEXT NOT NULL, channel TEXT NOT NULL, record BLOB NOT NULL,
+    PRIMARY KEY (author, channel));
+CREATE TABLE IF NOT EXISTS channel_switches (channel TEXT PRIMARY KEY, record BLOB NOT NULL);
 """
 
 
@@ -215,6 +263,36 @@ class SqliteStrikeStore(StrikeStore):
             db.execute("COMMIT")
             return int(cleared)
 
+    async def put_exemption(self, exemption: Exemption) -> None:
+        await trio.to_thread.run_sync(
+            self._transaction, "INSERT OR REPLACE INTO exemptions VALUES (?, ?, ?)",
+            exemption.author, exemption.channel, orjson.dumps(exemption.as_record()))
+
+    async def remove_exemption(self, author: str, channel: str) -> bool:
+        rows = await trio.to_thread.run_sync(
+            self._transaction, "DELETE FROM exemptions WHERE author = ? AND channel = ? "
+            "RETURNING author", author, channel)
+        return bool(rows)
+
+    async def exemptions(self, now: float) -> list[Exemption]:
+        rows = await trio.to_thread.run_sync(self._transaction,
+                                             "SELECT record FROM exemptions")
+        found = [Exemption.from_record(orjson.loads(_blob(row[0]))) for row in rows]
+        return [e for e in found if e.live(now)]
+
+    async def set_switches(self, channel: str, switches: Mapping[str, Any]) -> dict[str, Any]:
+        current = (await self.channel_switches()).get(channel, {})
+        merged = {**current, **switches}
+        await trio.to_thread.run_sync(
+            self._transaction, "INSERT OR REPLACE INTO channel_switches VALUES (?, ?)",
+            channel, orjson.dumps(merged))
+        return merged
+
+    async def channel_switches(self) -> dict[str, dict[str, Any]]:
+        rows = await trio.to_thread.run_sync(self._transaction,
+                                             "SELECT channel, record FROM channel_switches")
+        return {str(row[0]): orjson.loads(_blob(row[1])) for row in rows}
+
     async def channels_of(self, author: str) -> list[str]:
         rows = await trio.to_thread.run_sync(
             self._transaction, "SELECT DISTINCT channel FROM strikes WHERE author = ? AND "
@@ -228,3 +306,10 @@ class SqliteStrikeStore(StrikeStore):
         """Close the database (tests; the daemon keeps it open until it exits)."""
         with self._lock:
             self._db.close()
+
+
+def _blob(value: object) -> bytes:
+    # What this module wrote as JSON: SQLite hands it back as bytes (or text, if edited).
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()

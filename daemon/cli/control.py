@@ -1,0 +1,85 @@
+"""``chatmod exempt add|remove|list`` and ``chatmod channel set``: live changes, sent to the
+running daemon over its control socket (:mod:`chatmod.state.control`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import orjson
+import trio
+
+from chatmod.config.load import choose_config_path, load_config
+from chatmod.config.state import state_directory
+from chatmod.errors import ConfigError, ControlError
+from chatmod.policy.ladder import parse_duration
+from chatmod.state.audit import current_user
+from chatmod.state.control import send_request
+from chatmod.state.live import parse_switch
+
+COMMANDS = ("exempt", "channel")
+
+
+def add_commands(commands: Any) -> None:
+    """``chatmod exempt ...`` and ``chatmod channel ...``."""
+    exempt = commands.add_parser("exempt", help="exempt an author, live (audited)")
+    actions = exempt.add_subparsers(dest="control_action", required=True, metavar="ACTION")
+    for name, text in (("add", "exempt AUTHOR (in --channel, else everywhere)"),
+                       ("remove", "end AUTHOR's exemption"),
+                       ("list", "print the live exemptions (of AUTHOR, when given)")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("author", nargs="?" if name == "list" else None, default="")
+        action.add_argument("--channel", default="", help="only this channel")
+        _common(action)
+        if name == "add":
+            action.add_argument("--for", dest="duration", default=None,
+                                help="how long, e.g. 30m, 2h, 1d (default: until removed)")
+    channel = commands.add_parser("channel", help="change a channel's switches, live")
+    channel_actions = channel.add_subparsers(dest="control_action", required=True,
+                                             metavar="ACTION")
+    set_ = channel_actions.add_parser("set", help="e.g. chatmod channel set '#kids' shadow=true")
+    set_.add_argument("channel")
+    set_.add_argument("switches", nargs="+", metavar="NAME=VALUE")
+    _common(set_)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--why", default="", help="the reason, for the audit log")
+    parser.add_argument("--by", default=None, help="who (default: your user name)")
+    parser.add_argument("-c", "--config", metavar="FILE", default=None,
+                        help="the daemon's config file (for its state_dir)")
+
+
+def build_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The request for the parsed command line; ConfigError for a bad duration or switch."""
+    request: dict[str, Any] = {"op": f"{args.command}.{args.control_action}",
+                               "by": args.by or current_user(), "why": args.why,
+                               "channel": args.channel}
+    if args.command == "exempt":
+        request["author"] = args.author
+        if getattr(args, "duration", None) is not None:
+            try:
+                request["for"] = parse_duration(args.duration)
+            except ValueError as exc:
+                raise ConfigError.at("--for", str(exc)) from None
+    else:
+        try:
+            request["switches"] = dict(parse_switch(s) for s in args.switches)
+        except ControlError as exc:
+            raise ConfigError(str(exc)) from None
+    return request
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(choose_config_path(args.config)[0])
+    state = state_directory(config.daemon.state_dir)
+    if state is None or not config.state.control:
+        raise ConfigError.at("state.control", "live control needs [daemon] state_dir and "
+                                              "[state] control = true")
+    request = build_request(args)
+    try:
+        reply = trio.run(send_request, state, request)
+    except (OSError, trio.TooSlowError) as exc:
+        raise ControlError(f"cannot reach the daemon at {state}: {exc}") from None
+    print(orjson.dumps(reply).decode())
+    return 0 if reply.get("ok") else 1
