@@ -271,3 +271,35 @@ async def test_a_failing_store_costs_the_step_not_the_decision() -> None:
     assert source.acknowledged == ["m1"]
     assert pipeline.escalation is not None
     assert pipeline.escalation.statistics()["store_failures"] == 1
+
+
+class HeldReadStore(MemoryStrikeStore):
+    """Its next read of the channel switches takes what is stored, then waits for ``gate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = True
+        self.holding = trio.Event()
+        self.gate = trio.Event()
+
+    async def channel_switches(self) -> dict[str, dict[str, object]]:
+        snapshot = await super().channel_switches()
+        if self.hold:
+            self.hold = False
+            self.holding.set()
+            await self.gate.wait()
+        return snapshot
+
+
+async def test_a_periodic_read_of_the_live_rules_never_undoes_a_later_change() -> None:
+    store = HeldReadStore()
+    escalation = Escalation(PolicySection(), store)
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(escalation.reload_rules)  # the periodic read, before the change
+            await store.holding.wait()
+            await store.set_switches("#a", {"shadow": True})
+            nursery.start_soon(escalation.reload_rules)  # the read after the change
+            await trio.testing.wait_all_tasks_blocked()
+            store.gate.set()
+    assert escalation.rules.switch("#a", "shadow") is True

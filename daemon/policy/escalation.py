@@ -59,6 +59,9 @@ class Escalation:
         self.clock = clock
         self.refresh = refresh
         self.rules = LiveRules()
+        # One read of the live rules at a time: a periodic read that began before a change
+        # must not land after the read that follows the change (it would undo it here).
+        self._reading_rules = trio.Lock()
         self.default, self.channels = build_ladders(section)
         self.counted = 0
         self.repeats = 0
@@ -76,16 +79,17 @@ class Escalation:
 
     async def reload_rules(self) -> None:
         """Read the live rules from the store; on failure the ones held stay."""
-        try:
-            with trio.fail_after(STORE_TIMEOUT):
-                exemptions = await self.store.exemptions(self.clock())
-                switches = await self.store.channel_switches()
-        except Exception as exc:
-            self.store_failures += 1
-            log.warning("strike store (%s): cannot read the live rules (%s); keeping the "
-                        "ones held", self.store.name, describe(exc))
-            return
-        self.rules.replace_all(exemptions, switches)
+        async with self._reading_rules:
+            try:
+                with trio.fail_after(STORE_TIMEOUT):
+                    exemptions = await self.store.exemptions(self.clock())
+                    switches = await self.store.channel_switches()
+            except Exception as exc:
+                self.store_failures += 1
+                log.warning("strike store (%s): cannot read the live rules (%s); keeping the "
+                            "ones held", self.store.name, describe(exc))
+                return
+            self.rules.replace_all(exemptions, switches)
 
     def reconfigure(self, section: PolicySection) -> None:
         """New ladders (reload); the strikes counted so far stay."""
