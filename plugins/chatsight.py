@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import urllib.parse
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +37,16 @@ from chatmod.chatsight.websocket import ChatsightSocket, SocketClosed, SocketSet
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Engine, ResultCallback
-from chatmod.core.model import Message, Verdict
+from chatmod.core.model import JOIN_EVENT, Message, Verdict
 from chatmod.errors import ConfigError, EngineError
 
 ROUTE_WS = "ws"
 ROUTE_HTTP = "http"
+# A username check (someone joined): asked over HTTP, or answered from the per-name cache.
+ROUTE_USERNAME = "username"
+ROUTE_USERNAME_CACHED = "username-cache"
+# Names whose check is remembered at most (the oldest forgotten first).
+USERNAME_CACHE_SIZE = 10_000
 DEFAULT_WS_URL = "wss://api.chatsight.ai:443/text/moderation"
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
 # The text of the one moderation request that asks whether the key is refused, after the
@@ -72,6 +77,9 @@ class ChatsightConfig:
     verdict_timeout: float = setting(2.0, min=0.001, help="seconds before a ws request goes "
                                                            "over HTTP")
     max_in_flight: int = setting(1024, min=1, max=1_000_000, help="messages outstanding at most")
+    username_cache_ttl: float = setting(
+        3600.0, min=0.0, help="seconds a username check (beta: on a `join` record) is "
+                              "remembered per name; `error` answers are not remembered")
     ping_interval: float = setting(
         10.0, min=0.01,
         help="seconds between websocket pings; a silent socket is closed within "
@@ -170,6 +178,8 @@ class ChatsightEngine(Engine):
         self._http_failures = 0  # consecutive
         self._http_skip_until = -math.inf  # circuit open until then
         self._http_counts_before: Counter[str] = Counter()  # of earlier runs (restarts)
+        # name -> (its username check's answer, remembered until)
+        self._usernames: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         if self._tasks is not None:
@@ -222,6 +232,9 @@ class ChatsightEngine(Engine):
         if tasks is None:
             on_result(EngineError(f"engine {self.name} is not running"))
             return
+        if message.event == JOIN_EVENT:
+            tasks.start_soon(self._check_username, message, on_result)
+            return
         try:
             self._window.acquire_nowait()
         except trio.WouldBlock:
@@ -241,6 +254,39 @@ class ChatsightEngine(Engine):
             except SocketClosed:
                 self.table.abandon(entry)
         tasks.start_soon(self._over_http, message, settle, None)
+
+    async def _check_username(self, message: Message, on_result: ResultCallback) -> None:
+        """A join: Chatsight's username check for the name, cached per name. Its answer is
+        the verdict (``reject``, ``allow``, ``undecided``, ``error``); a failed check is
+        ``error`` (the policy's action for it, by default none), never a text verdict."""
+        name = message.author or message.text
+        now = trio.current_time()
+        cached = self._usernames.get(name)
+        if cached is not None and cached[1] > now:
+            self._usernames.move_to_end(name)
+            on_result(self._username_verdict(cached[0], ROUTE_USERNAME_CACHED))
+            return
+        http = self._http
+        try:
+            if http is None:
+                raise EngineError(f"engine {self.name} is not running")
+            answer = await http.check_username(name)
+        except EngineError as exc:
+            self.stats["username_errors"] += 1
+            self.log.warning("username check failed: %s", exc)
+            on_result(self._username_verdict("error", ROUTE_USERNAME))
+            return
+        self.stats[f"username_{answer}"] += 1
+        if answer != "error" and self.config.username_cache_ttl > 0:
+            self._usernames[name] = (answer, now + self.config.username_cache_ttl)
+            self._usernames.move_to_end(name)
+            if len(self._usernames) > USERNAME_CACHE_SIZE:
+                self._usernames.popitem(last=False)
+        on_result(self._username_verdict(answer, ROUTE_USERNAME))
+
+    def _username_verdict(self, answer: str, route: str) -> Verdict:
+        # Its own engine name: the verdict cache keeps only the primary's text verdicts.
+        return Verdict(answer, None, f"{self.name}/username", route)
 
     def _settler(self, on_result: ResultCallback) -> Settle:
         """``on_result`` for the first answer only; frees the window slot with it."""

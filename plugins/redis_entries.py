@@ -22,7 +22,7 @@ DEFAULT_MAX_ENTRY_BYTES = 65536
 # The input line has six fields; a producer may add its own, but not without bound (field
 # names cost nothing towards the size of an entry whose values are empty).
 MAX_ENTRY_FIELDS = 64
-TEXT_FIELDS = ("text", "author", "channel")
+TEXT_FIELDS = ("text", "author", "channel", "type")
 JSON_FIELDS = ("metadata", "images")
 
 

@@ -10,8 +10,8 @@ import email.utils
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -20,16 +20,20 @@ from chatmod.chatsight.http_body import post_request
 from chatmod.chatsight.protocol import (
     AUTH_HEADER,
     TEXT_MODERATION_PATH,
+    USERNAME_PATH,
     ChatsightResult,
     ReplyError,
     http_request,
     parse_http_reply,
+    parse_username_reply,
+    username_request,
 )
 from chatmod.core.backoff import Backoff, Retry, with_retries
 from chatmod.errors import EngineError
 
 log = logging.getLogger("chatmod.engine.chatsight.http")
 
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
 
@@ -70,6 +74,7 @@ class ChatsightHttp:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + TEXT_MODERATION_PATH
+        self.username_url = base_url.rstrip("/") + USERNAME_PATH
         self._headers = {AUTH_HEADER: api_key, "content-type": "application/json"}
         self._limit = trio.Semaphore(concurrency)
         self.retries = retries
@@ -94,7 +99,15 @@ class ChatsightHttp:
         self, text: str, metadata: Mapping[str, Any] | None = None
     ) -> ChatsightResult:
         """The result for ``text``; :class:`EngineError` once retries are spent."""
-        body = http_request(text, metadata)
+        return await self._post(self.url, http_request(text, metadata), parse_http_reply)
+
+    async def check_username(self, name: str) -> str:
+        """Chatsight's username check (beta): ``allow``, ``reject``, ``undecided`` or
+        ``error``; :class:`EngineError` once retries are spent."""
+        return await self._post(self.username_url, username_request(name),
+                                parse_username_reply)
+
+    async def _post(self, url: str, body: bytes, parse: Callable[[bytes], T]) -> T:
         template = self._backoff_template
         backoff = Backoff(template.initial, template.cap, jitter=template.jitter, rng=template.rng)
 
@@ -104,7 +117,7 @@ class ChatsightHttp:
 
         async with self._limit:
             outcome, attempts = await with_retries(
-                lambda: self._attempt(body), retries=self.retries, backoff=backoff,
+                lambda: self._attempt(url, body, parse), retries=self.retries, backoff=backoff,
                 max_wait=self.max_retry_wait, on_retry=retrying)
         if isinstance(outcome, Retry):
             self.stats["gave_up"] += 1
@@ -112,12 +125,12 @@ class ChatsightHttp:
                 f"Chatsight HTTP failed after {attempts} attempt(s): {outcome.reason}")
         return outcome
 
-    async def _attempt(self, body: bytes) -> ChatsightResult | Retry:
+    async def _attempt(self, url: str, body: bytes, parse: Callable[[bytes], T]) -> T | Retry:
         """One request: its result, a :class:`Retry`, or a final :class:`EngineError`."""
         self.stats["requests"] += 1
         try:
             response = await self._client.send(
-                post_request(self._client, self.url, body, self._headers))
+                post_request(self._client, url, body, self._headers))
         except httpx.TimeoutException:
             self.stats["timeouts"] += 1
             return Retry("timed out")
@@ -128,7 +141,7 @@ class ChatsightHttp:
         self.stats[f"status_{status}"] += 1
         if status == 200:
             try:
-                return parse_http_reply(response.content)
+                return parse(response.content)
             except ReplyError as exc:
                 raise EngineError(f"Chatsight HTTP reply unreadable: {exc}") from None
         if status in AUTH_STATUSES:

@@ -32,6 +32,9 @@ from chatmod.protocols.replies import as_number, json_object
 AUTH_HEADER = "x-chatsight-api-auth"
 SUBPROTOCOL = "echo-protocol"
 TEXT_MODERATION_PATH = "/text/moderation"
+# Username moderation (beta): POST {"username": ...}; reply response.usernameCheck.
+USERNAME_PATH = "/text/moderation/username"
+USERNAME_ANSWERS = ("allow", "reject", "undecided", "error")
 MAX_METADATA_KEYS = 20
 SCORE_GROUPS = ("engine1", "engine2", "engine3")
 # The actions the policy knows by name; their spelling is normalised, any other is kept as is.
@@ -146,3 +149,23 @@ def parse_http_reply(data: bytes | str) -> ChatsightResult:
         detail = envelope.get("response")
         raise ReplyError(f"Chatsight answered success: false ({str(detail)[:200]})")
     return parse_result(envelope.get("response"))
+
+
+def username_request(name: str) -> bytes:
+    """The body of a username check."""
+    return orjson.dumps({"username": name})
+
+
+def parse_username_reply(data: bytes | str) -> str:
+    """``allow``, ``reject``, ``undecided`` or ``error``; :class:`ReplyError` for anything
+    else (an answer the beta API may add later included: it is not ours to guess)."""
+    envelope = json_object(data, ReplyError)
+    if envelope.get("success") is False:
+        detail = str(envelope.get("response"))[:200]
+        raise ReplyError(f"Chatsight answered success: false ({detail})")
+    response = envelope.get("response")
+    answer = response.get("usernameCheck") if isinstance(response, dict) else None
+    if answer not in USERNAME_ANSWERS:
+        raise ReplyError(f"expected response.usernameCheck, one of {', '.join(USERNAME_ANSWERS)}, "
+                         f"found {str(answer)[:40]!r}")
+    return str(answer)

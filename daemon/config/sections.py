@@ -139,7 +139,9 @@ class ChannelPolicy:
                                                       "ladder")
 
 
-DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete"}
+# The last four are the answers of Chatsight's username check, asked when someone joins.
+DEFAULT_ACTIONS = {"pass": "none", "flag": "flag", "delete": "delete", "reject": "kick",
+                   "allow": "none", "undecided": "none", "error": "none"}
 
 
 @dataclass(frozen=True)

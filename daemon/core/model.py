@@ -17,6 +17,11 @@ PASS = "pass"
 FLAG = "flag"
 DELETE = "delete"
 KNOWN_VERDICTS = frozenset({PASS, FLAG, DELETE})
+# Message.event for someone joining a channel (or changing nick): the engine is asked about
+# the name (Chatsight's username check), not about a text.
+JOIN_EVENT = "join"
+# A join's text: no chat line is likely to be this, so the verdict cache keeps them apart.
+JOIN_TEXT_PREFIX = "[join] "
 
 _ID_PREFIX = os.urandom(4).hex()
 _id_counter = itertools.count(1)
@@ -47,6 +52,8 @@ class Message:
     #: The author's account with the chat service, when the source knows it (IRC: the
     #: ``account`` tag, set when the author is logged in); in the decision line only when set.
     author_account: str | None = None
+    #: Not a chat line but an event about ``author``: ``"join"`` (see :data:`JOIN_EVENT`).
+    event: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -108,6 +115,8 @@ class Decision:
             record["timestamp"] = message.timestamp
         if message.author_account is not None:
             record["author_account"] = message.author_account
+        if message.event is not None:
+            record["event"] = message.event
         # Only present when true, so the common line stays the documented one.
         if self.shadow:
             record["shadow"] = True

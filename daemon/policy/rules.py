@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from chatmod.config.sections import DEFAULT_ACTIONS, PolicySection
-from chatmod.core.model import Decision, Message, Verdict
+from chatmod.core.model import JOIN_EVENT, Decision, Message, Verdict
 
 NO_ACTION = "none"
 
@@ -43,4 +43,7 @@ class Policy:
             return Decision(message, verdict, NO_ACTION, latency_ms,
                             shadow=rules.shadow, exempt=True)
         action = rules.actions.get(verdict.action, self.unknown_verdict_action)
-        return Decision(message, verdict, action, latency_ms, shadow=rules.shadow)
+        # A join was asked about the name: say so (the action is e.g. a kick, not a delete).
+        reason = f"username check: {verdict.action}" if message.event == JOIN_EVENT else None
+        return Decision(message, verdict, action, latency_ms, shadow=rules.shadow,
+                        reason=reason)

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from chatmod.core.model import Message, generate_message_id
+from chatmod.core.model import JOIN_EVENT, JOIN_TEXT_PREFIX, Message, generate_message_id
 from chatmod.errors import InputError
 
 
@@ -107,9 +107,15 @@ def parse_input_record(
     """A message from the design's input line (already JSON-decoded).
 
     ``{"id", "text", "author", "channel", "metadata", "images"}``; only ``text`` is required.
+    ``{"type": "join", "author", "channel"}`` is someone joining (their name is checked).
     """
     if not isinstance(record, dict):
         raise InputError(f"expected a JSON object, found {type(record).__name__}")
+    kind = record.get("type")
+    if kind == JOIN_EVENT:
+        return _join_record(record, source, default_channel)
+    if kind not in (None, "message"):
+        raise InputError(f"'type' must be 'message' or 'join', found {str(kind)[:40]!r}")
     text = record.get("text")
     if not isinstance(text, str):
         found = "nothing" if text is None else type(text).__name__
@@ -129,6 +135,22 @@ def parse_input_record(
         channel=channel if channel is not None else default_channel,
         metadata=metadata,
         images=tuple(images),
+    )
+
+
+def _join_record(record: dict[str, Any], source: str, default_channel: str | None) -> Message:
+    """``{"type": "join", "author": NAME, "channel": ...}``: NAME's username is checked."""
+    author = _optional_str(record, "author")
+    if not author:
+        raise InputError("a join needs 'author', the name that joined")
+    channel = _optional_str(record, "channel")
+    return Message(
+        id=_optional_str(record, "id") or generate_message_id(),
+        text=JOIN_TEXT_PREFIX + author,
+        source=source,
+        author=author,
+        channel=channel if channel is not None else default_channel,
+        event=JOIN_EVENT,
     )
 
 

@@ -98,6 +98,12 @@ def moderation_body(action: str, probability: float, reference: str | None = Non
     }
 
 
+def username_reply(answer: str) -> bytes:
+    """A username check's reply (beta): ``response.usernameCheck``."""
+    return orjson.dumps({"api": "chatsight-lang-text", "success": True,
+                         "response": {"usernameCheck": answer}})
+
+
 def error_body(message: str) -> bytes:
     return orjson.dumps({"api": "chatsight-lang-text", "success": False, "response": message})
 

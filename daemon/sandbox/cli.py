@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--http-429", type=float, default=0, metavar="RATE")
     faults.add_argument("--retry-after", type=float, default=1.0, metavar="SECONDS")
     faults.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reject-username", action="append", default=[], metavar="NAME",
+                        help="the username check (beta) rejects NAME (repeatable); every "
+                             "other name is allowed")
     account = parser.add_argument_group("account")
     account.add_argument("--search-interval", type=float, default=120.0, metavar="SECONDS",
                          help="the stats search limit (the API's is 120 s)")
@@ -88,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     )
     key = os.environ.get(args.api_key_env) or DEFAULT_API_KEY
     sandbox = Sandbox(api_key=key, faults=faults, verdicts=args.verdicts, seed=args.seed)
+    sandbox.rejected_usernames = {name.casefold() for name in args.reject_username}
     sandbox.account.search_interval = args.search_interval
     sandbox.account.voice_speakers = args.voice_speakers
     sandbox.account.voice_fetches_until_done = args.voice_fetches

@@ -36,7 +36,12 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from chatmod.chatsight.protocol import AUTH_HEADER, SUBPROTOCOL, TEXT_MODERATION_PATH
+from chatmod.chatsight.protocol import (
+    AUTH_HEADER,
+    SUBPROTOCOL,
+    TEXT_MODERATION_PATH,
+    USERNAME_PATH,
+)
 from chatmod.http.server import HttpRequest, HttpResponse, serve_http
 from chatmod.protocols.discuse import CHECK_PATH, CLIENT_ID_HEADER, CLIENT_SECRET_HEADER
 from chatmod.sandbox.account import Account
@@ -48,6 +53,7 @@ from chatmod.sandbox.answers import (
     make_judge,
     moderation_body,
     moderation_reply,
+    username_reply,
 )
 
 log = logging.getLogger("chatmod.sandbox")
@@ -95,6 +101,8 @@ class Sandbox:
     verdicts: str = "auto"  # "auto" (local model if installed), "local" or "wordlist"
     seed: int = 0
     stats: Counter[str] = field(default_factory=Counter)
+    #: Names the username check rejects (exactly, case-folded); every other name is allowed.
+    rejected_usernames: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.judge = make_judge(self.verdicts)
@@ -105,6 +113,7 @@ class Sandbox:
         self.http_routes: dict[tuple[str, str], HttpHandler] = {
             ("POST", TEXT_MODERATION_PATH): self._http_moderate,
             ("POST", CHECK_PATH): self._discuse_check,
+            ("POST", USERNAME_PATH): self._username_check,
         }
         self.ws_port = 0
         self.http_port = 0
@@ -334,6 +343,17 @@ class Sandbox:
         ((_action, probability),) = await self._judge([text])
         self.stats["discuse_checked"] += 1
         return HttpResponse(200, discuse_reply(probability, images, gifs))
+
+    async def _username_check(self, request: HttpRequest) -> HttpResponse:
+        try:
+            name = orjson.loads(request.body)["username"]
+            if not isinstance(name, str):
+                raise TypeError("username")
+        except (orjson.JSONDecodeError, TypeError, KeyError):
+            return HttpResponse(400, error_body("body must be {\"username\": \"<name>\"}"))
+        answer = "reject" if name.casefold() in self.rejected_usernames else "allow"
+        self.stats[f"username_{answer}"] += 1
+        return HttpResponse(200, username_reply(answer))
 
     async def _http_moderate(self, request: HttpRequest) -> HttpResponse:
         try:
