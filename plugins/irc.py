@@ -24,7 +24,7 @@ from irctokens.line import Line, build
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Intake, Sink, Source
-from chatmod.core.model import Decision, Message, generate_message_id
+from chatmod.core.model import JOIN_TEXT_PREFIX, Decision, Message, generate_message_id
 from chatmod.errors import ConfigError, SinkError
 from chatmod.protocols.irc import (
     ChatLine,
@@ -154,6 +154,10 @@ class IrcSourceConfig:
     quiet_channels: tuple[str, ...] = setting(
         (), one_or_many=True, help="channels joined only to post in (e.g. keyword alerts to "
                                    "moderators); their chat is not moderated")
+    check_usernames: bool = setting(
+        False, help="someone joining a channel, or taking a new nick, becomes a `join` record: "
+                    "the engine checks the name (chatsight: its username check, beta) and "
+                    "`[policy] actions` maps `reject` to kick by default")
     connect_timeout: float = setting(10.0, min=0.01, help="seconds for TCP, TLS and registration")
     ping_interval: float = setting(60.0, min=0.01, help="seconds of silence before a PING")
     ping_timeout: float = setting(30.0, min=0.01, help="seconds a PING may go unanswered")
@@ -452,16 +456,19 @@ class IrcSource(Source):
 
     async def _chat(self, chat: ChatLine) -> None:
         assert self._intake is not None
+        if chat.event is not None and not self.config.check_usernames:
+            return
         if chat.channel.casefold() in self._quiet:
             self.connection.stats["quiet_lines"] += 1
             return
         metadata = {"irc_host": chat.host or "", "irc_user": chat.user or ""}
         if chat.server_time:
             metadata["irc_time"] = chat.server_time
+        text = chat.text if chat.event is None else JOIN_TEXT_PREFIX + chat.nick  # a join
         await self._intake.submit(Message(
-            id=chat.msgid or generate_message_id(), text=chat.text, source=self.name,
+            id=chat.msgid or generate_message_id(), text=text, source=self.name,
             author=chat.nick, channel=chat.channel, metadata=metadata,
-            author_account=chat.account))
+            author_account=chat.account, event=chat.event))
 
     def statistics(self) -> dict[str, float]:
         return dict(self.connection.stats)

@@ -49,6 +49,9 @@ class ChatLine:
     msgid: str | None
     server_time: str | None
     account: str | None = None
+    #: ``"join"``: not a message but ``nick`` joining ``channel`` (or taking that nick while
+    #: we are in it); its name is checked (``text`` is empty).
+    event: str | None = None
 
 
 @dataclass(frozen=True)
@@ -266,13 +269,27 @@ class IrcSession:
     def _on_nick(self, line: Line, reaction: Reaction) -> None:
         if self.is_me(_source_nick(line)) and is_middle_param(_param(line, 0)):
             self.nick = line.params[0]
+        elif _source_nick(line) is not None and is_middle_param(_param(line, 0)):
+            # We do not track who is in which channel: the new name is checked in each one
+            # we are in (acting where they are not in is refused by the server, harmlessly).
+            for channel in self.channels:
+                if channel.casefold() in self.joined:
+                    reaction.chat.append(self._joining(line, channel, line.params[0]))
 
     def _on_join(self, line: Line, reaction: Reaction) -> None:
         channel = _param(line, 0)
-        if self.is_me(_source_nick(line)) and channel:
+        nick = _source_nick(line)
+        if self.is_me(nick) and channel:
             self.joined.add(channel.casefold())
             self._rejoin_backoff.pop(channel.casefold(), None)
             reaction.events.append(Joined(channel))
+        elif nick is not None and channel.casefold() in self.joined:
+            reaction.chat.append(self._joining(line, channel, nick))
+
+    def _joining(self, line: Line, channel: str, nick: str) -> ChatLine:
+        hostmask, tags = line.hostmask, line.tags or {}
+        return ChatLine(channel, nick, hostmask.username, hostmask.hostname, "", None,
+                        tags.get("time") or None, tags.get("account") or None, event="join")
 
     def _on_part(self, line: Line, reaction: Reaction) -> None:
         if self.is_me(_source_nick(line)):
