@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 import trio
 from irctokens.line import Line, build
 
 from chatmod.config.schema import Secret, setting
+from chatmod.config.state import state_directory, write_private
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Intake, Sink, Source
 from chatmod.core.model import JOIN_TEXT_PREFIX, Decision, Message, generate_message_id
@@ -475,6 +478,12 @@ class IrcSource(Source):
 
 
 IrcAction = Literal["notice", "kick", "ban", "none"]
+# A ladder's step (chatmod.policy.ladder) wins over the action: IRC cannot delete a line, and
+# the step says what this offence costs its author. A timeout is a ban lifted when it ends.
+STEP_ACTIONS = {"warn": "notice", "kick": "kick", "ban": "ban", "timeout": "timeout"}
+# Seconds between attempts at an unban while the connection is down or lacks the rights.
+UNBAN_RETRY = 5.0
+UNBANS_FILE = "irc-unbans-{name}.json"
 
 
 @dataclass(frozen=True)
@@ -498,6 +507,9 @@ class IrcSinkConfig:
                                            "none")
     alert_format: str = setting("keyword alert: {keyword!r} from {author} in {channel}: {text}",
                                 help="{keyword}, {author}, {channel}, {text}")
+    state_dir: str = setting("", help="where the bans of running timeouts are kept, to be "
+                                      "lifted also after a restart (default: [daemon] "
+                                      "state_dir); unset: in memory only")
 
     def __post_init__(self) -> None:
         if self.alerts_channel and not is_middle_param(self.alerts_channel):
@@ -518,13 +530,74 @@ class IrcActionSink(Sink):
         self._warned_no_rights: set[str] = set()
         self._unusable_logged = LogLimiter()
         self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0,
-                                      "alerts": 0, "unusable": 0}
+                                      "alerts": 0, "unusable": 0, "timeout": 0, "unban": 0}
+        # (channel, ban mask) -> when (wall clock) the timeout's ban is lifted
+        state = state_directory(config.state_dir)
+        self._unbans_file = state / UNBANS_FILE.format(name=name) if state else None
+        self._unbans: dict[tuple[str, str], float] = self._load_unbans()
+        self._unban_added = trio.Event()
+        self._lifting = trio.CancelScope()  # the unbans, until the sink is closed
+
+    def _load_unbans(self) -> dict[tuple[str, str], float]:
+        if self._unbans_file is None or not self._unbans_file.exists():
+            return {}
+        try:
+            saved = orjson.loads(self._unbans_file.read_bytes())
+            return {(str(channel), str(mask)): float(due) for channel, mask, due in saved}
+        except (OSError, orjson.JSONDecodeError, TypeError, ValueError) as exc:
+            self.log.error("cannot read the pending unbans in %s (%s): those bans stay",
+                           self._unbans_file, exc)
+            return {}
+
+    def _save_unbans(self) -> None:
+        if self._unbans_file is not None:
+            write_private(self._unbans_file, orjson.dumps(
+                [[channel, mask, due] for (channel, mask), due in self._unbans.items()]).decode())
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Lift each timeout's ban when it ends (also those a previous run set)."""
+        task_status.started()
+        with self._lifting:
+            await self._lift_bans()
+        await trio.sleep_forever()  # closed: what is left is for the next run, in the file
+
+    async def aclose(self) -> None:
+        self._lifting.cancel()
+
+    async def _lift_bans(self) -> None:
+        while True:
+            if not self._unbans:
+                self._unban_added = trio.Event()
+                await self._unban_added.wait()
+                continue
+            (channel, mask), due = min(self._unbans.items(), key=lambda item: item[1])
+            if due > time.time():
+                self._unban_added = trio.Event()  # an earlier one may come meanwhile
+                with trio.move_on_after(due - time.time()):
+                    await self._unban_added.wait()
+                continue
+            connection = CONNECTIONS.get(self.config.connection)
+            session = connection.session if connection is not None else None
+            if connection is None or session is None or not session.can_moderate(channel):
+                await trio.sleep(UNBAN_RETRY)
+                continue
+            try:
+                await connection.act([build("MODE", [channel, "-b", mask])])
+            except LinkLost:
+                await trio.sleep(UNBAN_RETRY)
+                continue
+            self._unbans.pop((channel, mask), None)
+            self._save_unbans()
+            self.stats["unban"] += 1
 
     async def write(self, decisions: Sequence[Decision]) -> None:
         failed: list[Decision] = []
         for decision in decisions:
             message = decision.message
-            what = self.config.actions.get(decision.action, "none")
+            what: str = self.config.actions.get(decision.action, "none")
+            if decision.step is not None:  # a redelivered step was taken already
+                what = "none" if decision.repeated else STEP_ACTIONS.get(
+                    decision.step.split()[0], what)
             if (what == "none" or decision.shadow or decision.exempt
                     or message.source != self.config.connection or not message.channel
                     or not message.author or message.id in self._acted):
@@ -542,6 +615,8 @@ class IrcActionSink(Sink):
                 failed.append(decision)
                 continue
             self._acted[message.id] = None
+            if what == "timeout":
+                self._timed_out(lines[0], decision.duration or 0.0)
             if len(self._acted) > ACTED_MEMORY:
                 self._acted.popitem(last=False)
             self.stats[what] += 1
@@ -574,10 +649,20 @@ class IrcActionSink(Sink):
             return []
         kick = build("KICK", [message.channel, message.author,
                               one_line(self.config.reason.format(**fields))])
+        if what == "timeout":
+            host = message.metadata.get("irc_host") or "*"
+            return [build("MODE", [message.channel, "+b", f"*!*@{host}"])]
         if what == "ban":
             host = message.metadata.get("irc_host") or "*"
             return [build("MODE", [message.channel, "+b", f"*!*@{host}"]), kick]
         return [kick]
+
+    def _timed_out(self, ban: Line, duration: float) -> None:
+        """The ban ``ban`` (``MODE #c +b mask``) is lifted ``duration`` seconds from now."""
+        channel, mask = ban.params[0], ban.params[2]
+        self._unbans[(channel, mask)] = time.time() + duration
+        self._save_unbans()
+        self._unban_added.set()
 
     async def write_alert(self, record: Mapping[str, Any]) -> None:
         """A keyword alert as a NOTICE to ``alerts_channel`` (nothing when it is unset)."""
