@@ -127,6 +127,9 @@ class LadderSection:
                                      f"expected 0 or more strikes, found {weight}")
 
 
+FailMode = Literal["chain", "open", "closed"]
+
+
 @dataclass(frozen=True)
 class ChannelPolicy:
     """One channel's overrides, e.g. `[policy.channels."#kids"]`."""
@@ -137,6 +140,9 @@ class ChannelPolicy:
     ladder: LadderSection | None = setting(None, help="this channel's own ladder (its strikes "
                                                       "are counted apart); default: [policy] "
                                                       "ladder")
+    flag_score: float | None = setting(None, min=0.0, help="default: [policy] flag_score")
+    delete_score: float | None = setting(None, min=0.0, help="default: [policy] delete_score")
+    fail_mode: FailMode | None = setting(None, help="default: [policy] fail_mode")
 
 
 # The last four are the answers of Chatsight's username check, asked when someone joins.
@@ -158,6 +164,16 @@ class PolicySection:
     channels: dict[str, ChannelPolicy] = setting({}, help="per-channel overrides, by channel "
                                                           "name")
     ladder: LadderSection = setting(LadderSection(), help="the default escalation ladder")
+    flag_score: float | None = setting(
+        None, min=0.0, help="score cut-off: a verdict with a score at or above it is at least "
+                            "`flag`; a `flag` below it is `pass` (the engine's verdict stays "
+                            "in the line, the action follows the cut-off); unset: the engine's")
+    delete_score: float | None = setting(
+        None, min=0.0, help="score cut-off: at or above it `delete`; a `delete` below it is "
+                            "`flag`; unset: the engine's")
+    fail_mode: FailMode = setting(
+        "chain", help="when no engine answered: `open` (action as for `pass`), `closed` (as for "
+                      "`flag`), `chain`: the [engine] fallback's last word")
 
 
 @dataclass(frozen=True)

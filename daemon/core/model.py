@@ -91,6 +91,9 @@ class Decision:
     reason: str | None = None
     #: The step was already taken for this message id (a redelivery): recorded, not repeated.
     repeated: bool = False
+    #: The verdict the action followed when the policy's cut-offs or fail mode changed the
+    #: engine's (``reason`` says how); None: the engine's own.
+    judged: str | None = None
 
     def to_record(self, *, include_text: bool = True) -> dict[str, Any]:
         """The decision line as a dict, keys in the documented order."""

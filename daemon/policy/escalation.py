@@ -115,7 +115,7 @@ class Escalation:
         ladder = self.ladder_for(message.channel)
         if not ladder.enabled or decision.exempt or not message.author:
             return decision
-        weight = ladder.weight(decision.verdict.action)
+        weight = ladder.weight(decision.judged or decision.verdict.action)
         if weight == 0:
             return decision
         try:
@@ -133,8 +133,10 @@ class Escalation:
             self.counted += 1
         elif outcome.applied:
             self.repeats += 1
+        reason = ladder.reason(outcome.strikes, step)
         return replace(decision, strikes=outcome.strikes, step=str(step),
-                       duration=step.duration, reason=ladder.reason(outcome.strikes, step),
+                       duration=step.duration,
+                       reason=f"{decision.reason}; {reason}" if decision.reason else reason,
                        repeated=outcome.applied)
 
     async def delivered(self, batch: Sequence[Decision]) -> None:
