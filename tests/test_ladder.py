@@ -17,11 +17,11 @@ from chatmod.config.schema import parse_table
 from chatmod.config.sections import ChannelPolicy, LadderSection, PolicySection, StateSection
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Intake, Source
-from chatmod.core.model import Decision, Message
+from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.pipeline import Pipeline
 from chatmod.errors import ConfigError
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
-from chatmod.policy.escalation import Escalation
+from chatmod.policy.escalation import STORE_RETRY_AFTER, STORE_TIMEOUT, Escalation
 from chatmod.policy.ladder import Ladder, Step, parse_duration, parse_step
 from chatmod.policy.rules import Policy
 from chatmod.state.redis_store import RedisStrikeStore
@@ -303,3 +303,35 @@ async def test_a_periodic_read_of_the_live_rules_never_undoes_a_later_change() -
             await trio.testing.wait_all_tasks_blocked()
             store.gate.set()
     assert escalation.rules.switch("#a", "shadow") is True
+
+
+class HangingStore(MemoryStrikeStore):
+    """A store that never answers (Redis gone without a FIN)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def add_strike(self, *args: object, **kwargs: object) -> object:  # type: ignore[override]
+        self.calls += 1
+        await trio.sleep_forever()
+
+
+async def test_a_store_that_failed_is_not_asked_again_for_a_while(
+        autojump_clock: trio.testing.MockClock) -> None:
+    store = HangingStore()
+    escalation = Escalation(PolicySection(ladder=LadderSection(steps=LADDER)), store)
+    policy = Policy(PolicySection())
+    batch = [policy.decide(abusive(n), Verdict("delete", 1.0, "e", "local"), 1.0)
+             for n in range(50)]
+    started = trio.current_time()
+    with trio.fail_after(STORE_TIMEOUT * 2):  # was 50 x STORE_TIMEOUT: the sinks waited
+        decided = await escalation.apply(batch)
+    assert trio.current_time() - started == pytest.approx(STORE_TIMEOUT)
+    assert store.calls == 1
+    assert {d.reason for d in decided} == {"ladder default: strike store unavailable"}
+    assert escalation.statistics()["store_skips"] == 49
+    await trio.sleep(STORE_RETRY_AFTER)
+    with trio.move_on_after(1):
+        await escalation.apply(batch[:1])
+    assert store.calls == 2  # asked again once the pause is over

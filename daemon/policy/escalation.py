@@ -15,6 +15,7 @@ keeps its step in the decision line but is marked ``repeated`` and not acted on 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -31,8 +32,11 @@ from chatmod.state.strikes import StrikeStore
 
 log = logging.getLogger("chatmod.policy")
 
-# Seconds one store update may take before the decision goes on without its step.
+# Seconds one store update may take before the decision goes on without its step, and
+# seconds the store is not asked again after it failed (else every decision of a batch would
+# wait STORE_TIMEOUT in turn while Redis is away).
 STORE_TIMEOUT = 5.0
+STORE_RETRY_AFTER = 5.0
 DEFAULT_LADDER = "default"
 # Seconds between reads of the live rules from the store.
 LIVE_RULES_REFRESH = 1.0
@@ -66,6 +70,8 @@ class Escalation:
         self.counted = 0
         self.repeats = 0
         self.store_failures = 0
+        self.store_skips = 0
+        self._store_down_until = -math.inf  # trio time
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Hold the store open and keep the live rules fresh, until cancelled."""
@@ -118,6 +124,10 @@ class Escalation:
         weight = ladder.weight(decision.judged or decision.verdict.action)
         if weight == 0:
             return decision
+        unavailable = replace(decision, reason=f"ladder {ladder.name}: strike store unavailable")
+        if trio.current_time() < self._store_down_until:
+            self.store_skips += 1
+            return unavailable
         try:
             with trio.fail_after(STORE_TIMEOUT):
                 outcome = await self.store.add_strike(
@@ -125,9 +135,11 @@ class Escalation:
                     ladder.window)
         except Exception as exc:  # the store is down: the decision goes on without a step
             self.store_failures += 1
-            log.error("strike store (%s) failed for message %s: %s; decided without a step",
-                      self.store.name, message.id, describe(exc))
-            return replace(decision, reason=f"ladder {ladder.name}: strike store unavailable")
+            self._store_down_until = trio.current_time() + STORE_RETRY_AFTER
+            log.error("strike store (%s) failed for message %s: %s; decisions go without a "
+                      "step for %g s", self.store.name, message.id, describe(exc),
+                      STORE_RETRY_AFTER)
+            return unavailable
         step = ladder.step_for(outcome.strikes)
         if outcome.new:
             self.counted += 1
@@ -156,7 +168,7 @@ class Escalation:
 
     def statistics(self) -> dict[str, float]:
         return {"strikes_counted": self.counted, "steps_repeated": self.repeats,
-                "store_failures": self.store_failures}
+                "store_failures": self.store_failures, "store_skips": self.store_skips}
 
 
 def exemption_reason(exemption: Exemption) -> str:
