@@ -64,10 +64,15 @@ class ShoutingEngine(Engine[ShoutingConfig]):
 
 def make_sink() -> None:
     """Not a class: an entry point naming it is refused."""
+
+
+class OddConfigEngine(ShoutingEngine):
+    Config = dict  # not a dataclass: its table cannot be read into it
 '''
 ENTRY_POINTS = f"""
 [chatmod.engines]
 shouting = {THIRD_PARTY_MODULE}:ShoutingEngine
+odd = {THIRD_PARTY_MODULE}:OddConfigEngine
 
 [chatmod.sinks]
 shouting_sink = {THIRD_PARTY_MODULE}:ShoutingEngine
@@ -147,6 +152,17 @@ def test_an_entry_point_of_the_wrong_kind_is_a_clear_error_naming_it(
     assert any(
         "sinks[1].type: sink plugin 'not_a_class' (chatmod_test_shouting:make_sink, from "
         "shouting-plugins 1.0) is a function, not a class" in line for line in lines), lines
+
+
+def test_a_plugin_whose_config_is_not_a_dataclass_is_a_clear_error(
+    third_party: Registry,
+) -> None:
+    # It used to escape the config check as a TypeError from dataclasses.fields().
+    with pytest.raises(ConfigError) as caught:
+        parse_config(config_text('[engine]\nprimary = "odd"\n' + BASE + SINK), third_party)
+    assert str(caught.value).endswith(
+        "engine.primary: engine plugin 'odd' (chatmod_test_shouting:OddConfigEngine, from "
+        "shouting-plugins 1.0): its Config (<class 'dict'>) is not a dataclass"), caught.value
 
 
 def test_each_kind_is_built_as_its_own_type() -> None:

@@ -11,13 +11,15 @@ is checked once then against its kind's base class (:meth:`PluginInfo.load_sourc
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, TypeVar
 
 from chatmod.config.schema import did_you_mean
 from chatmod.core.interfaces import Engine, Plugin, Sink, Source
 from chatmod.errors import PluginError
+
+PluginT = TypeVar("PluginT", bound=Plugin[Any])
 
 GROUPS: dict[str, str] = {
     "source": "chatmod.sources",
@@ -46,19 +48,19 @@ class PluginInfo:
     def load_source(self) -> type[Source[Any]]:
         loaded = self._import()
         if issubclass(loaded, Source):
-            return loaded
+            return self._with_config(loaded)
         raise self._not_a("Source")
 
     def load_sink(self) -> type[Sink[Any]]:
         loaded = self._import()
         if issubclass(loaded, Sink):
-            return loaded
+            return self._with_config(loaded)
         raise self._not_a("Sink")
 
     def load_engine(self) -> type[Engine[Any]]:
         loaded = self._import()
         if issubclass(loaded, Engine):
-            return loaded
+            return self._with_config(loaded)
         raise self._not_a("Engine")
 
     def _import(self) -> type:
@@ -75,6 +77,15 @@ class PluginInfo:
                 f"{self.kind} plugin {self.name!r} ({self.value}, from {self.distribution}) "
                 f"is a {type(loaded).__name__}, not a class")
         return loaded
+
+    def _with_config(self, cls: type[PluginT]) -> type[PluginT]:
+        """``cls``, once its ``Config`` is known to be a dataclass (what tables are read into)."""
+        config = cls.Config
+        if not (isinstance(config, type) and is_dataclass(config)):
+            raise PluginError(
+                f"{self.kind} plugin {self.name!r} ({self.value}, from {self.distribution}): "
+                f"its Config ({config!r}) is not a dataclass")
+        return cls
 
     def _not_a(self, base: str) -> PluginError:
         return PluginError(
