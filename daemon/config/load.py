@@ -52,7 +52,7 @@ class PluginConfig(Generic[PluginT]):
     name: str
     plugin_type: str
     cls: type[PluginT] = field(repr=False)
-    options: Any
+    options: object  # an instance of cls.Config
 
     def build(self) -> PluginT:
         """A new, not yet running, instance of the plugin."""
