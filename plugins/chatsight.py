@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import trio
 
-from chatmod.chatsight.http import AuthRejected, ChatsightHttp
+from chatmod.chatsight.http import ChatsightHttp
 from chatmod.chatsight.inflight import InFlight, InFlightTable, Settle
 from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
@@ -33,12 +33,12 @@ from chatmod.chatsight.protocol import (
     trim_metadata,
     ws_request,
 )
-from chatmod.chatsight.websocket import ChatsightSocket, SocketClosed, SocketSettings
+from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Engine, ResultCallback
 from chatmod.core.model import Message, Verdict
-from chatmod.errors import ConfigError, EngineError
+from chatmod.errors import AuthRejected, ConfigError, ConnectionLost, EngineError
 
 ROUTE_WS = "ws"
 ROUTE_HTTP = "http"
@@ -238,7 +238,7 @@ class ChatsightEngine(Engine):
                 await self.socket.send(ws_request(message.text, entry.reference, metadata)
                                        .decode())
                 return
-            except SocketClosed:
+            except ConnectionLost:
                 self.table.abandon(entry)
         tasks.start_soon(self._over_http, message, settle, None)
 

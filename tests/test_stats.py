@@ -13,7 +13,7 @@ import orjson
 import pytest
 import trio
 
-from chatmod.chatsight.account import AccountClient, AccountError, search_range
+from chatmod.chatsight.account import AccountClient, search_range
 from chatmod.chatsight.stats import (
     EMPTY_RECORDS,
     Counts,
@@ -27,6 +27,7 @@ from chatmod.chatsight.stats import (
     split_range,
 )
 from chatmod.core.model import Decision, Message, Verdict
+from chatmod.errors import AccountError
 from chatmod.http.server import HttpRequest
 from chatmod.runtime.stats_store import DecisionStats
 from chatmod.sandbox.server import Sandbox
