@@ -27,7 +27,7 @@ from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Intake, SharedConnections, Sink, Source
 from chatmod.core.model import Decision, Message, generate_message_id
-from chatmod.errors import ConfigError, SinkError
+from chatmod.errors import ConfigError, ConnectionLost, SinkError
 from chatmod.protocols.irc import (
     ChatLine,
     Event,
@@ -54,12 +54,12 @@ LINE_PROBLEMS_LOGGED = 5
 LINE_PROBLEMS_PERIOD = 60.0
 
 
-class LinkLost(Exception):
-    """The connection to the server ended."""
+# The peer named in the connection errors this module raises.
+PEER = "irc server"
 
 
 LINK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
-               LinkLost)
+               ConnectionLost)
 
 
 def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -287,14 +287,15 @@ class IrcConnection:
                     raise
                 return stream
         except trio.TooSlowError:
-            raise LinkLost(f"no connection within {config.connect_timeout:g} s") from None
+            raise ConnectionLost(f"no connection within {config.connect_timeout:g} s",
+                                 peer=PEER) from None
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLCertVerificationError):
                 raise IrcFatal(f"the server's TLS certificate failed verification: "
                                f"{cause.verify_message or describe(cause)} (tls_ca_file names "
                                f"the CA to trust)") from None
-            raise LinkLost(f"TLS handshake failed: {describe(exc)}") from None
+            raise ConnectionLost(f"TLS handshake failed: {describe(exc)}", peer=PEER) from None
 
     async def _connect_and_serve(self, task_status: trio.TaskStatus[None] | None) -> None:
         config = self.config
@@ -328,12 +329,13 @@ class IrcConnection:
                 data = await stream.receive_some(READ_SIZE)
             if idle.cancelled_caught:
                 if awaiting_pong:
-                    raise LinkLost(f"no answer to PING within {self.config.ping_timeout:g} s")
+                    raise ConnectionLost(
+                        f"no answer to PING within {self.config.ping_timeout:g} s", peer=PEER)
                 awaiting_pong = True
                 await self._write([build("PING", ["chatmod"])])
                 continue
             if not data:
-                raise LinkLost("the server closed the connection")
+                raise ConnectionLost("the server closed the connection", peer=PEER)
             awaiting_pong = False
             overlong = buffer.overlong
             for raw in buffer.push(bytes(data)):
@@ -364,7 +366,7 @@ class IrcConnection:
             if not session.registered and any(
                     word in text.lower() for word in ("password", "access denied")):
                 raise IrcFatal(f"the server refused us: {text}")  # a retry now would not help
-            raise LinkLost(f"server: {text}")
+            raise ConnectionLost(f"server: {text}", peer=PEER)
         try:
             reaction = session.receive(line)
         except IrcFatal:
@@ -419,7 +421,7 @@ class IrcConnection:
     async def _write(self, lines: Sequence[Line]) -> None:
         stream = self._stream
         if stream is None:
-            raise LinkLost("not connected")
+            raise ConnectionLost("not connected", peer=PEER)
         data = b"".join(f"{line.format()}\r\n".encode() for line in lines)
         async with self._write_lock:
             await stream.send_all(data)
@@ -432,10 +434,10 @@ class IrcConnection:
             self.stats["actions_sent"] += 1
 
     async def act(self, lines: Sequence[Line]) -> None:
-        """Queue action lines (flood-controlled); :class:`LinkLost` when not connected."""
+        """Queue action lines (flood-controlled); :class:`ConnectionLost` when not connected."""
         actions = self._actions
         if actions is None or not self.registered.is_set():
-            raise LinkLost("not connected")
+            raise ConnectionLost("not connected", peer=PEER)
         for line in lines:
             await actions.send(line)
 
@@ -550,7 +552,7 @@ class IrcActionSink(Sink[IrcSinkConfig]):
                 continue
             try:
                 await connection.act(lines)
-            except LinkLost:
+            except ConnectionLost:
                 failed.append(decision)
                 continue
             self._acted[message.id] = None
@@ -611,7 +613,7 @@ class IrcActionSink(Sink[IrcSinkConfig]):
         clean = " ".join(notice.split()).encode()[:ALERT_MAX_BYTES].decode(errors="ignore")
         try:
             await connection.act([build("NOTICE", [channel, clean])])
-        except LinkLost as exc:
+        except ConnectionLost as exc:
             raise SinkError(f"IRC connection {self.config.connection!r}: {exc}") from None
         self.stats["alerts"] += 1
 

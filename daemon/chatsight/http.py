@@ -21,21 +21,16 @@ from chatmod.chatsight.protocol import (
     AUTH_HEADER,
     TEXT_MODERATION_PATH,
     ChatsightResult,
-    ReplyError,
     http_request,
     parse_http_reply,
 )
 from chatmod.core.backoff import Backoff, Retry, with_retries
-from chatmod.errors import EngineError
+from chatmod.errors import AuthRejected, EngineError, ProtocolError
 
 log = logging.getLogger("chatmod.engine.chatsight.http")
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
-
-
-class AuthRejected(EngineError):
-    """The API key was refused (HTTP 401/403). Retrying will not help."""
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -129,7 +124,7 @@ class ChatsightHttp:
         if status == 200:
             try:
                 return parse_http_reply(response.content)
-            except ReplyError as exc:
+            except ProtocolError as exc:
                 raise EngineError(f"Chatsight HTTP reply unreadable: {exc}") from None
         if status in AUTH_STATUSES:
             raise AuthRejected(f"Chatsight refused the API key (HTTP {status})")

@@ -38,10 +38,6 @@ SCORE_GROUPS = ("engine1", "engine2", "engine3")
 KNOWN_ACTIONS = frozenset({"pass", "flag", "delete"})
 
 
-class ReplyError(ProtocolError):
-    """A reply that cannot be read as a moderation result."""
-
-
 @dataclass(frozen=True, slots=True)
 class ChatsightResult:
     """A moderation result: the suggested action, its score and the engines' numbers."""
@@ -90,7 +86,7 @@ def http_request(text: str, metadata: Mapping[str, Any] | None = None) -> bytes:
 def parse_result(response: Any) -> ChatsightResult:
     """The moderation result inside a reply's ``response`` object."""
     if not isinstance(response, dict):
-        raise ReplyError(f"'response' is {type(response).__name__}, not an object")
+        raise ProtocolError(f"'response' is {type(response).__name__}, not an object")
     suggested = response.get("suggestedAction")
     if isinstance(suggested, str):
         action, raw_score = suggested, None
@@ -98,7 +94,7 @@ def parse_result(response: Any) -> ChatsightResult:
         action = suggested[0]
         raw_score = suggested[1] if len(suggested) > 1 else None
     else:
-        raise ReplyError("no suggestedAction in the reply")
+        raise ProtocolError("no suggestedAction in the reply")
     scores: dict[str, Any] = {}
     for group in SCORE_GROUPS:
         values = response.get(group)
@@ -118,8 +114,8 @@ def action_name(action: str) -> str:
 
 
 def parse_ws_reply(data: bytes | str) -> Reply:
-    """A websocket reply. :class:`ReplyError` when it is not a reply at all."""
-    envelope = json_object(data, ReplyError)
+    """A websocket reply. :class:`ProtocolError` when it is not a reply at all."""
+    envelope = json_object(data, ProtocolError)
     response = envelope.get("response")
     reference = None
     if isinstance(response, dict):
@@ -133,16 +129,16 @@ def parse_ws_reply(data: bytes | str) -> Reply:
         return Reply(reference, None, str(detail)[:200])
     try:
         return Reply(reference, parse_result(response))
-    except ReplyError as exc:
+    except ProtocolError as exc:
         if reference is None:
             raise
         return Reply(reference, None, str(exc))
 
 
 def parse_http_reply(data: bytes | str) -> ChatsightResult:
-    """An HTTP moderation reply; :class:`ReplyError` says what is wrong with it."""
-    envelope = json_object(data, ReplyError)
+    """An HTTP moderation reply; :class:`ProtocolError` says what is wrong with it."""
+    envelope = json_object(data, ProtocolError)
     if envelope.get("success") is False:
         detail = envelope.get("response")
-        raise ReplyError(f"Chatsight answered success: false ({str(detail)[:200]})")
+        raise ProtocolError(f"Chatsight answered success: false ({str(detail)[:200]})")
     return parse_result(envelope.get("response"))

@@ -33,6 +33,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from chatmod.errors import ConnectionLost, HandshakeFailed, UpgradeRejected
+
 RECEIVE_SIZE = 256 * 1024
 # Bytes of queued frames above which senders wait for the writer.
 HIGH_WATER = 1024 * 1024
@@ -45,23 +47,10 @@ MESSAGE_TOO_BIG = 1009
 # Seconds the close frame for an oversized message may take to send.
 CLOSE_SEND_TIMEOUT = 1.0
 
+# The peer named in the errors this connection raises.
+PEER = "websocket"
+
 WsStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
-
-
-class HandshakeFailed(Exception):
-    """The opening handshake did not complete."""
-
-
-class UpgradeRejected(HandshakeFailed):
-    """The server answered the upgrade with an HTTP status (e.g. 401)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"upgrade refused with HTTP {status}")
-        self.status = status
-
-
-class ConnectionLost(Exception):
-    """The connection is closed; nothing more can be sent."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +115,7 @@ class WsConnection:
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
-                raise HandshakeFailed("connection closed during the handshake")
+                raise HandshakeFailed("connection closed during the handshake", peer=PEER)
             try:
                 protocol.receive_data(bytes(data))
                 for event in protocol.events():
@@ -135,11 +124,11 @@ class WsConnection:
                     if isinstance(event, RejectConnection):
                         status = event.status_code
                         if not event.has_body:
-                            raise UpgradeRejected(status)
+                            raise UpgradeRejected(status, peer=PEER)
                     elif isinstance(event, RejectData) and event.body_finished:
-                        raise UpgradeRejected(status or 0)
+                        raise UpgradeRejected(status or 0, peer=PEER)
             except RemoteProtocolError as exc:
-                raise HandshakeFailed(f"invalid handshake answer: {exc}") from None
+                raise HandshakeFailed(f"invalid handshake answer: {exc}", peer=PEER) from None
 
     @property
     def is_open(self) -> bool:
@@ -148,7 +137,7 @@ class WsConnection:
     async def send_text(self, text: str) -> None:
         """Queue a text message; waits only while too much is queued already."""
         if self.close_code is not None:
-            raise ConnectionLost(f"connection closed ({self.close_code})")
+            raise ConnectionLost(f"connection closed ({self.close_code})", peer=PEER)
         self._queue(self._protocol.send(TextMessage(data=text)))
         if self._queued_bytes > HIGH_WATER:
             if self._drained.is_set():

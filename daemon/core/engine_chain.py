@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from chatmod.config.sections import FAIL_OPEN
-from chatmod.core.cache import VerdictCache, normalise
+from chatmod.core.cache import Lead, VerdictCache, Waiter, normalise
 from chatmod.core.interfaces import Engine
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import EngineError
@@ -123,36 +123,27 @@ class EngineChain:
             event = self._unused.setdefault(key, trio.Event())
             await event.wait()
 
-    def probe(self, message: Message) -> tuple[Verdict | None, str | None]:
-        """Streaming: a cached verdict, else the cache key (None when there is no cache)."""
+    def claim(self, message: Message, waiter: Waiter) -> Verdict | Lead | None:
+        """Streaming: a cached verdict; ``None`` when an identical text is being asked about
+        (``waiter`` gets its outcome); else the :class:`Lead`: ask the primary, then report
+        with :meth:`primary_answered` or :meth:`primary_failed`."""
         if self._cache is None:
-            return None, None
-        key = normalise(message.text)
-        return self._cache.hit(key), key
+            return Lead(normalise(message.text))  # nothing shared: no one waits on it
+        return self._cache.claim(message.text, waiter)
 
-    def join(self, key: str | None, waiter: Any) -> bool:
-        """Streaming: wait for the primary's answer to a twin already asked for ``key``
-        (returned by :meth:`primary_answered` or :meth:`primary_failed`); False when none
-        is being asked, so the caller asks, or there is no cache."""
-        if key is None or self._cache is None:
-            return False
-        return self._cache.join(key, waiter)
+    def primary_answered(self, lead: Lead, verdict: Verdict) -> None:
+        """Streaming: the primary's answer for ``lead``; the messages waiting on it get it."""
+        if self._failing and self._engines[0].name in self._failing:
+            self._failing.discard(self._engines[0].name)
+            log.warning("engine %s answers again", self._engines[0].name)
+        if self._cache is not None:
+            self._cache.settle(lead, verdict, keep=self._cacheable(verdict))
 
-    def primary_answered(self, key: str | None, verdict: Verdict) -> list[Any]:
-        """Streaming: the primary's answer for ``key``; returns the messages waiting on it."""
-        primary = self._engines[0].name
-        if self._failing and primary in self._failing:
-            self._failing.discard(primary)
-            log.warning("engine %s answers again", primary)
-        if key is None or self._cache is None:
-            return []
-        return self._cache.finish(key, verdict if self._cacheable(verdict) else None)
-
-    def primary_failed(self, key: str | None) -> list[Any]:
-        """Streaming: the primary failed for ``key``; returns the messages waiting on it."""
-        if key is None or self._cache is None:
-            return []
-        return self._cache.finish(key, None)
+    def primary_failed(self, lead: Lead, error: EngineError) -> None:
+        """Streaming: the primary failed for ``lead``; the messages waiting on it get
+        ``error`` (each then falls back)."""
+        if self._cache is not None:
+            self._cache.settle(lead, error, keep=False)
 
     async def fall_back(self, message: Message, error: EngineError) -> Verdict:
         """The verdict after the primary failed with ``error``: fallback engines, then the

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from functools import partial
 from typing import Any
 
 import trio
 
-from chatmod.core.cache import ROUTE_CACHE
+from chatmod.core.cache import Lead
 from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.delivery import SinkStage
@@ -342,19 +341,23 @@ class Pipeline(SinkStage, PipelineReport):
             async def fall_back(message: Message, started: float, error: EngineError) -> None:
                 finish(message, await chain.fall_back(message, error), started)
 
-            def answered(engine: Engine[Any], message: Message, started: float, key: str | None,
+            def answered(engine: Engine[Any], message: Message, started: float, lead: Lead,
                          result: Verdict | EngineError) -> None:
                 chain.release(engine)
+                settled(message, started, result)
                 if isinstance(result, Verdict):
+                    chain.primary_answered(lead, result)
+                else:
+                    chain.primary_failed(lead, result)
+
+            def settled(message: Message, started: float, result: Verdict | EngineError) -> None:
+                if isinstance(result, Verdict):  # its own verdict, or an identical message's
                     finish(message, result, started)
-                    for waiting, since in chain.primary_answered(key, result):
-                        finish(waiting, replace(result, route=ROUTE_CACHE), since)
                     return
-                for failed, since in [(message, started), *chain.primary_failed(key)]:
-                    try:
-                        fallbacks.start_soon(fall_back, failed, since, result)
-                    except RuntimeError:  # the stage is gone (drain timeout): undecided
-                        return
+                try:
+                    fallbacks.start_soon(fall_back, message, started, result)
+                except RuntimeError:  # the stage is gone (drain timeout): undecided
+                    return
 
             while True:
                 try:
@@ -375,12 +378,12 @@ class Pipeline(SinkStage, PipelineReport):
                 if message.verdict is not None:  # the source brought it: no engine is asked
                     finish(message, message.verdict, started)
                     continue
-                cached, key = chain.probe(message)
-                if cached is not None:
-                    finish(message, cached, started)
-                elif not chain.join(key, (message, started)):
+                claim = chain.claim(message, partial(settled, message, started))
+                if isinstance(claim, Verdict):
+                    finish(message, claim, started)
+                elif claim is not None:  # it leads: identical messages wait for its answer
                     engine = chain.acquire_primary()  # each time: a reload may replace it
-                    on_result = partial(answered, engine, message, started, key)
+                    on_result = partial(answered, engine, message, started, claim)
                     if not isinstance(engine, StreamingEngine):  # replace_engine refuses it
                         on_result(EngineError(f"engine {engine.name} does not stream"))
                         continue
