@@ -12,13 +12,16 @@ from typing import Any
 import trio
 
 from chatmod.core.model import Verdict
+from chatmod.textnorm import canonical
 
 ROUTE_CACHE = "cache"
 
 
 def normalise(text: str) -> str:
-    """Case and runs of whitespace do not change a verdict."""
-    return " ".join(text.casefold().split())
+    """The cache key: case, whitespace, Unicode styling, look-alike letters, invisible and
+    combining characters, leetspeak, spaced-out and repeated letters do not change a verdict,
+    so obfuscated variants of one raid line share one (:func:`chatmod.textnorm.canonical`)."""
+    return canonical(text)
 
 
 @dataclass(slots=True, eq=False)

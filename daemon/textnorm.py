@@ -1,0 +1,96 @@
+"""Text normalisation: what an obfuscated chat line says, in plain lower-case Latin letters.
+
+Raids and evasions write the same word many ways: ``FUCK``, ``fuuuuck``, ``f u c k``,
+``f.u.c.k``, leetspeak (``sh1t``, ``a$$``), Cyrillic or Greek look-alikes (a Cyrillic ``a``
+inside a Latin word), zero-width characters inside a word, combining marks (strike-through,
+Zalgo) and styled Unicode letters (mathematical bold, fullwidth). :func:`fold` undoes what
+keeps a string's meaning (case, Unicode styling, marks, invisible characters, look-alikes);
+:func:`canonical` also undoes leetspeak, letter spacing and letter repeats, and is what the
+verdict cache keys on and what the embedded engine scores. Both are pure and never raise.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Cyrillic and Greek letters drawn like Latin ones, and Latin variants (dotless i, script
+# g and l); lower case only, as folding comes first.
+HOMOGLYPHS = str.maketrans(
+    (
+        "\u0430\u0432\u0435\u0451\u043a\u043c\u043d\u043e\u0440\u0441"
+        "\u0442\u0443\u0445\u0456\u0457\u0458\u0455\u0501\u051b\u051d"
+        "\u0261\u0131\u2113\u03b1\u03b2\u03b5\u03b7\u03b9\u03ba\u03bd"
+        "\u03bf\u03c1\u03c4\u03c5\u03c7\u03c9\u03c2"
+    ),
+    "abeekmhopctyxiijsdqwgilabenikvoptuxws",
+)
+# Digits and symbols standing for letters, applied only inside a word that has a letter
+# (``sh1t``, ``a$$``), so that numbers and punctuation around words keep their meaning.
+LEET = str.maketrans({
+    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+    "@": "a", "$": "s", "!": "i", "|": "i", "€": "e", "+": "t",
+})
+# Punctuation around a word is not part of it: ``hello!`` keeps its ``!``.
+_EDGE = re.compile(r"^([\"'(\[{<.,;:!?¿¡…]*)(.*?)([\"')\]}>.,;:!?…]*)$", re.DOTALL)
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+# Letters joined by separators: ``f.u.c.k``, ``k-y-s``, ``f_u_c_k`` (three or more letters).
+_SEPARATED_LETTERS = re.compile(r"^(?:[^\W\d_][.\-_*·]){2,}[^\W\d_]$")
+_SEPARATORS = re.compile(r"[.\-_*·]")
+# No word has a letter three times in a row; ``fuuuuck`` and ``loool`` mean one.
+_REPEATS = re.compile(r"([^\W\d_])\1{2,}")
+_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE)
+# Join runs of at least this many single letters (``f u c k``, not ``a b``)...
+MIN_SPACED_LETTERS = 3
+# ...unless every letter is chat shorthand on its own: ``u r a noob``, ``i c u``.
+SHORTHAND_LETTERS = frozenset("uriacny")
+
+
+def fold(text: str) -> str:
+    """Lower case, Unicode compatibility forms (fullwidth, styled letters), no combining marks,
+    no invisible format characters (zero-width space and joiners, soft hyphen, BOM), Cyrillic
+    and Greek look-alikes as Latin letters, whitespace runs as one space."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(
+        char for char in decomposed
+        if unicodedata.category(char) not in ("Mn", "Me", "Cf", "Cc") or char in "\t\n"
+    )
+    return " ".join(kept.casefold().translate(HOMOGLYPHS).split())
+
+
+def _unleet(token: str) -> str:
+    if _URL.match(token):
+        return token
+    match = _EDGE.match(token)
+    if match is None:  # pragma: no cover - the pattern matches every string
+        return token
+    before, core, after = match.groups()
+    if not core or not _HAS_LETTER.search(core):
+        return token
+    if _SEPARATED_LETTERS.match(core):
+        core = _SEPARATORS.sub("", core)
+    return before + core.translate(LEET) + after
+
+
+def _join_spaced_letters(tokens: list[str]) -> list[str]:
+    joined: list[str] = []
+    run: list[str] = []
+    for token in [*tokens, ""]:
+        if len(token) == 1 and _HAS_LETTER.match(token):
+            run.append(token)
+            continue
+        if len(run) >= MIN_SPACED_LETTERS and not SHORTHAND_LETTERS.issuperset(run):
+            joined.append("".join(run))
+        else:
+            joined.extend(run)
+        run = []
+        if token:
+            joined.append(token)
+    return joined
+
+
+def canonical(text: str) -> str:
+    """:func:`fold`, then leetspeak undone inside words, spaced-out letters joined
+    (``f u c k`` -> ``fuck``) and letters repeated three or more times written once."""
+    tokens = [_unleet(token) for token in fold(text).split(" ") if token]
+    return _REPEATS.sub(r"\1", " ".join(_join_spaced_letters(tokens)))
