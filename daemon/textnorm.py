@@ -39,6 +39,7 @@ _SEPARATED_LETTERS = re.compile(r"^(?:[^\W\d_][.\-_*·]){2,}[^\W\d_]$")
 _SEPARATORS = re.compile(r"[.\-_*·]")
 # No word has a letter three times in a row; ``fuuuuck`` and ``loool`` mean one.
 _REPEATS = re.compile(r"([^\W\d_])\1{2,}")
+_WIDE_SPACE = re.compile(r"\s{2,}")
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE)
 # Join runs of at least this many single letters (``f u c k``, not ``a b``)...
 MIN_SPACED_LETTERS = 3
@@ -89,8 +90,24 @@ def _join_spaced_letters(tokens: list[str]) -> list[str]:
     return joined
 
 
+def deobfuscate(text: str) -> str:
+    """:func:`fold`, then leetspeak undone inside words and spaced-out letters joined
+    (``f u c k  y o u`` -> ``fuck you``); repeated letters are kept (``niggger`` is not
+    ``niger``)."""
+    # Two or more spaces part words spelt out letter by letter: "f u c k  y o u".
+    groups = []
+    for group in _WIDE_SPACE.split(text):
+        tokens = [_unleet(token) for token in fold(group).split(" ") if token]
+        groups.append(" ".join(_join_spaced_letters(tokens)))
+    return " ".join(g for g in groups if g)
+
+
+def squeeze_repeats(text: str) -> str:
+    """Letters repeated three or more times written once (``fuuuck`` -> ``fuck``)."""
+    return _REPEATS.sub(r"\1", text)
+
+
 def canonical(text: str) -> str:
-    """:func:`fold`, then leetspeak undone inside words, spaced-out letters joined
-    (``f u c k`` -> ``fuck``) and letters repeated three or more times written once."""
-    tokens = [_unleet(token) for token in fold(text).split(" ") if token]
-    return _REPEATS.sub(r"\1", " ".join(_join_spaced_letters(tokens)))
+    """:func:`deobfuscate`, then letters repeated three or more times written once: what the
+    verdict cache keys on and the embedded engine's model scores."""
+    return squeeze_repeats(deobfuscate(text))

@@ -59,14 +59,15 @@ async def moderate_all(engine: LocalEngine, texts: list[str]) -> list[str]:
 
 
 async def test_thresholds_map_probability_to_verdicts() -> None:
-    engine = LocalEngine("local", LocalConfig(), predictor=FakePredictor())
+    # rules = false: the model's probability alone is the score.
+    engine = LocalEngine("local", LocalConfig(rules=False), predictor=FakePredictor())
     assert await moderate_all(engine, ["fine", "meh", "bad"]) == ["pass", "flag", "delete"]
 
 
 async def test_concurrent_messages_are_predicted_in_few_batches_off_the_loop() -> None:
     predictor = FakePredictor()
     # A long window: a batch closes when full, not when this machine is slow to fill it.
-    engine = LocalEngine("local", LocalConfig(batch_size=100, batch_window=1.0),
+    engine = LocalEngine("local", LocalConfig(batch_size=100, batch_window=1.0, rules=False),
                          predictor=predictor)
     verdicts = await moderate_all(engine, ["bad" if i % 2 else "ok" for i in range(1000)])
     assert verdicts.count("delete") == 500
