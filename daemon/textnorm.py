@@ -28,7 +28,7 @@ HOMOGLYPHS = str.maketrans(
 # Digits and symbols standing for letters, applied only inside a word that has a letter
 # (``sh1t``, ``a$$``), so that numbers and punctuation around words keep their meaning.
 LEET = str.maketrans({
-    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "8": "b", "9": "g",
+    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
     "@": "a", "$": "s", "!": "i", "|": "i", "€": "e", "+": "t",
 })
 # Punctuation around a word is not part of it: ``hello!`` keeps its ``!``.

@@ -46,9 +46,10 @@ class LocalConfig:
     """The embedded model (`pip install 'chatmod[local]'`, alt-profanity-check): a profanity
     probability, no network."""
 
-    flag_threshold: float = setting(0.5, min=0.0, max=1.0,
+    # Chosen with `chatmod eval` on bench/eval's dev split (README: the figures).
+    flag_threshold: float = setting(0.6, min=0.0, max=1.0,
                                     help="score at or above which a message is flagged")
-    delete_threshold: float = setting(0.9, min=0.0, max=1.0,
+    delete_threshold: float = setting(0.85, min=0.0, max=1.0,
                                       help="score at or above which deletion is suggested")
     rules: bool = setting(True, help="add the shipped lexicon (threats, slurs, self-harm, sexual "
                                      "harassment, scams, hate, targeted insults, spam) to the "

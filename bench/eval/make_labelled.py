@@ -519,6 +519,95 @@ for game in ("chess", "fortnite", "valorant", "minecraft", "the finals"):
     PASS += f"we got absolutely destroyed in {game} last night\n"
     PASS += f"that was a killer move in {game}\n"
 
+# Written after the first lexicon, to probe phrasings it had not seen; all in the dev split
+# (tuned on), so the test split stays lines the lexicon was not fitted to.
+PROBE = {
+    "pass": """
+that's a killer combo
+you're killing me lol
+I'm going to murder this boss
+bro got cooked by the sniper
+we got absolutely smoked
+I'm a total noob at this game
+shoot your shot bro
+you can beat him, I believe in you
+the final boss destroyed me
+rip my ranked
+ur so good at this
+push mid, go go go
+my aim is trash today lol
+this song slaps
+that's sick bro
+you're a beast
+I need to pass the assessment tomorrow
+the bassist is incredible
+we visited Nigeria last summer
+the chili needs more cumin
+spick and span, the base is clean
+I sniggered at that joke
+qué locura de jugada
+ich liebe diesen Stream
+c'est trop bien
+que golaço
+""",
+    "flag": """
+this is fucking bullshit
+oh fuck off game
+ffs not again
+this lobby is full of idiots
+learn to play
+go back to bronze
+you are bad
+ez clap noobs
+dogwater team honestly
+""",
+    "delete": """
+I'm gonna come to your house
+I'll make you bleed
+I'm going to end your life
+i hope someone shoots you
+I'll put you in the hospital
+you're a worthless piece of garbage
+you fat pig
+ugly bitch
+everyone hates you, leave
+you dumb fuck
+shut up you stupid whore
+ur dogshit at this
+wanna hook up? send pics
+I want to fuck you
+nice boobs
+Discord Nitro for free - https://dlscord-app.com/nitro
+free steam gift card http://steam-gift.xyz
+giving away 500 robux to the first 10 people who DM me, login at robux-free.com
+just kill urself already
+nobody loves you, end it
+do the world a favour and die
+you should off yourself
+commit suicide
+n1gg@
+f4gg0t
+r3t4rd
+ni66er
+n!gger
+tr@nny
+k1ke
+all muslims should be banned
+women are worthless
+gays should burn
+hitler was right
+jews are rats
+eres una puta
+te voy a matar cabron
+du bist ein Hurensohn
+halt's Maul du Missgeburt
+ferme ta gueule connard
+je vais te défoncer
+vai se foder
+vou te pegar na saída
+""",
+}
+
 # Written lines whose obfuscated variants are added (same label), each with every transform.
 OBFUSCATE = """
 fuck you
@@ -595,14 +684,17 @@ def rows() -> list[dict[str, str]]:
                 for label, block in (("pass", PASS), ("flag", FLAG), ("delete", DELETE))}
     label_of = {line: label for label, lines in labelled.items() for line in lines}
 
-    def add(text: str, label: str, written: str) -> None:
+    def add(text: str, label: str, written: str, split: str | None = None) -> None:
         if text not in seen:
             seen.add(text)
-            out.append({"text": text, "label": label, "split": split_of(written)})
+            out.append({"text": text, "label": label, "split": split or split_of(written)})
 
     for label, lines in labelled.items():
         for line in lines:
             add(line, label, line)
+    for label, block in PROBE.items():
+        for line in block.strip().splitlines():
+            add(line, label, line, split="dev")
     for line in OBFUSCATE:
         label = label_of.get(line) or ("flag" if line in ("shut up noob",) else "delete")
         for transform in TRANSFORMS:
