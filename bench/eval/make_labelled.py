@@ -549,6 +549,65 @@ qué locura de jugada
 ich liebe diesen Stream
 c'est trop bien
 que golaço
+""" + """
+anyone know a good build for the mage?
+that's a bold strategy, let's see if it pays off
+this game is a masterpiece
+i'll destroy you in the rematch, gg
+we need a healer asap
+i could kill for a pizza right now
+oh no, he's dead again
+nooo my streak
+dang it
+shoot, forgot to save
+jeez that was scary
+heck yeah
+the cocktail shaker is in the kitchen
+my pet hamster is named Mr. Snuggles
+i'm stuck in traffic, watching on mobile
+when is the next tournament?
+that was a pretty dumb mistake on my part
+honestly i think you're wrong about the meta
+i respectfully disagree with your take
+you're wrong, the patch changed it
+buen trabajo a todos
+schönes Wochenende allen
+à demain tout le monde
+valeu pela live
+""" + """
+lmao this guy is cracked
+the enemy team is cheating for sure
+report the cheater in red
+i'm so bad at this lol
+can't believe we threw that game
+the boss fight music hits different
+rip my k/d
+i'm hungry, anyone else?
+that clutch was disgusting, well played
+we demolished them 13-2
+you absolute legend
+god that was close
+oh my god what a shot
+omg I can't believe it
+i'm going to kill this level tonight
+he just executed the whole team
+bloodborne is my favourite game
+the hitman missions are so good
+that was a sick flick
+holy moly
+the game crashed again ugh
+can we get a hype train going
+who else is watching from work
+buenísima jugada
+estoy muerto de risa
+das war krass
+on y va les gars
+tá muito bom o stream
+i'm a big fan of the butt-kicking soundtrack
+my girlfriend says hi
+she's a great player, give her credit
+is the mic muted?
+you guys are hilarious
 """,
     "flag": """
 this is fucking bullshit
@@ -560,6 +619,47 @@ go back to bronze
 you are bad
 ez clap noobs
 dogwater team honestly
+""" + """
+shut your mouth
+ur literally so annoying
+get out of my chat
+you're a clown lmao
+bro is actually garbage
+fucking hell
+holy fuck
+what a shit show
+piss off
+this is bullshit ref
+you're an absolute donkey
+stupid game
+CLICK MY LINK IN BIO FOR FREE STUFF
+eres malísimo
+du Opfer
+t'es vraiment con
+você é muito burro
+this boss is a total bastard lol
+""" + """
+damn that sucks
+shit happens
+fuck it, let's go again
+what the fuck is this lag
+pls stop being so toxic
+you're cringe
+ur bad kid
+this team is brain dead
+absolute trash teammates
+go cry to your mom
+this streamer is trash
+nobody cares about your opinion
+fucking lag
+sucks to be you
+follow me on twitch for free stuff!!
+dm me for cheap coaching
+hola sígueme en mi canal
+mierda de lag
+scheiße lag heute
+quelle merde ce jeu
+que merda de jogo
 """,
     "delete": """
 I'm gonna come to your house
@@ -605,6 +705,88 @@ ferme ta gueule connard
 je vais te défoncer
 vai se foder
 vou te pegar na saída
+""" + """
+i know where you live and i'm coming
+you'll be dead by tomorrow
+i'm going to beat the shit out of you
+i hope you choke and die
+you worthless subhuman trash
+suck my dick bitch
+stfu retard
+you're a dumb cunt
+you ugly ass bitch
+nobody wants you here, go kill yourself
+just end yourself
+you're better off dead
+send me feet pics or i'll leak your address
+i want to see you without clothes
+you'd look good naked
+free vbucks at vbucks-gen.xyz
+limited offer: free steam wallet codes www.steam-wallet.top
+dm me to double your crypto
+n i g g a
+niqqer
+fagg0t
+f@gg*t
+retarted
+sp1c
+k y s
+all gays should die
+immigrants are rats
+women are inferior and should shut up
+jews run the banks and deserve to die
+eres un hijo de la gran puta
+pinche pendejo te voy a partir la madre
+halt die Fresse du Hurensohn
+ich stech dich ab
+je vais te démonter sale fils de pute
+espèce de salope
+vai se matar
+seu filho da puta desgraçado
+""" + """
+i will find you and break every bone in your body
+you're going to die tonight
+watch what happens when i find you
+i'll kill your whole family
+keep talking and you'll end up in a ditch
+you stupid fucking cunt
+shut up you retarded fuck
+you're a worthless bitch
+fuck you you piece of shit
+go to hell you ugly whore
+everyone in chat think you're a disgusting loser, fuck off
+ur mom is a slut
+kill urself
+kys you loser
+you should hang urself
+do us all a favor and kill yourself
+no one would care if you died
+show me your boobs
+i'd fuck you so hard
+wanna sext?
+nice tits babe
+get free robux here: robux4free.net
+claim your reward now at steam-rewards.ru
+free nitro giveaway: https://discordnitro-free.gift
+congratulations you won! click http://bit.ly/win-prize to claim
+nlgger
+n1663r
+f a g g o t
+faggots everywhere
+r e t a r d
+trannies are freaks
+kill all jews
+black people are monkeys
+gay people should die
+muslims are dirty
+vete a matarte
+me cago en tu puta madre
+du fotze
+verreck doch
+nique ta mère
+ta mère la pute
+vai tomar no cu seu arrombado
+morre desgraçado
 """,
 }
 

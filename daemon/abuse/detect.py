@@ -31,7 +31,7 @@ SPAM = "spam"
 SCAM = "scam"
 # Words (and @mentions) that aim a line at a person, in the lexicon's languages.
 TARGET = re.compile(
-    r"(?<![\w@])(?:you|u|ur|your|youre|yours|yourself|ya|yo|ye|@\w+|eres|tu|usted|du|dich|dir|"
+    r"(?<![\w@])(?:you|u|ur|your|youre|yours|yourself|ya|yo|ye|@\w+|eres|tu|te|usted|du|dich|dir|"
     r"dein|deine|toi|tes|t'es|ton|ta|vous|voce|vc|seu|sua)(?!\w)"
 )
 # A line of this many words or fewer is name-calling, aimed at someone ("sale pute").
