@@ -31,6 +31,7 @@ LEET = str.maketrans({
     "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
     "@": "a", "$": "s", "!": "i", "|": "i", "€": "e", "+": "t",
 })
+_LEET_CHARS = frozenset(chr(code) for code in LEET)
 # Punctuation around a word is not part of it: ``hello!`` keeps its ``!``.
 _EDGE = re.compile(r"^([\"'(\[{<.,;:!?¿¡…]*)(.*?)([\"')\]}>.,;:!?…]*)$", re.DOTALL)
 _HAS_LETTER = re.compile(r"[^\W\d_]")
@@ -73,14 +74,20 @@ def _unleet(token: str) -> str:
     return before + core.translate(LEET) + after
 
 
+def _spelt(token: str) -> bool:
+    return len(token) == 1 and (_HAS_LETTER.match(token) is not None or token in _LEET_CHARS)
+
+
 def _join_spaced_letters(tokens: list[str]) -> list[str]:
     joined: list[str] = []
     run: list[str] = []
     for token in [*tokens, ""]:
-        if len(token) == 1 and _HAS_LETTER.match(token):
+        if _spelt(token):
             run.append(token)
             continue
-        if len(run) >= MIN_SPACED_LETTERS and not SHORTHAND_LETTERS.issuperset(run):
+        letters = [t for t in run if _HAS_LETTER.match(t)]
+        if (len(run) >= MIN_SPACED_LETTERS and letters
+                and not SHORTHAND_LETTERS.issuperset(run)):
             joined.append("".join(run))
         else:
             joined.extend(run)
@@ -97,8 +104,8 @@ def deobfuscate(text: str) -> str:
     # Two or more spaces part words spelt out letter by letter: "f u c k  y o u".
     groups = []
     for group in _WIDE_SPACE.split(text):
-        tokens = [_unleet(token) for token in fold(group).split(" ") if token]
-        groups.append(" ".join(_join_spaced_letters(tokens)))
+        tokens = _join_spaced_letters([token for token in fold(group).split(" ") if token])
+        groups.append(" ".join(_unleet(token) for token in tokens))
     return " ".join(g for g in groups if g)
 
 
