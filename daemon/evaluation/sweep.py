@@ -46,7 +46,8 @@ def _separating(high: float, low: float | None) -> float:
         short = round(middle, decimals)
         if low < short <= high:
             return short
-    return middle
+    # Scores too close for a number between them (5e-324 and 0.0): the higher one itself.
+    return middle if low < middle <= high else high
 
 
 def cuts(scores: Sequence[float | None], positive: Sequence[bool]) -> list[Cut]:
