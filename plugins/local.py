@@ -106,11 +106,53 @@ def score_batch(texts: Sequence[str], predictor: Predictor, lexicon: Lexicon | N
     return scored
 
 
+# Lines the fast path is checked on against the library's own predict_prob when it loads.
+PREDICTOR_CHECK_LINES = ("hello friends", "you are a fucking idiot", "that boss killed me",
+                         "shit", "what a great stream tonight", "")
+PREDICTOR_TOLERANCE = 1e-9
+
+
 def load_predictor() -> Predictor:
+    """alt-profanity-check's probability. Its ``predict_prob`` costs ~10 ms even for one line
+    (scikit-learn's checks, once per calibration fold); the model is linear folds with sigmoid
+    calibration, so the same numbers come from one sparse product. That fast path is used
+    when it reproduces ``predict_prob`` on :data:`PREDICTOR_CHECK_LINES`, else the library's."""
     from profanity_check import predict_prob
 
-    def predict(texts: Sequence[str]) -> Sequence[float]:
+    def library(texts: Sequence[str]) -> Sequence[float]:
         return [float(p) for p in predict_prob(list(texts))]
+
+    fast = _linear_predictor()
+    if fast is not None:
+        expected, found = library(PREDICTOR_CHECK_LINES), fast(PREDICTOR_CHECK_LINES)
+        if all(abs(e - f) <= PREDICTOR_TOLERANCE for e, f in zip(expected, found, strict=True)):
+            return fast
+    return library
+
+
+def _linear_predictor() -> Predictor | None:
+    """The calibrated linear model as one product, or None when the model is not shaped so."""
+    try:
+        import numpy as np
+        from profanity_check import profanity_check as library
+
+        model: Any = library.model
+        vectorizer: Any = library.vectorizer
+        folds = model.calibrated_classifiers_
+        if model.method != "sigmoid" or list(model.classes_) != [0, 1]:
+            return None
+        weights = np.vstack([f.estimator.coef_[0] for f in folds]).T
+        intercepts = np.array([f.estimator.intercept_[0] for f in folds])
+        slopes = np.array([f.calibrators[0].a_ for f in folds])
+        offsets = np.array([f.calibrators[0].b_ for f in folds])
+    except (ImportError, AttributeError, IndexError, TypeError, ValueError):
+        return None
+
+    def predict(texts: Sequence[str]) -> Sequence[float]:
+        margins = vectorizer.transform(list(texts)) @ weights + intercepts
+        # scikit-learn's sigmoid calibration, expit(-(a * margin + b)), averaged over folds.
+        probabilities = (1.0 / (1.0 + np.exp(slopes * margins + offsets))).mean(axis=1)
+        return [float(p) for p in probabilities]
 
     return predict
 
