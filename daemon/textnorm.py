@@ -42,6 +42,8 @@ _SEPARATORS = re.compile(r"[.\-_*·]")
 _REPEATS = re.compile(r"([^\W\d_])\1{2,}")
 _WIDE_SPACE = re.compile(r"\s{2,}")
 _URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE)
+# ASCII control characters (other than tab and newline, which are spacing) are dropped.
+_ASCII_CONTROLS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), 0x7F])
 # Join runs of at least this many single letters (``f u c k``, not ``a b``)...
 MIN_SPACED_LETTERS = 3
 # ...unless every letter is chat shorthand on its own: ``u r a noob``, ``i c u``.
@@ -52,6 +54,8 @@ def fold(text: str) -> str:
     """Lower case, Unicode compatibility forms (fullwidth, styled letters), no combining marks,
     no invisible format characters (zero-width space and joiners, soft hyphen, BOM), Cyrillic
     and Greek look-alikes as Latin letters, whitespace runs as one space."""
+    if text.isascii():  # most chat: no marks, look-alikes or invisible characters to undo
+        return " ".join(text.translate(_ASCII_CONTROLS).lower().split())
     decomposed = unicodedata.normalize("NFKD", text)
     kept = "".join(
         char for char in decomposed
@@ -61,6 +65,8 @@ def fold(text: str) -> str:
 
 
 def _unleet(token: str) -> str:
+    if token.isalpha():  # the common case: a plain word
+        return token
     if _URL.match(token):
         return token
     match = _EDGE.match(token)

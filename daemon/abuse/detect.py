@@ -30,10 +30,12 @@ PROFANITY = "profanity"
 SPAM = "spam"
 SCAM = "scam"
 # Words (and @mentions) that aim a line at a person, in the lexicon's languages.
-TARGET = re.compile(
-    r"(?<![\w@])(?:you|u|ur|your|youre|yours|yourself|ya|yo|ye|@\w+|eres|tu|te|usted|du|dich|dir|"
-    r"dein|deine|toi|tes|t'es|ton|ta|vous|voce|vc|seu|sua)(?!\w)"
-)
+TARGET_WORDS = frozenset((
+    "you", "u", "ur", "your", "youre", "yours", "yourself", "ya", "yo", "ye", "eres", "tu", "te",
+    "usted", "du", "dich", "dir", "dein", "deine", "toi", "tes", "ton", "ta", "vous", "voce", "vc",
+    "seu", "sua",
+))
+_WORDS = re.compile(r"[@\w]+")
 # A line of this many words or fewer is name-calling, aimed at someone ("sale pute").
 NAME_CALLING_WORDS = 3
 # Spam shapes: one word said again and again, a syllable drummed, one character held down.
@@ -154,8 +156,9 @@ class Lexicon:
     def _aimed(self, deobfuscated: str, canonical: str) -> list[tuple[float, str, str]]:
         """Insults and profanity: delete-strong when aimed at someone, else flag."""
         found: list[tuple[float, str, str]] = []
-        aimed = (TARGET.search(canonical) is not None
-                 or len(canonical.split()) <= NAME_CALLING_WORDS)
+        words = _WORDS.findall(canonical)
+        aimed = (len(words) <= NAME_CALLING_WORDS or any(
+            word in TARGET_WORDS or word.startswith("@") for word in words))
         if self._harmless is not None:  # "Moby Dick" says no "dick"
             canonical = self._harmless.sub(" ", canonical)
             deobfuscated = self._harmless.sub(" ", deobfuscated)
