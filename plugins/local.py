@@ -43,8 +43,12 @@ Predictor = Callable[[Sequence[str]], Sequence[float]]
 
 @dataclass(frozen=True)
 class LocalConfig:
-    """The embedded model (`pip install 'chatmod[local]'`, alt-profanity-check): a profanity
-    probability, no network."""
+    """The embedded engine (`pip install 'chatmod[local]'`), offline: a shipped lexicon of
+    threats, slurs, self-harm encouragement, sexual harassment, scam links, hate, insults aimed
+    at a person and spam (en, es, de, fr, pt), and alt-profanity-check's profanity model, both
+    on normalised text (leetspeak, look-alikes, spacing, repeats, invisible characters undone).
+    The score is the strongest match: 0.95-0.99 for clear abuse, 0.65-0.7 for casual profanity,
+    mild insults and spam, 0.75 x the model's probability (profanity alone only flags)."""
 
     # Chosen with `chatmod eval` on bench/eval's dev split (README: the figures).
     flag_threshold: float = setting(0.6, min=0.0, max=1.0,

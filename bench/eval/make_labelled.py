@@ -575,6 +575,29 @@ schönes Wochenende allen
 à demain tout le monde
 valeu pela live
 """ + """
+Honestly this run is going great, keep it up!
+LMAO the way he fell off the map 😂
+bro that's actually so clean
+I'm dead, that emote is perfect
+can you explain why you picked that item?
+we lost but it was a fun match
+that play was criminal lol
+this patch murdered my favourite build
+the enemy tank got absolutely shredded
+you're crazy good at this
+I'd die for this soundtrack
+this game kills me every time
+I'm so bad I should quit lol
+my cat is attacking my feet right now
+let's gooooo
+congrats on 1000 followers!
+thanks for the follow @Streamer
+see you all tomorrow, stay safe
+hay alguien de Argentina?
+ich hab das Spiel auch gekauft
+trop fort ce joueur
+que jogada linda
+""" + """
 lmao this guy is cracked
 the enemy team is cheating for sure
 report the cheater in red
@@ -638,6 +661,25 @@ du Opfer
 t'es vraiment con
 você é muito burro
 this boss is a total bastard lol
+""" + """
+ur so trash it's funny
+stop being a baby
+man you really suck today
+cringe streamer
+what a dumb play
+god damn it
+holy shit dude
+this matchmaking is fucked
+fuck my life
+get rekt noob
+you're useless
+stop talking nonsense idiot
+imagine being this bad
+free followers at my profile
+qué pendejo
+so ein Scheiß
+c'est de la merde
+puta que pariu
 """ + """
 damn that sucks
 shit happens
@@ -743,6 +785,41 @@ je vais te démonter sale fils de pute
 espèce de salope
 vai se matar
 seu filho da puta desgraçado
+""" + """
+I swear I'll find you and you'll regret it
+you won't be laughing when I show up at your door
+I'm going to hurt you so bad
+someone needs to put a bullet in your head
+you absolute fucking moron
+shut the hell up you dumb bitch
+fuck off and die
+you're a fat ugly cow
+go kill yourself nobody likes you
+you don't deserve to live
+the world would be better without you
+cut your wrists
+show us your body
+send me a pic of your ass
+I'll rape you
+hey sexy wanna come sit on my lap
+click here for free skins www.csgo-skins-free.ru
+bit.ly/freeVbuckz claim now
+nígger
+f*ggot
+nig ger
+faaaaggot
+ret4rded
+all blacks should be shot
+women are property
+those immigrants should go back where they came from
+me cago en tu puta madre cabrón
+ojalá te mueras
+du Stück Scheiße
+ich hoffe du stirbst
+va crever
+crève connard
+tomara que você morra
+seu lixo de merda
 """ + """
 i will find you and break every bone in your body
 you're going to die tonight

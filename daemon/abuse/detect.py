@@ -21,6 +21,8 @@ from typing import Any
 from chatmod.textnorm import deobfuscate, fold, squeeze_repeats
 
 LEXICON_FILE = "lexicon.toml"
+# Words at least this long may be split by a space and still match ("nig ger").
+MIN_SPLIT_WORD = 5
 # Endings a listed word may take ("retards", "faggots", "fucked").
 WORD_ENDINGS = "(?:s|es|z|ed|ing|er|ers)?"
 # Categories that depend on whether the line is aimed at someone.
@@ -38,6 +40,8 @@ TARGET_WORDS = frozenset((
 _WORDS = re.compile(r"[@\w]+")
 # A line of this many words or fewer is name-calling, aimed at someone ("sale pute").
 NAME_CALLING_WORDS = 3
+# ...unless it is an exclamation about something ("what an idiot", "puta que pariu").
+EXCLAMATION = re.compile(r"^(?:que|what an?|so ein|quel|quelle|such a)\b|\bque pariu\b")
 # Spam shapes: one word said again and again, a syllable drummed, one character held down.
 REPEATED_WORD_TIMES = 5
 REPEATED_PAIR = re.compile(r"(\w\w)\1{7,}")
@@ -65,15 +69,20 @@ def _word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
     """Whole words, each letter allowed to repeat ("fuuuck"), spaces as any spacing."""
     alternatives = []
     for word in sorted(set(words), key=len, reverse=True):
+        # A long word may be split by one space ("nig ger").
+        gap = r"\s?" if len(word) >= MIN_SPLIT_WORD and " " not in word else ""
         parts = []
-        for char in word:
+        for index, char in enumerate(word):
             if char == " ":
                 parts.append(r"\s+")
+            elif char.isalpha() and index:
+                # "*" masks a letter ("f*ggot"), never the first.
+                parts.append(f"(?:{re.escape(char)}+|\\*)")
             elif char.isalpha():
                 parts.append(re.escape(char) + "+")
             else:
                 parts.append(re.escape(char))
-        alternatives.append("".join(parts))
+        alternatives.append(gap.join(parts))
     if not alternatives:
         return None
     return re.compile(rf"(?<![a-z])(?:{'|'.join(alternatives)}){WORD_ENDINGS}(?![a-z])")
@@ -157,8 +166,10 @@ class Lexicon:
         """Insults and profanity: delete-strong when aimed at someone, else flag."""
         found: list[tuple[float, str, str]] = []
         words = _WORDS.findall(canonical)
-        aimed = (len(words) <= NAME_CALLING_WORDS or any(
-            word in TARGET_WORDS or word.startswith("@") for word in words))
+        name_calling = (len(words) <= NAME_CALLING_WORDS
+                        and EXCLAMATION.search(canonical) is None)
+        aimed = name_calling or any(
+            word in TARGET_WORDS or word.startswith("@") for word in words)
         if self._harmless is not None:  # "Moby Dick" says no "dick"
             canonical = self._harmless.sub(" ", canonical)
             deobfuscated = self._harmless.sub(" ", deobfuscated)
@@ -194,7 +205,7 @@ class Lexicon:
             if len(labels) < MIN_LINK_LABEL or any(
                     host == t or host.endswith("." + t) for t in self._trusted):
                 continue
-            if labels[-1] in self._cheap_domains or any(w in host for w in self._link_words):
+            if labels[-1] in self._cheap_domains or any(w in link for w in self._link_words):
                 found.append((self._scam_score, SCAM, link))
         return found
 
