@@ -3,11 +3,13 @@ that no text makes it raise. Property tests follow HYPOTHESIS_PROFILE (thorough:
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chatmod.abuse.detect import Lexicon
+from chatmod.abuse.detect import MAX_ASSESSED_CHARS, Lexicon
 
 ZWSP = "\u200b"
 CYRILLIC_A, CYRILLIC_O = "\u0430", "\u043e"
@@ -85,6 +87,24 @@ def test_banter_and_harmless_words_match_nothing(lexicon: Lexicon, text: str) ->
 def test_harmless_phrases_are_kept_from_the_model(lexicon: Lexicon) -> None:
     assert lexicon.assess("Moby Dick is a long book").model_text == "is a long book"
     assert lexicon.assess("sick play!").model_text == "!"
+
+
+def test_dotted_runs_take_linear_time() -> None:
+    # The link pattern backtracked quadratically on "a.a.a...": 20,000 characters took about
+    # 30 s. (A bound 100 times what it takes now; a peer's line must not stall the engine.)
+    from chatmod.abuse.detect import URL
+
+    started = time.perf_counter()
+    assert [m.group(0) for m in URL.finditer("a." * 10_000)] == ["a." * 9_999 + "a"]
+    assert time.perf_counter() - started < 3.0
+
+
+def test_only_the_start_of_a_long_line_is_read(lexicon: Lexicon) -> None:
+    assert lexicon.assess("kys " + "a." * 50_000).category == "self_harm"
+    filler = " ".join(f"zq{a}{b}{c}" for a in "bdfgh" for b in "bdfgh" for c in "bdfgh")
+    assert 2 * len(filler) < MAX_ASSESSED_CHARS < 3 * len(filler)
+    assert lexicon.assess(f"{filler} {filler} kys").category == "self_harm"
+    assert lexicon.assess(f"{filler} {filler} {filler} kys").category is None
 
 
 @given(st.text())

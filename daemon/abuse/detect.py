@@ -46,9 +46,14 @@ EXCLAMATION = re.compile(r"^(?:que|what an?|so ein|quel|quelle|such a)\b|\bque p
 REPEATED_WORD_TIMES = 5
 REPEATED_PAIR = re.compile(r"(\w\w)\1{7,}")
 HELD_CHARACTER = re.compile(r"(\S)\1{9,}")
-URL = re.compile(
-    r"(?:https?://|www\.)[^\s]+|\b(?:[a-z0-9-]+\.)+[a-z]{2,12}(?:/[^\s]*)?", re.IGNORECASE
-)
+# Dotted names are found first and their last label checked in code: the one-regex form
+# (labels, then a letters-only last label) backtracks quadratically on "a.a.a.a...".
+URL = re.compile(r"(?:https?://|www\.)[^\s]+|\b[a-z0-9-]+(?:\.[a-z0-9-]+)+(?:/[^\s]*)?",
+                 re.IGNORECASE)
+TOP_LEVEL_DOMAIN = re.compile(r"[a-z]{2,12}")
+# The lexicon reads at most this much of a line (a chat line is a few hundred characters);
+# its patterns cost time in proportion to the length.
+MAX_ASSESSED_CHARS = 2000
 URL_HOST = re.compile(r"^(?:https?://)?(?:www\.)?([^/\s:?#]+)", re.IGNORECASE)
 # Bare dotted words that are not links ("e.g", "i.e", "lol.jk" is rare enough to ignore).
 MIN_LINK_LABEL = 2
@@ -138,7 +143,8 @@ class Lexicon:
         return _shipped()
 
     def assess(self, text: str) -> Assessment:
-        """The strongest category ``text`` matches."""
+        """The strongest category ``text`` (its first :data:`MAX_ASSESSED_CHARS`) matches."""
+        text = text[:MAX_ASSESSED_CHARS]
         deobfuscated = deobfuscate(text).replace("'", "").replace("\u2019", "")
         canonical = squeeze_repeats(deobfuscated)
         found: list[tuple[float, str, str]] = []
@@ -202,8 +208,9 @@ class Lexicon:
                 continue
             host = host_match.group(1).lower()
             labels = host.split(".")
-            if len(labels) < MIN_LINK_LABEL or any(
-                    host == t or host.endswith("." + t) for t in self._trusted):
+            if len(labels) < MIN_LINK_LABEL or not TOP_LEVEL_DOMAIN.fullmatch(labels[-1]):
+                continue
+            if any(host == t or host.endswith("." + t) for t in self._trusted):
                 continue
             if labels[-1] in self._cheap_domains or any(w in link for w in self._link_words):
                 found.append((self._scam_score, SCAM, link))
