@@ -90,8 +90,9 @@ def test_harmless_phrases_are_kept_from_the_model(lexicon: Lexicon) -> None:
 
 
 def test_dotted_runs_take_linear_time() -> None:
-    # The link pattern backtracked quadratically on "a.a.a...": 20,000 characters took about
-    # 30 s. (A bound 100 times what it takes now; a peer's line must not stall the engine.)
+    # The link pattern backtracked quadratically on "a.a.a...": 20,000 characters took 9 s on
+    # the 2-CPU test machine. (A bound ~100 times what it takes now: a peer's line must not
+    # stall the engine.)
     from chatmod.abuse.detect import URL
 
     started = time.perf_counter()
