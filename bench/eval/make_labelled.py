@@ -598,6 +598,27 @@ ich hab das Spiel auch gekauft
 trop fort ce joueur
 que jogada linda
 """ + """
+did anyone see the new trailer
+lol you got me there
+this chat is wholesome today
+you're the goat
+I'm gonna go grab a coffee
+that enemy sniper is a menace
+we absolutely bodied them
+he's on fire tonight
+no way that hit, the hitbox is broken
+bruh I'm so tilted
+this map is hell
+the last boss is a nightmare
+rip bozo, he fell off the cliff
+what a beautiful sunset in the game
+is this speedrun any%?
+ggs everyone
+bom dia galera
+qué tal el nuevo parche
+wer spielt heute mit
+c'est parti pour la soirée
+""" + """
 lmao this guy is cracked
 the enemy team is cheating for sure
 report the cheater in red
@@ -680,6 +701,25 @@ qué pendejo
 so ein Scheiß
 c'est de la merde
 puta que pariu
+""" + """
+you're so dumb it hurts
+are you blind?
+this guy is a moron
+stop spamming you clown
+dude shut it
+nobody wants to hear you
+you talk too much
+what the actual fuck
+fuck this game
+oh hell no
+shitty teammates again
+get a life loser
+ur a bot
+FREE SUBS CHECK MY PAGE
+eres un inútil
+du Versager
+t'es un boulet
+que burro
 """ + """
 damn that sucks
 shit happens
@@ -820,6 +860,37 @@ va crever
 crève connard
 tomara que você morra
 seu lixo de merda
+""" + """
+I'm going to find you
+if I see you I'll stab you
+you better sleep with one eye open
+I will end your bloodline
+you're a disgusting piece of shit
+stupid fucking whore
+you're a waste of oxygen
+suck my cock
+you little bitch
+i wish you would die
+please just unalive yourself
+you should jump off a building
+nobody would notice if you disappeared
+i want to touch you
+send boob pics
+what are you wearing right now babe
+earn 1 btc daily, dm me on telegram
+steam gift card giveaway https://steamcommunity-gifts.com
+n1663r go home
+fa66ot
+k1ll y0urs3lf
+nazi scum like you should hang
+disabled people are a burden and should be put down
+muslims are animals
+hijo de perra
+te voy a romper la cara
+ich mach dich fertig
+je vais te buter
+fdp
+vai se foder seu otário
 """ + """
 i will find you and break every bone in your body
 you're going to die tonight

@@ -186,8 +186,10 @@ class Lexicon:
         mild = mild_phrase.group(0) if mild_phrase is not None else None
         mild_word = self._mild_alone.search(deobfuscated) if self._mild_alone else None
         target_word = self._needs_target.search(deobfuscated) if self._needs_target else None
+        # "que burro", "what a clown": a short exclamation is about someone too.
+        short = len(words) <= NAME_CALLING_WORDS
         insult = mild or (mild_word.group(0) if mild_word else None) or (
-            target_word.group(0) if target_word and aimed else None)
+            target_word.group(0) if target_word and (aimed or short) else None)
         if strong is not None:
             found.append((self._strong_score if aimed else self._profanity_score,
                           TARGETED_ABUSE if aimed else PROFANITY, strong.group(0)))
