@@ -619,6 +619,27 @@ qué tal el nuevo parche
 wer spielt heute mit
 c'est parti pour la soirée
 """ + """
+marry me streamer lol jk
+your setup looks amazing
+you look tired today, get some rest
+I hate this boss so much
+this level made me want to throw my controller
+the devs are clowns for this patch lol
+we're so back
+it's over for us, we lost
+this is the worst patch ever
+he's such a tryhard lmao
+I killed it in ranked today
+time to kill some zombies
+the raid starts at 8
+join our discord for the tournament: discord.gg/chatmodcup
+ok boomer lol
+imagine losing to a bot haha
+no hate but I prefer the old map
+muy buena partida
+echt stark gespielt
+franchement bien joué
+""" + """
 lmao this guy is cracked
 the enemy team is cheating for sure
 report the cheater in red
@@ -720,6 +741,25 @@ eres un inútil
 du Versager
 t'es un boulet
 que burro
+""" + """
+you look like a potato
+your voice is so annoying
+what a waste of time this stream is
+delete the game you're so bad
+go touch grass nerd
+you're mid at best
+bro you're trash, uninstall
+quit streaming already
+this chat is full of idiots
+stfu nobody cares
+wtf is wrong with you
+damn bro you suck
+fuck outta here
+this is so fucking stupid
+check my channel for giveaways!!
+cállate ya
+du Noob
+la ferme
 """ + """
 damn that sucks
 shit happens
@@ -891,6 +931,35 @@ ich mach dich fertig
 je vais te buter
 fdp
 vai se foder seu otário
+""" + """
+you're so ugly no wonder nobody loves you
+your face makes me sick, you fat slob
+I'll make sure you never stream again
+I'm gonna stab you irl
+I'm outside your house right now
+I hope your mom dies
+you should kill yourself fr
+end it already, nobody needs you
+you'd be better off six feet under
+show me your tits or get banned
+I want to bend you over the desk
+you look like a slut in that top
+your body is so hot, take it off
+verify your twitch account here: twitch-login-verify.com
+claim free skins steamcommunity.gift/offer
+go back to africa
+white people are the master race
+gay people are disgusting and should be locked up
+f4g
+n!gg@
+r e t a r d e d
+tr4nny freak
+kill yourself faggot
+te voy a matar hijo de puta
+eres una zorra
+ich fick deine mutter
+nique ta mère sale chien
+vai tomar no cu viado
 """ + """
 i will find you and break every bone in your body
 you're going to die tonight

@@ -129,6 +129,7 @@ class Lexicon:
         self._mild_alone = _word_pattern(set(mild["words"]) - set(mild["needs_target"]))
         self._mild_score = float(mild["score"])
         self._profanity_score = float(table[PROFANITY]["score"])
+        self._mild_profanity = frozenset(table[PROFANITY]["mild"])
         self._spam_score = float(table[SPAM]["score"])
         scam = table[SCAM]
         self._scam_score = float(scam["score"])
@@ -194,7 +195,8 @@ class Lexicon:
             found.append((self._strong_score if aimed else self._profanity_score,
                           TARGETED_ABUSE if aimed else PROFANITY, strong.group(0)))
         if profane is not None:
-            if aimed and insult is not None:
+            if (aimed and insult is not None
+                    and squeeze_repeats(profane) not in self._mild_profanity):
                 found.append((self._strong_score, TARGETED_ABUSE, f"{profane} {insult}"))
             found.append((self._profanity_score, PROFANITY, profane))
         if insult is not None:
