@@ -14,6 +14,7 @@ no other module defines one):
     ├── SinkError              a sink could not take a decision
     ├── InputError             a chat line could not be turned into a message (reported, skipped)
     │   └── IrcLineError       a line from the IRC server that cannot be read (skipped)
+    ├── LabelledSetError       a labelled chat set (``chatmod eval``) cannot be read
     ├── IrcFatal               the IRC server refused us in a way a quick retry will not fix
     ├── ConnectionLost         a connection to a peer is gone or not open: nothing was sent
     │   │                      (``peer`` names it: the IRC server, Chatsight's websocket)
@@ -139,6 +140,16 @@ class InputError(ChatmodError):
 
 class IrcLineError(InputError):
     """A line from the IRC server cannot be read (no command, say); it is counted and skipped."""
+
+
+class LabelledSetError(ChatmodError):
+    """A labelled chat set cannot be read: ``line`` (1-based, 0 for the file itself) says
+    where; ``chatmod eval`` exits 2."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        self.line = line
+        self.reason = reason
+        super().__init__(f"line {line}: {reason}" if line else reason)
 
 
 class IrcFatal(ChatmodError):

@@ -1,5 +1,5 @@
 """The command line: ``chatmod run | check-config | config reference | plugins | tail |
-sandbox`` and the Chatsight account commands ``addon | keywords | secret | stats | voice``.
+sandbox | eval`` and the Chatsight account commands ``addon | keywords | secret | stats | voice``.
 
 Exit codes: 0 done, 2 bad config or usage, 1 anything else fatal. Errors are one line on
 stderr each (a config with several mistakes: one line per mistake); ``--debug`` adds the
@@ -21,6 +21,7 @@ import trio
 
 from chatmod._version import __version__
 from chatmod.cli import account as account_cli
+from chatmod.cli import evaluate as evaluate_cli
 from chatmod.cli import tail as tail_cli
 from chatmod.config.load import (
     CONFIG_ENV,
@@ -84,6 +85,10 @@ def make_parser() -> argparse.ArgumentParser:
         "sandbox", help="run a local stand-in for the Chatsight API (websocket and HTTP)")
     sandbox_cli.add_arguments(sandbox)
     account_cli.add_commands(commands)
+
+    evaluate = commands.add_parser(
+        "eval", help="the primary engine's precision and recall on a labelled chat set")
+    evaluate_cli.add_arguments(evaluate)
     return parser
 
 
@@ -107,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return sandbox_cli.run(args)
         if args.command == "tail":
             return tail_cli.run(args)
+        if args.command == "eval":
+            return evaluate_cli.run(args)
         if args.command in ACCOUNT_COMMANDS:
             return account_cli.run(args)
         return _plugins()

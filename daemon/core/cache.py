@@ -12,6 +12,7 @@ import trio
 
 from chatmod.core.model import Verdict
 from chatmod.errors import EngineError
+from chatmod.textnorm import canonical
 
 ROUTE_CACHE = "cache"
 
@@ -21,8 +22,10 @@ Waiter = Callable[[Verdict | EngineError], None]
 
 
 def normalise(text: str) -> str:
-    """Case and runs of whitespace do not change a verdict."""
-    return " ".join(text.casefold().split())
+    """The cache key: case, whitespace, Unicode styling, look-alike letters, invisible and
+    combining characters, leetspeak, spaced-out and repeated letters do not change a verdict,
+    so obfuscated variants of one raid line share one (:func:`chatmod.textnorm.canonical`)."""
+    return canonical(text)
 
 
 @dataclass(frozen=True, slots=True)
