@@ -9,6 +9,8 @@
     ├── InputError             a chat line could not be turned into a message (reported, skipped)
     │   └── IrcLineError       a line from the IRC server that cannot be read (skipped)
     ├── IrcFatal               the IRC server refused us in a way a quick retry will not fix
+    ├── ReviewError            the review queue cannot do what was asked (no such item, store
+    │                          unreachable)
     └── ProtocolError          what a provider sent cannot be read: a Chatsight, Discuse or
                                voice reply, a keyword-alert webhook (each module its subclass)
 """
@@ -118,3 +120,7 @@ class IrcFatal(ChatmodError):
 
 class ProtocolError(ChatmodError, ValueError):
     """What a peer sent cannot be read; the message says why (never the bytes in full)."""
+
+
+class ReviewError(ChatmodError):
+    """The review queue cannot do what was asked: no such item, or its store is unreachable."""

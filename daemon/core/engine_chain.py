@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -51,8 +51,13 @@ class EngineChain:
         self.using: Counter[int] = Counter()
         self._unused: dict[int, trio.Event] = {}
         self._failing: set[str] = set()
+        #: Asked before the cache and every engine (the review allow-list): a verdict it
+        #: gives is final and costs no engine call.
+        self.prejudge: Callable[[Message], Verdict | None] | None = None
 
     async def moderate(self, message: Message) -> Verdict:
+        if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
+            return verdict
         if self.cache is None:
             return await self._ask_engines(message)
         return await self.cache.get_or_ask(
@@ -79,7 +84,10 @@ class EngineChain:
             await event.wait()
 
     def probe(self, message: Message) -> tuple[Verdict | None, str | None]:
-        """Streaming: a cached verdict, else the cache key (None when there is no cache)."""
+        """Streaming: a prejudged or cached verdict, else the cache key (None when there is
+        no cache)."""
+        if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
+            return verdict, None
         if self.cache is None:
             return None, None
         key = normalise(message.text)
