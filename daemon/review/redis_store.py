@@ -57,6 +57,22 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _single_error(group: BaseExceptionGroup[BaseException]) -> Exception | None:
+    """The one error a (nested) group holds, or None when it holds more, or a
+    cancellation."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) != 1 or not isinstance(leaves[0], Exception):
+        return None
+    return leaves[0]
+
+
 def _queued_at(entry_id: str) -> float:
     # A stream entry id starts with the milliseconds Redis added it at.
     return int(entry_id.partition("-")[0]) / 1000.0
@@ -84,8 +100,16 @@ class RedisReviewStore:
         try:
             async with self._client:
                 yield self
-        except* _CONNECTION_ERRORS as group:
-            raise self._unreachable(group.exceptions[0]) from None
+        except _CONNECTION_ERRORS as exc:
+            raise self._unreachable(exc) from None
+        except BaseExceptionGroup as group:
+            # coredis' task group wraps what the body raised: one error is that error.
+            leaf = _single_error(group)
+            if leaf is None:
+                raise
+            if isinstance(leaf, _CONNECTION_ERRORS):
+                raise self._unreachable(leaf) from None
+            raise leaf from None
 
     def _unreachable(self, exc: BaseException) -> ReviewError:
         return ReviewError(f"review store redis {self.section.redis_host}:"
