@@ -118,6 +118,32 @@ async def test_sqlite_one_review_per_item_and_the_feed_sees_it_once(tmp_path: Pa
         assert [r.item.text for r in await again.allowed()] == ["damn"]
 
 
+async def test_an_unreadable_entry_neither_stalls_the_feed_nor_hides_the_queue(
+        tmp_path: Path) -> None:
+    db = tmp_path / REVIEW_DB_NAME
+    store = SqliteReviewStore(db)
+    async with store.connected():
+        await store.allowed()
+        with sqlite3.connect(db) as connection:
+            connection.execute("INSERT INTO reviews (item_id, review) VALUES ('x', 'garbage')")
+            connection.execute("INSERT INTO queue (queued_at, record) VALUES (1.0, '[1]')")
+        await store.enqueue([b'{"id": "m-1", "text": "fine", "action": "flag"}'])
+        broken, good = await store.pending(10)
+        assert broken.record["unreadable"]
+        assert broken.text == ""
+        review = await store.resolve(good.id, lambda item: decide_review(
+            item, OVERTURNED, "ann", "", 60.0))
+        seen, to_deliver = await store.poll()
+        assert seen == [review]
+        assert [r for _, r in to_deliver] == [None, review]
+        await store.delivered([handle for handle, _ in to_deliver])
+        assert await store.poll() == ([], [])
+        # The unreadable item can be answered, which clears it.
+        await store.resolve(broken.id, lambda item: decide_review(item, APPROVED, "ann", "",
+                                                                  60.0))
+        assert await store.pending(10) == []
+
+
 def daemon_config(tmp: Path, engine_table: str, review: str, http: bool = False) -> Path:
     config = tmp / "daemon.toml"
     config.write_text(f"""

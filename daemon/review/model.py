@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,8 @@ import orjson
 
 from chatmod.core.model import Decision, format_timestamp
 from chatmod.errors import ReviewError
+
+log = logging.getLogger("chatmod.review")
 
 APPROVED = "approved"
 OVERTURNED = "overturned"
@@ -91,6 +94,19 @@ def review_from_json(data: bytes | str) -> Review:
     return review
 
 
+def readable_review(data: object) -> Review | None:
+    """A review from the store, or None (logged) when it cannot be read: one bad entry
+    (written by hand, or by another version) must not stall the feed."""
+    if not isinstance(data, bytes | str):
+        log.warning("review store: an entry without a review was skipped")
+        return None
+    try:
+        return review_from_json(data)
+    except ReviewError as exc:
+        log.warning("%s; skipped", exc)
+        return None
+
+
 def item_record(decision: Decision) -> bytes:
     """A decision as it is queued: its decision line, text always included (the reviewer
     reads it, and an overturn needs it)."""
@@ -98,13 +114,14 @@ def item_record(decision: Decision) -> bytes:
 
 
 def item_from_json(item_id: str, queued_at: float, data: bytes | str) -> ReviewItem:
-    """A queued item; :class:`ReviewError` when its record is not a JSON object."""
+    """A queued item. One whose record cannot be read is still listed (with an empty text,
+    marked ``unreadable``), so a reviewer can answer it and clear it from the queue."""
     try:
         record = orjson.loads(data)
     except orjson.JSONDecodeError:
-        raise ReviewError(f"item {item_id}: unreadable record in the store") from None
+        record = None
     if not isinstance(record, dict):
-        raise ReviewError(f"item {item_id}: unreadable record in the store")
+        record = {"text": "", "unreadable": "the record in the store is not a JSON object"}
     return ReviewItem(item_id, queued_at, record)
 
 

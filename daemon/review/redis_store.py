@@ -26,7 +26,7 @@ from coredis.retry import NoRetryPolicy
 
 from chatmod.config.sections import ReviewSection
 from chatmod.errors import ReviewError
-from chatmod.review.model import Review, ReviewItem, item_from_json, review_from_json
+from chatmod.review.model import Review, ReviewItem, item_from_json, readable_review
 
 # The newest reviews kept (the allow-list needs only those within allow_ttl).
 MAX_REVIEWS = 100_000
@@ -149,7 +149,9 @@ class RedisReviewStore:
             while True:
                 entries = await self._client.xrange(self.reviews, start, "+", count=1000)
                 for entry in entries:
-                    reviews.append(review_from_json(entry.field_values[b"review"]))
+                    review = readable_review(entry.field_values.get(b"review"))
+                    if review is not None:
+                        reviews.append(review)
                 if len(entries) < 1000:
                     break
                 start = "(" + _text(entries[-1].identifier)
@@ -159,16 +161,19 @@ class RedisReviewStore:
 
         return await self._call(read)
 
-    async def poll(self) -> tuple[list[Review], list[tuple[str, Review]]]:
+    async def poll(self) -> tuple[list[Review], list[tuple[str, Review | None]]]:
         """Reviews new since the last poll (every daemon sees each), and the reviews whose
-        record this daemon is to deliver (each goes to one daemon of the group)."""
+        record this daemon is to deliver (each goes to one daemon of the group; None for
+        one that cannot be read, acknowledged all the same)."""
 
-        async def read() -> tuple[list[Review], list[tuple[str, Review]]]:
+        async def read() -> tuple[list[Review], list[tuple[str, Review | None]]]:
             seen: list[Review] = []
             new = await self._client.xread({self.reviews: self._last_seen}, count=READ_BATCH)
             for entry in (new or {}).get(self.reviews.encode(), ()):
                 self._last_seen = _text(entry.identifier)
-                seen.append(review_from_json(entry.field_values[b"review"]))
+                review = readable_review(entry.field_values.get(b"review"))
+                if review is not None:
+                    seen.append(review)
             start = "0" if self._own_pending else ">"
             claimed = await self._client.xreadgroup(
                 self.section.redis_group, self.consumer, {self.reviews: start},
@@ -176,8 +181,9 @@ class RedisReviewStore:
             entries = (claimed or {}).get(self.reviews.encode(), ())
             if self._own_pending and len(entries) < READ_BATCH:
                 self._own_pending = False
-            return seen, [(_text(e.identifier), review_from_json(e.field_values[b"review"]))
-                          for e in entries if e.field_values]
+            # An entry trimmed away while pending comes back without fields: None, acked.
+            return seen, [(_text(e.identifier), readable_review(e.field_values.get(b"review")))
+                          for e in entries]
 
         return await self._call(read)
 

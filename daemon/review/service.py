@@ -79,10 +79,11 @@ class ReviewQueue:
             self.reviews[review.outcome] += 1
             self._learn(review)
         if to_deliver:
-            for _handle, review in to_deliver:
-                await self._deliver(review.record())
+            for _handle, delivering in to_deliver:
+                if delivering is not None:
+                    await self._deliver(delivering.record())
             await store.delivered([handle for handle, _ in to_deliver])
-            self.records_delivered += len(to_deliver)
+            self.records_delivered += sum(r is not None for _, r in to_deliver)
         self.allow_list.expire()
         await self._refresh_backlog(store)
 

@@ -19,7 +19,13 @@ from typing import TypeVar
 import trio
 
 from chatmod.errors import ReviewError
-from chatmod.review.model import Review, ReviewItem, item_from_json, review_from_json
+from chatmod.review.model import (
+    Review,
+    ReviewItem,
+    item_from_json,
+    readable_review,
+    review_from_json,
+)
 
 REVIEW_DB_NAME = "review.sqlite3"
 # Seconds a write waits for the other process's transaction before giving up.
@@ -97,23 +103,24 @@ class SqliteReviewStore:
             self._last_seq = int(row[0])
             rows = self._db.execute("SELECT review FROM reviews WHERE allow_until > ?",
                                     (time.time(),)).fetchall()
-            return [review_from_json(r[0]) for r in rows]
+            return [r for r in map(readable_review, (row[0] for row in rows)) if r is not None]
 
         return await self._off_loop(lambda: self._guarded(read))
 
-    async def poll(self) -> tuple[list[Review], list[tuple[str, Review]]]:
+    async def poll(self) -> tuple[list[Review], list[tuple[str, Review | None]]]:
         """Reviews new since the last poll (for the allow-list), and the reviews whose
-        record no sink has had yet with their delivery handles (one daemon: all of them)."""
+        record no sink has had yet with their delivery handles (one daemon: all of them;
+        None for one that cannot be read)."""
 
-        def read() -> tuple[list[Review], list[tuple[str, Review]]]:
+        def read() -> tuple[list[Review], list[tuple[str, Review | None]]]:
             rows = self._db.execute("SELECT seq, review FROM reviews WHERE seq > ? ORDER BY seq",
                                     (self._last_seq,)).fetchall()
             if rows:
                 self._last_seq = int(rows[-1][0])
             pending = self._db.execute("SELECT seq, review FROM reviews WHERE delivered = 0 "
                                        "ORDER BY seq LIMIT 100").fetchall()
-            return ([review_from_json(r[1]) for r in rows],
-                    [(str(r[0]), review_from_json(r[1])) for r in pending])
+            seen = [r for r in map(readable_review, (row[1] for row in rows)) if r is not None]
+            return seen, [(str(r[0]), readable_review(r[1])) for r in pending]
 
         return await self._off_loop(lambda: self._guarded(read))
 
