@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,7 @@ from chatmod.core.model import Message
 from chatmod.errors import ReviewError
 from chatmod.review.allow import ENGINE_ALLOW_LIST, ROUTE_ALLOW, AllowList
 from chatmod.review.model import APPROVED, OVERTURNED, ReviewItem, decide_review, review_from_json
+from chatmod.review.redis_store import RedisReviewStore
 from chatmod.review.sqlite_store import REVIEW_DB_NAME, SqliteReviewStore
 from chatmod.state.audit import AuditLog
 
@@ -349,3 +352,42 @@ async def test_a_redis_store_that_cannot_be_reached_is_a_review_error() -> None:
     with trio.fail_after(20), pytest.raises(ReviewError, match="review store redis"):
         async with open_store(section, None) as store:
             await store.pending(10)
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_a_dead_daemons_review_records_are_taken_over(redis: RedisServer) -> None:
+    section = ReviewSection(enabled=True, backend="redis", redis_port=redis.port,
+                            redis_key="test:claim", redis_consumer="ghost")
+    ghost = RedisReviewStore(section)
+    async with ghost.connected():
+        await ghost.allowed()
+        await ghost.enqueue([b'{"id": "m-1", "text": "damn", "action": "flag"}'])
+        item = (await ghost.pending(1))[0]
+        review = await ghost.resolve(item.id, lambda i: decide_review(i, OVERTURNED, "ann",
+                                                                      "", 60.0))
+        _seen, taken = await ghost.poll()
+        assert [r for _, r in taken] == [review]
+        # ... and the ghost dies before its sinks had the record: never acknowledged.
+    heir = RedisReviewStore(replace(section, redis_consumer="heir"))
+    heir.claim_min_idle = 0.05
+    async with heir.connected():
+        assert [r.item.text for r in await heir.allowed()] == ["damn"]
+        with trio.fail_after(10):
+            while True:
+                _seen, taken = await heir.poll()
+                if taken:
+                    break
+                heir._next_claim = 0.0  # look again now, not in CLAIM_INTERVAL
+                await trio.sleep(0.05)
+        assert [r for _, r in taken] == [review]
+        await heir.delivered([handle for handle, _ in taken])
+        heir._next_claim = 0.0
+        await trio.sleep(0.1)
+        assert await heir.poll() == ([], [])

@@ -7,7 +7,9 @@ config is gone for all. Every daemon reads ``<key>:reviews`` in full (``XREAD``)
 allow-list; the review records for the sinks are read through the consumer group
 ``<group>`` (``XREADGROUP``), so one daemon of the group writes each, acknowledged (``XACK``)
 once its sinks had it. A daemon first takes back the records its consumer name held
-unacknowledged (a previous run's).
+unacknowledged (a previous run's), and takes over the records another consumer name has held
+unacknowledged for ``CLAIM_MIN_IDLE`` seconds (a daemon that died, or restarted under a new
+name).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import anyio
 import coredis
 import coredis.exceptions
 import trio
+from coredis.response.types import StreamEntry
 from coredis.retry import NoRetryPolicy
 
 from chatmod.config.sections import ReviewSection
@@ -32,6 +35,10 @@ from chatmod.review.model import Review, ReviewItem, item_from_json, readable_re
 MAX_REVIEWS = 100_000
 # Reviews (and items) read at once.
 READ_BATCH = 100
+# A review record another daemon of the group took and has not acknowledged for this long
+# (it died) is taken over; looked for every CLAIM_INTERVAL seconds.
+CLAIM_MIN_IDLE = 60.0
+CLAIM_INTERVAL = 10.0
 # Seconds to connect, and for one command to answer.
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 10.0
@@ -93,6 +100,8 @@ class RedisReviewStore:
             stream_timeout=COMMAND_TIMEOUT, retry_policy=NoRetryPolicy())
         self._last_seen = "0"
         self._own_pending = True  # first read this consumer's unacknowledged records
+        self.claim_min_idle = CLAIM_MIN_IDLE
+        self._next_claim = 0.0
 
     @contextlib.asynccontextmanager
     async def connected(self) -> AsyncIterator[RedisReviewStore]:
@@ -174,18 +183,28 @@ class RedisReviewStore:
                 review = readable_review(entry.field_values.get(b"review"))
                 if review is not None:
                     seen.append(review)
-            start = "0" if self._own_pending else ">"
-            claimed = await self._client.xreadgroup(
-                self.section.redis_group, self.consumer, {self.reviews: start},
-                count=READ_BATCH)
-            entries = (claimed or {}).get(self.reviews.encode(), ())
-            if self._own_pending and len(entries) < READ_BATCH:
-                self._own_pending = False
+            entries: list[StreamEntry] = []
+            if self._own_pending:
+                entries = await self._read_group("0")
+                self._own_pending = len(entries) == READ_BATCH
+            if not self._own_pending:
+                entries += await self._read_group(">")
+            if trio.current_time() >= self._next_claim:
+                self._next_claim = trio.current_time() + CLAIM_INTERVAL
+                reply = await self._client.xautoclaim(
+                    self.reviews, self.section.redis_group, self.consumer,
+                    int(self.claim_min_idle * 1000), "0-0", count=READ_BATCH)
+                entries += [e for e in reply[1] if isinstance(e, StreamEntry)]
             # An entry trimmed away while pending comes back without fields: None, acked.
             return seen, [(_text(e.identifier), readable_review(e.field_values.get(b"review")))
                           for e in entries]
 
         return await self._call(read)
+
+    async def _read_group(self, start: str) -> list[StreamEntry]:
+        claimed = await self._client.xreadgroup(
+            self.section.redis_group, self.consumer, {self.reviews: start}, count=READ_BATCH)
+        return list((claimed or {}).get(self.reviews.encode(), ()))
 
     async def delivered(self, handles: Sequence[str]) -> None:
         """The records of these reviews reached the sinks."""
