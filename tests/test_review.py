@@ -3,6 +3,7 @@ record to the sinks, the audit line, the metrics; against real daemons and a rea
 
 from __future__ import annotations
 
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -391,3 +392,39 @@ async def test_a_dead_daemons_review_records_are_taken_over(redis: RedisServer) 
         heir._next_claim = 0.0
         await trio.sleep(0.1)
         assert await heir.poll() == ([], [])
+
+
+def wordlist_config(tmp: Path, out: Path) -> str:
+    return f"""
+[daemon]
+state_dir = "{tmp / 'state'}"
+[review]
+enabled = true
+[engine]
+primary = "wordlist"
+[engines.wordlist]
+flag = ["damn"]
+[[sources]]
+type = "stdin"
+format = "jsonl"
+[[sinks]]
+type = "jsonl"
+path = "{out}"
+"""
+
+
+@pytest.mark.slow
+def test_the_queue_keeps_its_sink_when_a_reload_replaces_the_sinks(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(wordlist_config(tmp_path, tmp_path / "decisions.jsonl"))
+    db = tmp_path / "state" / REVIEW_DB_NAME
+    with Daemon(tmp_path, config) as daemon:
+        daemon.wait_for_log("review queue (sqlite)")
+        daemon.send('{"id": "m-1", "text": "damn"}')
+        daemon.wait_for(lambda: queued_ids(db) == ["m-1"], "m-1 queued")
+        config.write_text(wordlist_config(tmp_path, tmp_path / "second.jsonl"))
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for_log("config reloaded (sinks")
+        daemon.send('{"id": "m-2", "text": "damn again"}')
+        daemon.wait_for(lambda: queued_ids(db) == ["m-1", "m-2"], "m-2 queued after the reload")
+        assert daemon.finish() == 0
