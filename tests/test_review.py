@@ -16,8 +16,11 @@ import pytest
 import trio
 
 from chatmod.config.sections import ReviewSection
-from chatmod.core.model import Message
+from chatmod.core.cache import VerdictCache
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.model import Message, Verdict
 from chatmod.errors import ReviewError
+from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.review.allow import ENGINE_ALLOW_LIST, ROUTE_ALLOW, AllowList
 from chatmod.review.model import APPROVED, OVERTURNED, ReviewItem, decide_review, review_from_json
 from chatmod.review.redis_store import RedisReviewStore
@@ -428,3 +431,24 @@ def test_the_queue_keeps_its_sink_when_a_reload_replaces_the_sinks(tmp_path: Pat
         daemon.send('{"id": "m-2", "text": "damn again"}')
         daemon.wait_for(lambda: queued_ids(db) == ["m-1", "m-2"], "m-2 queued after the reload")
         assert daemon.finish() == 0
+
+
+class NeverAsked(WordlistEngine):
+    async def moderate(self, message: Message) -> Verdict:
+        raise AssertionError(f"engine asked for {message.text!r}")
+
+
+async def test_the_chain_asks_the_allow_list_before_the_cache_and_the_engines() -> None:
+    allowed = AllowList()
+    allowed.allow("damn it", until=time.time() + 60)
+    chain = EngineChain([NeverAsked("wordlist", WordlistConfig(flag=("damn",)))], "flag", 1.0,
+                        cache=VerdictCache(10, 60.0))
+    chain.prejudge = allowed.verdict_for
+    awaited = await chain.moderate(message("Damn  it"))  # the awaited path
+    streamed, key = chain.probe(message("damn it"))  # the streaming path
+    assert awaited.route == ROUTE_ALLOW
+    assert streamed is not None
+    assert streamed.route == ROUTE_ALLOW
+    assert key is None
+    assert allowed.hits == 2
+    assert chain.probe(message("hello")) == (None, "hello")  # not allowed: on to the cache
