@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.review.allow import ENGINE_ALLOW_LIST, ROUTE_ALLOW, AllowList
 from chatmod.review.model import APPROVED, OVERTURNED, ReviewItem, decide_review, review_from_json
 from chatmod.review.redis_store import RedisReviewStore
+from chatmod.review.service import ReviewQueue
 from chatmod.review.sqlite_store import REVIEW_DB_NAME, SqliteReviewStore
 from chatmod.state.audit import AuditLog
 
@@ -452,3 +453,32 @@ async def test_the_chain_asks_the_allow_list_before_the_cache_and_the_engines() 
     assert key is None
     assert allowed.hits == 2
     assert chain.probe(message("hello")) == (None, "hello")  # not allowed: on to the cache
+
+
+async def test_a_review_record_a_sink_refused_is_handed_over_again(tmp_path: Path) -> None:
+    attempts: list[str] = []
+
+    async def deliver(record: Mapping[str, Any]) -> bool:
+        attempts.append(record["review_id"])
+        return len(attempts) > 1  # a sink fails the first time only
+
+    queue = ReviewQueue(ReviewSection(enabled=True), tmp_path, deliver)
+    store = SqliteReviewStore(tmp_path / REVIEW_DB_NAME)
+    async with store.connected():
+        await store.allowed()
+        await store.enqueue([b'{"id": "m-1", "text": "damn", "action": "flag"}'])
+        item = (await store.pending(1))[0]
+        await store.resolve(item.id, lambda i: decide_review(i, OVERTURNED, "ann", "", 60.0))
+        await queue._poll(store)
+        assert attempts == [item.id]
+        assert queue.delivery_failures == 1
+        assert queue.allow_list.verdict_for(message("damn")) is not None
+        await queue._poll(store)  # within the backoff: not tried again yet
+        assert attempts == [item.id]
+        with trio.fail_after(10):
+            while len(attempts) < 2:
+                await trio.sleep(0.05)
+                await queue._poll(store)
+        assert attempts == [item.id, item.id]
+        assert queue.records_delivered == 1
+        assert await store.poll() == ([], [])  # marked delivered

@@ -13,6 +13,7 @@ from typing import Any
 import trio
 
 from chatmod.config.sections import ReviewSection
+from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import NoOptions, Sink
 from chatmod.core.model import Decision
 from chatmod.errors import ReviewError, SinkError
@@ -28,7 +29,11 @@ REVIEW_SINK_NAME = "review-queue"
 # Seconds a decision to queue waits for the store to open before it goes to the dead letters.
 STORE_WAIT = 5.0
 
-Deliver = Callable[[Mapping[str, Any]], Awaitable[None]]
+# Seconds before review records a sink failed to take are tried again, doubling to the max.
+RECORD_RETRY_INITIAL = 1.0
+RECORD_RETRY_MAX = 60.0
+
+Deliver = Callable[[Mapping[str, Any]], Awaitable[bool]]
 
 
 class ReviewQueue:
@@ -48,6 +53,9 @@ class ReviewQueue:
         self.queued = 0
         self.reviews: Counter[str] = Counter()
         self.records_delivered = 0
+        self.delivery_failures = 0
+        self._backoff = Backoff(RECORD_RETRY_INITIAL, RECORD_RETRY_MAX)
+        self._retry_at = 0.0
         self.backlog_size = 0
         self.oldest_queued_at: float | None = None
 
@@ -78,14 +86,31 @@ class ReviewQueue:
         for review in seen:
             self.reviews[review.outcome] += 1
             self._learn(review)
-        if to_deliver:
-            for _handle, delivering in to_deliver:
-                if delivering is not None:
-                    await self._deliver(delivering.record())
-            await store.delivered([handle for handle, _ in to_deliver])
-            self.records_delivered += sum(r is not None for _, r in to_deliver)
+        if to_deliver and trio.current_time() >= self._retry_at:
+            await self._hand_over(store, to_deliver)
         self.allow_list.expire()
         await self._refresh_backlog(store)
+
+    async def _hand_over(self, store: ReviewStore,
+                         to_deliver: list[tuple[str, Review | None]]) -> None:
+        """Review records to the sinks, at least once: a record a sink failed to take stays
+        undelivered and is tried again after a backoff (SQLite: the next poll then; Redis:
+        when the group takes it over), so a sink may see one twice (same ``review_id``)."""
+        taken = True
+        for _handle, delivering in to_deliver:
+            if delivering is not None and await self._deliver(delivering.record()):
+                self.records_delivered += 1
+            elif delivering is not None:
+                taken = False
+        if taken:
+            await store.delivered([handle for handle, _ in to_deliver])
+            self._backoff.reset()
+            return
+        delay = self._backoff.next_delay()
+        self._retry_at = trio.current_time() + delay
+        self.delivery_failures += 1
+        log.warning("review records: a sink could not take them; trying again in %.1f s",
+                    delay)
 
     def _learn(self, review: Review) -> None:
         if review.outcome == OVERTURNED and review.allow_until is not None:
