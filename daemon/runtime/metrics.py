@@ -296,6 +296,8 @@ class MetricsCollector:
                           review.reviews[outcome], outcome=outcome)
             s.counter("review_records", "Review records this daemon handed to its sinks.",
                       review.records_delivered)
+            s.counter("review_record_failures", "Hand-overs of review records a sink refused "
+                      "(tried again after a backoff).", review.delivery_failures)
             s.counter("allow_list_hits", "Messages passed by the review allow-list (no engine "
                       "asked).", review.allow_list.hits)
             s.gauge("allow_list_entries", "Texts on the review allow-list.",
