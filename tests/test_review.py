@@ -482,3 +482,12 @@ async def test_a_review_record_a_sink_refused_is_handed_over_again(tmp_path: Pat
         assert attempts == [item.id, item.id]
         assert queue.records_delivered == 1
         assert await store.poll() == ([], [])  # marked delivered
+
+
+def test_the_command_does_not_create_the_queue(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[daemon]\nstate_dir = "{tmp_path / "state"}"\n[review]\nenabled = true\n')
+    listed = run_chatmod("review", "list", "-c", str(config))
+    assert listed.returncode == 1
+    assert b"no review queue at" in listed.stderr
+    assert not (tmp_path / "state").exists()

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, section: ReviewSection, state_dir: Path | None) -> int:
     out = sys.stdout
-    async with open_store(section, state_dir) as store:
+    async with open_store(section, state_dir, create=False) as store:
         if args.review_action == "list":
             items = await store.pending(max(1, args.limit))
             size, _oldest = await store.backlog()

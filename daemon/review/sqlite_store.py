@@ -52,8 +52,13 @@ CREATE TABLE IF NOT EXISTS reviews (
 class SqliteReviewStore:
     """One SQLite file; async methods for the daemon, the ``*_now`` ones for the command."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
+        if not create and not path.exists():
+            # The command must not create it: run as another user (root), the daemon could
+            # then not write to it.
+            raise ReviewError(f"no review queue at {path} (has the daemon run with [review] "
+                              "enabled and this state_dir?)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             # Used from one worker thread at a time (the lock), not always the same one.

@@ -34,10 +34,11 @@ class ReviewStore(Protocol):
 
 
 @contextlib.asynccontextmanager
-async def open_store(section: ReviewSection, state_dir: Path | None
+async def open_store(section: ReviewSection, state_dir: Path | None, *, create: bool = True
                      ) -> AsyncIterator[ReviewStore]:
     """The store ``section`` names, open for the duration; :class:`ReviewError` when it
-    cannot be (no state directory for SQLite, Redis unreachable)."""
+    cannot be (no state directory for SQLite, or no file there and not ``create``, Redis
+    unreachable)."""
     if section.backend == "redis":
         from chatmod.review.redis_store import RedisReviewStore
 
@@ -47,5 +48,6 @@ async def open_store(section: ReviewSection, state_dir: Path | None
     if state_dir is None:
         raise ReviewError("the review queue needs a state directory: set [daemon] state_dir "
                           "(or $STATE_DIRECTORY), or [review] backend = \"redis\"")
-    async with SqliteReviewStore(state_dir / REVIEW_DB_NAME).connected() as sqlite_store:
+    sqlite = SqliteReviewStore(state_dir / REVIEW_DB_NAME, create=create)
+    async with sqlite.connected() as sqlite_store:
         yield sqlite_store
