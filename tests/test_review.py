@@ -88,8 +88,8 @@ def test_a_review_survives_the_store_and_its_record_says_to_lift() -> None:
 async def test_sqlite_one_review_per_item_and_the_feed_sees_it_once(tmp_path: Path) -> None:
     store = SqliteReviewStore(tmp_path / REVIEW_DB_NAME)
     async with store.connected():
-        await store.enqueue([b'{"id": "m-1", "text": "damn", "action": "flag"}',
-                             b'{"id": "m-2", "text": "hm", "action": "flag"}'])
+        await store.enqueue([("s\x1fm-1", b'{"id": "m-1", "text": "damn", "action": "flag"}'),
+                             ("s\x1fm-2", b'{"id": "m-2", "text": "hm", "action": "flag"}')])
         assert await store.allowed() == []
         assert [i.record["id"] for i in await store.pending(10)] == ["m-1", "m-2"]
         size, oldest = await store.backlog()
@@ -135,7 +135,7 @@ async def test_an_unreadable_entry_neither_stalls_the_feed_nor_hides_the_queue(
         with sqlite3.connect(db) as connection:
             connection.execute("INSERT INTO reviews (item_id, review) VALUES ('x', 'garbage')")
             connection.execute("INSERT INTO queue (queued_at, record) VALUES (1.0, '[1]')")
-        await store.enqueue([b'{"id": "m-1", "text": "fine", "action": "flag"}'])
+        await store.enqueue([("k", b'{"id": "m-1", "text": "fine", "action": "flag"}')])
         broken, good = await store.pending(10)
         assert broken.record["unreadable"]
         assert broken.text == ""
@@ -373,7 +373,7 @@ async def test_a_dead_daemons_review_records_are_taken_over(redis: RedisServer) 
     ghost = RedisReviewStore(section)
     async with ghost.connected():
         await ghost.allowed()
-        await ghost.enqueue([b'{"id": "m-1", "text": "damn", "action": "flag"}'])
+        await ghost.enqueue([("k", b'{"id": "m-1", "text": "damn", "action": "flag"}')])
         item = (await ghost.pending(1))[0]
         review = await ghost.resolve(item.id, lambda i: decide_review(i, OVERTURNED, "ann",
                                                                       "", 60.0))
@@ -466,7 +466,7 @@ async def test_a_review_record_a_sink_refused_is_handed_over_again(tmp_path: Pat
     store = SqliteReviewStore(tmp_path / REVIEW_DB_NAME)
     async with store.connected():
         await store.allowed()
-        await store.enqueue([b'{"id": "m-1", "text": "damn", "action": "flag"}'])
+        await store.enqueue([("k", b'{"id": "m-1", "text": "damn", "action": "flag"}')])
         item = (await store.pending(1))[0]
         await store.resolve(item.id, lambda i: decide_review(i, OVERTURNED, "ann", "", 60.0))
         await queue._poll(store)
@@ -491,3 +491,24 @@ def test_the_command_does_not_create_the_queue(tmp_path: Path) -> None:
     assert listed.returncode == 1
     assert b"no review queue at" in listed.stderr
     assert not (tmp_path / "state").exists()
+
+
+RECORD = b'{"id": "m-1", "text": "damn", "action": "flag"}'
+
+
+async def test_a_redelivered_message_is_queued_once_in_sqlite(tmp_path: Path) -> None:
+    store = SqliteReviewStore(tmp_path / REVIEW_DB_NAME)
+    async with store.connected():
+        await store.enqueue([("redis\x1fm-1", RECORD), ("redis\x1fm-1", RECORD)])
+        await store.enqueue([("redis\x1fm-1", RECORD), ("stdin\x1fm-1", RECORD)])
+        assert len(await store.pending(10)) == 2  # one per source and id
+
+
+async def test_a_redelivered_message_is_queued_once_in_redis(redis: RedisServer) -> None:
+    section = ReviewSection(enabled=True, backend="redis", redis_port=redis.port,
+                            redis_key="test:once")
+    first, second = RedisReviewStore(section), RedisReviewStore(section)
+    async with first.connected(), second.connected():
+        await first.enqueue([("redis\x1fm-1", RECORD), ("redis\x1fm-1", RECORD)])
+        await second.enqueue([("redis\x1fm-1", RECORD), ("redis\x1fm-2", RECORD)])
+        assert len(await first.pending(10)) == 2

@@ -107,10 +107,18 @@ def readable_review(data: object) -> Review | None:
         return None
 
 
-def item_record(decision: Decision) -> bytes:
-    """A decision as it is queued: its decision line, text always included (the reviewer
-    reads it, and an overturn needs it)."""
-    return decision.to_line(include_text=True).rstrip(b"\n")
+# Seconds a message is remembered as queued: a durable source's redelivery (after a crash)
+# comes within minutes, and must not queue the message twice.
+QUEUED_KEY_TTL = 24 * 3600.0
+
+
+def item_record(decision: Decision) -> tuple[str, bytes]:
+    """A decision as it is queued: the message's key (source and id: a redelivered message
+    has the same) and its decision line, text always included (the reviewer reads it, and an
+    overturn needs it)."""
+    message = decision.message
+    return (f"{message.source}\x1f{message.id}",
+            decision.to_line(include_text=True).rstrip(b"\n"))
 
 
 def item_from_json(item_id: str, queued_at: float, data: bytes | str) -> ReviewItem:

@@ -29,7 +29,13 @@ from coredis.retry import NoRetryPolicy
 
 from chatmod.config.sections import ReviewSection
 from chatmod.errors import ReviewError
-from chatmod.review.model import Review, ReviewItem, item_from_json, readable_review
+from chatmod.review.model import (
+    QUEUED_KEY_TTL,
+    Review,
+    ReviewItem,
+    item_from_json,
+    readable_review,
+)
 
 # The newest reviews kept (the allow-list needs only those within allow_ttl).
 MAX_REVIEWS = 100_000
@@ -52,6 +58,18 @@ if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then
     return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'review', ARGV[2])
 end
 return false
+"""
+
+# KEYS: queue, then one "queued" marker key per record. ARGV: the marker TTL, then the
+# records. A record whose marker already exists (its message was queued before: a redelivery)
+# is not added again.
+_ENQUEUE = """
+for i = 2, #KEYS do
+    if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+        redis.call('XADD', KEYS[1], '*', 'record', ARGV[i])
+    end
+end
+return true
 """
 
 _CONNECTION_ERRORS = (coredis.exceptions.ConnectionError, coredis.exceptions.BusyLoadingError,
@@ -134,15 +152,12 @@ class RedisReviewStore:
 
     # -- the daemon ----------------------------------------------------------------------
 
-    async def enqueue(self, records: Sequence[bytes]) -> None:
-        """Queue decision lines (one round trip, applied whole)."""
-
-        async def add() -> None:
-            async with self._client.pipeline(transaction=True) as pipe:
-                for record in records:
-                    pipe.xadd(self.queue, {b"record": record})
-
-        await self._call(add)
+    async def enqueue(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """Queue decision lines by message key (one script, applied whole); a key any
+        daemon of the group queued within :data:`QUEUED_KEY_TTL` is not queued again."""
+        keys = [self.queue, *(f"{self.queue}:queued:{key}" for key, _ in records)]
+        args: list[str | bytes | int] = [int(QUEUED_KEY_TTL), *(record for _, record in records)]
+        await self._call(lambda: self._client.eval(_ENQUEUE, keys, args))
 
     async def allowed(self) -> list[Review]:
         """At start: every review kept (the caller keeps the overturns still valid); the

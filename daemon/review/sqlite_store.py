@@ -20,6 +20,7 @@ import trio
 
 from chatmod.errors import ReviewError
 from chatmod.review.model import (
+    QUEUED_KEY_TTL,
     Review,
     ReviewItem,
     item_from_json,
@@ -38,6 +39,10 @@ CREATE TABLE IF NOT EXISTS queue (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queued_at REAL NOT NULL,
     record BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queued_keys (
+    message_key TEXT PRIMARY KEY,
+    queued_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS reviews (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -88,14 +93,21 @@ class SqliteReviewStore:
 
     # -- the daemon ----------------------------------------------------------------------
 
-    async def enqueue(self, records: Sequence[bytes]) -> None:
-        """Queue decision lines (one transaction)."""
+    async def enqueue(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """Queue decision lines by message key (one transaction); a key queued within
+        :data:`QUEUED_KEY_TTL` (a redelivered message) is not queued again."""
         now = time.time()
 
         def insert() -> None:
             with self._db:
-                self._db.executemany("INSERT INTO queue (queued_at, record) VALUES (?, ?)",
-                                     [(now, record) for record in records])
+                self._db.execute("DELETE FROM queued_keys WHERE queued_at < ?",
+                                 (now - QUEUED_KEY_TTL,))
+                for key, record in records:
+                    new = self._db.execute("INSERT OR IGNORE INTO queued_keys VALUES (?, ?)",
+                                           (key, now)).rowcount
+                    if new:
+                        self._db.execute("INSERT INTO queue (queued_at, record) VALUES (?, ?)",
+                                         (now, record))
 
         await self._off_loop(lambda: self._guarded(insert))
 
