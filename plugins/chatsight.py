@@ -36,7 +36,7 @@ from chatmod.chatsight.protocol import (
 from chatmod.chatsight.websocket import ChatsightSocket, SocketClosed, SocketSettings
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
-from chatmod.core.interfaces import Engine, ResultCallback
+from chatmod.core.interfaces import ResultCallback, StreamingEngine
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import ConfigError, EngineError
 
@@ -121,12 +121,10 @@ def _context(message: Message) -> dict[str, str]:
     ) if value}
 
 
-class ChatsightEngine(Engine):
+class ChatsightEngine(StreamingEngine[ChatsightConfig]):
     Config = ChatsightConfig
-    config: ChatsightConfig
     # Every path is bounded: verdict_timeout on the socket, http_deadline over HTTP.
     enforces_own_timeout = True
-    streams = True
     verdict_routes = (ROUTE_WS, ROUTE_HTTP)
 
     def __init__(

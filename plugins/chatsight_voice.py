@@ -74,9 +74,8 @@ class VoiceConfig:
             raise ConfigError("jobs: a convo_id is used twice")
 
 
-class VoiceSource(Source):
+class VoiceSource(Source[VoiceConfig]):
     Config = VoiceConfig
-    config: VoiceConfig
 
     def __init__(self, name: str, config: VoiceConfig) -> None:
         super().__init__(name, config)

@@ -71,10 +71,9 @@ class DiscuseConfig:
             raise ConfigError("delete_threshold: expected a number >= flag_threshold")
 
 
-class DiscuseEngine(Engine):
+class DiscuseEngine(Engine[DiscuseConfig]):
     Config = DiscuseConfig
     verdict_routes = (ROUTE_HTTP,)
-    config: DiscuseConfig
 
     def __init__(self, name: str, config: DiscuseConfig,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:

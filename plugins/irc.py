@@ -1,7 +1,9 @@
 """IRC: a source (channel messages) and an action sink (notice, kick, ban) on one connection.
 
-The source owns the connection (TLS optional, server password, SASL PLAIN, IRCv3 tags);
-the sink finds it by the source's name (``connection = "irc"``). Protocol logic lives in
+The source owns the connection (TLS optional, server password, SASL PLAIN, IRCv3 tags) and
+shares it through its pipeline's :class:`~chatmod.core.interfaces.SharedConnections`; the sink
+finds it there by the source's name (``connection = "irc"``), so it only ever acts through a
+connection of its own pipeline. Protocol logic lives in
 :mod:`chatmod.protocols.irc`; this module only moves bytes. A dead link is found by PING when
 nothing arrives for ``ping_interval``; the bot reconnects with backoff and rejoins. Actions
 go through a token bucket (``flood_rate`` lines/s, ``flood_burst``): servers throttle or drop
@@ -23,7 +25,7 @@ from irctokens.line import Line, build
 
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
-from chatmod.core.interfaces import Intake, Sink, Source
+from chatmod.core.interfaces import Intake, SharedConnections, Sink, Source
 from chatmod.core.model import Decision, Message, generate_message_id
 from chatmod.errors import ConfigError, SinkError
 from chatmod.protocols.irc import (
@@ -50,9 +52,6 @@ FATAL_RETRY = 300.0
 # Unreadable or unexpected server lines are logged at most this many times a period (s).
 LINE_PROBLEMS_LOGGED = 5
 LINE_PROBLEMS_PERIOD = 60.0
-
-# Shared connections, by the name of the source that owns them.
-CONNECTIONS: dict[str, IrcConnection] = {}
 
 
 class LinkLost(Exception):
@@ -230,6 +229,17 @@ class IrcConnection:
                   ) -> None:
         """Connect, serve, and reconnect with backoff, forever: nothing the server sends
         ends it. ``task_status.started()`` once registered (or after the first failure)."""
+        try:
+            await self._serve_forever(task_status)
+        finally:
+            # Stopped: actions fail at once (the sink's SinkError), never wait on a dead link.
+            self._down()
+
+    def _down(self) -> None:
+        self.session, self._stream, self._actions = None, None, None
+        self.registered = trio.Event()
+
+    async def _serve_forever(self, task_status: trio.TaskStatus[None]) -> None:
         config = self.config
         backoff = Backoff(config.reconnect_initial, config.reconnect_max)
         log = self.log
@@ -255,8 +265,7 @@ class IrcConnection:
                               describe(exc), delay)
             if self.registered.is_set():
                 started = True  # task_status was used when it registered
-            self.session, self._stream, self._actions = None, None, None
-            self.registered = trio.Event()
+            self._down()
             if not started:
                 started = True
                 task_status.started()  # not connected yet, but reading can start
@@ -431,9 +440,8 @@ class IrcConnection:
             await actions.send(line)
 
 
-class IrcSource(Source):
+class IrcSource(Source[IrcSourceConfig]):
     Config = IrcSourceConfig
-    config: IrcSourceConfig
 
     def __init__(self, name: str, config: IrcSourceConfig) -> None:
         super().__init__(name, config)
@@ -441,14 +449,14 @@ class IrcSource(Source):
         self._quiet = {channel.casefold() for channel in config.quiet_channels}
         self.connection = IrcConnection(name, config, self._chat, self.log)
 
+    def bind(self, connections: SharedConnections) -> None:
+        """Share the connection with the IRC sinks of this pipeline (``connection = name``)."""
+        connections.provide(self.name, self.connection)
+
     async def run(self, intake: Intake, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._intake = intake
-        CONNECTIONS[self.name] = self.connection
-        try:
-            await self.connection.run(task_status=task_status)
-        finally:
-            CONNECTIONS.pop(self.name, None)
+        await self.connection.run(task_status=task_status)
 
     async def _chat(self, chat: ChatLine) -> None:
         assert self._intake is not None
@@ -498,12 +506,11 @@ class IrcSinkConfig:
                               f"IRC can carry")
 
 
-class IrcActionSink(Sink):
+class IrcActionSink(Sink[IrcSinkConfig]):
     """Turns decisions about messages from its IRC source into IRC actions, once each, and
     only where the bot is channel operator (kick, ban)."""
 
     Config = IrcSinkConfig
-    config: IrcSinkConfig
 
     def __init__(self, name: str, config: IrcSinkConfig) -> None:
         super().__init__(name, config)
@@ -512,6 +519,18 @@ class IrcActionSink(Sink):
         self._unusable_logged = LogLimiter()
         self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0,
                                       "alerts": 0, "unusable": 0}
+        # Handed over by the pipeline (bind); a sink never bound has no connection.
+        self._connections = SharedConnections()
+
+    def bind(self, connections: SharedConnections) -> None:
+        """Act through the connection the ``connection`` source shares in this pipeline."""
+        self._connections = connections
+        if connections.find(self.config.connection, IrcConnection) is None:
+            self.log.warning("no irc source named %r in this pipeline: every action fails "
+                             "(to the dead letters)", self.config.connection)
+
+    def _connection(self) -> IrcConnection | None:
+        return self._connections.find(self.config.connection, IrcConnection)
 
     async def write(self, decisions: Sequence[Decision]) -> None:
         failed: list[Decision] = []
@@ -522,7 +541,7 @@ class IrcActionSink(Sink):
                     or message.source != self.config.connection or not message.channel
                     or not message.author or message.id in self._acted):
                 continue
-            connection = CONNECTIONS.get(self.config.connection)
+            connection = self._connection()
             if connection is None or connection.session is None:
                 failed.append(decision)
                 continue
@@ -577,7 +596,7 @@ class IrcActionSink(Sink):
         channel = self.config.alerts_channel
         if not channel or record.get("type") != "alert":
             return
-        connection = CONNECTIONS.get(self.config.connection)
+        connection = self._connection()
         if connection is None or connection.session is None:
             raise SinkError(f"IRC connection {self.config.connection!r} is down")
         metadata = record.get("metadata")

@@ -65,15 +65,14 @@ def load_predictor() -> Predictor:
     return predict
 
 
-class LocalEngine(Engine):
+class LocalEngine(Engine[LocalConfig]):
     """Profanity probability -> ``pass`` / ``flag`` / ``delete`` by the configured thresholds."""
 
     Config = LocalConfig
     verdict_routes = (ROUTE_LOCAL,)
-    config: LocalConfig
 
-    @staticmethod
-    def check_available() -> None:
+    @classmethod
+    def check_available(cls) -> None:
         if importlib.util.find_spec(MODEL_PACKAGE) is None:
             raise PluginError(
                 "the local engine needs its model: pip install 'chatmod[local]' "

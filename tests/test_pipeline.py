@@ -9,7 +9,7 @@ import trio.testing
 
 from chatmod.config.sections import PolicySection
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.interfaces import Engine, ResultCallback, Sink
+from chatmod.core.interfaces import Engine, ResultCallback, Sink, StreamingEngine
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.pipeline import Pipeline
 from chatmod.core.policy import Policy
@@ -154,11 +154,8 @@ async def test_latency_histogram_by_engine_and_route(
     assert 250 < stats["latency_ms.p99.ws"] <= 500
 
 
-class StreamingEngine(Engine):
+class Streamer(StreamingEngine[None]):
     """Streams like Chatsight: answers through the callback; counts what it was asked."""
-
-    streams = True
-    enforces_own_timeout = True
 
     def __init__(self) -> None:
         super().__init__("streamer", None)
@@ -179,7 +176,7 @@ async def test_a_verdict_the_source_brought_is_used_without_asking_an_engine(
     source = ListSource("voice", [Message(id="s-1", text="said", source="voice", verdict=brought),
                                   Message(id="s-2", text="typed", source="voice")])
     sink = RecordingSink()
-    engine: Engine = StreamingEngine() if streaming else WordlistEngine(
+    engine: Engine = Streamer() if streaming else WordlistEngine(
         "wordlist", WordlistConfig(delete=("idiot",)))
     summary = await make_pipeline([source], [sink], engine=engine).run()
     assert summary.decided == 2
@@ -187,5 +184,5 @@ async def test_a_verdict_the_source_brought_is_used_without_asking_an_engine(
     assert by_id["s-1"].verdict == brought
     assert by_id["s-1"].action == "delete"
     assert by_id["s-2"].verdict.engine == engine.name
-    if isinstance(engine, StreamingEngine):
+    if isinstance(engine, Streamer):
         assert engine.asked == ["s-2"]

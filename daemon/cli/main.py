@@ -15,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 import trio
@@ -46,7 +47,7 @@ ACCOUNT_COMMANDS = ("addon", "keywords", "secret", "stats", "voice")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"chatmod: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)

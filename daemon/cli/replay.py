@@ -10,14 +10,13 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import trio
 
 from chatmod.config.load import Config, choose_config_path, load_config
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.interfaces import Engine
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.policy import Policy
 from chatmod.errors import ConfigError
@@ -65,7 +64,7 @@ def read_lines(names: list[str]) -> Iterator[tuple[int, bytes]]:
 
 
 async def _replay(config: Config, names: list[str], rescore: bool) -> ReplayReport:
-    engines = [cast(Engine, config.engines[name].build()) for name in config.engine_chain()]
+    engines = [config.engines[name].build() for name in config.engine_chain()]
     chain = EngineChain(engines, last_resort=last_resort(config), timeout=config.engine.timeout,
                         cache=build_cache(config))
     policy, channels = Policy(config.policy), config.policy.channels

@@ -10,10 +10,11 @@ from typing import Any
 
 import trio
 
+from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
-from chatmod.core.interfaces import Sink, Source
+from chatmod.core.interfaces import SharedConnections, Sink, Source
 from chatmod.core.model import Decision, Message
-from chatmod.core.supervisor import describe
+from chatmod.core.supervisor import Supervisor, describe
 from chatmod.errors import SinkError
 
 log = logging.getLogger("chatmod.pipeline")
@@ -28,8 +29,12 @@ SINK_CLOSE_GRACE = 5.0
 class SinkStage:
     """The pipeline's last stage (a part of :class:`~chatmod.core.pipeline.Pipeline`)."""
 
-    sinks: list[Sink]
-    sources: dict[str, Source]
+    sinks: list[Sink[Any]]
+    sources: dict[str, Source[Any]]
+    connections: SharedConnections
+    retired: RetiredCounters
+    supervisor: Supervisor
+    _services: trio.Nursery | None
     dead_letters: DeadLetters | None
     streaming: bool
     _slots: trio.Semaphore
@@ -42,6 +47,40 @@ class SinkStage:
     routes: Counter[str]
     sink_failures: Counter[str]
     observers: list[Callable[[Sequence[Decision]], None]]
+
+    def reopen_sinks(self) -> None:
+        """Reopen the sinks' files (SIGHUP, after logrotate moved them)."""
+        for sink in self.sinks:
+            sink.reopen()
+
+    def replace_sinks(self, sinks: Sequence[Sink[Any]]) -> None:
+        """Swap in new sinks (reload): started first, the old ones closed after."""
+        if self._services is None:
+            raise RuntimeError("the pipeline is not running")
+        for sink in sinks:
+            sink.bind(self.connections)
+        self._services.start_soon(self._swap_sinks, list(sinks))
+
+    async def _swap_sinks(self, sinks: list[Sink[Any]]) -> None:
+        assert self._services is not None
+        try:
+            for sink in sinks:
+                await self._services.start(self._run_sink, sink)
+        except Exception as exc:
+            log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
+            return
+        old, self.sinks = self.sinks, sinks
+        self.retired.begin(old)
+        log.info("reload: new sinks are taking decisions (%s)", ", ".join(s.name for s in sinks))
+        for sink in old:
+            with trio.move_on_after(SINK_CLOSE_GRACE):
+                await sink.aclose()
+            self.retired.finish(sink)
+
+    async def _run_sink(
+        self, sink: Sink[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.supervisor.supervise("sink", sink.name, sink.run, task_status=task_status)
 
     async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
         async with decisions:

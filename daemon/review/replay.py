@@ -191,7 +191,7 @@ class ReplayReport:
             yield f"unreadable: {error}"
 
 
-def reusable(recorded: Recorded, primary: Engine, rescore: bool) -> Verdict | None:
+def reusable(recorded: Recorded, primary: Engine[Any], rescore: bool) -> Verdict | None:
     """The recorded verdict as the new primary engine would give it, or None to ask."""
     verdict = recorded.verdict
     if rescore or verdict is None or verdict.engine != primary.name:
@@ -203,7 +203,7 @@ def reusable(recorded: Recorded, primary: Engine, rescore: bool) -> Verdict | No
 
 async def replay(
     lines: AsyncIterable[tuple[int, bytes]] | Iterable[tuple[int, bytes]],
-    primary: Engine,
+    primary: Engine[Any],
     ask: Ask,
     decide: Decide,
     *,
@@ -247,7 +247,7 @@ async def replay(
     return report
 
 
-async def _verdicts(batch: list[Recorded], primary: Engine, ask: Ask, rescore: bool,
+async def _verdicts(batch: list[Recorded], primary: Engine[Any], ask: Ask, rescore: bool,
                     report: ReplayReport) -> list[Verdict]:
     found: list[Verdict | None] = [reusable(r, primary, rescore) for r in batch]
     report.reused += sum(v is not None for v in found)

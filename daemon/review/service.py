@@ -151,7 +151,7 @@ class ReviewQueue:
         return max(0.0, self._clock() - self.oldest_queued_at)
 
 
-class ReviewSink(Sink):
+class ReviewSink(Sink[NoOptions]):
     """The pipeline's way into the queue: a sink, so a decision's source is acknowledged
     only once the queue has it, and a store that fails sends it to the dead letters."""
 

@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -325,7 +325,7 @@ class MetricsCollector:
         return histogram
 
 
-def _by_name(kind: str, live: Iterable[Plugin], retired: RetiredCounters
+def _by_name(kind: str, live: Iterable[Plugin[Any]], retired: RetiredCounters
              ) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
     """name -> (counters, gauges) of every component of ``kind``: the running ones, plus the
     counts of the ones a reload replaced under the same name."""

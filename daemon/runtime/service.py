@@ -8,7 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import trio
 
@@ -18,7 +18,6 @@ from chatmod.config.state import state_directory
 from chatmod.core.cache import VerdictCache
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.interfaces import Engine, Sink, Source
 from chatmod.core.pipeline import Pipeline
 from chatmod.core.policy import Policy
 from chatmod.core.report import RunSummary
@@ -39,15 +38,15 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def build_pipeline(config: Config) -> Pipeline:
     """Instantiate every configured plugin and join them into a pipeline."""
-    engines = [cast(Engine, config.engines[name].build()) for name in config.engine_chain()]
+    engines = [config.engines[name].build() for name in config.engine_chain()]
     chain = EngineChain(engines, last_resort=last_resort(config), timeout=config.engine.timeout,
                         cache=build_cache(config))
     return Pipeline(
-        sources=[cast(Source, spec.build()) for spec in config.sources],
+        sources=[spec.build() for spec in config.sources],
         engines=engines,
         chain=chain,
         policy=Policy(config.policy),
-        sinks=[cast(Sink, spec.build()) for spec in config.sinks],
+        sinks=[spec.build() for spec in config.sinks],
         concurrency=config.daemon.concurrency,
         queue_size=config.daemon.queue_size,
         stats_interval=config.daemon.stats_interval,
@@ -210,13 +209,14 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
     """Apply ``new`` to a running pipeline built from ``old``; returns what changed."""
     applied: list[str] = []
     if new.policy != old.policy:
-        pipeline.policy = Policy(new.policy)
+        pipeline.replace_policy(Policy(new.policy))
         applied.append("policy")
-    if new.dead_letters != old.dead_letters and pipeline.dead_letters is not None:
-        pipeline.dead_letters = DeadLetters(new.dead_letters)
+    if new.dead_letters != old.dead_letters and pipeline.replace_dead_letters(
+            DeadLetters(new.dead_letters)):
         applied.append("dead letters")
     if new.cache != old.cache:
-        _apply_cache(pipeline.chain, new)
+        enabled = new.cache.enabled and new.cache.ttl > 0
+        pipeline.reconfigure_cache(new.cache.size, new.cache.ttl if enabled else 0.0)
         applied.append("cache")
     if new.daemon.log_level != old.daemon.log_level:
         set_level(new.daemon.log_level)
@@ -236,9 +236,11 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
             continue
         if after.plugin_type == before.plugin_type and engine.reconfigure(after.options):
             applied.append(f"engine {engine.name}")
-        else:
-            pipeline.replace_engine(engine, cast(Engine, after.build()))
+        elif pipeline.replace_engine(engine, after.build()):
             applied.append(f"engine {engine.name} restarted")
+        else:
+            log.warning("reload: engine %s, the primary, would no longer stream; that takes "
+                        "a restart", engine.name)
     old_sources = {s.name: s for s in old.sources}
     if [(s.name, s.plugin_type) for s in new.sources] != [
             (s.name, s.plugin_type) for s in old.sources]:
@@ -254,25 +256,16 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
     if [_key(s) for s in new.sinks] != [_key(s) for s in old.sinks]:
         # The review queue's sink is the daemon's own, not the config's: it stays.
         kept = [sink for sink in pipeline.sinks if isinstance(sink, ReviewSink)]
-        pipeline.replace_sinks([*(cast(Sink, spec.build()) for spec in new.sinks), *kept])
+        pipeline.replace_sinks([*(spec.build() for spec in new.sinks), *kept])
         applied.append("sinks")
     return applied
 
 
-def _apply_cache(chain: EngineChain, config: Config) -> None:
-    if chain.cache is None:
-        chain.cache = build_cache(config)
-        return
-    # Keep the cache object: messages may be waiting on requests it is tracking.
-    enabled = config.cache.enabled and config.cache.ttl > 0
-    chain.cache.reconfigure(config.cache.size, config.cache.ttl if enabled else 0.0)
-
-
-def _same(a: PluginConfig, b: PluginConfig) -> bool:
+def _same(a: PluginConfig[Any], b: PluginConfig[Any]) -> bool:
     return _key(a) == _key(b)
 
 
-def _key(spec: PluginConfig) -> tuple[str, str, object]:
+def _key(spec: PluginConfig[Any]) -> tuple[str, str, object]:
     return (spec.name, spec.plugin_type, spec.options)
 
 
