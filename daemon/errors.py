@@ -21,6 +21,8 @@ no other module defines one):
     │   └── HandshakeFailed    ... its opening handshake did not complete
     │       └── UpgradeRejected    the server answered the websocket upgrade with an HTTP
     │                              status (``status``; a 401/403 means a refused key)
+    ├── ReviewError            the review queue cannot do what was asked (no such item, store
+    │                          unreachable)
     └── ProtocolError          what a peer sent cannot be read: a Chatsight, Discuse, voice or
         │                      stats reply, a stats search request (the message says why)
         └── WebhookRejected    a keyword-alert webhook refused, with the HTTP status to answer
@@ -196,3 +198,7 @@ class UpgradeRejected(HandshakeFailed):
     def __init__(self, status: int, *, peer: str) -> None:
         super().__init__(f"upgrade refused with HTTP {status}", peer=peer)
         self.status = status
+
+
+class ReviewError(ChatmodError):
+    """The review queue cannot do what was asked: no such item, or its store is unreachable."""

@@ -247,6 +247,12 @@ class LocalEngine(Engine[LocalConfig]):
         return Verdict(action, score, self.name, ROUTE_LOCAL,
                        details if details is not None else {"profanity": score})
 
+    def rejudge(self, recorded: Verdict) -> Verdict | None:
+        # The recorded probability under the thresholds configured now.
+        if recorded.score is None:
+            return None
+        return self.verdict_for(recorded.score)
+
     def statistics(self) -> dict[str, Any]:
         return {
             "batches": self.batches,

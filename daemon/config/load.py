@@ -31,6 +31,7 @@ from chatmod.config.sections import (
     HttpSection,
     LogLevel,
     PolicySection,
+    ReviewSection,
 )
 from chatmod.core.interfaces import Engine, Plugin, Sink, Source
 from chatmod.errors import ConfigError, PluginError
@@ -87,6 +88,7 @@ class Config:
     origin: str = "<config>"
     # `run --log-level`: wins over [daemon] log_level, also after a reload.
     log_level_override: LogLevel | None = None
+    review: ReviewSection = field(default_factory=ReviewSection)
 
     def engine_chain(self) -> list[str]:
         """Engine names in the order they are asked: primary, then fallback engines."""
@@ -107,13 +109,14 @@ class Config:
             "cache": to_plain(self.cache),
             "dead_letters": to_plain(self.dead_letters),
             "http": to_plain(self.http),
+            "review": to_plain(self.review),
             "sources": [plugin(p) for p in self.sources],
             "sinks": [plugin(p) for p in self.sinks],
         }
 
 
 TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "dead_letters", "http",
-                  "sources", "sinks")
+                  "sources", "sinks", "review")
 
 
 def choose_config_path(given: str | None) -> tuple[Path, str]:
@@ -178,6 +181,7 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
     dead_letters = problems.check(parse_table, DeadLettersSection, data.get("dead_letters", {}),
                                   "dead_letters")
     http = problems.check(parse_table, HttpSection, data.get("http", {}), "http")
+    review = problems.check(parse_table, ReviewSection, data.get("review", {}), "review")
     engines = _engines(data, engine, registry, problems)
     sources = _plugin_list(PluginInfo.load_source, "source", "sources", data, registry,
                            problems)
@@ -188,7 +192,8 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
         sources = [_inherit_state_dir(spec, state_dir) for spec in sources]
         sinks = [_inherit_state_dir(spec, state_dir) for spec in sinks]
     return Config(parsed(daemon), parsed(engine), parsed(policy), parsed(cache),
-                  parsed(dead_letters), parsed(http), engines, sources, sinks, origin)
+                  parsed(dead_letters), parsed(http), engines, sources, sinks, origin,
+                  review=parsed(review))
 
 
 def _engines(data: Mapping[str, Any], engine: EngineSection | None, registry: Registry,

@@ -143,11 +143,21 @@ class SinkStage:
     async def deliver_alert(self, record: Mapping[str, Any]) -> None:
         """Hand an alert to every sink; one that fails is logged, the others still get it."""
         self.alerts += 1
+        await self.deliver_record(record)
+
+    async def deliver_record(self, record: Mapping[str, Any]) -> bool:
+        """Hand a record that is not a decision (an alert, a review) to every sink through
+        ``write_alert``; one that fails is logged, the others still get it. True when every
+        sink took it."""
+        taken = True
         for sink in self.sinks:
             try:
                 await sink.write_alert(record)
             except Exception as exc:
-                log.error("sink %s could not take an alert: %s", sink.name, exc)
+                taken = False
+                log.error("sink %s could not take a %s record: %s", sink.name,
+                          record.get("type", "alert"), exc)
+        return taken
 
     async def _dead_letter(self, decisions: list[Decision], sink: str, error: str) -> bool:
         if self.dead_letters is None:

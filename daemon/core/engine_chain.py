@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -53,6 +53,9 @@ class EngineChain:
         self._using: Counter[int] = Counter()
         self._unused: dict[int, trio.Event] = {}
         self._failing: set[str] = set()
+        #: Asked before the cache and every engine (the review allow-list): a verdict it
+        #: gives is final and costs no engine call.
+        self.prejudge: Callable[[Message], Verdict | None] | None = None
 
     @property
     def engines(self) -> list[Engine[Any]]:
@@ -70,6 +73,8 @@ class EngineChain:
         return self._cache
 
     async def moderate(self, message: Message) -> Verdict:
+        if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
+            return verdict
         if self._cache is None:
             return await self._ask_engines(message)
         return await self._cache.get_or_ask(
@@ -126,7 +131,10 @@ class EngineChain:
     def claim(self, message: Message, waiter: Waiter) -> Verdict | Lead | None:
         """Streaming: a cached verdict; ``None`` when an identical text is being asked about
         (``waiter`` gets its outcome); else the :class:`Lead`: ask the primary, then report
-        with :meth:`primary_answered` or :meth:`primary_failed`."""
+        with :meth:`primary_answered` or :meth:`primary_failed`. A text the allow-list
+        passes (:attr:`prejudge`) is a verdict before the cache and every engine."""
+        if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
+            return verdict
         if self._cache is None:
             return Lead(normalise(message.text))  # nothing shared: no one waits on it
         return self._cache.claim(message.text, waiter)

@@ -181,6 +181,13 @@ class Engine(Plugin[ConfigT], abc.ABC):
         """Background work (batching, connections); the default has none."""
         task_status.started()
 
+    def rejudge(self, recorded: Verdict) -> Verdict | None:
+        """``chatmod replay``: the verdict this engine, as configured now, gives a message it
+        judged before as ``recorded``, without asking again (e.g. new thresholds applied to
+        the recorded score); None when it cannot tell without asking. The default keeps the
+        recorded verdict: the engine is assumed to answer the same text the same way."""
+        return recorded
+
     @abc.abstractmethod
     async def moderate(self, message: Message) -> Verdict:
         """The verdict for one message; many calls run concurrently.

@@ -25,6 +25,7 @@ from chatmod.errors import ConfigError
 from chatmod.http.api import StatusApi, server_limits
 from chatmod.http.limits import raise_file_limit
 from chatmod.http.server import serve_http
+from chatmod.review.service import ReviewQueue, ReviewSink
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.metrics import metrics_endpoint
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
@@ -38,7 +39,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 def build_pipeline(config: Config) -> Pipeline:
     """Instantiate every configured plugin and join them into a pipeline."""
     engines = [config.engines[name].build() for name in config.engine_chain()]
-    chain = EngineChain(engines, last_resort=_last_resort(config), timeout=config.engine.timeout,
+    chain = EngineChain(engines, last_resort=last_resort(config), timeout=config.engine.timeout,
                         cache=build_cache(config))
     return Pipeline(
         sources=[spec.build() for spec in config.sources],
@@ -53,13 +54,29 @@ def build_pipeline(config: Config) -> Pipeline:
     )
 
 
+def build_review(config: Config, state_dir: Path | None, pipeline: Pipeline
+                 ) -> ReviewQueue | None:
+    """The review queue when ``[review]`` is enabled: its sink joins the pipeline's sinks and
+    its allow-list is asked before any engine."""
+    if not config.review.enabled:
+        return None
+    if config.review.backend == "sqlite" and state_dir is None:
+        raise ConfigError.at("review.backend", "sqlite needs a state directory: set [daemon] "
+                                               "state_dir (or $STATE_DIRECTORY), or use redis")
+    review = ReviewQueue(config.review, state_dir, pipeline.deliver_record)
+    pipeline.sinks.append(ReviewSink(review))
+    pipeline.chain.prejudge = review.allow_list.verdict_for
+    return review
+
+
 def build_cache(config: Config) -> VerdictCache | None:
     if not config.cache.enabled or config.cache.ttl <= 0:
         return None
     return VerdictCache(config.cache.size, config.cache.ttl)
 
 
-def _last_resort(config: Config) -> str:
+def last_resort(config: Config) -> str:
+    """The chain's answer when every engine failed."""
     fallback = config.engine.fallback
     if fallback and fallback[-1] in ("pass", "flag"):
         return fallback[-1]
@@ -83,6 +100,7 @@ class Service:
         self.decision_stats = DecisionStats(state / STATS_FILE if state else None)
         self.pipeline.observers.append(self.decision_stats.count)
         self.api: StatusApi | None = None
+        self.review = build_review(config, state, self.pipeline)
 
     async def serve(self) -> RunSummary:
         """Run until the sources end or a stop signal."""
@@ -95,6 +113,9 @@ class Service:
                 nursery.start_soon(self._handle_signals, signals)
                 nursery.start_soon(notifier.keep_watchdog_fed)
                 await nursery.start(self.decision_stats.run)
+                if self.review is not None:
+                    await nursery.start(partial(
+                        pipeline.supervisor.supervise, "review", "queue", self.review.run))
                 http = self.config.http
                 if http.enabled:
                     self.api = StatusApi(self.is_ready, metrics_endpoint(self),
@@ -205,6 +226,8 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
             applied.append("keyword alert verification")
         else:
             log.warning("reload: [http] changed; the HTTP server changes on restart")
+    if new.review != old.review:
+        log.warning("reload: [review] changed; the review queue changes on restart")
     if new.engine != old.engine or new.engine_chain() != old.engine_chain():
         log.warning("reload: [engine] changed; the engine chain changes on restart")
     for engine in pipeline.chain.engines:
@@ -231,7 +254,9 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
             else:
                 log.warning("reload: source %s changed in ways that need a restart", spec.name)
     if [_key(s) for s in new.sinks] != [_key(s) for s in old.sinks]:
-        pipeline.replace_sinks([spec.build() for spec in new.sinks])
+        # The review queue's sink is the daemon's own, not the config's: it stays.
+        kept = [sink for sink in pipeline.sinks if isinstance(sink, ReviewSink)]
+        pipeline.replace_sinks([*(spec.build() for spec in new.sinks), *kept])
         applied.append("sinks")
     return applied
 
