@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,24 +203,25 @@ def main() -> None:
                     return timed(pinned(CLIENT_CPU, [*python, str(config)]), inputs[n], env)
                 return measure
 
-            def decisions(count: int) -> Callable[[], None]:
+            def decisions(count: int, route: str) -> Callable[[], None]:
                 def check() -> None:
-                    written = sum(1 for _ in out.open("rb"))
-                    if written != count:
-                        raise SystemExit(f"chatmod wrote {written} decisions for {count} lines")
+                    routes = Counter(orjson.loads(line)["route"] for line in out.open("rb"))
+                    if routes != {route: count}:
+                        raise SystemExit(f"chatmod's decisions for {count} lines came by "
+                                         f"{dict(routes)}, expected all by {route!r}")
                 return check
 
             ws_rows = [
                 Row("seed reference client (Node, npm websocket)", args.messages,
                     node("reference_client.js", server.ws_url)),
                 Row("chatmod: stdin jsonl -> Chatsight ws -> jsonl file", args.messages,
-                    chatmod(ws_config), decisions(args.messages)),
+                    chatmod(ws_config), decisions(args.messages, "ws")),
             ]
             http_rows = [
                 Row("Node keep-alive HTTP client, 32 at once", args.http_messages,
                     node("http_client.js", server.http_url, "32")),
                 Row("chatmod: HTTP fallback (ws unreachable)", args.http_messages,
-                    chatmod(http_config), decisions(args.http_messages)),
+                    chatmod(http_config), decisions(args.http_messages, "http")),
             ]
             groups = [g for g, name in ((ws_rows, "ws"), (http_rows, "http"))
                       if args.only in (None, name)]
