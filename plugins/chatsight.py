@@ -235,8 +235,7 @@ class ChatsightEngine(Engine):
             entry = self.table.add(message, deadline, self.socket.generation, settle)
             self._sent.set()
             try:
-                await self.socket.send(ws_request(message.text, entry.reference, metadata)
-                                       .decode())
+                await self.socket.send(ws_request(message.text, entry.reference, metadata))
                 return
             except SocketClosed:
                 self.table.abandon(entry)
@@ -343,6 +342,8 @@ class ChatsightEngine(Engine):
         if not self.config.send_metadata:
             return None, 0
         context = _context(message)
+        if not message.metadata:  # the common case: nothing to merge or trim
+            return context, 0
         own = {k: v for k, v in message.metadata.items() if k not in context}
         kept, _ = trim_metadata(own, MAX_METADATA_KEYS - len(context))
         return {**context, **kept}, len(own) - len(kept)
