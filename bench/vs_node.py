@@ -13,7 +13,9 @@ ignores). One run measures:
 2. HTTP fallback: the websocket unreachable (nothing listens on its port), so chatmod sends
    every message over ``POST /text/moderation``; next to a plain Node keep-alive client with 32
    requests at once, on the same stand-in;
-3. bench/pipeline.py's ratios (pipeline with a no-op engine vs a plain loop; stdin -> local
+3. latency with the websocket reset every second (the stand-in cuts it), at ``--cut-rate``
+   msgs/s: stdin line to decision line, by route (ws, or http for what the cuts moved);
+4. bench/pipeline.py's ratios (pipeline with a no-op engine vs a plain loop; stdin -> local
    engine -> jsonl vs the engine alone), unless ``--skip-pipeline``.
 
 Each client runs pinned to CPU 0 and the server to CPU 1 (taskset). Each row is the best of
@@ -32,6 +34,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -106,11 +109,12 @@ def timed(command: list[str], stdin_path: Path | None, env: dict[str, str]) -> R
 
 
 class StandIn:
-    """The Node stand-in server, pinned to its own CPU."""
+    """The Node stand-in server, pinned to its own CPU; ``cut_every_ms`` > 0 resets every
+    websocket that often."""
 
-    def __init__(self) -> None:
+    def __init__(self, cut_every_ms: int = 0) -> None:
         self.process = subprocess.Popen(
-            pinned(SERVER_CPU, ["node", str(NODE_DIR / "server.js"), KEY]),
+            pinned(SERVER_CPU, ["node", str(NODE_DIR / "server.js"), KEY, str(cut_every_ms)]),
             stdout=subprocess.PIPE)
         assert self.process.stdout is not None
         ports = orjson.loads(self.process.stdout.readline() or b"{}")
@@ -137,6 +141,61 @@ def write_input(path: Path, count: int) -> None:
     path.write_bytes(b"".join(
         orjson.dumps({"id": f"m-{i}", "text": f"hello there number {i}"}) + b"\n"
         for i in range(count)))
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0.0
+
+
+def latency_with_cuts(tmp: Path, rate: float, seconds: float, cut_every_ms: int
+                      ) -> dict[str, list[float]]:
+    """chatmod at ``rate`` msgs/s for ``seconds`` against a stand-in that resets the websocket
+    every ``cut_every_ms``: each message's time from its stdin line to its decision line on
+    stdout (ms), by route."""
+    server = StandIn(cut_every_ms)
+    by_route: dict[str, list[float]] = {}
+    try:
+        config = tmp / "cuts.toml"
+        config.write_text(DAEMON_CONFIG.format(window=1024, ws_url=server.ws_url,
+                                               http_url=server.http_url, out="-"))
+        process = subprocess.Popen(
+            pinned(CLIENT_CPU, [sys.executable, "-m", "chatmod", "run", "-c", str(config)]),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, "CHATSIGHT_API_KEY": KEY})
+        assert process.stdin is not None
+        assert process.stdout is not None
+        stdout = process.stdout
+        sent: dict[str, float] = {}
+
+        def read() -> None:
+            for line in stdout:
+                received = time.perf_counter()
+                decision = orjson.loads(line)
+                started = sent.pop(decision["id"], None)
+                if started is not None:
+                    by_route.setdefault(decision["route"], []).append(
+                        (received - started) * 1000)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        time.sleep(1.0)  # connected
+        start = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            line_id = f"c-{i}"
+            sent[line_id] = time.perf_counter()
+            process.stdin.write(orjson.dumps({"id": line_id, "text": f"hello there {i}"})
+                                + b"\n")
+            process.stdin.flush()
+        process.stdin.close()
+        process.wait(timeout=RUN_TIMEOUT)
+        reader.join()
+    finally:
+        server.stop()
+    return by_route
 
 
 @dataclass
@@ -173,7 +232,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=1024,
                         help="chatmod's concurrency and max_in_flight")
     parser.add_argument("--skip-pipeline", action="store_true")
-    parser.add_argument("--only", choices=("ws", "http"), help="run only these rows")
+    parser.add_argument("--only", choices=("ws", "http", "cuts"), help="run only this part")
+    parser.add_argument("--cut-rate", type=float, default=1000.0,
+                        help="msgs/s for the latency run with the websocket reset every second")
+    parser.add_argument("--cut-seconds", type=float, default=10.0)
     args = parser.parse_args()
     ensure_node_modules()
     env = {**os.environ, "CHATSIGHT_API_KEY": KEY}
@@ -231,17 +293,30 @@ def main() -> None:
                         row.once()
         finally:
             server.stop()
+        cuts = (latency_with_cuts(tmp, args.cut_rate, args.cut_seconds, 1000)
+                if args.only in (None, "cuts") else {})
 
-    print(f"\nbest of {args.repeat} interleaved runs, start-up subtracted, clients on CPU "
-          f"{CLIENT_CPU}, stand-in server on CPU {SERVER_CPU}, chatmod window {args.window}\n")
-    print("| run | messages | msgs/s | ratio | CPU µs/msg |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    if groups:
+        print(f"\nbest of {args.repeat} interleaved runs, start-up subtracted, clients on CPU "
+              f"{CLIENT_CPU}, stand-in server on CPU {SERVER_CPU}, chatmod window "
+              f"{args.window}\n")
+        print("| run | messages | msgs/s | ratio | CPU µs/msg |")
+        print("| --- | ---: | ---: | ---: | ---: |")
     for rows in groups:
         reference = rows[0].rate
         for row in rows:
             print(f"| {row.label} | {row.count:,} | {row.rate:,.0f} | "
                   f"{row.rate / reference:.2f}x | {row.cpu_us_per_message:,.1f} |")
-    if not args.skip_pipeline:
+    if cuts:
+        total = sum(len(v) for v in cuts.values())
+        print(f"\nlatency at {args.cut_rate:g} msgs/s for {args.cut_seconds:g} s, the websocket "
+              "reset every second (stdin line -> decision line)\n")
+        print("| route | messages | p50 ms | p99 ms |")
+        print("| --- | ---: | ---: | ---: |")
+        for route, values in sorted(cuts.items()):
+            print(f"| {route} | {len(values):,} ({len(values) / total:.0%}) | "
+                  f"{percentile(values, 0.5):.1f} | {percentile(values, 0.99):.1f} |")
+    if not args.skip_pipeline and args.only is None:
         print("\nbench/pipeline.py:", flush=True)
         subprocess.run([sys.executable, str(HERE / "pipeline.py"), "--repeat",
                         str(args.repeat)], check=True, timeout=RUN_TIMEOUT * 3)

@@ -7,6 +7,9 @@ const http = require('http');
 const { WebSocketServer } = require('ws');
 
 const KEY = process.argv[2] || 'bench-key';
+// With a second argument N > 0, every websocket is cut (no close frame, no FIN: a reset, as
+// Chatsight does) every N milliseconds: the HTTP fallback's latency scenario.
+const CUT_EVERY_MS = Number(process.argv[3] || 0);
 const body = (reference) => ({
   api: 'chatsight-lang-text', success: true,
   response: {
@@ -64,6 +67,12 @@ wsHttp.on('upgrade', (req, socket, head) => {
     });
   });
 });
+
+if (CUT_EVERY_MS > 0) {
+  setInterval(() => {
+    for (const ws of wsServer.clients) ws._socket.resetAndDestroy();
+  }, CUT_EVERY_MS);
+}
 
 httpServer.listen(0, '127.0.0.1', () => {
   wsHttp.listen(0, '127.0.0.1', () => {
