@@ -145,6 +145,25 @@ async def test_a_connection_closed_as_it_is_reused_is_replaced_once(
     await client.aclose()
 
 
+async def test_an_answer_with_bytes_after_it_is_not_reused(nursery: trio.Nursery) -> None:
+    """Two answers to one request: the second must not be taken for the next request's
+    (an HTTP answer does not say which request it answers)."""
+    async def two_answers(stream: trio.SocketStream, _n: int) -> None:
+        server = h11.Connection(h11.SERVER)
+        while await read_request(stream, server) is not None:
+            first = answer(server)
+            server.start_next_cycle()
+            await stream.send_all(first + first.replace(OK_BODY, OK_BODY.replace(
+                b'"pass"', b'"xxxx"')))  # one write: both answers in one read
+
+    url, accepted = await serve(nursery, two_answers)
+    client = poster(url)
+    for _ in range(2):
+        assert (await client.post(b"{}")).body == OK_BODY
+    assert len(accepted) == 2
+    await client.aclose()
+
+
 async def test_a_fresh_connection_closed_without_an_answer_fails(nursery: trio.Nursery) -> None:
     async def close_at_once(stream: trio.SocketStream, _n: int) -> None:
         await read_request(stream, h11.Connection(h11.SERVER))

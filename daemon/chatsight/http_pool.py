@@ -171,8 +171,10 @@ class KeepAlivePoster:
                 elif isinstance(event, h11.ConnectionClosed):
                     raise ExchangeFailed("connection closed before the answer ended")
                 # InformationalResponse (1xx): skipped.
+            # Bytes after the answer (a second answer?) would be read as the next request's
+            # answer, and an HTTP answer does not say which request it answers: not reused.
             reusable = (protocol.our_state is h11.DONE and protocol.their_state is h11.DONE
-                        and not self._closed)
+                        and not protocol.trailing_data[0] and not self._closed)
             if reusable:
                 protocol.start_next_cycle()
                 self._idle.append(connection)
