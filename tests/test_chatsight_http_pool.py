@@ -252,16 +252,19 @@ def test_a_proxy_in_the_environment_keeps_httpx(monkeypatch: pytest.MonkeyPatch)
 async def test_any_answer_is_an_answer_or_exchange_failed(answer_bytes: bytes) -> None:
     ours, theirs = trio.socket.socketpair()
     client = poster("http://127.0.0.1:1/text/moderation")
-    request = h11.Request(method="POST", target="/text/moderation",
-                          headers=[*client.headers, (b"content-length", b"2")])
     with theirs, trio.fail_after(TIMEOUT):
         await theirs.send(answer_bytes) if answer_bytes else None
         theirs.shutdown(trio.socket.SHUT_WR)
         try:
-            reply = await client._exchange(_Connection(trio.SocketStream(ours)), request, b"{}")
+            reply = await client._exchange(_Connection(trio.SocketStream(ours)), b"{}")
         except ExchangeFailed:
             return
         finally:
             await client.aclose()  # a connection left reusable is idle: closed here
     assert isinstance(reply.status, int)
     assert isinstance(reply.body, bytes)
+
+
+def test_a_key_the_lean_path_cannot_send_keeps_httpx() -> None:
+    assert ChatsightHttp("http://127.0.0.1:1", "bad\nkey")._poster is None
+    assert ChatsightHttp("http://127.0.0.1:1", KEY)._poster is not None

@@ -7,6 +7,7 @@ with jittered backoff honouring ``Retry-After``; 401/403 never retried.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import time
@@ -90,9 +91,13 @@ class ChatsightHttp:
             transport=transport,
         )
         # The lean path, unless a transport is injected or a proxy applies (httpx then).
-        self._poster = None if transport is not None or proxy_configured(self.url) else (
-            KeepAlivePoster(self.url, [(AUTH_HEADER.encode(), api_key.encode()),
-                                       (b"content-type", b"application/json")], timeout))
+        self._poster: KeepAlivePoster | None = None
+        if transport is None and not proxy_configured(self.url):
+            # A header it cannot send: httpx reports that for each request.
+            with contextlib.suppress(ValueError, UnicodeError):
+                self._poster = KeepAlivePoster(
+                    self.url, [(AUTH_HEADER.encode(), api_key.encode()),
+                               (b"content-type", b"application/json")], timeout)
         self.stats: Counter[str] = Counter()
 
     async def __aenter__(self) -> ChatsightHttp:
