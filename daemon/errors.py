@@ -8,7 +8,10 @@ no other module defines one):
     │   └── PluginError        a plugin is missing, duplicated or cannot load
     ├── EngineError            an engine could not give a verdict for a message
     │   ├── EngineTimeout      ... within the time it was allowed
-    │   └── AuthRejected       ... because the provider refused the API key (HTTP 401/403)
+    │   ├── AuthRejected       ... because the provider refused the API key (HTTP 401/403)
+    │   └── ExchangeFailed     ... because an HTTP request got no complete answer (the
+    │       │                  connection failed or the answer is invalid)
+    │       └── ExchangeTimedOut   ... within the request's timeout
     ├── AccountError           a call on a Chatsight account failed (``status``: the HTTP one)
     │   └── AccountAuthError   ... because the API key was refused
     ├── SinkError              a sink could not take a decision
@@ -108,6 +111,14 @@ class EngineTimeout(EngineError):
 
 class AuthRejected(EngineError):
     """The API key was refused (HTTP 401/403). Retrying will not help."""
+
+
+class ExchangeFailed(EngineError):
+    """The request got no complete answer: the connection failed or the answer is invalid."""
+
+
+class ExchangeTimedOut(ExchangeFailed):
+    """No complete answer within the timeout."""
 
 
 class AccountError(ChatmodError):

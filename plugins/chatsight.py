@@ -232,8 +232,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                                            settle)
             self._sent.set()
             try:
-                await self.socket.send(ws_request(message.text, entry.reference, metadata)
-                                       .decode())
+                await self.socket.send(ws_request(message.text, entry.reference, metadata))
                 return
             except ConnectionLost:
                 self.race.not_sent(entry)
@@ -335,6 +334,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if not self.config.send_metadata:
             return None, 0
         context = _context(message)
+        if not message.metadata:  # the common case: nothing to merge or trim
+            return context, 0
         own = {k: v for k, v in message.metadata.items() if k not in context}
         kept, _ = trim_metadata(own, MAX_METADATA_KEYS - len(context))
         return {**context, **kept}, len(own) - len(kept)

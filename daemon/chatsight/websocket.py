@@ -83,9 +83,10 @@ class ChatsightSocket:
     def is_open(self) -> bool:
         return self._ws is not None
 
-    async def send(self, payload: str) -> None:
-        """Queue one request; :class:`ConnectionLost` if there is no open connection. A request
-        queued when the connection closes is failed like one sent (through ``on_closed``)."""
+    async def send(self, payload: str | bytes) -> None:
+        """Queue one request (``bytes``: UTF-8 JSON); :class:`ConnectionLost` if there is no open
+        connection. A request queued when the connection closes is failed like one sent
+        (through ``on_closed``)."""
         ws = self._ws
         if ws is None:
             raise ConnectionLost("websocket not connected", peer=PEER)
