@@ -9,11 +9,14 @@ When HTTP fails too, the result is an EngineError and the engine chain's fallbac
 
 Messages are streamed (:meth:`ChatsightEngine.submit`): no task waits per message on the
 websocket path; the reply's callback settles it. Only the rare slow paths (HTTP) get a task.
+
+This module does the I/O; the rules (which route, what a reply or a timeout means, when HTTP
+is skipped) are decided by :class:`~chatmod.chatsight.engine.RouteRace` and
+:class:`~chatmod.chatsight.engine.HttpBreaker`, which do none.
 """
 
 from __future__ import annotations
 
-import math
 import urllib.parse
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
@@ -23,8 +26,9 @@ from typing import Any
 import httpx
 import trio
 
-from chatmod.chatsight.http import AuthRejected, ChatsightHttp
-from chatmod.chatsight.inflight import InFlight, InFlightTable, Settle
+from chatmod.chatsight.engine import ROUTE_HTTP, ROUTE_WS, HttpBreaker, RouteRace
+from chatmod.chatsight.http import ChatsightHttp
+from chatmod.chatsight.inflight import InFlight, Settle
 from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
     SUBPROTOCOL,
@@ -33,15 +37,13 @@ from chatmod.chatsight.protocol import (
     trim_metadata,
     ws_request,
 )
-from chatmod.chatsight.websocket import ChatsightSocket, SocketClosed, SocketSettings
+from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
-from chatmod.core.interfaces import Engine, ResultCallback
+from chatmod.core.interfaces import ResultCallback, StreamingEngine
 from chatmod.core.model import JOIN_EVENT, Message, Verdict
-from chatmod.errors import ConfigError, EngineError
+from chatmod.errors import AuthRejected, ConfigError, ConnectionLost, EngineError
 
-ROUTE_WS = "ws"
-ROUTE_HTTP = "http"
 # A username check (someone joined): asked over HTTP, or answered from the per-name cache.
 ROUTE_USERNAME = "username"
 ROUTE_USERNAME_CACHED = "username-cache"
@@ -129,12 +131,10 @@ def _context(message: Message) -> dict[str, str]:
     ) if value}
 
 
-class ChatsightEngine(Engine):
+class ChatsightEngine(StreamingEngine[ChatsightConfig]):
     Config = ChatsightConfig
-    config: ChatsightConfig
     # Every path is bounded: verdict_timeout on the socket, http_deadline over HTTP.
     enforces_own_timeout = True
-    streams = True
     verdict_routes = (ROUTE_WS, ROUTE_HTTP)
 
     def __init__(
@@ -145,7 +145,9 @@ class ChatsightEngine(Engine):
         http_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(name, config)
-        self.table = InFlightTable()
+        self.race = RouteRace(config.verdict_timeout)
+        self.table = self.race.table  # read by tests
+        self.breaker = HttpBreaker(config.http_breaker_failures, config.http_breaker_cooldown)
         self.socket = ChatsightSocket(
             SocketSettings(
                 url=config.ws_url,
@@ -167,16 +169,11 @@ class ChatsightEngine(Engine):
         self._tasks: trio.Nursery | None = None  # HTTP requests, while the engine runs
         self._window = trio.Semaphore(config.max_in_flight)
         self.routes: Counter[str] = Counter()
-        # Listed at zero so that their /metrics series exist from the start.
-        self.stats: Counter[str] = Counter(dict.fromkeys(
-            ("ws_error_replies", "ws_won_race", "ws_timeouts", "http_answers_dropped",
-             "http_skipped", "http_breaker_opened"), 0))
+        self.stats: Counter[str] = Counter()  # the race's and breaker's are theirs
         self._metadata_warned = False
         self._http_auth_failing = False
         self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
         self._outstanding: set[Settle] = set()  # settles of messages not answered yet
-        self._http_failures = 0  # consecutive
-        self._http_skip_until = -math.inf  # circuit open until then
         self._http_counts_before: Counter[str] = Counter()  # of earlier runs (restarts)
         # name -> (its username check's answer, remembered until)
         self._usernames: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -243,16 +240,15 @@ class ChatsightEngine(Engine):
         metadata, left_out = self._metadata(message)
         if left_out:  # here only: once per message, whichever routes it then takes
             self._metadata_trimmed(message, metadata, left_out)
-        if self.socket.is_open:
-            deadline = trio.current_time() + self.config.verdict_timeout
-            entry = self.table.add(message, deadline, self.socket.generation, settle)
+        if self.race.route(self.socket.is_open) == ROUTE_WS:
+            entry = self.race.sent_over_ws(message, trio.current_time(), self.socket.generation,
+                                           settle)
             self._sent.set()
             try:
-                await self.socket.send(ws_request(message.text, entry.reference, metadata)
-                                       .decode())
+                await self.socket.send(ws_request(message.text, entry.reference, metadata))
                 return
-            except SocketClosed:
-                self.table.abandon(entry)
+            except ConnectionLost:
+                self.race.not_sent(entry)
         tasks.start_soon(self._over_http, message, settle, None)
 
     async def _check_username(self, message: Message, on_result: ResultCallback) -> None:
@@ -308,19 +304,18 @@ class ChatsightEngine(Engine):
         return settle
 
     def _on_reply(self, reply: Reply) -> str:
-        found = self.table.take(reply.reference)
-        if isinstance(found, str):
-            return found
-        if reply.result is None:  # an error reply: this request goes over HTTP now
-            self.stats["ws_error_replies"] += 1
-            self._to_http(found)
-            return "failed"
-        if found.racing:
-            self.stats["ws_won_race"] += 1
-            if found.http_scope is not None:
-                found.http_scope.cancel()
-        found.settle(self._verdict(reply.result, ROUTE_WS))
-        return "answered"
+        result = reply.result
+        outcome = self.race.ws_reply(reply.reference, answered=result is not None)
+        entry = outcome.entry
+        if entry is None:  # a stray reply: the socket counts it by its status
+            pass
+        elif result is None:  # an error reply: this request goes over HTTP now
+            self._to_http(entry)
+        else:
+            if outcome.cancel_http and entry.http_scope is not None:
+                entry.http_scope.cancel()
+            entry.settle(self._verdict(result, ROUTE_WS))
+        return outcome.status
 
     async def _http_refuses_key(self) -> bool:
         """One moderation request over HTTP with the same key: True only when it is refused
@@ -340,7 +335,7 @@ class ChatsightEngine(Engine):
         return False
 
     def _on_closed(self, connection: int) -> int:
-        lost = self.table.take_connection(connection)
+        lost = self.race.connection_closed(connection)
         for entry in lost:
             self._to_http(entry)
         return len(lost)
@@ -349,14 +344,13 @@ class ChatsightEngine(Engine):
         """Unanswered websocket requests past ``verdict_timeout`` go over HTTP too. Sleeps
         until the earliest deadline; with nothing in flight, until something is sent."""
         while True:
-            deadline = self.table.next_deadline()
+            deadline = self.race.next_deadline()
             if deadline is None:
                 self._sent = trio.Event()
                 await self._sent.wait()
                 continue
             await trio.sleep_until(deadline)
-            for entry in self.table.overdue(trio.current_time()):
-                self.stats["ws_timeouts"] += 1
+            for entry in self.race.overdue(trio.current_time()):
                 self._to_http(entry)
 
     def _to_http(self, entry: InFlight) -> None:
@@ -374,10 +368,7 @@ class ChatsightEngine(Engine):
                     await self._via_http(message, self._metadata(message)[0]), ROUTE_HTTP)
             except EngineError as exc:
                 result = exc
-            if entry is not None:
-                self.table.abandon(entry)  # a websocket reply after this is late
-            if not settle(result):
-                self.stats["http_answers_dropped"] += 1
+            self.race.http_answered(entry, settle, result)
 
     def _verdict(self, result: ChatsightResult, route: str) -> Verdict:
         return Verdict(result.action, result.score, self.name, route, result.scores)
@@ -389,6 +380,8 @@ class ChatsightEngine(Engine):
         if not self.config.send_metadata:
             return None, 0
         context = _context(message)
+        if not message.metadata:  # the common case: nothing to merge or trim
+            return context, 0
         own = {k: v for k, v in message.metadata.items() if k not in context}
         kept, _ = trim_metadata(own, MAX_METADATA_KEYS - len(context))
         return {**context, **kept}, len(own) - len(kept)
@@ -414,14 +407,10 @@ class ChatsightEngine(Engine):
         http = self._http
         if http is None:
             raise EngineError("Chatsight engine is not running")
-        now = trio.current_time()
-        if now < self._http_skip_until:
+        if not self.breaker.admit(trio.current_time()):
             # While Chatsight is down, waiting out retries for every message would only
             # delay the fallback's answer and pile up a backlog.
-            self.stats["http_skipped"] += 1
             raise EngineError("Chatsight HTTP is failing; skipped for now")
-        if self._http_skip_until > -math.inf:
-            self._http_skip_until = now + self.config.http_breaker_cooldown  # one probe at a time
         deadline = self.config.http_deadline
         try:
             with trio.fail_after(deadline):
@@ -438,24 +427,16 @@ class ChatsightEngine(Engine):
         if self._http_auth_failing:
             self._http_auth_failing = False
             self.log.warning("Chatsight HTTP accepts the API key again")
-        if self._http_skip_until > -math.inf:
+        if self.breaker.succeeded():
             self.log.warning("Chatsight HTTP answers again")
-            self._http_skip_until = -math.inf
-        self._http_failures = 0
         return result
 
     def _http_failed(self) -> None:
-        self._http_failures += 1
-        threshold, cooldown = self.config.http_breaker_failures, self.config.http_breaker_cooldown
-        if not threshold or self._http_failures < threshold:
-            return
-        if self._http_skip_until == -math.inf:
+        breaker = self.breaker
+        if breaker.failed(trio.current_time()):
             self.log.error("Chatsight HTTP failed %d times in a row; messages go straight to "
                            "the fallback, trying HTTP again every %g s",
-                           self._http_failures, cooldown)
-            # An opening, not each failure while open (a failed probe only keeps it open).
-            self.stats["http_breaker_opened"] += 1
-        self._http_skip_until = trio.current_time() + cooldown
+                           breaker.failures, breaker.cooldown)
 
     def statistics(self) -> dict[str, float]:
         stats: dict[str, float] = {
@@ -465,12 +446,13 @@ class ChatsightEngine(Engine):
         running = self._tasks is not None
         if self.config.use_websocket:
             stats["connection_up.websocket"] = 1.0 if running and self.socket.is_open else 0.0
-        breaker_closed = self._http_skip_until == -math.inf
-        stats["connection_up.http"] = 1.0 if running and breaker_closed else 0.0
+        stats["connection_up.http"] = 1.0 if running and self.breaker.is_closed else 0.0
         stats.update({f"route.{k}": v for k, v in self.routes.items()})
         if self.config.use_websocket:
             stats.update({f"ws.{k}": 0 for k in WS_COUNTERS})
             stats.update({f"ws.{k}": v for k, v in self.socket.stats.items()})
+        stats.update(self.race.stats)
+        stats.update(self.breaker.stats)
         stats.update(self.stats)
         stats.update({f"http.{k}": 0 for k in HTTP_COUNTERS})
         http_counts = Counter(self._http_counts_before)

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import trio
 
-from chatmod.chatsight.account import AccountAuthError, AccountClient, AccountError
+from chatmod.chatsight.account import AccountClient
 from chatmod.chatsight.voice import AUTHOR_KEY_BYTES, Sentence, convo_id_problem, state_file_name
 from chatmod.config.schema import Secret, setting
 from chatmod.config.state import state_directory, write_private
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import Intake, Source
 from chatmod.core.model import Message, Verdict
-from chatmod.errors import ConfigError, PluginError
+from chatmod.errors import AccountAuthError, AccountError, ConfigError, PluginError
 
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
 ROUTE_VOICE = "voice"
@@ -74,9 +74,8 @@ class VoiceConfig:
             raise ConfigError("jobs: a convo_id is used twice")
 
 
-class VoiceSource(Source):
+class VoiceSource(Source[VoiceConfig]):
     Config = VoiceConfig
-    config: VoiceConfig
 
     def __init__(self, name: str, config: VoiceConfig) -> None:
         super().__init__(name, config)

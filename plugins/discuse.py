@@ -16,12 +16,11 @@ from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff, Retry, with_retries
 from chatmod.core.interfaces import Engine
 from chatmod.core.model import Message, Verdict
-from chatmod.errors import ConfigError, EngineError
+from chatmod.errors import ConfigError, EngineError, ProtocolError
 from chatmod.protocols.discuse import (
     CHECK_PATH,
     CLIENT_ID_HEADER,
     CLIENT_SECRET_HEADER,
-    CheckReplyError,
     check_request,
     media_urls,
     parse_check_reply,
@@ -71,10 +70,9 @@ class DiscuseConfig:
             raise ConfigError("delete_threshold: expected a number >= flag_threshold")
 
 
-class DiscuseEngine(Engine):
+class DiscuseEngine(Engine[DiscuseConfig]):
     Config = DiscuseConfig
     verdict_routes = (ROUTE_HTTP,)
-    config: DiscuseConfig
 
     def __init__(self, name: str, config: DiscuseConfig,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -137,7 +135,7 @@ class DiscuseEngine(Engine):
             raise EngineError(f"Discuse HTTP {response.status_code}")
         try:
             result = parse_check_reply(response.content)
-        except CheckReplyError as exc:
+        except ProtocolError as exc:
             raise EngineError(f"Discuse reply unreadable: {exc}") from None
         action, score = verdict_for(result, self.config.flag_threshold,
                                     self.config.delete_threshold)

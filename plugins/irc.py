@@ -1,7 +1,9 @@
 """IRC: a source (channel messages) and an action sink (notice, kick, ban) on one connection.
 
-The source owns the connection (TLS optional, server password, SASL PLAIN, IRCv3 tags);
-the sink finds it by the source's name (``connection = "irc"``). Protocol logic lives in
+The source owns the connection (TLS optional, server password, SASL PLAIN, IRCv3 tags) and
+shares it through its pipeline's :class:`~chatmod.core.interfaces.SharedConnections`; the sink
+finds it there by the source's name (``connection = "irc"``), so it only ever acts through a
+connection of its own pipeline. Protocol logic lives in
 :mod:`chatmod.protocols.irc`; this module only moves bytes. A dead link is found by PING when
 nothing arrives for ``ping_interval``; the bot reconnects with backoff and rejoins. Actions
 go through a token bucket (``flood_rate`` lines/s, ``flood_burst``): servers throttle or drop
@@ -26,9 +28,9 @@ from irctokens.line import Line, build
 from chatmod.config.schema import Secret, setting
 from chatmod.config.state import state_directory, write_private
 from chatmod.core.backoff import Backoff
-from chatmod.core.interfaces import Intake, Sink, Source
+from chatmod.core.interfaces import Intake, SharedConnections, Sink, Source
 from chatmod.core.model import JOIN_TEXT_PREFIX, Decision, Message, generate_message_id
-from chatmod.errors import ConfigError, SinkError
+from chatmod.errors import ConfigError, ConnectionLost, SinkError
 from chatmod.protocols.irc import (
     ChatLine,
     Event,
@@ -54,16 +56,13 @@ FATAL_RETRY = 300.0
 LINE_PROBLEMS_LOGGED = 5
 LINE_PROBLEMS_PERIOD = 60.0
 
-# Shared connections, by the name of the source that owns them.
-CONNECTIONS: dict[str, IrcConnection] = {}
 
-
-class LinkLost(Exception):
-    """The connection to the server ended."""
+# The peer named in the connection errors this module raises.
+PEER = "irc server"
 
 
 LINK_ERRORS = (OSError, trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError,
-               LinkLost)
+               ConnectionLost)
 
 
 def _only(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -237,6 +236,17 @@ class IrcConnection:
                   ) -> None:
         """Connect, serve, and reconnect with backoff, forever: nothing the server sends
         ends it. ``task_status.started()`` once registered (or after the first failure)."""
+        try:
+            await self._serve_forever(task_status)
+        finally:
+            # Stopped: actions fail at once (the sink's SinkError), never wait on a dead link.
+            self._down()
+
+    def _down(self) -> None:
+        self.session, self._stream, self._actions = None, None, None
+        self.registered = trio.Event()
+
+    async def _serve_forever(self, task_status: trio.TaskStatus[None]) -> None:
         config = self.config
         backoff = Backoff(config.reconnect_initial, config.reconnect_max)
         log = self.log
@@ -262,8 +272,7 @@ class IrcConnection:
                               describe(exc), delay)
             if self.registered.is_set():
                 started = True  # task_status was used when it registered
-            self.session, self._stream, self._actions = None, None, None
-            self.registered = trio.Event()
+            self._down()
             if not started:
                 started = True
                 task_status.started()  # not connected yet, but reading can start
@@ -285,14 +294,15 @@ class IrcConnection:
                     raise
                 return stream
         except trio.TooSlowError:
-            raise LinkLost(f"no connection within {config.connect_timeout:g} s") from None
+            raise ConnectionLost(f"no connection within {config.connect_timeout:g} s",
+                                 peer=PEER) from None
         except trio.BrokenResourceError as exc:
             cause = exc.__cause__
             if isinstance(cause, ssl.SSLCertVerificationError):
                 raise IrcFatal(f"the server's TLS certificate failed verification: "
                                f"{cause.verify_message or describe(cause)} (tls_ca_file names "
                                f"the CA to trust)") from None
-            raise LinkLost(f"TLS handshake failed: {describe(exc)}") from None
+            raise ConnectionLost(f"TLS handshake failed: {describe(exc)}", peer=PEER) from None
 
     async def _connect_and_serve(self, task_status: trio.TaskStatus[None] | None) -> None:
         config = self.config
@@ -326,12 +336,13 @@ class IrcConnection:
                 data = await stream.receive_some(READ_SIZE)
             if idle.cancelled_caught:
                 if awaiting_pong:
-                    raise LinkLost(f"no answer to PING within {self.config.ping_timeout:g} s")
+                    raise ConnectionLost(
+                        f"no answer to PING within {self.config.ping_timeout:g} s", peer=PEER)
                 awaiting_pong = True
                 await self._write([build("PING", ["chatmod"])])
                 continue
             if not data:
-                raise LinkLost("the server closed the connection")
+                raise ConnectionLost("the server closed the connection", peer=PEER)
             awaiting_pong = False
             overlong = buffer.overlong
             for raw in buffer.push(bytes(data)):
@@ -362,7 +373,7 @@ class IrcConnection:
             if not session.registered and any(
                     word in text.lower() for word in ("password", "access denied")):
                 raise IrcFatal(f"the server refused us: {text}")  # a retry now would not help
-            raise LinkLost(f"server: {text}")
+            raise ConnectionLost(f"server: {text}", peer=PEER)
         try:
             reaction = session.receive(line)
         except IrcFatal:
@@ -417,7 +428,7 @@ class IrcConnection:
     async def _write(self, lines: Sequence[Line]) -> None:
         stream = self._stream
         if stream is None:
-            raise LinkLost("not connected")
+            raise ConnectionLost("not connected", peer=PEER)
         data = b"".join(f"{line.format()}\r\n".encode() for line in lines)
         async with self._write_lock:
             await stream.send_all(data)
@@ -430,17 +441,16 @@ class IrcConnection:
             self.stats["actions_sent"] += 1
 
     async def act(self, lines: Sequence[Line]) -> None:
-        """Queue action lines (flood-controlled); :class:`LinkLost` when not connected."""
+        """Queue action lines (flood-controlled); :class:`ConnectionLost` when not connected."""
         actions = self._actions
         if actions is None or not self.registered.is_set():
-            raise LinkLost("not connected")
+            raise ConnectionLost("not connected", peer=PEER)
         for line in lines:
             await actions.send(line)
 
 
-class IrcSource(Source):
+class IrcSource(Source[IrcSourceConfig]):
     Config = IrcSourceConfig
-    config: IrcSourceConfig
 
     def __init__(self, name: str, config: IrcSourceConfig) -> None:
         super().__init__(name, config)
@@ -448,14 +458,14 @@ class IrcSource(Source):
         self._quiet = {channel.casefold() for channel in config.quiet_channels}
         self.connection = IrcConnection(name, config, self._chat, self.log)
 
+    def bind(self, connections: SharedConnections) -> None:
+        """Share the connection with the IRC sinks of this pipeline (``connection = name``)."""
+        connections.provide(self.name, self.connection)
+
     async def run(self, intake: Intake, *,
                   task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         self._intake = intake
-        CONNECTIONS[self.name] = self.connection
-        try:
-            await self.connection.run(task_status=task_status)
-        finally:
-            CONNECTIONS.pop(self.name, None)
+        await self.connection.run(task_status=task_status)
 
     async def _chat(self, chat: ChatLine) -> None:
         assert self._intake is not None
@@ -517,12 +527,11 @@ class IrcSinkConfig:
                               f"IRC can carry")
 
 
-class IrcActionSink(Sink):
+class IrcActionSink(Sink[IrcSinkConfig]):
     """Turns decisions about messages from its IRC source into IRC actions, once each, and
     only where the bot is channel operator (kick, ban)."""
 
     Config = IrcSinkConfig
-    config: IrcSinkConfig
 
     def __init__(self, name: str, config: IrcSinkConfig) -> None:
         super().__init__(name, config)
@@ -531,6 +540,8 @@ class IrcActionSink(Sink):
         self._unusable_logged = LogLimiter()
         self.stats: dict[str, int] = {"notice": 0, "kick": 0, "ban": 0, "no_rights": 0,
                                       "alerts": 0, "unusable": 0, "timeout": 0, "unban": 0}
+        # Handed over by the pipeline (bind); a sink never bound has no connection.
+        self._connections = SharedConnections()
         # (channel, ban mask) -> when (wall clock) the timeout's ban is lifted
         state = state_directory(config.state_dir)
         self._unbans_file = state / UNBANS_FILE.format(name=name) if state else None
@@ -576,19 +587,29 @@ class IrcActionSink(Sink):
                 with trio.move_on_after(due - time.time()):
                     await self._unban_added.wait()
                 continue
-            connection = CONNECTIONS.get(self.config.connection)
+            connection = self._connection()
             session = connection.session if connection is not None else None
             if connection is None or session is None or not session.can_moderate(channel):
                 await trio.sleep(UNBAN_RETRY)
                 continue
             try:
                 await connection.act([build("MODE", [channel, "-b", mask])])
-            except LinkLost:
+            except ConnectionLost:
                 await trio.sleep(UNBAN_RETRY)
                 continue
             self._unbans.pop((channel, mask), None)
             self._save_unbans()
             self.stats["unban"] += 1
+
+    def bind(self, connections: SharedConnections) -> None:
+        """Act through the connection the ``connection`` source shares in this pipeline."""
+        self._connections = connections
+        if connections.find(self.config.connection, IrcConnection) is None:
+            self.log.warning("no irc source named %r in this pipeline: every action fails "
+                             "(to the dead letters)", self.config.connection)
+
+    def _connection(self) -> IrcConnection | None:
+        return self._connections.find(self.config.connection, IrcConnection)
 
     async def write(self, decisions: Sequence[Decision]) -> None:
         failed: list[Decision] = []
@@ -602,7 +623,7 @@ class IrcActionSink(Sink):
                     or message.source != self.config.connection or not message.channel
                     or not message.author or message.id in self._acted):
                 continue
-            connection = CONNECTIONS.get(self.config.connection)
+            connection = self._connection()
             if connection is None or connection.session is None:
                 failed.append(decision)
                 continue
@@ -611,7 +632,7 @@ class IrcActionSink(Sink):
                 continue
             try:
                 await connection.act(lines)
-            except LinkLost:
+            except ConnectionLost:
                 failed.append(decision)
                 continue
             self._acted[message.id] = None
@@ -669,7 +690,7 @@ class IrcActionSink(Sink):
         channel = self.config.alerts_channel
         if not channel or record.get("type") != "alert":
             return
-        connection = CONNECTIONS.get(self.config.connection)
+        connection = self._connection()
         if connection is None or connection.session is None:
             raise SinkError(f"IRC connection {self.config.connection!r} is down")
         metadata = record.get("metadata")
@@ -684,7 +705,7 @@ class IrcActionSink(Sink):
         clean = " ".join(notice.split()).encode()[:ALERT_MAX_BYTES].decode(errors="ignore")
         try:
             await connection.act([build("NOTICE", [channel, clean])])
-        except LinkLost as exc:
+        except ConnectionLost as exc:
             raise SinkError(f"IRC connection {self.config.connection!r}: {exc}") from None
         self.stats["alerts"] += 1
 

@@ -30,7 +30,7 @@ class JsonlConfig:
     include_text: bool = setting(True, help="write each message's text in its decision line")
 
 
-class JsonlSink(Sink):
+class JsonlSink(Sink[JsonlConfig]):
     """Appends decision lines and flushes after every batch, so ``tail -f`` sees them at once.
 
     A regular file is written from the event loop: a write into the page cache costs
@@ -40,7 +40,6 @@ class JsonlSink(Sink):
     """
 
     Config = JsonlConfig
-    config: JsonlConfig
 
     def __init__(self, name: str, config: JsonlConfig) -> None:
         super().__init__(name, config)

@@ -26,11 +26,10 @@ class LogConfig:
     max_text: int = setting(120, min=8, help="characters of text shown at most")
 
 
-class LogSink(Sink):
+class LogSink(Sink[LogConfig]):
     """Writes ``<action> <verdict> score=… id=… #channel <author> "text" (engine/route, ms)``."""
 
     Config = LogConfig
-    config: LogConfig
 
     def __init__(self, name: str, config: LogConfig) -> None:
         super().__init__(name, config)

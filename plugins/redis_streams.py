@@ -134,9 +134,8 @@ class RedisSourceConfig(RedisConnection):
                                                     "connection for what is still being decided")
 
 
-class RedisSource(Source):
+class RedisSource(Source[RedisSourceConfig]):
     Config = RedisSourceConfig
-    config: RedisSourceConfig
 
     def __init__(self, name: str, config: RedisSourceConfig) -> None:
         super().__init__(name, config)
@@ -415,9 +414,8 @@ class RedisSinkConfig(RedisConnection):
                                                     "outage before giving up (dead letters)")
 
 
-class RedisSink(Sink):
+class RedisSink(Sink[RedisSinkConfig]):
     Config = RedisSinkConfig
-    config: RedisSinkConfig
 
     def __init__(self, name: str, config: RedisSinkConfig) -> None:
         super().__init__(name, config)

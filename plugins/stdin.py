@@ -33,7 +33,7 @@ class StdinConfig:
     author: str | None = setting(None, help="author given to text lines")
 
 
-class StdinSource(Source):
+class StdinSource(Source[StdinConfig]):
     """Reads standard input until end of file.
 
     The descriptor is waited on with trio (epoll) and read only when readable, so stopping
@@ -46,7 +46,6 @@ class StdinSource(Source):
     """
 
     Config = StdinConfig
-    config: StdinConfig
 
     def __init__(self, name: str, config: StdinConfig, *, fd: int = 0) -> None:
         super().__init__(name, config)

@@ -83,9 +83,8 @@ class WebhookConfig:
                               "signed so receivers can trust them)")
 
 
-class WebhookSink(Sink):
+class WebhookSink(Sink[WebhookConfig]):
     Config = WebhookConfig
-    config: WebhookConfig
 
     def __init__(self, name: str, config: WebhookConfig,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:

@@ -31,12 +31,11 @@ def compile_words(words: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
-class WordlistEngine(Engine):
+class WordlistEngine(Engine[WordlistConfig]):
     """``delete`` if a delete-word appears, else ``flag`` if a flag-word appears, else ``pass``."""
 
     Config = WordlistConfig
     verdict_routes = (ROUTE_LOCAL,)
-    config: WordlistConfig
     enforces_own_timeout = True  # it never awaits
 
     def __init__(self, name: str, config: WordlistConfig) -> None:

@@ -122,10 +122,31 @@ async def test_chaos_every_message_decided_exactly_once(nursery: trio.Nursery) -
     assert stats["ws.reconnects"] >= 1
     assert stats["ws.requests_moved_on_close"] > 0
     assert stats["ws.replies_duplicate"] + stats["ws.replies_late"] > 0
-    assert stats["ws.invalid_replies"] + stats["ws.non_text_frames"] > 0
-    assert stats["ws.replies_unknown"] > 0
+    # Garbage frames reach us only while a connection lasts, and how many depends on how many
+    # requests the websocket still carries (HTTP wins most races here): each kind of garbage
+    # has its own test below; here, that some was met and survived.
+    assert (stats["ws.invalid_replies"] + stats["ws.non_text_frames"]
+            + stats["ws.replies_unknown"]) > 0
     assert stats["ws_timeouts"] > 0  # the silent drops went over HTTP
     assert stats["in_flight"] == 0
+
+
+async def test_every_kind_of_garbage_is_counted_and_costs_no_decision(
+        nursery: trio.Nursery) -> None:
+    sandbox = await start_sandbox(nursery, garbage_rate=1.0)  # before every reply, in turn
+    engine = engine_for(sandbox)
+    messages = texts(40)
+    sink, _source = await run_pipeline(engine, messages)
+    assert_exactly_once(sink, messages)
+    assert_correct_verdicts(sink)
+    assert {d.verdict.route for d in sink.decisions} == {"ws"}
+    stats = Counter(engine.statistics())
+    assert sandbox.stats["ws_garbage"] == 40
+    # 40 garbage frames of 4 kinds in turn: not JSON, binary, an unknown reference, a wrong
+    # shape; each counted where it belongs.
+    assert stats["ws.non_text_frames"] == 10
+    assert stats["ws.replies_unknown"] == 10
+    assert stats["ws.invalid_replies"] == 20
 
 
 @pytest.mark.parametrize("refusal", ["cut", "401"])

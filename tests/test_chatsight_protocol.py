@@ -10,13 +10,13 @@ import pytest
 
 from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
-    ReplyError,
     http_request,
     parse_http_reply,
     parse_ws_reply,
     trim_metadata,
     ws_request,
 )
+from chatmod.errors import ProtocolError
 
 # The moderation result from the provider's voice document (its fullest sample).
 DOC_REPLY = (Path(__file__).parent / "data" / "chatsight_http_reply.json").read_bytes()
@@ -117,15 +117,15 @@ def test_suggested_action_in_odd_shapes(action_field: object) -> None:
     ],
 )
 def test_garbage_is_a_reply_error(data: bytes, error: str) -> None:
-    with pytest.raises(ReplyError, match=error):
+    with pytest.raises(ProtocolError, match=error):
         parse_ws_reply(data)
-    with pytest.raises(ReplyError, match=error):
+    with pytest.raises(ProtocolError, match=error):
         parse_http_reply(data)
 
 
 def test_failed_replies() -> None:
     failed = b'{"api": "chatsight-lang-text", "success": false, "response": "bad sample"}'
-    with pytest.raises(ReplyError, match="success: false"):
+    with pytest.raises(ProtocolError, match="success: false"):
         parse_http_reply(failed)
     reply = parse_ws_reply(failed)
     assert reply.result is None

@@ -8,7 +8,8 @@ import random
 import orjson
 import pytest
 
-from chatmod.chatsight.webhook import ReplayGuard, WebhookRejected, sign, verify
+from chatmod.chatsight.webhook import ReplayGuard, sign, verify
+from chatmod.errors import WebhookRejected
 
 SECRET = b"shared-secret-from-addons-secrets"
 NOW = 1_800_000_000.0

@@ -12,11 +12,10 @@ import trio
 from chatmod.config.schema import Secret
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.model import Message
-from chatmod.errors import EngineError
+from chatmod.errors import EngineError, ProtocolError
 from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
 from chatmod.plugins.discuse import DiscuseConfig, DiscuseEngine
 from chatmod.protocols.discuse import (
-    CheckReplyError,
     check_request,
     media_urls,
     parse_check_reply,
@@ -87,7 +86,7 @@ def test_request_shape_and_media_from_text() -> None:
     body = orjson.loads(check_request("hi", images, gifs, "alice", 31337))
     assert body == {"request": {"media": {"text": "hi", "image_url": images, "gif_url": gifs},
                                 "user_id": "alice"}, "settings": {"project_id": 31337}}
-    with pytest.raises(CheckReplyError):
+    with pytest.raises(ProtocolError):
         parse_check_reply(b'{"nothing": "here"}')
 
 

@@ -16,6 +16,7 @@ import copy
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +29,13 @@ from hypothesis import strategies as st
 from chatmod.chatsight.protocol import (
     ChatsightResult,
     Reply,
-    ReplyError,
     parse_http_reply,
     parse_result,
     parse_ws_reply,
 )
+from chatmod.chatsight.stats import parse_lifetime, parse_search, parse_search_request
 from chatmod.chatsight.voice import (
     Transcript,
-    VoiceReplyError,
     parse_transcript,
     repair_speakers,
     supply_commas,
@@ -43,15 +43,14 @@ from chatmod.chatsight.voice import (
 from chatmod.chatsight.webhook import (
     KeywordAlert,
     ReplayGuard,
-    WebhookRejected,
     sign,
     verify,
 )
 from chatmod.config.schema import Secret
-from chatmod.errors import ProtocolError
+from chatmod.errors import ProtocolError, WebhookRejected
 from chatmod.http.api import WEBHOOK_PATH, HttpSection, StatusApi
 from chatmod.http.server import HttpRequest
-from chatmod.protocols.discuse import CheckReplyError, parse_check_reply, verdict_for
+from chatmod.protocols.discuse import parse_check_reply, verdict_for
 
 DATA = Path(__file__).parent / "data"
 CHATSIGHT_DOC = orjson.loads((DATA / "chatsight_http_reply.json").read_bytes())
@@ -141,8 +140,8 @@ def check_result(result: ChatsightResult) -> None:
 def test_chatsight_replies_parse_or_raise_reply_error(data: bytes | str) -> None:
     try:
         reply = parse_ws_reply(data)
-    except ReplyError:
-        event("ws: ReplyError")
+    except ProtocolError:
+        event("ws: ProtocolError")
     else:
         event("ws: result" if reply.result is not None else "ws: error reply")
         assert isinstance(reply, Reply)
@@ -151,14 +150,14 @@ def test_chatsight_replies_parse_or_raise_reply_error(data: bytes | str) -> None
             check_result(reply.result)
         else:
             assert isinstance(reply.error, str)
-    with contextlib.suppress(ReplyError):
+    with contextlib.suppress(ProtocolError):
         check_result(parse_http_reply(data))
 
 
 @fuzz
 @given(JSON | mutated(CHATSIGHT_DOC["response"]))
 def test_a_chatsight_result_object_parses_or_raises_reply_error(response: Any) -> None:
-    with contextlib.suppress(ReplyError):
+    with contextlib.suppress(ProtocolError):
         check_result(parse_result(response))
 
 
@@ -188,8 +187,8 @@ DISCUSE_SHAPED = st.fixed_dictionaries({}, optional={
 def test_discuse_replies_parse_or_raise_check_reply_error(data: bytes) -> None:
     try:
         result = parse_check_reply(data)
-    except CheckReplyError:
-        event("CheckReplyError")
+    except ProtocolError:
+        event("discuse: ProtocolError")
         return
     assert all(isinstance(n, float) and math.isfinite(n) for n in result.scores.values())
     action, score = verdict_for(result, 0.5, 0.9)
@@ -218,8 +217,8 @@ def test_voice_replies_parse_or_raise_voice_reply_error(data: bytes) -> None:
     assert isinstance(supply_commas(data), bytes)
     try:
         transcript = parse_transcript(data)
-    except VoiceReplyError:
-        event("VoiceReplyError")
+    except ProtocolError:
+        event("voice: ProtocolError")
         return
     event(f"ready, {len(transcript.sentences)} sentence(s)" if transcript.ready else "not ready")
     assert isinstance(transcript, Transcript)
@@ -314,6 +313,12 @@ def test_the_webhook_route_answers_any_request_with_a_status(
     assert len(taken) == (response.status == 200)
 
 
-def test_every_parser_error_is_a_protocol_error() -> None:
-    for error in (ReplyError, CheckReplyError, VoiceReplyError, WebhookRejected):
-        assert issubclass(error, ProtocolError)
+@pytest.mark.parametrize("parse", [
+    parse_ws_reply, parse_http_reply, parse_check_reply, parse_transcript, parse_lifetime,
+    parse_search, parse_search_request,
+    lambda data: verify(data, SECRET, 0.0, ReplayGuard(60.0)),
+])
+def test_every_parser_refuses_with_the_one_protocol_error(parse: Callable[[bytes], object]
+                                                          ) -> None:
+    with pytest.raises(ProtocolError):
+        parse(b"[not an object")

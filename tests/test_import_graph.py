@@ -35,6 +35,8 @@ FORBIDDEN = {
                       "chatmod.sandbox", "chatmod.config.load"),
     "chatmod.policy": ("chatmod.plugins", "chatmod.cli", "chatmod.http", "chatmod.runtime",
                        "chatmod.sandbox", "chatmod.chatsight", "chatmod.config.load"),
+    "chatmod.review": ("chatmod.plugins", "chatmod.cli", "chatmod.http", "chatmod.runtime",
+                       "chatmod.sandbox", "chatmod.config.load"),
     "chatmod.http": ("chatmod.plugins", "chatmod.cli", "chatmod.runtime", "chatmod.sandbox"),
     # Plugins are found through their entry points, as third-party ones are.
     "chatmod.runtime": ("chatmod.plugins", "chatmod.cli"),

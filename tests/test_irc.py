@@ -471,3 +471,52 @@ def test_an_engines_verdict_cannot_inject_an_irc_command() -> None:
     assert kick.format() == "KICK #c eve :moderated by chatmod (delete QUIT :gone )"
     with pytest.raises(ConfigError, match="alerts_channel: '#a b' is not a channel name"):
         IrcSinkConfig(alerts_channel="#a b")
+
+
+async def test_two_pipelines_never_share_an_irc_connection(
+    irc_server: LoopbackServer, nursery: trio.Nursery,
+) -> None:
+    """Two pipelines in one process, each with a source named ``irc``: each sink acts through
+    its own pipeline's connection. The connection used to be found in a module-level dict by
+    the source's name, so the last pipeline started took over the other's actions (its bot,
+    not operator there, could not kick), and its stop took the other's connection away."""
+
+    def pipeline_for(nick: str, channel: str) -> tuple[Pipeline, IrcSource, IrcActionSink]:
+        source = IrcSource("irc", IrcSourceConfig(
+            port=irc_server.port, nick=nick, channels=(channel,), reconnect_initial=0.2,
+            reconnect_max=0.5, flood_rate=5.0))
+        actions = IrcActionSink("irc-actions", IrcSinkConfig())
+        engine = WordlistEngine("wordlist", WordlistConfig(delete=("idiot",)))
+        return (Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
+                         Policy(PolicySection()), [actions]), source, actions)
+
+    def moderating(source: IrcSource, channel: str) -> bool:
+        session = source.connection.session
+        return session is not None and session.can_moderate(channel)
+
+    first, first_source, first_actions = pipeline_for("bot-a", "#a")
+    second, second_source, _ = pipeline_for("bot-b", "#b")
+    nursery.start_soon(first.run)
+    await eventually(lambda: moderating(first_source, "#a"))
+    nursery.start_soon(second.run)
+    await eventually(lambda: moderating(second_source, "#b"))
+
+    async def kicked_by(nick: str) -> str:
+        person = Client(nick)
+        try:
+            await person.connect(nursery, irc_server.port, "#a")
+            await person.say("#a", "you idiot")
+            kick = await person.wait_for(lambda line: line.command == "KICK")
+        finally:
+            await person.aclose()
+        assert kick.params[:2] == ["#a", nick]
+        assert kick.source is not None
+        return kick.source.split("!")[0]
+
+    assert await kicked_by("alice") == "bot-a"
+    # The second pipeline stops: the first one's connection is its own, and stays.
+    second.abort()
+    await eventually(lambda: second_source.connection.session is None)
+    assert await kicked_by("bob") == "bot-a"
+    assert first_actions.statistics()["kick"] == 2
+    first.abort()

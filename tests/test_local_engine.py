@@ -59,14 +59,15 @@ async def moderate_all(engine: LocalEngine, texts: list[str]) -> list[str]:
 
 
 async def test_thresholds_map_probability_to_verdicts() -> None:
-    engine = LocalEngine("local", LocalConfig(), predictor=FakePredictor())
+    # rules = false: the model's probability alone is the score.
+    engine = LocalEngine("local", LocalConfig(rules=False), predictor=FakePredictor())
     assert await moderate_all(engine, ["fine", "meh", "bad"]) == ["pass", "flag", "delete"]
 
 
 async def test_concurrent_messages_are_predicted_in_few_batches_off_the_loop() -> None:
     predictor = FakePredictor()
     # A long window: a batch closes when full, not when this machine is slow to fill it.
-    engine = LocalEngine("local", LocalConfig(batch_size=100, batch_window=1.0),
+    engine = LocalEngine("local", LocalConfig(batch_size=100, batch_window=1.0, rules=False),
                          predictor=predictor)
     verdicts = await moderate_all(engine, ["bad" if i % 2 else "ok" for i in range(1000)])
     assert verdicts.count("delete") == 500
@@ -127,3 +128,50 @@ async def test_real_model_tells_insults_from_greetings() -> None:
     verdicts = await moderate_all(engine, ["hello friends", "you are a fucking idiot"])
     assert verdicts[0] == "pass"
     assert verdicts[1] != "pass"
+
+
+class RecordingPredictor(FakePredictor):
+    """Also records the texts the model was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[str] = []
+
+    def __call__(self, texts: Sequence[str]) -> list[float]:
+        self.texts.extend(texts)
+        return super().__call__(texts)
+
+
+async def test_composed_engine_the_model_alone_flags_the_lexicon_deletes() -> None:
+    predictor = RecordingPredictor()
+    engine = LocalEngine("local", LocalConfig(), predictor=predictor)
+    texts = ["bad words here", "fine", "k y s", "sick play!", "SH1T happens"]
+    with trio.fail_after(10):
+        verdicts = await moderate_all(engine, texts)
+    # The model's 0.95 for "bad" scales to a flag; "k y s" is the lexicon's self-harm.
+    assert verdicts == ["flag", "pass", "delete", "pass", "flag"]
+    # Normalised text reaches the model; a line of harmless phrases does not reach it.
+    assert sorted(predictor.texts) == ["bad words here", "fine", "kys", "shit happens"]
+
+
+async def test_composed_verdicts_say_what_matched() -> None:
+    engine = LocalEngine("local", LocalConfig(), predictor=FakePredictor())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        with trio.fail_after(10):
+            verdict = await engine.moderate(msg(1, "I know where you live"))
+        nursery.cancel_scope.cancel()
+    assert (verdict.action, verdict.score) == ("delete", 0.97)
+    assert verdict.scores == {"profanity": 0.1, "category": "threat",
+                              "matched": "know where you live"}
+
+
+async def test_real_composed_engine_on_abuse_the_model_cannot_see() -> None:
+    if importlib.util.find_spec("profanity_check") is None:
+        missing("the 'local' extra")
+    engine = LocalEngine("local", LocalConfig())
+    texts = ["we got destroyed that round", "fuck, died again", "I will find you and hurt you",
+             "n 1 g g e r", "free robux at robux-free.xyz", "sick play!"]
+    with trio.fail_after(60):
+        verdicts = await moderate_all(engine, texts)
+    assert verdicts == ["pass", "flag", "delete", "delete", "delete", "pass"]

@@ -57,3 +57,25 @@ def test_generated_ids_are_unique() -> None:
 
 def test_timestamp_format() -> None:
     assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_scores_that_convert_to_numbers_become_numbers() -> None:
+    from decimal import Decimal
+    from fractions import Fraction
+
+    class Index:
+        def __index__(self) -> int:
+            return 3
+
+    class BadFloat:
+        def __float__(self) -> float:
+            raise ValueError("no")
+
+        def __str__(self) -> str:
+            return "bad float"
+
+    message = Message(id="m", text="t", source="s")
+    scores = {"d": Decimal("0.25"), "f": Fraction(1, 4), "i": Index(), "x": BadFloat()}
+    record = orjson.loads(Decision(message, Verdict("pass", None, "x", "ws", scores), "none",
+                                   1.0).to_line())
+    assert record["scores"] == {"d": 0.25, "f": 0.25, "i": 3.0, "x": "bad float"}

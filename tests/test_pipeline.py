@@ -8,10 +8,12 @@ import trio
 import trio.testing
 
 from chatmod.config.sections import PolicySection
+from chatmod.core.cache import VerdictCache
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.interfaces import Engine, ResultCallback, Sink
+from chatmod.core.interfaces import Engine, ResultCallback, Sink, StreamingEngine
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.pipeline import Pipeline
+from chatmod.errors import EngineError
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.policy.rules import Policy
 
@@ -154,11 +156,8 @@ async def test_latency_histogram_by_engine_and_route(
     assert 250 < stats["latency_ms.p99.ws"] <= 500
 
 
-class StreamingEngine(Engine):
+class Streamer(StreamingEngine[None]):
     """Streams like Chatsight: answers through the callback; counts what it was asked."""
-
-    streams = True
-    enforces_own_timeout = True
 
     def __init__(self) -> None:
         super().__init__("streamer", None)
@@ -179,7 +178,7 @@ async def test_a_verdict_the_source_brought_is_used_without_asking_an_engine(
     source = ListSource("voice", [Message(id="s-1", text="said", source="voice", verdict=brought),
                                   Message(id="s-2", text="typed", source="voice")])
     sink = RecordingSink()
-    engine: Engine = StreamingEngine() if streaming else WordlistEngine(
+    engine: Engine = Streamer() if streaming else WordlistEngine(
         "wordlist", WordlistConfig(delete=("idiot",)))
     summary = await make_pipeline([source], [sink], engine=engine).run()
     assert summary.decided == 2
@@ -187,5 +186,49 @@ async def test_a_verdict_the_source_brought_is_used_without_asking_an_engine(
     assert by_id["s-1"].verdict == brought
     assert by_id["s-1"].action == "delete"
     assert by_id["s-2"].verdict.engine == engine.name
-    if isinstance(engine, StreamingEngine):
+    if isinstance(engine, Streamer):
         assert engine.asked == ["s-2"]
+
+
+class HeldStreamingEngine(Streamer):
+    """Holds each answer until the test gives it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[ResultCallback] = []
+        self.asked_once = trio.Event()
+
+    async def submit(self, message: Message, on_result: ResultCallback) -> None:
+        self.asked.append(message.id)
+        self.held.append(on_result)
+        self.asked_once.set()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_streaming_identical_messages_share_the_lead_request_through_the_cache(
+        fails: bool) -> None:
+    engine = HeldStreamingEngine()
+    raid = [Message(id=f"r-{i}", text="RAID  line" if i % 2 else "raid line", source="irc")
+            for i in range(50)]
+    sink = RecordingSink()
+    chain = EngineChain([engine], "flag", timeout=5, cache=VerdictCache(100, 60))
+    pipeline = Pipeline([ListSource("irc", raid)], [engine], chain, Policy(PolicySection()),
+                        [sink])
+    summaries = []
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            async def run() -> None:
+                summaries.append(await pipeline.run())
+
+            nursery.start_soon(run)
+            await engine.asked_once.wait()
+            await trio.testing.wait_all_tasks_blocked()  # every other copy waits on the lead
+            assert engine.asked == ["r-0"]
+            (answer,) = engine.held
+            answer(EngineError("down") if fails else Verdict("delete", 0.9, engine.name, "ws"))
+    assert summaries[0].decided == 50
+    routes = Counter(d.verdict.route for d in sink.decisions)
+    # A failed lead: each waiting copy falls back (here to the last resort) on its own.
+    assert routes == ({"failclosed": 50} if fails else {"ws": 1, "cache": 49})
+    assert chain.cache is not None
+    assert (chain.cache.misses, chain.cache.shared) == (1, 49)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 import trio
 
-from chatmod.chatsight.account import AccountClient, AccountError, search_range
+from chatmod.chatsight.account import AccountClient, search_range
 from chatmod.chatsight.stats import (
     EMPTY_RECORDS,
     Counts,
@@ -27,6 +27,7 @@ from chatmod.chatsight.stats import (
     split_range,
 )
 from chatmod.core.model import Decision, Message, Verdict
+from chatmod.errors import AccountError
 from chatmod.http.server import HttpRequest
 from chatmod.runtime.stats_store import DecisionStats
 from chatmod.sandbox.server import Sandbox
@@ -303,6 +304,18 @@ def test_a_range_that_rounds_to_nothing_is_refused_before_any_request() -> None:
                          env={"CHATSIGHT_API_KEY": KEY})
     assert result.returncode == 2
     assert "rounds both to 2026-11-22 10:00:00" in result.stderr.decode()
+
+
+
+@pytest.mark.parametrize("option", ["--from", "--to"])
+def test_an_unreadable_time_is_a_usage_error_naming_its_option(option: str) -> None:
+    times = {"--from": "2026-11-22 10:00:00", "--to": "2026-11-22 12:00:00", option: "noon"}
+    result = run_chatmod("stats", "search", "--url", "http://127.0.0.1:9",
+                         *(part for pair in times.items() for part in pair),
+                         env={"CHATSIGHT_API_KEY": KEY})
+    assert result.returncode == 2  # was 1, with "fatal: StatsRequestError: ..."
+    assert (f"chatmod: config error: {option}: expected a UTC time as YYYY-MM-DD HH:MM:SS, "
+            f"found 'noon'") in result.stderr.decode()
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import trio.testing
 from chatmod.config.sections import DeadLettersSection, PolicySection
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.interfaces import Intake, ResultCallback, Source
+from chatmod.core.interfaces import Intake, ResultCallback, Source, StreamingEngine
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.pipeline import Pipeline
 from chatmod.core.report import RunSummary
@@ -223,11 +223,8 @@ class BrokenPolicy(Policy):
         return super().decide(message, verdict, latency_ms)
 
 
-class StreamingWordlist(WordlistEngine):
+class StreamingWordlist(WordlistEngine, StreamingEngine[WordlistConfig]):
     """The wordlist as a streaming engine (answers from submit)."""
-
-    streams = True
-    enforces_own_timeout = True
 
     async def submit(self, message: Message, on_result: ResultCallback) -> None:
         on_result(await self.moderate(message))

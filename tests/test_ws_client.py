@@ -13,10 +13,10 @@ import trio_websocket
 
 from chatmod.chatsight.ws_client import (
     ABNORMAL_CLOSURE,
-    UpgradeRejected,
     WsConnection,
     WsTarget,
 )
+from chatmod.errors import UpgradeRejected
 from chatmod.sandbox.server import Sandbox
 
 KEY = "interop-key-123456"

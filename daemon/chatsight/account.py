@@ -26,7 +26,6 @@ from chatmod.chatsight.stats import (
     SEARCH_PATH,
     Counts,
     Record,
-    StatsReplyError,
     api_range,
     merge_records,
     parse_lifetime,
@@ -39,32 +38,18 @@ from chatmod.chatsight.voice import (
     API_VOICE,
     SUBMIT_PATH,
     Transcript,
-    VoiceReplyError,
     fetch_path,
     fetch_request,
     parse_transcript,
     submit_request,
 )
 from chatmod.chatsight.webhook import ADDONS_PATH, KEYWORD_ADDON, KEYWORDS_PATH, SECRETS_PATH
-from chatmod.errors import ChatmodError
+from chatmod.errors import AccountAuthError, AccountError, ProtocolError
 
 log = logging.getLogger("chatmod.account")
 
 DEFAULT_TIMEOUT = 30.0
 MAX_RATE_LIMITED = 5  # 429s in a row before a search gives up
-
-
-class AccountError(ChatmodError):
-    """An account call failed; the message says which and why. ``status``: the HTTP status
-    of the reply, when there was one."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class AccountAuthError(AccountError):
-    """The API key was refused."""
 
 
 WaitReport = Callable[[float, int, int], None]  # seconds left, request number, requests
@@ -142,7 +127,7 @@ class AccountClient:
         response = await self.request("GET", LIFETIME_PATH)
         try:
             return parse_lifetime(response.content)
-        except StatsReplyError as exc:
+        except ProtocolError as exc:
             raise AccountError(f"GET {LIFETIME_PATH}: HTTP {response.status_code}: {exc}"
                                ) from None
 
@@ -169,7 +154,7 @@ class AccountClient:
                                f"{response.text[:200]}", response.status_code)
         try:
             return parse_transcript(response.content)
-        except VoiceReplyError as exc:
+        except ProtocolError as exc:
             raise AccountError(f"POST {path}: {exc}") from None
 
 
@@ -201,7 +186,7 @@ async def search_range(
             last_sent = trio.current_time() - interval + (interval if wait is None else wait)
         try:
             batches.append(parse_search(response.content))
-        except StatsReplyError as exc:
+        except ProtocolError as exc:
             raise AccountError(f"POST {SEARCH_PATH}: HTTP {response.status_code}: {exc}"
                                ) from None
     return merge_records(batches)

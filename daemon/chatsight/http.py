@@ -1,11 +1,13 @@
 """Chatsight's HTTP text moderation: the websocket's fallback.
 
-Pooled httpx client, bounded concurrency, per-request timeouts; 5xx, 429 and network errors
-retried with jittered backoff honouring ``Retry-After``; 401/403 never retried.
+Pooled keep-alive connections (http_pool; httpx when a proxy is configured or a test injects a
+transport), bounded concurrency, per-request timeouts; 5xx, 429 and network errors retried
+with jittered backoff honouring ``Retry-After``; 401/403 never retried.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import time
@@ -17,29 +19,35 @@ import httpx
 import trio
 
 from chatmod.chatsight.http_body import post_request
+from chatmod.chatsight.http_pool import (
+    Answer,
+    KeepAlivePoster,
+    proxy_configured,
+)
 from chatmod.chatsight.protocol import (
     AUTH_HEADER,
     TEXT_MODERATION_PATH,
     USERNAME_PATH,
     ChatsightResult,
-    ReplyError,
     http_request,
     parse_http_reply,
     parse_username_reply,
     username_request,
 )
 from chatmod.core.backoff import Backoff, Retry, with_retries
-from chatmod.errors import EngineError
+from chatmod.errors import (
+    AuthRejected,
+    EngineError,
+    ExchangeFailed,
+    ExchangeTimedOut,
+    ProtocolError,
+)
 
 log = logging.getLogger("chatmod.engine.chatsight.http")
 
 T = TypeVar("T")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 AUTH_STATUSES = frozenset({401, 403})
-
-
-class AuthRejected(EngineError):
-    """The API key was refused (HTTP 401/403). Retrying will not help."""
 
 
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
@@ -86,6 +94,14 @@ class ChatsightHttp:
                                 max_keepalive_connections=concurrency),
             transport=transport,
         )
+        # The lean path, unless a transport is injected or a proxy applies (httpx then).
+        self._poster: KeepAlivePoster | None = None
+        if transport is None and not proxy_configured(self.url):
+            # A header it cannot send: httpx reports that for each request.
+            with contextlib.suppress(ValueError, UnicodeError):
+                self._poster = KeepAlivePoster(
+                    self.url, [(AUTH_HEADER.encode(), api_key.encode()),
+                               (b"content-type", b"application/json")], timeout)
         self.stats: Counter[str] = Counter()
 
     async def __aenter__(self) -> ChatsightHttp:
@@ -93,6 +109,8 @@ class ChatsightHttp:
 
     async def __aexit__(self, *exc: object) -> None:
         with trio.CancelScope(shield=True):
+            if self._poster is not None:
+                await self._poster.aclose()
             await self._client.aclose()
 
     async def moderate(
@@ -128,24 +146,37 @@ class ChatsightHttp:
     async def _attempt(self, url: str, body: bytes, parse: Callable[[bytes], T]) -> T | Retry:
         """One request: its result, a :class:`Retry`, or a final :class:`EngineError`."""
         self.stats["requests"] += 1
-        try:
-            response = await self._client.send(
-                post_request(self._client, url, body, self._headers))
-        except httpx.TimeoutException:
-            self.stats["timeouts"] += 1
-            return Retry("timed out")
-        except httpx.TransportError as exc:
-            self.stats["network_errors"] += 1
-            return Retry(f"{type(exc).__name__}: {exc}")
-        status = response.status_code
+        if self._poster is not None and url == self.url:  # the hot path: text moderation
+            try:
+                answer = await self._poster.post(body)
+            except ExchangeTimedOut:
+                self.stats["timeouts"] += 1
+                return Retry("timed out")
+            except ExchangeFailed as exc:
+                self.stats["network_errors"] += 1
+                return Retry(str(exc))
+        else:
+            try:
+                response = await self._client.send(
+                    post_request(self._client, url, body, self._headers))
+            except httpx.TimeoutException:
+                self.stats["timeouts"] += 1
+                return Retry("timed out")
+            except httpx.TransportError as exc:
+                self.stats["network_errors"] += 1
+                return Retry(f"{type(exc).__name__}: {exc}")
+            answer = Answer(response.status_code,
+                            [(k.lower(), v) for k, v in response.headers.raw], response.content)
+        status = answer.status
         self.stats[f"status_{status}"] += 1
         if status == 200:
             try:
-                return parse(response.content)
-            except ReplyError as exc:
+                return parse(answer.body)
+            except ProtocolError as exc:
                 raise EngineError(f"Chatsight HTTP reply unreadable: {exc}") from None
         if status in AUTH_STATUSES:
             raise AuthRejected(f"Chatsight refused the API key (HTTP {status})")
         if status in RETRY_STATUSES:
-            return Retry(f"HTTP {status}", retry_after_seconds(response.headers.get("retry-after")))
-        raise EngineError(f"Chatsight HTTP {status}: {response.text[:200]}")
+            return Retry(f"HTTP {status}", retry_after_seconds(answer.header(b"retry-after")))
+        text = answer.body[:200].decode("utf-8", "replace")
+        raise EngineError(f"Chatsight HTTP {status}: {text}")

@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from chatmod.errors import ProtocolError
 from chatmod.protocols.replies import as_number, json_object
 
 LIFETIME_PATH = "/stats/moderation"
@@ -39,14 +40,6 @@ API_NAME = "chatsight-lang-text"
 COUNTER_KEYS = ("commentsPassed", "commentsTotal", "commentsDeleted", "commentsFlagged")
 HOUR = timedelta(hours=1)
 MINUTE = timedelta(minutes=1)
-
-
-class StatsReplyError(ValueError):
-    """A stats reply that cannot be read."""
-
-
-class StatsRequestError(ValueError):
-    """A search request, or a time given for one, that cannot be read or searched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +92,16 @@ class Record:
 
 def parse_time(text: str) -> datetime:
     """``YYYY-MM-DD HH:MM:SS`` (UTC) as an aware datetime that a search can round to the hour;
-    :class:`StatsRequestError` says what is wrong."""
+    :class:`ProtocolError` says what is wrong."""
     try:
         when = datetime.strptime(text.strip(), TIME_FORMAT).replace(tzinfo=UTC)
     except ValueError:
-        raise StatsRequestError(
+        raise ProtocolError(
             f"expected a UTC time as YYYY-MM-DD HH:MM:SS, found {text!r}") from None
     try:
         round_to_hour(when)
     except OverflowError:  # 9999-12-31 23:30 and later round past the calendar's end
-        raise StatsRequestError(f"{text!r} is too late to search") from None
+        raise ProtocolError(f"{text!r} is too late to search") from None
     return when
 
 
@@ -151,16 +144,16 @@ def parse_search_request(body: bytes) -> tuple[datetime, datetime]:
     try:
         payload = json_object(body, ValueError)
     except ValueError:
-        raise StatsRequestError("body must be a JSON object with timefrom and timeto") from None
+        raise ProtocolError("body must be a JSON object with timefrom and timeto") from None
     bounds = []
     for key in ("timefrom", "timeto"):
         value = payload.get(key)
         if not isinstance(value, str):
-            raise StatsRequestError(f"{key}: expected a string YYYY-MM-DD HH:MM:SS")
+            raise ProtocolError(f"{key}: expected a string YYYY-MM-DD HH:MM:SS")
         try:
             bounds.append(parse_time(value))
-        except StatsRequestError as exc:
-            raise StatsRequestError(f"{key}: {exc}") from None
+        except ProtocolError as exc:
+            raise ProtocolError(f"{key}: {exc}") from None
     return bounds[0], bounds[1]
 
 
@@ -203,7 +196,7 @@ def _counts(values: Mapping[str, Any]) -> Counts:
     def number(key: str) -> int:
         value = _whole_number(values.get(key))
         if value is None:
-            raise StatsReplyError(f"{key} is missing or not a finite number")
+            raise ProtocolError(f"{key} is missing or not a finite number")
         return value
 
     return Counts(passed=number("commentsPassed"), flagged=number("commentsFlagged"),
@@ -212,39 +205,39 @@ def _counts(values: Mapping[str, Any]) -> Counts:
 
 def parse_lifetime(data: bytes) -> Counts:
     """The lifetime counters (strings in the reply) as numbers."""
-    reply = json_object(data, StatsReplyError)
+    reply = json_object(data, ProtocolError)
     response = reply.get("response")
     if reply.get("success") is False or not isinstance(response, dict):
-        raise StatsReplyError(f"stats refused: {str(response)[:200]}")
+        raise ProtocolError(f"stats refused: {str(response)[:200]}")
     return _counts(response)
 
 
 def parse_search(data: bytes) -> list[Record]:
     """The records of one search; the "records are empty" reply is an empty list."""
-    reply = json_object(data, StatsReplyError)
+    reply = json_object(data, ProtocolError)
     response = reply.get("response")
     if reply.get("success") is False:
         if isinstance(response, str) and "empty" in response.lower():
             return []
-        raise StatsReplyError(f"search refused: {str(response)[:200]}")
+        raise ProtocolError(f"search refused: {str(response)[:200]}")
     if not isinstance(response, list):
-        raise StatsReplyError("search response is not a list of records")
+        raise ProtocolError("search response is not a list of records")
     records: list[Record] = []
     for i, item in enumerate(response):
         if not isinstance(item, dict):
-            raise StatsReplyError(f"record {i} is not an object")
+            raise ProtocolError(f"record {i} is not an object")
         stamp = item.get("requestTime")
         value = stamp.get("value") if isinstance(stamp, dict) else stamp
         if not isinstance(value, str):
-            raise StatsReplyError(f"record {i} has no requestTime")
+            raise ProtocolError(f"record {i} has no requestTime")
         try:
             when = datetime.fromisoformat(value.replace("Z", "+00:00"))
             # The API's times are UTC: one without an offset is not in this machine's zone.
             when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
         except ValueError:
-            raise StatsReplyError(f"record {i}: requestTime {value!r} is not ISO 8601") from None
+            raise ProtocolError(f"record {i}: requestTime {value!r} is not ISO 8601") from None
         except OverflowError:
-            raise StatsReplyError(f"record {i}: requestTime {value!r} is out of range") from None
+            raise ProtocolError(f"record {i}: requestTime {value!r} is out of range") from None
         records.append(Record(when.replace(second=0, microsecond=0), _counts(item)))
     return records
 

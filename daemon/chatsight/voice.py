@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from chatmod.chatsight.protocol import ChatsightResult, ReplyError, parse_result
+from chatmod.chatsight.protocol import ChatsightResult, parse_result
 from chatmod.errors import ProtocolError
 
 SUBMIT_PATH = "/stream/moderate"
@@ -46,10 +46,6 @@ MIN_CONVO_ID = 10
 # other id was accepted); any other id is named by its digest, behind a '+' no such id has.
 _FILE_SAFE_CONVO_ID = re.compile(r"[A-Za-z0-9._-]{10,128}")
 _DIGEST_NAME_PREFIX = "convo+"
-
-
-class VoiceReplyError(ProtocolError):
-    """A voice reply that cannot be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,27 +178,27 @@ def supply_commas(data: bytes) -> bytes:
 
 
 def parse_transcript(data: bytes) -> Transcript:
-    """A fetch reply; :class:`VoiceReplyError` when it is not one."""
+    """A fetch reply; :class:`ProtocolError` when it is not one."""
     try:
         reply = orjson.loads(data)
     except orjson.JSONDecodeError:
         try:
             reply = orjson.loads(supply_commas(repair_speakers(data)))
         except orjson.JSONDecodeError:
-            raise VoiceReplyError("reply is not JSON") from None
+            raise ProtocolError("reply is not JSON") from None
     if isinstance(reply, dict):  # an error envelope: {"success": false, "response": "..."}
         return Transcript(False, (), str(reply.get("response", reply))[:200])
     if not isinstance(reply, list) or not reply:
-        raise VoiceReplyError("reply is not the documented [ready, result, error] list")
+        raise ProtocolError("reply is not the documented [ready, result, error] list")
     detail = next((str(x)[:200] for x in reply[2:3] if x is not None), None)
     if reply[0] is not True:
         return Transcript(False, (), detail)
     body = reply[1] if len(reply) > 1 else None
     if not isinstance(body, dict):
-        raise VoiceReplyError("reply has no transcript object")
+        raise ProtocolError("reply has no transcript object")
     transcript = body.get("transcript")
     if not isinstance(transcript, dict):
-        raise VoiceReplyError("reply has no transcript")
+        raise ProtocolError("reply has no transcript")
     master = _lines(transcript.get("master"))
     speakers = _speaker_of(transcript.get("speakers"))
     results = _results_by_text(body.get("moderationResults"))
@@ -259,5 +255,5 @@ def _result(item: dict[str, Any]) -> tuple[ChatsightResult | None, str | None]:
         return None, f"no result: {str(inner)[:100]}"
     try:
         return parse_result(inner), None
-    except ReplyError as exc:
+    except ProtocolError as exc:
         return None, str(exc)

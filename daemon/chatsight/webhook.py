@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from chatmod.errors import ProtocolError
+from chatmod.errors import WebhookRejected
 
 ADDONS_PATH = "/addons"
 KEYWORDS_PATH = "/addons/keywords"
@@ -39,15 +39,6 @@ KEYWORD_ADDON = "keywordAlert"
 WEBHOOK_SENDER = "chatsight-webhooks"
 DEFAULT_WINDOW = 60.0
 REPLAY_MEMORY = 100_000
-
-
-class WebhookRejected(ProtocolError):
-    """Refused, with the HTTP status to answer (400 malformed, 401 not authentic)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 @dataclass(frozen=True)

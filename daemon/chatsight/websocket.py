@@ -21,31 +21,27 @@ from dataclasses import dataclass
 
 import trio
 
-from chatmod.chatsight.protocol import AUTH_HEADER, Reply, ReplyError, parse_ws_reply
+from chatmod.chatsight.protocol import AUTH_HEADER, Reply, parse_ws_reply
 from chatmod.chatsight.ws_client import (
     ABNORMAL_CLOSURE,
-    ConnectionLost,
-    HandshakeFailed,
-    UpgradeRejected,
     WsConnection,
     WsStream,
     WsTarget,
 )
 from chatmod.core.backoff import Backoff
+from chatmod.errors import ConnectionLost, HandshakeFailed, ProtocolError, UpgradeRejected
 
 log = logging.getLogger("chatmod.engine.chatsight.ws")
 
 # Seconds a graceful close may take before the socket is simply closed.
 DISCONNECT_TIMEOUT = 1.0
+# The peer named in the errors this module raises.
+PEER = "chatsight websocket"
 
 
 # Asks Chatsight over HTTP whether it refuses the API key: True only for a 401/403. It must
 # bound its own time (a network error or a timeout is not a refusal: False).
 KeyCheck = Callable[[], Awaitable[bool]]
-
-
-class SocketClosed(Exception):
-    """The websocket is not open; the request was not sent."""
 
 
 @dataclass(frozen=True)
@@ -87,16 +83,17 @@ class ChatsightSocket:
     def is_open(self) -> bool:
         return self._ws is not None
 
-    async def send(self, payload: str) -> None:
-        """Queue one request; :class:`SocketClosed` if there is no open connection. A request
-        queued when the connection closes is failed like one sent (through ``on_closed``)."""
+    async def send(self, payload: str | bytes) -> None:
+        """Queue one request (``bytes``: UTF-8 JSON); :class:`ConnectionLost` if there is no open
+        connection. A request queued when the connection closes is failed like one sent
+        (through ``on_closed``)."""
         ws = self._ws
         if ws is None:
-            raise SocketClosed("websocket not connected")
+            raise ConnectionLost("websocket not connected", peer=PEER)
         try:
             await ws.send_text(payload)
         except ConnectionLost:
-            raise SocketClosed("websocket closed") from None
+            raise ConnectionLost("websocket closed", peer=PEER) from None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, serve, reconnect, until cancelled. Ready once the first attempt ended, so
@@ -198,7 +195,7 @@ class ChatsightSocket:
         stats = self.stats
         try:
             reply = parse_ws_reply(data)
-        except ReplyError as exc:
+        except ProtocolError as exc:
             stats["invalid_replies"] += 1
             log.debug("ignored an invalid reply (%s): %.120r", exc, data)
             return

@@ -5,6 +5,8 @@ and takes a lock for every message, and hands every received message through a c
 the reader, which costs about four times the CPU per message that this connection does
 (bench/chatsight.py measures both in one run). Here one writer sends every queued frame in
 one ``send_all``, and one reader parses all the frames a read brings before waking anyone.
+Whole text frames, nearly all the traffic, are framed and parsed by ``ws_frames`` (a batch at
+a time); wsproto does the handshake and every other frame.
 
 One reader task (:meth:`WsConnection.read`), one writer task (:meth:`WsConnection.write`);
 :meth:`send_text` only queues. The stream belongs to the caller, who closes it.
@@ -33,6 +35,9 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from chatmod.chatsight.ws_frames import IncomingFrames, encode_text_frames
+from chatmod.errors import ConnectionLost, HandshakeFailed, UpgradeRejected
+
 RECEIVE_SIZE = 256 * 1024
 # Bytes of queued frames above which senders wait for the writer.
 HIGH_WATER = 1024 * 1024
@@ -45,23 +50,10 @@ MESSAGE_TOO_BIG = 1009
 # Seconds the close frame for an oversized message may take to send.
 CLOSE_SEND_TIMEOUT = 1.0
 
+# The peer named in the errors this connection raises.
+PEER = "websocket"
+
 WsStream = trio.SocketStream | trio.SSLStream[trio.SocketStream]
-
-
-class HandshakeFailed(Exception):
-    """The opening handshake did not complete."""
-
-
-class UpgradeRejected(HandshakeFailed):
-    """The server answered the upgrade with an HTTP status (e.g. 401)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"upgrade refused with HTTP {status}")
-        self.status = status
-
-
-class ConnectionLost(Exception):
-    """The connection is closed; nothing more can be sent."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +95,8 @@ class WsConnection:
         self.subprotocol = subprotocol
         self.close_code: int | None = None  # set when the connection ends
         self._protocol = protocol
-        self._outgoing: list[bytes] = []
+        self._outgoing: list[bytes] = []  # whole frames, in order
+        self._texts: list[bytes] = []  # text payloads queued after them, framed in a batch
         self._queued_bytes = 0
         self._has_output = trio.Event()
         self._drained = trio.Event()
@@ -126,7 +119,7 @@ class WsConnection:
         while True:
             data = await stream.receive_some(RECEIVE_SIZE)
             if not data:
-                raise HandshakeFailed("connection closed during the handshake")
+                raise HandshakeFailed("connection closed during the handshake", peer=PEER)
             try:
                 protocol.receive_data(bytes(data))
                 for event in protocol.events():
@@ -135,21 +128,25 @@ class WsConnection:
                     if isinstance(event, RejectConnection):
                         status = event.status_code
                         if not event.has_body:
-                            raise UpgradeRejected(status)
+                            raise UpgradeRejected(status, peer=PEER)
                     elif isinstance(event, RejectData) and event.body_finished:
-                        raise UpgradeRejected(status or 0)
+                        raise UpgradeRejected(status or 0, peer=PEER)
             except RemoteProtocolError as exc:
-                raise HandshakeFailed(f"invalid handshake answer: {exc}") from None
+                raise HandshakeFailed(f"invalid handshake answer: {exc}", peer=PEER) from None
 
     @property
     def is_open(self) -> bool:
         return self.close_code is None
 
-    async def send_text(self, text: str) -> None:
-        """Queue a text message; waits only while too much is queued already."""
+    async def send_text(self, text: str | bytes) -> None:
+        """Queue a text message (``bytes``: already UTF-8); waits only while too much is
+        queued already."""
         if self.close_code is not None:
-            raise ConnectionLost(f"connection closed ({self.close_code})")
-        self._queue(self._protocol.send(TextMessage(data=text)))
+            raise ConnectionLost(f"connection closed ({self.close_code})", peer=PEER)
+        payload = text.encode() if isinstance(text, str) else text
+        self._texts.append(payload)
+        self._queued_bytes += len(payload)
+        self._has_output.set()
         if self._queued_bytes > HIGH_WATER:
             if self._drained.is_set():
                 self._drained = trio.Event()
@@ -166,15 +163,22 @@ class WsConnection:
             self._pings.pop(payload, None)
 
     def _queue(self, frame: bytes) -> None:
+        self._frame_queued_texts()
         self._outgoing.append(frame)
         self._queued_bytes += len(frame)
         self._has_output.set()
+
+    def _frame_queued_texts(self) -> None:
+        if self._texts:
+            self._outgoing.append(encode_text_frames(self._texts))
+            self._texts.clear()
 
     async def write(self) -> None:
         """The writer task: sends whatever is queued, in one write per wake-up."""
         while True:
             await self._has_output.wait()
             self._has_output = trio.Event()
+            self._frame_queued_texts()
             data = b"".join(self._outgoing)
             self._outgoing.clear()
             self._queued_bytes = 0
@@ -191,12 +195,9 @@ class WsConnection:
         """The reader task: hands every message to the callbacks (sync, non-blocking), answers
         pings, and returns when the connection ends (``close_code`` says how). A message over
         :data:`MAX_MESSAGE_SIZE` ends it with close code 1009."""
-        text_parts: list[str] = []
-        byte_parts: list[bytes] = []
-        pending = 0  # size of the message being received so far
-        oversized = False
-        protocol = self._protocol
-        while not oversized:
+        frames = IncomingFrames(MAX_MESSAGE_SIZE)
+        events = _WsprotoEvents(self, on_text, on_binary)
+        while True:
             try:
                 data = await self.stream.receive_some(RECEIVE_SIZE)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -205,41 +206,18 @@ class WsConnection:
                 self._lost()
                 return
             try:
-                protocol.receive_data(bytes(data))
-                for event in protocol.events():
-                    if isinstance(event, (TextMessage, BytesMessage)):
-                        pending += len(event.data)
-                        if pending > MAX_MESSAGE_SIZE:
-                            oversized = True
-                            break
-                        if event.message_finished:
-                            pending = 0
-                    if isinstance(event, TextMessage):
-                        if event.message_finished and not text_parts:
-                            on_text(event.data)
-                        else:
-                            text_parts.append(event.data)
-                            if event.message_finished:
-                                on_text("".join(text_parts))
-                                text_parts.clear()
-                    elif isinstance(event, BytesMessage):
-                        byte_parts.append(bytes(event.data))
-                        if event.message_finished:
-                            on_binary(b"".join(byte_parts))
-                            byte_parts.clear()
-                    elif isinstance(event, Ping):
-                        self._queue(protocol.send(event.response()))
-                    elif isinstance(event, Pong):
-                        waiter = self._pings.get(bytes(event.payload))
-                        if waiter is not None:
-                            waiter.set()
-                    elif isinstance(event, CloseConnection):
-                        self.close_code = event.code
-                        self._queue(protocol.send(event.response()))
-                        return
+                for item in frames.receive(bytes(data)):
+                    if isinstance(item, str):
+                        on_text(item)
+                    elif events.feed(item):
+                        break
             except (RemoteProtocolError, LocalProtocolError):
                 self._lost()
                 return
+            if events.closed:
+                return
+            if events.oversized:
+                break
         with trio.move_on_after(CLOSE_SEND_TIMEOUT):
             await self.close(MESSAGE_TOO_BIG)
 
@@ -249,6 +227,7 @@ class WsConnection:
             return
         self.close_code = code
         try:
+            self._frame_queued_texts()
             data = b"".join(self._outgoing) + self._protocol.send(CloseConnection(code=code))
             self._outgoing.clear()
             await self.stream.send_all(data)
@@ -259,3 +238,61 @@ class WsConnection:
         if self.close_code is None:
             self.close_code = ABNORMAL_CLOSURE
         self._drained.set()
+
+
+class _WsprotoEvents:
+    """What wsproto makes of the frames ``ws_frames`` hands on: messages (in parts, with the
+    size limit), pings answered, pongs matched, the close frame."""
+
+    def __init__(
+        self, connection: WsConnection, on_text: Callable[[str], None],
+        on_binary: Callable[[bytes], None],
+    ) -> None:
+        self.connection = connection
+        self.on_text = on_text
+        self.on_binary = on_binary
+        self.oversized = False
+        self.closed = False  # by the peer's close frame
+        self._text_parts: list[str] = []
+        self._byte_parts: list[bytes] = []
+        self._pending = 0  # size of the message being received so far
+
+    def feed(self, data: bytes) -> bool:
+        """Parse ``data``; True when reading must stop (a close frame, or an oversized
+        message)."""
+        connection = self.connection
+        protocol = connection._protocol
+        protocol.receive_data(data)
+        for event in protocol.events():
+            if isinstance(event, (TextMessage, BytesMessage)):
+                self._pending += len(event.data)
+                if self._pending > MAX_MESSAGE_SIZE:
+                    self.oversized = True
+                    return True
+                if event.message_finished:
+                    self._pending = 0
+            if isinstance(event, TextMessage):
+                if event.message_finished and not self._text_parts:
+                    self.on_text(event.data)
+                else:
+                    self._text_parts.append(event.data)
+                    if event.message_finished:
+                        self.on_text("".join(self._text_parts))
+                        self._text_parts.clear()
+            elif isinstance(event, BytesMessage):
+                self._byte_parts.append(bytes(event.data))
+                if event.message_finished:
+                    self.on_binary(b"".join(self._byte_parts))
+                    self._byte_parts.clear()
+            elif isinstance(event, Ping):
+                connection._queue(protocol.send(event.response()))
+            elif isinstance(event, Pong):
+                waiter = connection._pings.get(bytes(event.payload))
+                if waiter is not None:
+                    waiter.set()
+            elif isinstance(event, CloseConnection):
+                connection.close_code = event.code
+                connection._queue(protocol.send(event.response()))
+                self.closed = True
+                return True
+        return False

@@ -34,7 +34,7 @@ from chatmod.config.registry import Registry
 from chatmod.config.schema import parse_table
 from chatmod.config.sections import DaemonSection
 from chatmod.config.state import state_directory, write_private
-from chatmod.errors import ConfigError
+from chatmod.errors import ConfigError, ProtocolError
 
 if TYPE_CHECKING:
     from chatmod.chatsight.account import AccountClient
@@ -232,6 +232,14 @@ def print_transcript(transcript: Transcript, *, as_json: bool) -> None:
     sys.stdout.flush()
 
 
+def _time_option(option: str, text: str) -> datetime:
+    """A ``--from``/``--to`` time; a usage error (exit 2) naming the option if unreadable."""
+    try:
+        return parse_time(text)
+    except ProtocolError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
 async def _stats(args: argparse.Namespace) -> int:
     from chatmod.chatsight.account import AccountClient, search_range
 
@@ -253,7 +261,7 @@ async def _stats(args: argparse.Namespace) -> int:
         if args.stats_action != "search":
             print_lifetime(await client.lifetime_stats(), output)
             return 0
-        start, end = parse_time(args.time_from), parse_time(args.time_to)
+        start, end = _time_option("--from", args.time_from), _time_option("--to", args.time_to)
         if end <= start:
             raise ConfigError("--to: expected a time after --from")
         rounded = api_range(start, end)

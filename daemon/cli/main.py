@@ -1,5 +1,6 @@
 """The command line: ``chatmod run | check-config | config reference | plugins | tail |
-sandbox`` and the Chatsight account commands ``addon | keywords | secret | stats | voice``.
+review | replay | sandbox | eval`` and the Chatsight account commands ``addon | keywords |
+secret | stats | voice``.
 
 Exit codes: 0 done, 2 bad config or usage, 1 anything else fatal. Errors are one line on
 stderr each (a config with several mistakes: one line per mistake); ``--debug`` adds the
@@ -14,6 +15,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 import trio
@@ -21,6 +23,9 @@ import trio
 from chatmod._version import __version__
 from chatmod.cli import account as account_cli
 from chatmod.cli import control as control_cli
+from chatmod.cli import evaluate as evaluate_cli
+from chatmod.cli import replay as replay_cli
+from chatmod.cli import review as review_cli
 from chatmod.cli import strikes as strikes_cli
 from chatmod.cli import tail as tail_cli
 from chatmod.config.load import (
@@ -45,7 +50,7 @@ ACCOUNT_COMMANDS = ("addon", "keywords", "secret", "stats", "voice")
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         print(f"chatmod: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG)
@@ -81,12 +86,24 @@ def make_parser() -> argparse.ArgumentParser:
     tail = commands.add_parser("tail", help="follow decision lines and print them readably")
     tail_cli.add_arguments(tail)
 
+    review = commands.add_parser("review", help="the review queue: list, show, approve, "
+                                                "overturn")
+    review_cli.add_arguments(review, _config_argument)
+
+    replay = commands.add_parser("replay", help="decide recorded lines again under a config; "
+                                                "print what would change")
+    replay_cli.add_arguments(replay, _config_argument)
+
     sandbox = commands.add_parser(
         "sandbox", help="run a local stand-in for the Chatsight API (websocket and HTTP)")
     sandbox_cli.add_arguments(sandbox)
     account_cli.add_commands(commands)
     strikes_cli.add_commands(commands)
     control_cli.add_commands(commands)
+
+    evaluate = commands.add_parser(
+        "eval", help="the primary engine's precision and recall on a labelled chat set")
+    evaluate_cli.add_arguments(evaluate)
     return parser
 
 
@@ -108,12 +125,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_reference(args.update)
         if args.command == "sandbox":
             return sandbox_cli.run(args)
+        if args.command == "review":
+            return review_cli.run(args)
+        if args.command == "replay":
+            return replay_cli.run(args)
         if args.command == "tail":
             return tail_cli.run(args)
         if args.command in control_cli.COMMANDS:
             return control_cli.run(args)
         if args.command == strikes_cli.COMMAND:
             return strikes_cli.run(args)
+        if args.command == "eval":
+            return evaluate_cli.run(args)
         if args.command in ACCOUNT_COMMANDS:
             return account_cli.run(args)
         return _plugins()

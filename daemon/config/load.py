@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 from chatmod.config.problems import Problems, parsed, placed
-from chatmod.config.registry import Registry
+from chatmod.config.registry import PluginInfo, Registry
 from chatmod.config.schema import (
     describe,
     did_you_mean,
@@ -31,9 +31,10 @@ from chatmod.config.sections import (
     HttpSection,
     LogLevel,
     PolicySection,
+    ReviewSection,
     StateSection,
 )
-from chatmod.core.interfaces import Plugin
+from chatmod.core.interfaces import Engine, Plugin, Sink, Source
 from chatmod.errors import ConfigError, PluginError
 
 # Where `chatmod run` and `check-config` look without -c (the systemd unit's path too).
@@ -41,18 +42,37 @@ DEFAULT_CONFIG_PATH = "/etc/chatmod/chatmod.toml"
 CONFIG_ENV = "CHATMOD_CONFIG"
 
 
+PluginT = TypeVar("PluginT", bound=Plugin[Any])
+
+
 @dataclass(frozen=True)
-class PluginConfig:
-    """One configured instance of a plugin."""
+class PluginConfig(Generic[PluginT]):
+    """One configured instance of a plugin: its class (checked against its kind's base class
+    when the config was loaded) and its options (an instance of the class's ``Config``)."""
 
     kind: str
     name: str
     plugin_type: str
-    cls: type[Plugin] = field(repr=False)
-    options: Any
+    cls: type[PluginT] = field(repr=False)
+    options: object  # an instance of cls.Config
 
-    def build(self) -> Plugin:
+    def build(self) -> PluginT:
+        """A new, not yet running, instance of the plugin."""
         return self.cls(self.name, self.options)
+
+
+SourceConfig = PluginConfig[Source[Any]]
+SinkConfig = PluginConfig[Sink[Any]]
+EngineConfig = PluginConfig[Engine[Any]]
+
+
+@runtime_checkable
+class StateDirOption(Protocol):
+    """A plugin config (a dataclass) with a ``state_dir`` option: left empty, it is
+    ``[daemon] state_dir``."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+    state_dir: str
 
 
 @dataclass(frozen=True)
@@ -63,13 +83,14 @@ class Config:
     cache: CacheSection
     dead_letters: DeadLettersSection
     http: HttpSection
-    engines: dict[str, PluginConfig]
-    sources: list[PluginConfig]
-    sinks: list[PluginConfig]
+    engines: dict[str, EngineConfig]
+    sources: list[SourceConfig]
+    sinks: list[SinkConfig]
     origin: str = "<config>"
     # `run --log-level`: wins over [daemon] log_level, also after a reload.
     log_level_override: LogLevel | None = None
     state: StateSection = field(default_factory=StateSection)
+    review: ReviewSection = field(default_factory=ReviewSection)
 
     def engine_chain(self) -> list[str]:
         """Engine names in the order they are asked: primary, then fallback engines."""
@@ -79,7 +100,7 @@ class Config:
 
     def to_plain(self) -> dict[str, Any]:
         """The resolved config as plain data, secrets masked (for ``check-config``)."""
-        def plugin(p: PluginConfig) -> dict[str, Any]:
+        def plugin(p: PluginConfig[Any]) -> dict[str, Any]:
             return {"name": p.name, "type": p.plugin_type, **to_plain(p.options)}
 
         return {
@@ -91,13 +112,14 @@ class Config:
             "dead_letters": to_plain(self.dead_letters),
             "http": to_plain(self.http),
             "state": to_plain(self.state),
+            "review": to_plain(self.review),
             "sources": [plugin(p) for p in self.sources],
             "sinks": [plugin(p) for p in self.sinks],
         }
 
 
 TOP_LEVEL_KEYS = ("daemon", "engine", "engines", "policy", "cache", "dead_letters", "http",
-                  "sources", "sinks", "state")
+                  "sources", "sinks", "state", "review")
 
 
 def choose_config_path(given: str | None) -> tuple[Path, str]:
@@ -163,9 +185,11 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
                                   "dead_letters")
     http = problems.check(parse_table, HttpSection, data.get("http", {}), "http")
     state = problems.check(parse_table, StateSection, data.get("state", {}), "state")
+    review = problems.check(parse_table, ReviewSection, data.get("review", {}), "review")
     engines = _engines(data, engine, registry, problems)
-    sources = _plugin_list("source", "sources", data, registry, problems)
-    sinks = _plugin_list("sink", "sinks", data, registry, problems)
+    sources = _plugin_list(PluginInfo.load_source, "source", "sources", data, registry,
+                           problems)
+    sinks = _plugin_list(PluginInfo.load_sink, "sink", "sinks", data, registry, problems)
     problems.raise_if_any()
     state_dir = parsed(daemon).state_dir
     if state_dir:
@@ -173,11 +197,12 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
         sinks = [_inherit_state_dir(spec, state_dir) for spec in sinks]
     return Config(parsed(daemon), parsed(engine), parsed(policy), parsed(cache),
                   parsed(dead_letters), parsed(http), engines, sources, sinks, origin,
-                  state=parsed(state))
+                  state=parsed(state),
+                  review=parsed(review))
 
 
 def _engines(data: Mapping[str, Any], engine: EngineSection | None, registry: Registry,
-             problems: Problems) -> dict[str, PluginConfig]:
+             problems: Problems) -> dict[str, EngineConfig]:
     """Every ``[engines.<name>]`` table, and the engines ``[engine]`` names without one."""
     engine_tables = data.get("engines", {})
     if not isinstance(engine_tables, Mapping):
@@ -186,10 +211,11 @@ def _engines(data: Mapping[str, Any], engine: EngineSection | None, registry: Re
     in_use = [engine.primary, *engine.fallback] if engine is not None else []
     if engine is not None:
         _check_chain(engine, problems)
-    engines: dict[str, PluginConfig] = {}
+    engines: dict[str, EngineConfig] = {}
     for name, table in engine_tables.items():
         spec = problems.check(
-            _plugin_config, "engine", registry, table, join_path("engines", name),
+            _plugin_config, PluginInfo.load_engine, "engine", registry, table,
+            join_path("engines", name),
             default_type=name, name=name, resolve_secrets=name in in_use,
         )
         if spec is not None:
@@ -206,8 +232,8 @@ def _engines(data: Mapping[str, Any], engine: EngineSection | None, registry: Re
                                 f"engine ({', '.join(installed) or 'none'})"
                                 + (", or 'pass' or 'flag' last" if i else ""))
             continue
-        spec = problems.check(_plugin_config, "engine", registry, {}, where, default_type=name,
-                              name=name)
+        spec = problems.check(_plugin_config, PluginInfo.load_engine, "engine", registry, {},
+                              where, default_type=name, name=name)
         if spec is not None:
             engines[name] = spec
     return engines
@@ -226,23 +252,25 @@ def _check_chain(engine: EngineSection, problems: Problems) -> None:
         problems.add("engine.fallback", f"an engine is named twice in {in_use}")
 
 
-def _inherit_state_dir(spec: PluginConfig, state_dir: str) -> PluginConfig:
+def _inherit_state_dir(spec: PluginConfig[PluginT], state_dir: str) -> PluginConfig[PluginT]:
     """A plugin with a ``state_dir`` option left empty uses ``[daemon] state_dir``."""
-    if getattr(spec.options, "state_dir", None) != "":
+    options = spec.options
+    if not isinstance(options, StateDirOption) or options.state_dir != "":
         return spec
-    return replace(spec, options=replace(spec.options, state_dir=state_dir))
+    return replace(spec, options=replace(options, state_dir=state_dir))
 
 
 def _plugin_list(
-    kind: str, key: str, data: Mapping[str, Any], registry: Registry, problems: Problems
-) -> list[PluginConfig]:
+    load: Callable[[PluginInfo], type[PluginT]], kind: str, key: str,
+    data: Mapping[str, Any], registry: Registry, problems: Problems,
+) -> list[PluginConfig[PluginT]]:
     tables = data.get(key, [])
     if not isinstance(tables, list):
         problems.add(key, f"expected an array of tables ([[{key}]]), found {describe(tables)}")
         return []
     if not tables:
         problems.add(key, f"at least one [[{key}]] table is needed")
-    configs: list[PluginConfig] = []
+    configs: list[PluginConfig[PluginT]] = []
     seen: dict[str, int] = {}
     for i, table in enumerate(tables):
         path = join_path(key, i)
@@ -253,7 +281,7 @@ def _plugin_list(
             problems.add(f"{path}.type", "required key is missing; installed: "
                                          f"{', '.join(registry.names(kind))}")
             continue
-        config = problems.check(_plugin_config, kind, registry, table, path)
+        config = problems.check(_plugin_config, load, kind, registry, table, path)
         if config is None:
             continue
         if config.name in seen:
@@ -266,6 +294,7 @@ def _plugin_list(
 
 
 def _plugin_config(
+    load: Callable[[PluginInfo], type[PluginT]],
     kind: str,
     registry: Registry,
     table: Mapping[str, Any],
@@ -274,7 +303,9 @@ def _plugin_config(
     default_type: str | None = None,
     name: str | None = None,
     resolve_secrets: bool = True,
-) -> PluginConfig:
+) -> PluginConfig[PluginT]:
+    """The plugin ``table`` configures, its class loaded with ``load`` (which checks its
+    kind) and its options validated by the class's ``Config``."""
     if not isinstance(table, Mapping):
         raise ConfigError.at(path, f"expected a table, found {describe(table)}")
     plugin_type = table.get("type", default_type)
@@ -283,7 +314,7 @@ def _plugin_config(
                              f"expected a plugin name, found {describe(plugin_type)}")
     type_path = f"{path}.type" if "type" in table else path
     try:
-        cls = registry.get(kind, plugin_type, type_path).load()
+        cls = load(registry.get(kind, plugin_type, type_path))
     except PluginError as exc:
         raise PluginError(problems=[placed(type_path, p) for p in exc.problems]) from None
     problems = Problems()
@@ -294,10 +325,9 @@ def _plugin_config(
             problems.add(f"{path}.name", f"expected a non-empty string, found {describe(name)}")
     options = problems.check(parse_table, cls.Config, table, path,
                              resolve_secrets=resolve_secrets, ignore=ignored)
-    check = getattr(cls, "check_available", None)
-    if resolve_secrets and check is not None:
+    if resolve_secrets:
         try:
-            check()
+            cls.check_available()
         except PluginError as exc:
             problems.errors.append(
                 PluginError(problems=[placed(type_path, p) for p in exc.problems]))

@@ -24,6 +24,7 @@ from chatmod.config.sections import (
     EngineSection,
     HttpSection,
     PolicySection,
+    ReviewSection,
     StateSection,
 )
 
@@ -39,6 +40,7 @@ CORE_SECTIONS: tuple[tuple[str, type[Any]], ...] = (
     ("[http]", HttpSection),
     ("[dead_letters]", DeadLettersSection),
     ("[state]", StateSection),
+    ("[review]", ReviewSection),
 )
 PLUGIN_SECTIONS = (
     ("engine", "[engines.<name>]",

@@ -123,8 +123,10 @@ def parse_table(
     """
     if not isinstance(table, Mapping):
         raise ConfigError.at(path or "config", f"expected a table, found {describe(table)}")
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise ConfigError.at(path or "config", f"cannot be checked: {cls!r} is not a dataclass")
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     accepted = set(fields) | ignore
     for name in fields:
         if is_secret_type(hints[name]):

@@ -254,3 +254,39 @@ class DeadLettersSection:
     path: str = setting("dead-letters.jsonl", nonempty=True,
                         help="JSON-lines file (appended) for decisions a sink gave up on")
     include_text: bool = setting(True, help="keep the message text in dead letters")
+
+
+# A week: long enough for a raid's copies to come back, short enough that a reviewer's
+# "this was fine" does not outlive the context it was given in.
+REVIEW_ALLOW_TTL = 7 * 24 * 3600.0
+ReviewBackend = Literal["sqlite", "redis"]
+
+
+@dataclass(frozen=True)
+class ReviewSection:
+    """The review queue (`chatmod review`): decisions whose action is in `actions` wait for a
+    person to approve or overturn them. An overturn puts the exact text (normalised as the
+    verdict cache normalises it) on an allow-list, consulted before any engine (route
+    `allow`, engine `allow-list`, verdict `pass`) until `allow_ttl` runs out, and a
+    `{"type": "review", ...}` record goes to the sinks (from one daemon of a group) so a
+    platform can lift the action. Every review is written to the audit log."""
+
+    enabled: bool = setting(False, help="queue decisions for review")
+    actions: tuple[str, ...] = setting(("flag",), one_or_many=True,
+                                       help="the policy actions that are queued")
+    backend: ReviewBackend = setting(
+        "sqlite", help="sqlite: `<state_dir>/review.sqlite3` (one daemon; needs a state "
+                       "directory); redis: streams shared by every daemon of a group")
+    allow_ttl: float = setting(REVIEW_ALLOW_TTL, min=1.0, help="seconds an overturned text "
+                                                                "stays on the allow-list")
+    redis_host: str = setting("127.0.0.1", nonempty=True, help="redis backend: the server")
+    redis_port: int = setting(6379, min=1, max=65535, help="redis backend: its port")
+    redis_db: int = setting(0, min=0, help="redis backend: the database number")
+    redis_password: Secret | None = setting(None, help="redis backend: its password")
+    redis_key: str = setting("chatmod:review", nonempty=True,
+                             help="redis backend: the queue stream; reviews go to "
+                                  "`<redis_key>:reviews`")
+    redis_group: str = setting("chatmod", nonempty=True, help="redis backend: the group whose "
+                               "daemons share the queue (one of them writes each review record)")
+    redis_consumer: str = setting("", help="redis backend: this daemon's name in the group; "
+                                           "default host-pid")

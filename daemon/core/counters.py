@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from chatmod.core.interfaces import Plugin
 
@@ -21,7 +22,7 @@ def is_gauge_key(key: str) -> bool:
     return key in GAUGE_KEYS or key.startswith(CONNECTION_UP)
 
 
-def safe_statistics(plugin: Plugin) -> dict[str, float]:
+def safe_statistics(plugin: Plugin[Any]) -> dict[str, float]:
     """A plugin's statistics as floats; a plugin whose statistics() fails or gives a value
     that is not a number costs those series, never the scrape."""
     try:
@@ -44,14 +45,14 @@ class RetiredCounters:
     once stopped, its final counts are kept in :attr:`totals` by (kind, name)."""
 
     def __init__(self) -> None:
-        self.retiring: list[Plugin] = []
+        self.retiring: list[Plugin[Any]] = []
         self.totals: dict[tuple[str, str], dict[str, float]] = {}
 
-    def begin(self, plugins: Iterable[Plugin]) -> None:
+    def begin(self, plugins: Iterable[Plugin[Any]]) -> None:
         """Call in the same step that takes ``plugins`` out of service."""
         self.retiring.extend(plugins)
 
-    def finish(self, plugin: Plugin) -> None:
+    def finish(self, plugin: Plugin[Any]) -> None:
         """``plugin`` has stopped: keep its final counts (a no-op if it was not retiring)."""
         if not any(p is plugin for p in self.retiring):
             return

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
-from chatmod.core.interfaces import Sink, Source
+from chatmod.core.interfaces import SharedConnections, Sink, Source
 from chatmod.core.model import Decision, Message
 from chatmod.core.supervisor import Supervisor, describe
 from chatmod.errors import SinkError
@@ -31,8 +32,12 @@ SINK_CLOSE_GRACE = 5.0
 class SinkStage:
     """The pipeline's last stage (a part of :class:`~chatmod.core.pipeline.Pipeline`)."""
 
-    sinks: list[Sink]
-    sources: dict[str, Source]
+    sinks: list[Sink[Any]]
+    sources: dict[str, Source[Any]]
+    connections: SharedConnections
+    retired: RetiredCounters
+    supervisor: Supervisor
+    _services: trio.Nursery | None
     dead_letters: DeadLetters | None
     streaming: bool
     _slots: trio.Semaphore
@@ -45,7 +50,6 @@ class SinkStage:
     routes: Counter[str]
     sink_failures: Counter[str]
     observers: list[Callable[[Sequence[Decision]], None]]
-    supervisor: Supervisor
     #: Strikes and ladder steps between the policy and the sinks (set by the service when a
     #: ladder is configured).
     escalation: Escalation | None = None
@@ -56,6 +60,40 @@ class SinkStage:
     ) -> None:
         await self.supervisor.supervise("store", escalation.store.name, escalation.run,
                                         task_status=task_status)
+
+    def reopen_sinks(self) -> None:
+        """Reopen the sinks' files (SIGHUP, after logrotate moved them)."""
+        for sink in self.sinks:
+            sink.reopen()
+
+    def replace_sinks(self, sinks: Sequence[Sink[Any]]) -> None:
+        """Swap in new sinks (reload): started first, the old ones closed after."""
+        if self._services is None:
+            raise RuntimeError("the pipeline is not running")
+        for sink in sinks:
+            sink.bind(self.connections)
+        self._services.start_soon(self._swap_sinks, list(sinks))
+
+    async def _swap_sinks(self, sinks: list[Sink[Any]]) -> None:
+        assert self._services is not None
+        try:
+            for sink in sinks:
+                await self._services.start(self._run_sink, sink)
+        except Exception as exc:
+            log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
+            return
+        old, self.sinks = self.sinks, sinks
+        self.retired.begin(old)
+        log.info("reload: new sinks are taking decisions (%s)", ", ".join(s.name for s in sinks))
+        for sink in old:
+            with trio.move_on_after(SINK_CLOSE_GRACE):
+                await sink.aclose()
+            self.retired.finish(sink)
+
+    async def _run_sink(
+        self, sink: Sink[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.supervisor.supervise("sink", sink.name, sink.run, task_status=task_status)
 
     async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
         async with decisions:
@@ -123,11 +161,21 @@ class SinkStage:
     async def deliver_alert(self, record: Mapping[str, Any]) -> None:
         """Hand an alert to every sink; one that fails is logged, the others still get it."""
         self.alerts += 1
+        await self.deliver_record(record)
+
+    async def deliver_record(self, record: Mapping[str, Any]) -> bool:
+        """Hand a record that is not a decision (an alert, a review) to every sink through
+        ``write_alert``; one that fails is logged, the others still get it. True when every
+        sink took it."""
+        taken = True
         for sink in self.sinks:
             try:
                 await sink.write_alert(record)
             except Exception as exc:
-                log.error("sink %s could not take an alert: %s", sink.name, exc)
+                taken = False
+                log.error("sink %s could not take a %s record: %s", sink.name,
+                          record.get("type", "alert"), exc)
+        return taken
 
     async def _dead_letter(self, decisions: list[Decision], sink: str, error: str) -> bool:
         if self.dead_letters is None:

@@ -1,21 +1,23 @@
 """The engine chain: the primary engine, then fallback engines, then a fixed answer.
 
 Whatever the engines do, :meth:`EngineChain.moderate` returns a verdict: a message is never
-left undecided because an engine failed, timed out or has a bug.
+left undecided because an engine failed, timed out or has a bug. The pipeline's streaming stage
+and a reload work through its methods (:meth:`EngineChain.acquire_primary`,
+:meth:`EngineChain.replace`, :meth:`EngineChain.reconfigure_cache`...), never its fields.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import trio
 
 from chatmod.config.sections import FAIL_OPEN
-from chatmod.core.cache import VerdictCache, normalise
+from chatmod.core.cache import Lead, VerdictCache, Waiter, normalise
 from chatmod.core.interfaces import Engine
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import EngineError
@@ -33,87 +35,138 @@ class EngineChain:
 
     def __init__(
         self,
-        engines: Sequence[Engine],
+        engines: Sequence[Engine[Any]],
         last_resort: str,
         timeout: float,
         cache: VerdictCache | None = None,
     ) -> None:
         if not engines:
             raise ValueError("an engine chain needs at least one engine")
-        self.engines = list(engines)
-        self.cache = cache
+        self._engines = list(engines)
+        self._cache = cache
         self.timeout = timeout
         route = ROUTE_FAIL_OPEN if last_resort == FAIL_OPEN else ROUTE_FAIL_CLOSED
         self._last_resort = Verdict(last_resort, None, NO_ENGINE, route)
         self.failures: Counter[str] = Counter()
         # Messages each engine holds right now (by id(engine)): a replaced engine is stopped
         # only once nothing is waiting on it.
-        self.using: Counter[int] = Counter()
+        self._using: Counter[int] = Counter()
         self._unused: dict[int, trio.Event] = {}
         self._failing: set[str] = set()
+        #: Asked before the cache and every engine (the review allow-list): a verdict it
+        #: gives is final and costs no engine call.
+        self.prejudge: Callable[[Message], Verdict | None] | None = None
+
+    @property
+    def engines(self) -> list[Engine[Any]]:
+        """The engines in the order they are asked (a copy: change it with :meth:`replace`)."""
+        return list(self._engines)
+
+    @property
+    def primary(self) -> Engine[Any]:
+        """The engine asked first (a reload may replace it: read it each time)."""
+        return self._engines[0]
+
+    @property
+    def cache(self) -> VerdictCache | None:
+        """The verdict cache; None when caching is off (see :meth:`reconfigure_cache`)."""
+        return self._cache
 
     async def moderate(self, message: Message) -> Verdict:
-        if self.cache is None:
+        if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
+            return verdict
+        if self._cache is None:
             return await self._ask_engines(message)
-        return await self.cache.get_or_ask(
+        return await self._cache.get_or_ask(
             message.text, lambda: self._ask_engines(message), self._cacheable
         )
+
+    def replace(self, old: Engine[Any], new: Engine[Any]) -> None:
+        """Ask ``new`` where ``old`` was asked (reload); messages ``old`` holds stay counted
+        until released (:meth:`wait_unused`)."""
+        self._engines = [new if engine is old else engine for engine in self._engines]
+
+    def forget(self, engine: Engine[Any]) -> None:
+        """``engine`` stopped (after a :meth:`replace`): whatever it held failed with it."""
+        self._using.pop(id(engine), None)
+        waiting = self._unused.pop(id(engine), None)
+        if waiting is not None:
+            waiting.set()
+
+    def reconfigure_cache(self, size: int, ttl: float) -> None:
+        """New cache limits (reload): a cache is made when there was none and ``ttl`` > 0;
+        an existing one is kept (messages may be waiting on requests it tracks) and a ``ttl``
+        of 0 turns it off."""
+        if self._cache is None:
+            if ttl > 0:
+                self._cache = VerdictCache(size, ttl)
+            return
+        self._cache.reconfigure(size, ttl)
+
+    def acquire_primary(self) -> Engine[Any]:
+        """The primary engine, counted as holding one more message until :meth:`release`."""
+        engine = self._engines[0]
+        self._using[id(engine)] += 1
+        return engine
 
     @property
     def last_resort_route(self) -> str:
         """The route of the answer given when every engine failed."""
         return self._last_resort.route
 
-    def release(self, engine: Engine) -> None:
+    def release(self, engine: Engine[Any]) -> None:
         """A message no longer waits on ``engine``."""
         key = id(engine)
-        self.using[key] -= 1
-        if self.using[key] <= 0 and key in self._unused:
+        self._using[key] -= 1
+        if self._using[key] <= 0 and key in self._unused:
             self._unused.pop(key).set()
 
-    async def wait_unused(self, engine: Engine) -> None:
+    async def wait_unused(self, engine: Engine[Any]) -> None:
         """Until no message waits on ``engine``."""
         key = id(engine)
-        if self.using[key] > 0:
+        if self._using[key] > 0:
             event = self._unused.setdefault(key, trio.Event())
             await event.wait()
 
-    def probe(self, message: Message) -> tuple[Verdict | None, str | None]:
-        """Streaming: a cached verdict, else the cache key (None when there is no cache)."""
-        if self.cache is None:
-            return None, None
-        key = normalise(message.text)
-        return self.cache.hit(key), key
+    def claim(self, message: Message, waiter: Waiter) -> Verdict | Lead | None:
+        """Streaming: a cached verdict; ``None`` when an identical text is being asked about
+        (``waiter`` gets its outcome); else the :class:`Lead`: ask the primary, then report
+        with :meth:`primary_answered` or :meth:`primary_failed`. A text the allow-list
+        passes (:attr:`prejudge`) is a verdict before the cache and every engine."""
+        if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
+            return verdict
+        if self._cache is None:
+            return Lead(normalise(message.text))  # nothing shared: no one waits on it
+        return self._cache.claim(message.text, waiter)
 
-    def primary_answered(self, key: str | None, verdict: Verdict) -> list[Any]:
-        """Streaming: the primary's answer for ``key``; returns the messages waiting on it."""
-        if self._failing and self.engines[0].name in self._failing:
-            self._failing.discard(self.engines[0].name)
-            log.warning("engine %s answers again", self.engines[0].name)
-        if key is None or self.cache is None:
-            return []
-        return self.cache.finish(key, verdict if self._cacheable(verdict) else None)
+    def primary_answered(self, lead: Lead, verdict: Verdict) -> None:
+        """Streaming: the primary's answer for ``lead``; the messages waiting on it get it."""
+        if self._failing and self._engines[0].name in self._failing:
+            self._failing.discard(self._engines[0].name)
+            log.warning("engine %s answers again", self._engines[0].name)
+        if self._cache is not None:
+            self._cache.settle(lead, verdict, keep=self._cacheable(verdict))
 
-    def primary_failed(self, key: str | None) -> list[Any]:
-        """Streaming: the primary failed for ``key``; returns the messages waiting on it."""
-        if key is None or self.cache is None:
-            return []
-        return self.cache.finish(key, None)
+    def primary_failed(self, lead: Lead, error: EngineError) -> None:
+        """Streaming: the primary failed for ``lead``; the messages waiting on it get
+        ``error`` (each then falls back)."""
+        if self._cache is not None:
+            self._cache.settle(lead, error, keep=False)
 
     async def fall_back(self, message: Message, error: EngineError) -> Verdict:
         """The verdict after the primary failed with ``error``: fallback engines, then the
         last resort."""
-        self._engine_failed(self.engines[0], str(error), message)
+        self._engine_failed(self._engines[0], str(error), message)
         return await self._ask_engines(message, first=1)
 
     def _cacheable(self, verdict: Verdict) -> bool:
         # Only the primary engine's own answers: a degraded answer must not outlive the outage.
-        return verdict.engine == self.engines[0].name and verdict.route not in (
+        return verdict.engine == self._engines[0].name and verdict.route not in (
             ROUTE_FALLBACK, ROUTE_FAIL_OPEN, ROUTE_FAIL_CLOSED)
 
     async def _ask_engines(self, message: Message, first: int = 0) -> Verdict:
-        for position, engine in enumerate(self.engines[first:], start=first):
-            self.using[id(engine)] += 1
+        for position, engine in enumerate(self._engines[first:], start=first):
+            self._using[id(engine)] += 1
             try:
                 if engine.enforces_own_timeout:
                     verdict = await engine.moderate(message)
@@ -138,7 +191,7 @@ class EngineChain:
             return verdict if position == 0 else replace(verdict, route=ROUTE_FALLBACK)
         return self._last_resort
 
-    def _engine_failed(self, engine: Engine, reason: str, message: Message) -> None:
+    def _engine_failed(self, engine: Engine[Any], reason: str, message: Message) -> None:
         self.failures[engine.name] += 1
         # One warning when an engine starts failing, not one per message.
         if engine.name not in self._failing:
@@ -149,6 +202,6 @@ class EngineChain:
 
     def statistics(self) -> dict[str, float]:
         stats = {f"engine_failures.{name}": float(n) for name, n in self.failures.items()}
-        if self.cache is not None:
-            stats.update(self.cache.statistics())
+        if self._cache is not None:
+            stats.update(self._cache.statistics())
         return stats

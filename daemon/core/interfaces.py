@@ -1,9 +1,12 @@
 """What a plugin is: the three kinds (source, sink, engine) and the calls the pipeline makes.
 
-Each plugin class has a ``Config`` dataclass (validated by :mod:`chatmod.config.schema` from
-its TOML table) and is built as ``cls(name, config)``. Its long-running part is
+Each plugin class is generic over its config, a dataclass validated by
+:mod:`chatmod.config.schema` from its TOML table: ``class JsonlSink(Sink[JsonlConfig])`` with
+``Config = JsonlConfig``, built as ``cls(name, config)``, so ``self.config`` is a
+``JsonlConfig`` to the type checker. Its long-running part is
 ``async def run(..., *, task_status)``, started with ``await nursery.start(plugin.run, ...)``;
-it calls ``task_status.started()`` once ready.
+it calls ``task_status.started()`` once ready. Optional hooks (``check_available``, ``bind``,
+``reconfigure``, and each kind's own) are declared here with defaults that do nothing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import abc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import trio
 
@@ -21,10 +24,41 @@ from chatmod.errors import EngineError
 
 ResultCallback = Callable[[Verdict | EngineError], None]
 
+#: A plugin's config type (its ``Config`` dataclass).
+ConfigT = TypeVar("ConfigT")
+SharedT = TypeVar("SharedT")
+
 
 @dataclass(frozen=True)
 class NoOptions:
     """Config of a plugin that takes no options."""
+
+
+class SharedConnections:
+    """Connections that the plugins of one pipeline share, each under the name of the plugin
+    that owns it (an IRC source's connection, which the IRC action sink acts through).
+
+    The pipeline owns one and hands it to each plugin it runs (:meth:`Plugin.bind`), so two
+    pipelines, or two daemons, never reach each other's connections.
+    """
+
+    def __init__(self) -> None:
+        self._by_owner: dict[str, object] = {}
+
+    def provide(self, owner: str, connection: object) -> None:
+        """``owner`` (a plugin's name) shares ``connection``: one connection per owner."""
+        known = self._by_owner.setdefault(owner, connection)
+        if known is not connection:
+            raise ValueError(f"{owner!r} already shares a connection")
+
+    def find(self, owner: str, kind: type[SharedT]) -> SharedT | None:
+        """The connection ``owner`` shares, if it is a ``kind``; None otherwise."""
+        connection = self._by_owner.get(owner)
+        return connection if isinstance(connection, kind) else None
+
+    def owners(self) -> list[str]:
+        """The names of the plugins that share a connection."""
+        return sorted(self._by_owner)
 
 
 class Intake(Protocol):
@@ -36,17 +70,34 @@ class Intake(Protocol):
         """Count and log a chat line that could not become a message."""
 
 
-class Plugin:
-    """Common ground of sources, sinks and engines."""
+class _OptionlessByDefault:
+    # The runtime default of ``Plugin.Config``: a plugin that declares no Config takes no
+    # options. Kept off ``Plugin`` so that ``Plugin.Config`` can be typed by its ConfigT.
+    Config: type[Any] = NoOptions
 
-    Config: ClassVar[type[Any]] = NoOptions
 
-    def __init__(self, name: str, config: Any) -> None:
+class Plugin(_OptionlessByDefault, Generic[ConfigT]):
+    """Common ground of sources, sinks and engines, generic over the plugin's config."""
+
+    #: The dataclass the plugin's TOML table is validated into (``NoOptions`` by default).
+    Config: type[ConfigT]
+
+    def __init__(self, name: str, config: ConfigT) -> None:
         self.name = name
-        self.config = config
+        self.config: ConfigT = config
         self.log = logging.getLogger(f"chatmod.{self.kind}.{name}")
 
     kind: ClassVar[str] = "plugin"
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise :class:`~chatmod.errors.PluginError` when the plugin cannot run here (an
+        optional dependency is missing); checked once the config uses it. By default it can."""
+
+    def bind(self, connections: SharedConnections) -> None:
+        """Called once by the pipeline before the plugin runs: share a connection
+        (``connections.provide``) or keep ``connections`` to find one shared by another
+        plugin. By default a plugin shares nothing."""
 
     def statistics(self) -> dict[str, float]:
         """Counters and gauges for logs and metrics. Keys are counters (they only go up)
@@ -54,12 +105,12 @@ class Plugin:
         says whether one of the plugin's connections is usable."""
         return {}
 
-    def reconfigure(self, config: Any) -> bool:
+    def reconfigure(self, config: ConfigT) -> bool:
         """Take new options while running (SIGHUP); False when that needs a restart."""
         return False
 
 
-class Source(Plugin, abc.ABC):
+class Source(Plugin[ConfigT], abc.ABC):
     """Turns an outside chat into messages."""
 
     kind = "source"
@@ -89,7 +140,7 @@ class Source(Plugin, abc.ABC):
         """Every sink has taken the decisions for these messages (e.g. Redis ``XACK``)."""
 
 
-class Sink(Plugin, abc.ABC):
+class Sink(Plugin[ConfigT], abc.ABC):
     """Takes decisions and confirms each batch by returning from :meth:`write`."""
 
     kind = "sink"
@@ -113,7 +164,7 @@ class Sink(Plugin, abc.ABC):
         do not show alerts ignore it."""
 
 
-class Engine(Plugin, abc.ABC):
+class Engine(Plugin[ConfigT], abc.ABC):
     """Takes messages, returns verdicts. It may batch, pipeline or stream internally."""
 
     kind = "engine"
@@ -122,24 +173,20 @@ class Engine(Plugin, abc.ABC):
     #: never blocks), so the chain need not wrap each call in a timeout.
     enforces_own_timeout: ClassVar[bool] = False
 
-    #: True when the engine implements :meth:`submit`. As primary engine it is then fed
-    #: messages without a waiting task per message: what lets one connection carry thousands
-    #: of messages a second. Such an engine must bound its own time (enforces_own_timeout).
-    streams: ClassVar[bool] = False
-
     #: The routes its verdicts can take (``Verdict.route``): their /metrics series exist
     #: from the start.
     verdict_routes: ClassVar[tuple[str, ...]] = ()
 
-    async def submit(self, message: Message, on_result: ResultCallback) -> None:
-        """Start moderating ``message``; call ``on_result`` exactly once, later, with its
-        :class:`Verdict` or an :class:`~chatmod.errors.EngineError`. ``on_result`` is sync and
-        never blocks. Waiting here (e.g. to send) is backpressure."""
-        raise NotImplementedError(f"engine {self.name} does not stream")
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background work (batching, connections); the default has none."""
         task_status.started()
+
+    def rejudge(self, recorded: Verdict) -> Verdict | None:
+        """``chatmod replay``: the verdict this engine, as configured now, gives a message it
+        judged before as ``recorded``, without asking again (e.g. new thresholds applied to
+        the recorded score); None when it cannot tell without asking. The default keeps the
+        recorded verdict: the engine is assumed to answer the same text the same way."""
+        return recorded
 
     @abc.abstractmethod
     async def moderate(self, message: Message) -> Verdict:
@@ -147,3 +194,17 @@ class Engine(Plugin, abc.ABC):
 
         Raise :class:`~chatmod.errors.EngineError` when no verdict can be had.
         """
+
+
+class StreamingEngine(Engine[ConfigT], abc.ABC):
+    """An engine that carries many messages over one connection. As primary engine it is fed
+    through :meth:`submit`, with no waiting task per message: what lets one connection carry
+    thousands of messages a second. It bounds its own time (every path has a deadline)."""
+
+    enforces_own_timeout = True
+
+    @abc.abstractmethod
+    async def submit(self, message: Message, on_result: ResultCallback) -> None:
+        """Start moderating ``message``; call ``on_result`` exactly once, later, with its
+        :class:`Verdict` or an :class:`~chatmod.errors.EngineError`. ``on_result`` is sync and
+        never blocks. Waiting here (e.g. to send) is backpressure."""

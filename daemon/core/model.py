@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, SupportsFloat, SupportsIndex
 
 import orjson
 
@@ -156,7 +156,9 @@ def _json_default(value: object) -> object:
     # Engines' raw scores may hold odd types (e.g. numpy floats); never fail a decision on them.
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return str(value)
+    if isinstance(value, str | bytes | bytearray | memoryview | SupportsFloat | SupportsIndex):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    return str(value)

@@ -11,18 +11,18 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from functools import partial
+from typing import Any
 
 import trio
 
-from chatmod.core.cache import ROUTE_CACHE
+from chatmod.core.cache import Lead
 from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
-from chatmod.core.delivery import SINK_CLOSE_GRACE, SinkStage
+from chatmod.core.delivery import SinkStage
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.intake import SourceIntake
-from chatmod.core.interfaces import Engine, Sink, Source
+from chatmod.core.interfaces import Engine, SharedConnections, Sink, Source, StreamingEngine
 from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.core.report import PipelineReport, RunSummary
@@ -46,11 +46,11 @@ class Pipeline(SinkStage, PipelineReport):
 
     def __init__(
         self,
-        sources: Sequence[Source],
-        engines: Sequence[Engine],
+        sources: Sequence[Source[Any]],
+        engines: Sequence[Engine[Any]],
         chain: EngineChain,
         policy: Policy,
-        sinks: Sequence[Sink],
+        sinks: Sequence[Sink[Any]],
         *,
         concurrency: int = 256,
         queue_size: int = 256,
@@ -82,7 +82,7 @@ class Pipeline(SinkStage, PipelineReport):
         self.observers: list[Callable[[Sequence[Decision]], None]] = []
         # Streaming mode (the primary engine streams): slots bound the messages between the
         # intake and the sink stage, which frees one per decision it takes.
-        self.streaming = chain.engines[0].streams
+        self.streaming = isinstance(chain.primary, StreamingEngine)
         self._slots = trio.Semaphore(concurrency)
         self._drained: trio.Event | None = None
         self._services: trio.Nursery | None = None
@@ -96,6 +96,11 @@ class Pipeline(SinkStage, PipelineReport):
         self.dead_lettered = 0
         self.message_failures = 0
         self.observer_failures = 0
+        # The connections these plugins share (an IRC source's, for the IRC sink): this
+        # pipeline's own, handed over; sources first, as they are the ones that share.
+        self.connections = SharedConnections()
+        for plugin in [*self.sources.values(), *self.engines, *self.sinks]:
+            plugin.bind(self.connections)
 
     def stop_reading(self, drain_timeout: float) -> None:
         """Stop the sources; whatever was read gets decided within ``drain_timeout`` s."""
@@ -112,12 +117,24 @@ class Pipeline(SinkStage, PipelineReport):
             scope.cancel()
         self._work_scope.cancel()
 
-    def reopen_sinks(self) -> None:
-        for sink in self.sinks:
-            sink.reopen()
+    def replace_policy(self, policy: Policy) -> None:
+        """Decide with ``policy`` from the next message on (reload)."""
+        self.policy = policy
+
+    def replace_dead_letters(self, dead_letters: DeadLetters) -> bool:
+        """Write dead letters to ``dead_letters`` from now on (reload); False, and nothing
+        changed, when this pipeline runs without dead letters."""
+        if self.dead_letters is None:
+            return False
+        self.dead_letters = dead_letters
+        return True
+
+    def reconfigure_cache(self, size: int, ttl: float) -> None:
+        """New verdict cache limits (reload); ``ttl`` 0 turns reuse off."""
+        self.chain.reconfigure_cache(size, ttl)
 
     async def _run_engine(
-        self, engine: Engine, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self, engine: Engine[Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         stopped = self._engines_stopped[id(engine)] = trio.Event()
         try:
@@ -128,14 +145,20 @@ class Pipeline(SinkStage, PipelineReport):
         finally:
             stopped.set()
 
-    def replace_engine(self, old: Engine, new: Engine) -> None:
+    def replace_engine(self, old: Engine[Any], new: Engine[Any]) -> bool:
         """Swap in ``new`` for ``old`` (reload): started first; ``old`` is stopped once no
-        message is waiting on it (at most :data:`ENGINE_RETIRE_GRACE` seconds)."""
+        message is waiting on it (at most :data:`ENGINE_RETIRE_GRACE` seconds). False, and
+        ``old`` kept, when the streaming stage (chosen at start) would get a primary that
+        does not stream."""
         if self._services is None:
             raise RuntimeError("the pipeline is not running")
+        if self.streaming and old is self.chain.primary and not isinstance(new, StreamingEngine):
+            return False
+        new.bind(self.connections)
         self._services.start_soon(self._swap_engine, old, new)
+        return True
 
-    async def _swap_engine(self, old: Engine, new: Engine) -> None:
+    async def _swap_engine(self, old: Engine[Any], new: Engine[Any]) -> None:
         assert self._services is not None
         try:
             await self._services.start(self._run_engine, new)
@@ -144,7 +167,7 @@ class Pipeline(SinkStage, PipelineReport):
                       new.name, exc)
             return
         chain = self.chain
-        chain.engines = [new if e is old else e for e in chain.engines]
+        chain.replace(old, new)
         self.engines = [new if e is old else e for e in self.engines]
         self.retired.begin([old])
         log.info("reload: engine %s restarted with its new settings", new.name)
@@ -152,31 +175,9 @@ class Pipeline(SinkStage, PipelineReport):
             await chain.wait_unused(old)
         # Whatever it still holds, it fails (to the fallback) as it stops.
         self._engine_scopes.pop(id(old)).cancel()
-        chain.using.pop(id(old), None)
+        chain.forget(old)
         await self._engines_stopped.pop(id(old)).wait()
         self.retired.finish(old)  # its final counts, once it stopped
-
-    def replace_sinks(self, sinks: Sequence[Sink]) -> None:
-        """Swap in new sinks (reload): started first, the old ones closed after."""
-        if self._services is None:
-            raise RuntimeError("the pipeline is not running")
-        self._services.start_soon(self._swap_sinks, list(sinks))
-
-    async def _swap_sinks(self, sinks: list[Sink]) -> None:
-        assert self._services is not None
-        try:
-            for sink in sinks:
-                await self._services.start(self._run_sink, sink)
-        except Exception as exc:
-            log.error("reload: new sinks failed to start (%s); keeping the running ones", exc)
-            return
-        old, self.sinks = self.sinks, sinks
-        self.retired.begin(old)
-        log.info("reload: new sinks are taking decisions (%s)", ", ".join(s.name for s in sinks))
-        for sink in old:
-            with trio.move_on_after(SINK_CLOSE_GRACE):
-                await sink.aclose()
-            self.retired.finish(sink)
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -222,14 +223,9 @@ class Pipeline(SinkStage, PipelineReport):
         self._log_statistics("done")
         return summary
 
-    async def _run_sink(
-        self, sink: Sink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        await self.supervisor.supervise("sink", sink.name, sink.run, task_status=task_status)
-
     async def _run_source(
         self,
-        source: Source,
+        source: Source[Any],
         send: trio.MemorySendChannel[Message],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
@@ -347,19 +343,23 @@ class Pipeline(SinkStage, PipelineReport):
             async def fall_back(message: Message, started: float, error: EngineError) -> None:
                 finish(message, await chain.fall_back(message, error), started)
 
-            def answered(engine: Engine, message: Message, started: float, key: str | None,
+            def answered(engine: Engine[Any], message: Message, started: float, lead: Lead,
                          result: Verdict | EngineError) -> None:
                 chain.release(engine)
+                settled(message, started, result)
                 if isinstance(result, Verdict):
+                    chain.primary_answered(lead, result)
+                else:
+                    chain.primary_failed(lead, result)
+
+            def settled(message: Message, started: float, result: Verdict | EngineError) -> None:
+                if isinstance(result, Verdict):  # its own verdict, or an identical message's
                     finish(message, result, started)
-                    for waiting, since in chain.primary_answered(key, result):
-                        finish(waiting, replace(result, route=ROUTE_CACHE), since)
                     return
-                for failed, since in [(message, started), *chain.primary_failed(key)]:
-                    try:
-                        fallbacks.start_soon(fall_back, failed, since, result)
-                    except RuntimeError:  # the stage is gone (drain timeout): undecided
-                        return
+                try:
+                    fallbacks.start_soon(fall_back, message, started, result)
+                except RuntimeError:  # the stage is gone (drain timeout): undecided
+                    return
 
             while True:
                 try:
@@ -380,14 +380,15 @@ class Pipeline(SinkStage, PipelineReport):
                 if message.verdict is not None:  # the source brought it: no engine is asked
                     finish(message, message.verdict, started)
                     continue
-                cached, key = chain.probe(message)
-                if cached is not None:
-                    finish(message, cached, started)
-                elif key is None or not chain.cache or not chain.cache.join(
-                        key, (message, started)):
-                    engine = chain.engines[0]  # read each time: a reload may replace it
-                    chain.using[id(engine)] += 1
-                    on_result = partial(answered, engine, message, started, key)
+                claim = chain.claim(message, partial(settled, message, started))
+                if isinstance(claim, Verdict):
+                    finish(message, claim, started)
+                elif claim is not None:  # it leads: identical messages wait for its answer
+                    engine = chain.acquire_primary()  # each time: a reload may replace it
+                    on_result = partial(answered, engine, message, started, claim)
+                    if not isinstance(engine, StreamingEngine):  # replace_engine refuses it
+                        on_result(EngineError(f"engine {engine.name} does not stream"))
+                        continue
                     try:
                         await engine.submit(message, on_result)
                     except Exception as exc:  # a bug in the engine: the fallback decides

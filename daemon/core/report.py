@@ -6,6 +6,7 @@ import logging
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -48,7 +49,7 @@ class PipelineReport:
     dead_letters: DeadLetters | None
     latency: LatencyHistograms
     chain: EngineChain
-    engines: list[Engine]
+    engines: list[Engine[Any]]
     stats_interval: float
 
     def statistics(self) -> dict[str, float]:

@@ -24,10 +24,10 @@ from chatmod.chatsight.stats import (
 from chatmod.chatsight.webhook import (
     KeywordAlert,
     ReplayGuard,
-    WebhookRejected,
     verify,
 )
 from chatmod.config.sections import HttpSection
+from chatmod.errors import WebhookRejected
 from chatmod.http.limits import ServerCounters, ServerLimits
 from chatmod.http.server import HttpRequest, HttpResponse
 

@@ -49,10 +49,6 @@ _IMAGE = re.compile(r"\.(?:png|jpe?g|webp|bmp)(?:[?#]|$)", re.IGNORECASE)
 _GIF = re.compile(r"\.gif(?:[?#]|$)", re.IGNORECASE)
 
 
-class CheckReplyError(ProtocolError):
-    """A reply that cannot be read as a check result."""
-
-
 def media_urls(text: str, images: Iterable[str], from_text: bool = True
                ) -> tuple[list[str], list[str]]:
     """Image and GIF URLs: the message's own, then links in its text that look like one."""
@@ -91,8 +87,8 @@ class CheckResult:
 
 
 def parse_check_reply(data: bytes | str) -> CheckResult:
-    """A check reply; :class:`CheckReplyError` when it holds no result at all."""
-    reply = json_object(data, CheckReplyError)
+    """A check reply; :class:`ProtocolError` when it holds no result at all."""
+    reply = json_object(data, ProtocolError)
     scores: dict[str, float] = {}
     sentiment = reply.get("sentiment")
     if isinstance(sentiment, dict):
@@ -114,7 +110,7 @@ def parse_check_reply(data: bytes | str) -> CheckResult:
     if not hits and reply.get(OVERALL_HIT) is True:
         hits.append(OVERALL_HIT)
     if not scores and not hits and not unchecked and OVERALL_HIT not in reply:
-        raise CheckReplyError("no sentiment, media or hits in the reply")
+        raise ProtocolError("no sentiment, media or hits in the reply")
     return CheckResult(scores, tuple(hits), tuple(unchecked))
 
 

@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -40,6 +40,7 @@ from chatmod.core.engine_chain import NO_ENGINE, ROUTE_FALLBACK
 from chatmod.core.interfaces import Plugin
 from chatmod.core.latency import LATENCY_BOUNDS_MS
 from chatmod.policy.rules import NO_ACTION
+from chatmod.review.model import OUTCOMES
 
 if TYPE_CHECKING:
     from chatmod.runtime.service import Service
@@ -282,6 +283,25 @@ class MetricsCollector:
                     outcome=outcome)
         s.counter("stats_flush_failures", "Times the stats store could not be written.",
                   service.decision_stats.flush_failures)
+        review = service.review
+        if review is not None:
+            s.gauge("review_queue_size", "Decisions waiting in the review queue (the whole "
+                    "group's with the redis backend).", review.backlog_size)
+            s.gauge("review_oldest_age_seconds", "Seconds the oldest item in the review queue "
+                    "has waited; 0 when none waits.", review.oldest_age())
+            s.counter("review_queued", "Decisions this daemon put in the review queue.",
+                      review.queued)
+            for outcome in sorted({*OUTCOMES, *review.reviews}):
+                s.counter("reviews", "Reviews seen by this daemon, by outcome.",
+                          review.reviews[outcome], outcome=outcome)
+            s.counter("review_records", "Review records this daemon handed to its sinks.",
+                      review.records_delivered)
+            s.counter("review_record_failures", "Hand-overs of review records a sink refused "
+                      "(tried again after a backoff).", review.delivery_failures)
+            s.counter("allow_list_hits", "Messages passed by the review allow-list (no engine "
+                      "asked).", review.allow_list.hits)
+            s.gauge("allow_list_entries", "Texts on the review allow-list.",
+                    len(review.allow_list))
         if service.api is not None:
             s.counter("keyword_alerts_rejected", "Keyword alert webhooks refused.",
                       service.api.rejected)
@@ -305,7 +325,7 @@ class MetricsCollector:
         return histogram
 
 
-def _by_name(kind: str, live: Iterable[Plugin], retired: RetiredCounters
+def _by_name(kind: str, live: Iterable[Plugin[Any]], retired: RetiredCounters
              ) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
     """name -> (counters, gauges) of every component of ``kind``: the running ones, plus the
     counts of the ones a reload replaced under the same name."""

@@ -8,7 +8,7 @@ import signal
 from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import trio
 
@@ -18,7 +18,6 @@ from chatmod.config.state import state_directory
 from chatmod.core.cache import VerdictCache
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.interfaces import Engine, Sink, Source
 from chatmod.core.pipeline import Pipeline
 from chatmod.core.report import RunSummary
 from chatmod.errors import ConfigError
@@ -28,6 +27,7 @@ from chatmod.http.server import serve_http
 from chatmod.policy.escalation import Escalation
 from chatmod.policy.live_control import LiveControl
 from chatmod.policy.rules import Policy
+from chatmod.review.service import ReviewQueue, ReviewSink
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.metrics import metrics_endpoint
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
@@ -49,15 +49,15 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def build_pipeline(config: Config) -> Pipeline:
     """Instantiate every configured plugin and join them into a pipeline."""
-    engines = [cast(Engine, config.engines[name].build()) for name in config.engine_chain()]
-    chain = EngineChain(engines, last_resort=_last_resort(config), timeout=config.engine.timeout,
+    engines = [config.engines[name].build() for name in config.engine_chain()]
+    chain = EngineChain(engines, last_resort=last_resort(config), timeout=config.engine.timeout,
                         cache=build_cache(config))
     pipeline = Pipeline(
-        sources=[cast(Source, spec.build()) for spec in config.sources],
+        sources=[spec.build() for spec in config.sources],
         engines=engines,
         chain=chain,
         policy=Policy(config.policy),
-        sinks=[cast(Sink, spec.build()) for spec in config.sinks],
+        sinks=[spec.build() for spec in config.sinks],
         concurrency=config.daemon.concurrency,
         queue_size=config.daemon.queue_size,
         stats_interval=config.daemon.stats_interval,
@@ -90,13 +90,29 @@ def build_strike_store(config: Config) -> StrikeStore:
     return MemoryStrikeStore()
 
 
+def build_review(config: Config, state_dir: Path | None, pipeline: Pipeline
+                 ) -> ReviewQueue | None:
+    """The review queue when ``[review]`` is enabled: its sink joins the pipeline's sinks and
+    its allow-list is asked before any engine."""
+    if not config.review.enabled:
+        return None
+    if config.review.backend == "sqlite" and state_dir is None:
+        raise ConfigError.at("review.backend", "sqlite needs a state directory: set [daemon] "
+                                               "state_dir (or $STATE_DIRECTORY), or use redis")
+    review = ReviewQueue(config.review, state_dir, pipeline.deliver_record)
+    pipeline.sinks.append(ReviewSink(review))
+    pipeline.chain.prejudge = review.allow_list.verdict_for
+    return review
+
+
 def build_cache(config: Config) -> VerdictCache | None:
     if not config.cache.enabled or config.cache.ttl <= 0:
         return None
     return VerdictCache(config.cache.size, config.cache.ttl)
 
 
-def _last_resort(config: Config) -> str:
+def last_resort(config: Config) -> str:
+    """The chain's answer when every engine failed."""
     fallback = config.engine.fallback
     if fallback and fallback[-1] in ("pass", "flag"):
         return fallback[-1]
@@ -120,6 +136,7 @@ class Service:
         self.decision_stats = DecisionStats(state / STATS_FILE if state else None)
         self.pipeline.observers.append(self.decision_stats.count)
         self.api: StatusApi | None = None
+        self.review = build_review(config, state, self.pipeline)
 
     async def serve(self) -> RunSummary:
         """Run until the sources end or a stop signal."""
@@ -132,6 +149,9 @@ class Service:
                 nursery.start_soon(self._handle_signals, signals)
                 nursery.start_soon(notifier.keep_watchdog_fed)
                 await nursery.start(self.decision_stats.run)
+                if self.review is not None:
+                    await nursery.start(partial(
+                        pipeline.supervisor.supervise, "review", "queue", self.review.run))
                 http = self.config.http
                 if http.enabled:
                     self.api = StatusApi(self.is_ready, metrics_endpoint(self),
@@ -240,17 +260,18 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
     """Apply ``new`` to a running pipeline built from ``old``; returns what changed."""
     applied: list[str] = []
     if new.policy != old.policy:
-        pipeline.policy = Policy(new.policy)
+        pipeline.replace_policy(Policy(new.policy))
         applied.append("policy")
         if pipeline.escalation is not None:
             pipeline.escalation.reconfigure(new.policy)
         elif build_escalation(new) is not None:
             log.warning("reload: a ladder was added; counting strikes starts on restart")
-    if new.dead_letters != old.dead_letters and pipeline.dead_letters is not None:
-        pipeline.dead_letters = DeadLetters(new.dead_letters)
+    if new.dead_letters != old.dead_letters and pipeline.replace_dead_letters(
+            DeadLetters(new.dead_letters)):
         applied.append("dead letters")
     if new.cache != old.cache:
-        _apply_cache(pipeline.chain, new)
+        enabled = new.cache.enabled and new.cache.ttl > 0
+        pipeline.reconfigure_cache(new.cache.size, new.cache.ttl if enabled else 0.0)
         applied.append("cache")
     if new.daemon.log_level != old.daemon.log_level:
         set_level(new.daemon.log_level)
@@ -260,6 +281,8 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
             applied.append("keyword alert verification")
         else:
             log.warning("reload: [http] changed; the HTTP server changes on restart")
+    if new.review != old.review:
+        log.warning("reload: [review] changed; the review queue changes on restart")
     if new.engine != old.engine or new.engine_chain() != old.engine_chain():
         log.warning("reload: [engine] changed; the engine chain changes on restart")
     for engine in pipeline.chain.engines:
@@ -268,9 +291,11 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
             continue
         if after.plugin_type == before.plugin_type and engine.reconfigure(after.options):
             applied.append(f"engine {engine.name}")
-        else:
-            pipeline.replace_engine(engine, cast(Engine, after.build()))
+        elif pipeline.replace_engine(engine, after.build()):
             applied.append(f"engine {engine.name} restarted")
+        else:
+            log.warning("reload: engine %s, the primary, would no longer stream; that takes "
+                        "a restart", engine.name)
     old_sources = {s.name: s for s in old.sources}
     if [(s.name, s.plugin_type) for s in new.sources] != [
             (s.name, s.plugin_type) for s in old.sources]:
@@ -284,25 +309,18 @@ def apply_config(pipeline: Pipeline, old: Config, new: Config,
             else:
                 log.warning("reload: source %s changed in ways that need a restart", spec.name)
     if [_key(s) for s in new.sinks] != [_key(s) for s in old.sinks]:
-        pipeline.replace_sinks([cast(Sink, spec.build()) for spec in new.sinks])
+        # The review queue's sink is the daemon's own, not the config's: it stays.
+        kept = [sink for sink in pipeline.sinks if isinstance(sink, ReviewSink)]
+        pipeline.replace_sinks([*(spec.build() for spec in new.sinks), *kept])
         applied.append("sinks")
     return applied
 
 
-def _apply_cache(chain: EngineChain, config: Config) -> None:
-    if chain.cache is None:
-        chain.cache = build_cache(config)
-        return
-    # Keep the cache object: messages may be waiting on requests it is tracking.
-    enabled = config.cache.enabled and config.cache.ttl > 0
-    chain.cache.reconfigure(config.cache.size, config.cache.ttl if enabled else 0.0)
-
-
-def _same(a: PluginConfig, b: PluginConfig) -> bool:
+def _same(a: PluginConfig[Any], b: PluginConfig[Any]) -> bool:
     return _key(a) == _key(b)
 
 
-def _key(spec: PluginConfig) -> tuple[str, str, object]:
+def _key(spec: PluginConfig[Any]) -> tuple[str, str, object]:
     return (spec.name, spec.plugin_type, spec.options)
 
 

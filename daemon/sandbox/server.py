@@ -287,8 +287,11 @@ class Sandbox:
             return
         frames: list[bytes] = []
         if self._chance(faults.garbage_rate):
+            # In turn, not at random: every kind of garbage is sent once in four, so a test
+            # that sees a few garbage frames sees each kind.
+            kind = self.stats["ws_garbage"] % len(GARBAGE_FRAMES)
             self.stats["ws_garbage"] += 1
-            frames.append(conn.send(self.rng.choice(GARBAGE_FRAMES)))
+            frames.append(conn.send(GARBAGE_FRAMES[kind]))
         frame = conn.send(TextMessage(data=reply.decode()))
         frames.append(frame)
         if self._chance(faults.duplicate_rate):

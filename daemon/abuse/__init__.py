@@ -1,0 +1,1 @@
+"""The embedded engine's lexicon and the matching that a profanity model cannot do."""

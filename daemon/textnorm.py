@@ -1,0 +1,126 @@
+"""Text normalisation: what an obfuscated chat line says, in plain lower-case Latin letters.
+
+Raids and evasions write the same word many ways: ``FUCK``, ``fuuuuck``, ``f u c k``,
+``f.u.c.k``, leetspeak (``sh1t``, ``a$$``), Cyrillic or Greek look-alikes (a Cyrillic ``a``
+inside a Latin word), zero-width characters inside a word, combining marks (strike-through,
+Zalgo) and styled Unicode letters (mathematical bold, fullwidth). :func:`fold` undoes what
+keeps a string's meaning (case, Unicode styling, marks, invisible characters, look-alikes);
+:func:`canonical` also undoes leetspeak, letter spacing and letter repeats, and is what the
+verdict cache keys on and what the embedded engine scores. Both are pure and never raise.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Cyrillic and Greek letters drawn like Latin ones, and Latin variants (dotless i, script
+# g and l); lower case only, as folding comes first.
+HOMOGLYPHS = str.maketrans(
+    (
+        "\u0430\u0432\u0435\u0451\u043a\u043c\u043d\u043e\u0440\u0441"
+        "\u0442\u0443\u0445\u0456\u0457\u0458\u0455\u0501\u051b\u051d"
+        "\u0261\u0131\u2113\u03b1\u03b2\u03b5\u03b7\u03b9\u03ba\u03bd"
+        "\u03bf\u03c1\u03c4\u03c5\u03c7\u03c9\u03c2"
+    ),
+    "abeekmhopctyxiijsdqwgilabenikvoptuxws",
+)
+# Digits and symbols standing for letters, applied only inside a word that has a letter
+# (``sh1t``, ``a$$``), so that numbers and punctuation around words keep their meaning.
+LEET = str.maketrans({
+    "0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "6": "g", "7": "t", "8": "b", "9": "g",
+    "@": "a", "$": "s", "!": "i", "|": "i", "€": "e", "+": "t",
+})
+_LEET_CHARS = frozenset(chr(code) for code in LEET)
+# Punctuation around a word is not part of it: ``hello!`` keeps its ``!``.
+_EDGE = re.compile(r"^([\"'(\[{<.,;:!?¿¡…]*)(.*?)([\"')\]}>.,;:!?…]*)$", re.DOTALL)
+_HAS_LETTER = re.compile(r"[^\W\d_]")
+# Letters joined by separators: ``f.u.c.k``, ``k-y-s``, ``f_u_c_k`` (three or more letters).
+_SEPARATED_LETTERS = re.compile(r"^(?:[^\W\d_][.\-_*·]){2,}[^\W\d_]$")
+_SEPARATORS = re.compile(r"[.\-_*·]")
+# No word has a letter three times in a row; ``fuuuuck`` and ``loool`` mean one.
+_REPEATS = re.compile(r"([^\W\d_])\1{2,}")
+_WIDE_SPACE = re.compile(r"\s{2,}")
+_URL = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|www\.)", re.IGNORECASE)
+# ASCII control characters (other than tab and newline, which are spacing) are dropped.
+_ASCII_CONTROLS = dict.fromkeys([*range(0x09), *range(0x0B, 0x20), 0x7F])
+# Join runs of at least this many single letters (``f u c k``, not ``a b``)...
+MIN_SPACED_LETTERS = 3
+# ...unless every letter is chat shorthand on its own: ``u r a noob``, ``i c u``.
+SHORTHAND_LETTERS = frozenset("uriacny")
+
+
+def fold(text: str) -> str:
+    """Lower case, Unicode compatibility forms (fullwidth, styled letters), no combining marks,
+    no invisible format characters (zero-width space and joiners, soft hyphen, BOM), Cyrillic
+    and Greek look-alikes as Latin letters, whitespace runs as one space."""
+    if text.isascii():  # most chat: no marks, look-alikes or invisible characters to undo
+        return " ".join(text.translate(_ASCII_CONTROLS).lower().split())
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(
+        char for char in decomposed
+        if unicodedata.category(char) not in ("Mn", "Me", "Cf", "Cc") or char in "\t\n"
+    )
+    return " ".join(kept.casefold().translate(HOMOGLYPHS).split())
+
+
+def _unleet(token: str) -> str:
+    if token.isalpha():  # the common case: a plain word
+        return token
+    if _URL.match(token):
+        return token
+    match = _EDGE.match(token)
+    if match is None:  # pragma: no cover - the pattern matches every string
+        return token
+    before, core, after = match.groups()
+    if not core or not _HAS_LETTER.search(core):
+        return token
+    if _SEPARATED_LETTERS.match(core):
+        core = _SEPARATORS.sub("", core)
+    return before + core.translate(LEET) + after
+
+
+def _spelt(token: str) -> bool:
+    return len(token) == 1 and (_HAS_LETTER.match(token) is not None or token in _LEET_CHARS)
+
+
+def _join_spaced_letters(tokens: list[str]) -> list[str]:
+    joined: list[str] = []
+    run: list[str] = []
+    for token in [*tokens, ""]:
+        if _spelt(token):
+            run.append(token)
+            continue
+        letters = [t for t in run if _HAS_LETTER.match(t)]
+        if (len(run) >= MIN_SPACED_LETTERS and letters
+                and not SHORTHAND_LETTERS.issuperset(run)):
+            joined.append("".join(run))
+        else:
+            joined.extend(run)
+        run = []
+        if token:
+            joined.append(token)
+    return joined
+
+
+def deobfuscate(text: str) -> str:
+    """:func:`fold`, then leetspeak undone inside words and spaced-out letters joined
+    (``f u c k  y o u`` -> ``fuck you``); repeated letters are kept (``niggger`` is not
+    ``niger``)."""
+    # Two or more spaces part words spelt out letter by letter: "f u c k  y o u".
+    groups = []
+    for group in _WIDE_SPACE.split(text):
+        tokens = _join_spaced_letters([token for token in fold(group).split(" ") if token])
+        groups.append(" ".join(_unleet(token) for token in tokens))
+    return " ".join(g for g in groups if g)
+
+
+def squeeze_repeats(text: str) -> str:
+    """Letters repeated three or more times written once (``fuuuck`` -> ``fuck``)."""
+    return _REPEATS.sub(r"\1", text)
+
+
+def canonical(text: str) -> str:
+    """:func:`deobfuscate`, then letters repeated three or more times written once: what the
+    verdict cache keys on and the embedded engine's model scores."""
+    return squeeze_repeats(deobfuscate(text))
