@@ -11,9 +11,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from chatmod.chatsight.protocol import ReplyError, parse_username_reply, username_request
+from chatmod.chatsight.protocol import parse_username_reply, username_request
 from chatmod.core.model import JOIN_EVENT
-from chatmod.errors import InputError
+from chatmod.errors import InputError, ProtocolError
 from chatmod.protocols.lines import parse_input_line
 
 from .helpers import decision_lines, run_chatmod
@@ -30,7 +30,7 @@ def test_username_replies_parse() -> None:
         assert parse_username_reply(reply) == answer
     for wrong in (b"", b"[]", b'{"success": false, "response": "quota"}',
                   b'{"response": {"usernameCheck": "maybe"}}', b'{"response": "allow"}'):
-        with pytest.raises(ReplyError):
+        with pytest.raises(ProtocolError):
             parse_username_reply(wrong)
 
 
@@ -47,7 +47,7 @@ def test_username_replies_parse() -> None:
 def test_username_reply_fuzz_only_reply_errors(data: bytes) -> None:
     try:
         answer = parse_username_reply(data)
-    except ReplyError:
+    except ProtocolError:
         return
     assert answer in ("allow", "reject", "undecided", "error")
 
