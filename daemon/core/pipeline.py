@@ -96,8 +96,7 @@ class Pipeline(SinkStage, PipelineReport):
         self.dead_lettered = 0
         self.message_failures = 0
         self.observer_failures = 0
-        # The connections these plugins share (an IRC source's, for the IRC sink): this
-        # pipeline's own, handed over; sources first, as they are the ones that share.
+        # This pipeline's own shared connections (an IRC source's, for its sink), sources first.
         self.connections = SharedConnections()
         for plugin in [*self.sources.values(), *self.engines, *self.sinks]:
             plugin.bind(self.connections)
