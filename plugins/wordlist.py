@@ -37,6 +37,7 @@ class WordlistEngine(Engine[WordlistConfig]):
     Config = WordlistConfig
     verdict_routes = (ROUTE_LOCAL,)
     enforces_own_timeout = True  # it never awaits
+    worth_caching = False  # a regex search costs less than the cache's normalised key
 
     def __init__(self, name: str, config: WordlistConfig) -> None:
         super().__init__(name, config)

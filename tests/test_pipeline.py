@@ -80,8 +80,10 @@ async def test_slow_sink_makes_sources_wait(autojump_clock: trio.testing.MockClo
     async with trio.open_nursery() as nursery:
         nursery.start_soon(pipeline.run)
         await trio.sleep(10)
-        # Held: one batch in the sink, the decision queue, the workers, the intake queue.
-        bound = 8 + 8 + 4 + 8 + 1
+        # Held: one batch in the sink (at most what the decision queue, the workers waiting
+        # to send and the one handed straight to the waiting sink stage hold: 8 + 4 + 1),
+        # the decision queue refilled, the workers, the intake queue, the source's one.
+        bound = (8 + 4 + 1) + 8 + 4 + 8 + 1
         assert 0 < source.submitted <= bound
         sink.gate.set()
     assert sink.written == 1000

@@ -83,7 +83,7 @@ class EngineSection:
 @dataclass(frozen=True)
 class CacheSection:
     """Verdicts reused for identical text. Only the primary engine's own verdicts are cached,
-    never a fallback's."""
+    never a fallback's, and never the wordlist engine's (asking it costs less than the cache)."""
 
     enabled: bool = setting(
         True, help="reuse verdicts for identical text (case and runs of whitespace ignored), "

@@ -75,7 +75,7 @@ class EngineChain:
     async def moderate(self, message: Message) -> Verdict:
         if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
             return verdict
-        if self._cache is None:
+        if self._cache is None or not self._engines[0].worth_caching:
             return await self._ask_engines(message)
         return await self._cache.get_or_ask(
             message.text, lambda: self._ask_engines(message), self._cacheable
@@ -135,7 +135,7 @@ class EngineChain:
         passes (:attr:`prejudge`) is a verdict before the cache and every engine."""
         if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
             return verdict
-        if self._cache is None:
+        if self._cache is None or not self._engines[0].worth_caching:
             return Lead(normalise(message.text))  # nothing shared: no one waits on it
         return self._cache.claim(message.text, waiter)
 

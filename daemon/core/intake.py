@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import trio
 
 from chatmod.core.model import Message
 
 log = logging.getLogger("chatmod.pipeline")
+
+ItemT = TypeVar("ItemT")
+
+
+async def next_item(channel: trio.MemoryReceiveChannel[ItemT]) -> ItemT:
+    """The channel's next item, with a checkpoint only when it has to wait: a task switch
+    per message between stages costs more than the message's own work. A stage that loops
+    on it still yields (and can be cancelled) whenever the stage before it falls behind.
+    Raises ``trio.EndOfChannel`` at the end."""
+    try:
+        return channel.receive_nowait()
+    except trio.WouldBlock:
+        return await channel.receive()
+
+
+async def pass_on(channel: trio.MemorySendChannel[ItemT], item: ItemT) -> None:
+    """Send ``item``, with a checkpoint only when the channel is full (see :func:`next_item`)."""
+    try:
+        channel.send_nowait(item)
+    except trio.WouldBlock:
+        await channel.send(item)
 
 
 class IntakeCounts(Protocol):

@@ -173,6 +173,11 @@ class Engine(Plugin[ConfigT], abc.ABC):
     #: never blocks), so the chain need not wrap each call in a timeout.
     enforces_own_timeout: ClassVar[bool] = False
 
+    #: False for an engine that answers in-process in microseconds (a word list): as primary
+    #: its verdicts skip the verdict cache, whose key (the normalised text) costs more than
+    #: asking the engine again.
+    worth_caching: ClassVar[bool] = True
+
     #: The routes its verdicts can take (``Verdict.route``): their /metrics series exist
     #: from the start.
     verdict_routes: ClassVar[tuple[str, ...]] = ()

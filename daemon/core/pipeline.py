@@ -21,7 +21,7 @@ from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.delivery import SinkStage
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.intake import SourceIntake
+from chatmod.core.intake import SourceIntake, next_item, pass_on
 from chatmod.core.interfaces import Engine, SharedConnections, Sink, Source, StreamingEngine
 from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message, Verdict
@@ -264,11 +264,16 @@ class Pipeline(SinkStage, PipelineReport):
         intake: trio.MemoryReceiveChannel[Message],
         decisions: trio.MemorySendChannel[Decision],
     ) -> None:
+        # An engine that answers at once: one worker decides all the intake holds (next_item).
         async with decisions:
-            async for message in intake:
+            while True:
+                try:
+                    message = await next_item(intake)
+                except trio.EndOfChannel:
+                    return
                 decision = await self._decide(message)
                 if decision is not None:
-                    await decisions.send(decision)
+                    await pass_on(decisions, decision)
 
     async def _decide(self, message: Message, failed_before: int = 0) -> Decision | None:
         """The decision for ``message``; None when it failed :data:`MESSAGE_ATTEMPTS` times
@@ -362,12 +367,7 @@ class Pipeline(SinkStage, PipelineReport):
 
             while True:
                 try:
-                    message = intake.receive_nowait()
-                except trio.WouldBlock:
-                    try:
-                        message = await intake.receive()
-                    except trio.EndOfChannel:
-                        break
+                    message = await next_item(intake)
                 except trio.EndOfChannel:
                     break
                 try:
