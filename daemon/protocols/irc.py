@@ -3,10 +3,11 @@ and events out.
 
 Registration with IRCv3 capability negotiation (``message-tags``, ``server-time``,
 ``account-tag`` when offered; ``sasl`` with SASL PLAIN when credentials are set), alternative
-nicks while ours is in use, PING/PONG, joining and re-joining channels (with a backoff when
-the server refuses a join), and tracking where we are channel operator (so actions are only
-tried where they can work). Tokenising is irctokens', wrapped: a server may send anything, so
-every handler takes a line with any number of parameters, any source or none.
+nicks while ours is in use, an optional IRC-operator login (``OPER``), PING/PONG, joining and
+re-joining channels (with a backoff when the server refuses a join), and tracking where we are
+channel operator or IRC operator (so actions are only tried where they can work). Tokenising
+is irctokens', wrapped: a server may send anything, so every handler takes a line with any
+number of parameters, any source or none.
 """
 
 from __future__ import annotations
@@ -97,7 +98,28 @@ class JoinRefused:
     retry_in: float | None
 
 
-Event = Registered | Joined | Kicked | NickInUse | JoinRefused
+@dataclass(frozen=True)
+class OperUp:
+    """The server made us an IRC operator (381)."""
+
+
+@dataclass(frozen=True)
+class OperRefused:
+    """The server refused our ``OPER`` (491 no O-line for our host, 464 bad password)."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModeRefused:
+    """The server refused a channel mode or kick of ours in ``channel`` (482): we are not
+    channel operator there, and our IRC-operator status does not let us act there either."""
+
+    channel: str
+
+
+Event = Registered | Joined | Kicked | NickInUse | JoinRefused | OperUp | OperRefused | ModeRefused
 
 
 @dataclass
@@ -139,10 +161,16 @@ class IrcSession:
     sasl_password: str | None = None
     rejoin_initial: float = 30.0
     rejoin_max: float = 600.0
+    oper_name: str | None = None
+    oper_password: str | None = None
     registered: bool = False
+    #: whether the server made us an IRC operator (``OPER`` accepted, user mode +o)
+    oper: bool = False
     caps: set[str] = field(default_factory=set)
     joined: set[str] = field(default_factory=set)
     operator_in: set[str] = field(default_factory=set)
+    #: channels where the server refused us (482) although we are an IRC operator
+    oper_refused_in: set[str] = field(default_factory=set)
     _offered: set[str] = field(default_factory=set)
     _wanted_nick: str = ""
     _nick_attempts: int = 0
@@ -174,7 +202,11 @@ class IrcSession:
         return nick is not None and nick.casefold() == self.nick.casefold()
 
     def can_moderate(self, channel: str) -> bool:
-        return channel.casefold() in self.operator_in
+        """Whether kicks and channel modes can work in ``channel``: we are its channel operator,
+        or an IRC operator (on a server that lets operators set channel modes: until it
+        refuses us there with 482)."""
+        key = channel.casefold()
+        return key in self.operator_in or (self.oper and key not in self.oper_refused_in)
 
     def rejoin(self, channel: str) -> list[Line]:
         """The JOIN to send now that a refused ``channel``'s wait is over (none if we got in
@@ -226,6 +258,25 @@ class IrcSession:
     def _on_bad_password(self, line: Line, reaction: Reaction) -> None:  # 464
         if not self.registered:
             raise IrcFatal("the server password was refused")
+        if self.oper_name:  # after registration 464 can only be about our OPER
+            self._on_oper_refused(line, reaction)
+
+    def _on_oper_refused(self, line: Line, reaction: Reaction) -> None:  # 491 (and 464)
+        if self.registered and self.oper_name:
+            reaction.events.append(OperRefused(line.command, _param(line, 1) or "refused"))
+
+    def _on_oper_up(self, line: Line, reaction: Reaction) -> None:  # 381
+        if self.registered and self.oper_name:
+            self.oper = True
+            reaction.events.append(OperUp())
+
+    def _on_mode_refused(self, line: Line, reaction: Reaction) -> None:  # 482
+        channel = _param(line, 1)
+        key = channel.casefold()
+        if (self.oper and channel and key not in self.operator_in
+                and key not in self.oper_refused_in):
+            self.oper_refused_in.add(key)
+            reaction.events.append(ModeRefused(channel))
 
     def _on_sasl_success(self, line: Line, reaction: Reaction) -> None:  # 903
         if not self.registered:
@@ -242,6 +293,9 @@ class IrcSession:
         if is_middle_param(_param(line, 0)):
             self.nick = line.params[0]
         reaction.events.append(Registered(self.nick, self._wanted_nick))
+        if self.oper_name and self.oper_password is not None:
+            # Before the joins: an operator may act in a channel it joins without being op.
+            reaction.replies.append(build("OPER", [self.oper_name, self.oper_password]))
         reaction.replies += [build("JOIN", [channel]) for channel in self.channels]
 
     def _on_nick_in_use(self, line: Line, reaction: Reaction) -> None:  # 433, 436
@@ -331,6 +385,9 @@ class IrcSession:
                 self.operator_in.add(channel)
 
     def _on_mode(self, line: Line, reaction: Reaction) -> None:
+        if len(line.params) >= 2 and self.is_me(line.params[0]):
+            self._on_user_mode(line.params[1])
+            return
         if len(line.params) < 2 or not _is_channel(line.params[0]):
             return
         channel, modes, args = line.params[0].casefold(), line.params[1], line.params[2:]
@@ -346,6 +403,18 @@ class IrcSession:
                         self.operator_in.add(channel)
                     else:
                         self.operator_in.discard(channel)
+
+    def _on_user_mode(self, modes: str) -> None:
+        """Our own user modes: losing ``o`` (a KILL-less deop, ``MODE me -o``) ends the
+        IRC-operator rights; gaining it is announced by 381 first."""
+        sign = "+"
+        for char in modes:
+            if char in "+-":
+                sign = char
+            elif char == "o":
+                self.oper = sign == "+" and self.oper_name is not None
+                if not self.oper:
+                    self.oper_refused_in.clear()
 
     def _on_privmsg(self, line: Line, reaction: Reaction) -> None:
         nick = _source_nick(line)
@@ -370,5 +439,6 @@ class IrcSession:
         "905": _on_sasl_failure, "001": _on_welcome, "433": _on_nick_in_use,
         "436": _on_nick_in_use, "432": _on_erroneous_nick, "NICK": _on_nick,
         "JOIN": _on_join, "PART": _on_part, "KICK": _on_kick, "353": _on_names,
-        "MODE": _on_mode, "PRIVMSG": _on_privmsg,
+        "MODE": _on_mode, "PRIVMSG": _on_privmsg, "381": _on_oper_up, "491": _on_oper_refused,
+        "482": _on_mode_refused,
     }
