@@ -328,8 +328,8 @@ class IrcSession:
                         self.operator_in.discard(channel)
 
     def _on_user_mode(self, modes: str) -> None:
-        """Our own user modes: losing ``o`` (a KILL-less deop, ``MODE me -o``) ends the
-        IRC-operator rights; gaining it is announced by 381 first."""
+        """Our own user modes: ``-o`` (an operator took our status away) ends the
+        IRC-operator rights; ``+o`` counts only after our own OPER."""
         sign = "+"
         for char in modes:
             if char in "+-":
