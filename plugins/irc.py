@@ -39,7 +39,10 @@ from chatmod.protocols.irc import (
     IrcSession,
     Joined,
     Kicked,
+    ModeRefused,
     NickInUse,
+    OperRefused,
+    OperUp,
     Registered,
 )
 from chatmod.protocols.irc_lines import MAX_LINE_BYTES, LineBuffer, is_middle_param, parse_line
@@ -135,7 +138,11 @@ class IrcSourceConfig:
     lines a minute about them. A refused server password, SASL login, nick (432) or
     certificate is logged as an error and retried only after 300 s: it needs the configuration
     fixed. A join the server refuses (banned, invite only, full, bad key) is logged and tried
-    again with the `rejoin_*` backoff. Tested against ngircd and InspIRCd."""
+    again with the `rejoin_*` backoff. With `oper_name` the bot logs in as IRC operator
+    (`OPER`) and then acts also where it is not channel operator, as far as the server lets
+    operators (ngircd: `OperCanUseMode = yes`; InspIRCd: the `override` module, the oper
+    type's `override`); a refused login is logged once, not fatal. Tested against ngircd and
+    InspIRCd."""
 
     host: str = setting("127.0.0.1", nonempty=True, help="the IRC server")
     port: int = setting(6667, min=1, max=65535, help="its port")
@@ -150,6 +157,10 @@ class IrcSourceConfig:
     password: Secret | None = setting(None, help="the server password")
     sasl_user: str = setting("", help="SASL PLAIN account (with sasl_password)")
     sasl_password: Secret | None = setting(None, help="the SASL PLAIN password")
+    oper_name: str = setting("", help="IRC-operator login sent as OPER after registering (with "
+                                      "oper_password), so the bot can act where it is not "
+                                      "channel operator, e.g. after a restart; '' none")
+    oper_password: Secret | None = setting(None, help="the IRC-operator password")
     channels: tuple[str, ...] = setting(
         (), one_or_many=True,
         help="channels to join (and rejoin after a kick or a reconnect); at least one")
@@ -179,6 +190,11 @@ class IrcSourceConfig:
         if self.sasl_user and self.sasl_password is None:
             raise ConfigError("sasl_password: required with sasl_user; set sasl_password_env "
                               "or sasl_password_file")
+        if self.oper_name and self.oper_password is None:
+            raise ConfigError("oper_password: required with oper_name; set oper_password_env "
+                              "or oper_password_file")
+        if self.oper_name and not is_middle_param(self.oper_name):
+            raise ConfigError(f"oper_name: {self.oper_name!r} is not a name IRC can carry")
         if self.tls_ca_file and not self.tls:
             raise ConfigError("tls_ca_file: set, but tls is false")
         if self.tls_ca_file and not Path(self.tls_ca_file).is_file():
@@ -231,6 +247,7 @@ class IrcConnection:
         self._write_lock = trio.Lock()
         self._actions: trio.MemorySendChannel[Line] | None = None
         self._line_problems = LogLimiter()
+        self._oper_refusal_logged = False
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
@@ -317,7 +334,9 @@ class IrcConnection:
                 password=config.password.reveal() if config.password else None,
                 sasl_user=config.sasl_user or None,
                 sasl_password=config.sasl_password.reveal() if config.sasl_password else None,
-                rejoin_initial=config.rejoin_initial, rejoin_max=config.rejoin_max)
+                rejoin_initial=config.rejoin_initial, rejoin_max=config.rejoin_max,
+                oper_name=config.oper_name or None,
+                oper_password=config.oper_password.reveal() if config.oper_password else None)
             actions, to_send = trio.open_memory_channel[Line](OUTGOING_QUEUE)
             self._actions = actions
             async with trio.open_nursery() as nursery:
@@ -408,6 +427,19 @@ class IrcConnection:
         elif isinstance(event, Kicked):
             log.warning("%s: kicked from %s by %s (%s); joining again", self.where,
                         event.channel, event.by, event.reason)
+        elif isinstance(event, OperUp):
+            log.info("%s: logged in as IRC operator %s", self.where, self.config.oper_name)
+        elif isinstance(event, OperRefused):
+            # Once per run: it comes back at every reconnect, and only a config change helps.
+            level = logging.DEBUG if self._oper_refusal_logged else logging.ERROR
+            self._oper_refusal_logged = True
+            log.log(level, "%s: the IRC-operator login %s was refused (%s %s): acting only "
+                    "where channel operator", self.where, self.config.oper_name, event.code,
+                    event.reason)
+        elif isinstance(event, ModeRefused):
+            log.warning("%s: the server refused an IRC operator's action in %s (it does not "
+                        "let operators set channel modes there): acting there only as channel "
+                        "operator", self.where, event.channel)
         elif isinstance(event, NickInUse):
             log.warning("%s: the nick %s is in use; trying %s", self.where, event.nick,
                         event.trying)
@@ -499,9 +531,10 @@ UNBANS_FILE = "irc-unbans-{name}.json"
 @dataclass(frozen=True)
 class IrcSinkConfig:
     """Turns decisions about messages from an `irc` source into IRC actions, at most once per
-    message, and kicks or bans only where the bot is channel operator (a warning is logged once
-    per channel where it is not). Shadow and exempt decisions are never acted on. Actions:
-    `notice` (to the author), `kick`, `ban` (`*!*@host`, then kick) or `none`."""
+    message, and kicks or bans only where the bot is channel operator or IRC operator (the
+    source's `oper_name`; a warning is logged once per channel where it is neither). Shadow
+    and exempt decisions are never acted on. Actions: `notice` (to the author), `kick`, `ban`
+    (`*!*@host`, then kick) or `none`."""
 
     connection: str = setting("irc", nonempty=True, help="name of the irc source")
     actions: dict[str, IrcAction] = setting(
@@ -529,7 +562,7 @@ class IrcSinkConfig:
 
 class IrcActionSink(Sink[IrcSinkConfig]):
     """Turns decisions about messages from its IRC source into IRC actions, once each, and
-    only where the bot is channel operator (kick, ban)."""
+    only where the bot is channel operator or IRC operator (kick, ban)."""
 
     Config = IrcSinkConfig
 

@@ -101,14 +101,20 @@ class RedisServer(LoopbackServer):
         return conn.recv(16).startswith(b"+PONG")
 
 
+# The IRC-operator login the test servers accept (``oper=True``).
+OPER_NAME = "modbot"
+OPER_PASSWORD = "oper-secret-for-tests"
+
+
 class IrcServer(LoopbackServer):
     """ngircd, optionally with a server password or TLS (``cert``: the certificate and key
-    files; by default a fresh self-signed certificate)."""
+    files; by default a fresh self-signed certificate), or an IRC operator (``oper``:
+    ``OPER_NAME``/``OPER_PASSWORD``, allowed to set modes in any channel)."""
 
     name = "ngircd"
 
     def __init__(self, directory: Path, password: str | None = None, tls: bool = False,
-                 cert: tuple[Path, Path] | None = None) -> None:
+                 cert: tuple[Path, Path] | None = None, oper: bool = False) -> None:
         if NGIRCD is None:
             missing("ngircd")
         super().__init__()
@@ -126,6 +132,8 @@ class IrcServer(LoopbackServer):
                             "-out", str(cert_file)], check=True, capture_output=True)
             ports = "Ports ="
             extra = f"[SSL]\nCertFile = {cert_file}\nKeyFile = {key}\nPorts = {self.port}\n"
+        if oper:
+            extra += f"[Operator]\nName = {OPER_NAME}\nPassword = {OPER_PASSWORD}\n"
         self.config.write_text(f"""
 [Global]
 Name = irc.test
@@ -141,6 +149,7 @@ MaxConnectionsIP = 0
 PAM = no
 Ident = no
 DNS = no
+OperCanUseMode = {"yes" if oper else "no"}
 {extra}""")
 
     def command(self) -> list[str]:
@@ -150,11 +159,14 @@ DNS = no
 
 class InspircdServer(LoopbackServer):
     """InspIRCd 3 with the IRCv3 modules a network runs (server-time, msgid, account-tag),
-    optionally with a server password. No TLS: the TLS tests use ngircd."""
+    optionally with a server password or an IRC operator (``oper``: ``OPER_NAME``/
+    ``OPER_PASSWORD``, allowed through the override module to set modes and kick in any
+    channel). No TLS: the TLS tests use ngircd."""
 
     name = "inspircd"
 
-    def __init__(self, directory: Path, password: str | None = None) -> None:
+    def __init__(self, directory: Path, password: str | None = None,
+                 oper: bool = False) -> None:
         if INSPIRCD is None:
             missing("inspircd")
         super().__init__()
@@ -163,7 +175,14 @@ class InspircdServer(LoopbackServer):
         self.log = directory / "inspircd.log"
         modules = "".join(f'<module name="{module}">\n' for module in (
             "cap", "ircv3", "ircv3_servertime", "ircv3_msgid", "ircv3_ctctags",
-            "services_account", "ircv3_accounttag"))
+            "services_account", "ircv3_accounttag", *(("override",) if oper else ())))
+        if oper:
+            modules += (
+                '<override noisy="no" requirekey="no" enableumode="no">\n'
+                '<class name="Moderation" commands="MODE KICK" chanmodes="*" usermodes="*">\n'
+                '<type name="Moderator" classes="Moderation" override="KICK OTHERMODE">\n'
+                f'<oper name="{OPER_NAME}" password="{OPER_PASSWORD}" host="*@*" '
+                'type="Moderator">\n')
         # No DNS or ident lookups (they delay registration); no limits a test could reach.
         self.config.write_text(f"""
 <server name="irc.test" description="chatmod test server" network="test">

@@ -3,10 +3,11 @@ and events out.
 
 Registration with IRCv3 capability negotiation (``message-tags``, ``server-time``,
 ``account-tag`` when offered; ``sasl`` with SASL PLAIN when credentials are set), alternative
-nicks while ours is in use, PING/PONG, joining and re-joining channels (with a backoff when
-the server refuses a join), and tracking where we are channel operator (so actions are only
-tried where they can work). Tokenising is irctokens', wrapped: a server may send anything, so
-every handler takes a line with any number of parameters, any source or none.
+nicks while ours is in use, an optional IRC-operator login (``OPER``), PING/PONG, joining and
+re-joining channels (with a backoff when the server refuses a join), and tracking where we are
+channel operator or IRC operator (so actions are only tried where they can work). Tokenising
+is irctokens', wrapped: a server may send anything, so every handler takes a line with any
+number of parameters, any source or none.
 """
 
 from __future__ import annotations
@@ -20,9 +21,25 @@ from irctokens.line import Line, build
 
 from chatmod.core.backoff import Backoff
 from chatmod.errors import IrcFatal, IrcLineError
+from chatmod.protocols.irc_events import (
+    ChatLine,
+    Event,
+    Joined,
+    JoinRefused,
+    Kicked,
+    ModeRefused,
+    NickInUse,
+    OperRefused,
+    OperUp,
+    Reaction,
+    Registered,
+)
 from chatmod.protocols.irc_lines import is_middle_param
 
-__all__ = ["IrcFatal", "IrcLineError"]  # re-exported: the errors this protocol raises
+# Re-exported: the errors this protocol raises, and what it reports (in irc_events).
+__all__ = ["ChatLine", "Event", "IrcFatal", "IrcLineError", "IrcSession", "JoinRefused", "Joined",
+           "Kicked", "ModeRefused", "NickInUse", "OperRefused", "OperUp", "Reaction",
+           "Registered"]
 
 WANTED_CAPS = ("message-tags", "server-time", "account-tag")
 # Channel modes that take a parameter when set (+) / unset (-): enough to follow +o/-o.
@@ -35,78 +52,6 @@ MAX_NICK_ALTERNATIVES = 10
 # invite only, banned, bad key, bad mask, needs a registered nick, TLS only, opers only.
 JOIN_REFUSALS = frozenset({"403", "405", "471", "473", "474", "475", "476", "477", "489",
                            "520"})
-
-
-@dataclass(frozen=True)
-class ChatLine:
-    """Someone else's message in a channel we are in."""
-
-    channel: str
-    nick: str
-    user: str | None
-    host: str | None
-    text: str
-    msgid: str | None
-    server_time: str | None
-    account: str | None = None
-    #: ``"join"``: not a message but ``nick`` joining ``channel`` (or taking that nick while
-    #: we are in it); its name is checked (``text`` is empty).
-    event: str | None = None
-
-
-@dataclass(frozen=True)
-class Registered:
-    """The server accepted us; ``wanted`` is the configured nick when we got another one."""
-
-    nick: str
-    wanted: str
-
-
-@dataclass(frozen=True)
-class Joined:
-    """We are in ``channel``."""
-
-    channel: str
-
-
-@dataclass(frozen=True)
-class Kicked:
-    """We were kicked from ``channel`` (and join it again at once)."""
-
-    channel: str
-    by: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class NickInUse:
-    """``nick`` is taken; we are trying ``trying`` instead."""
-
-    nick: str
-    trying: str
-
-
-@dataclass(frozen=True)
-class JoinRefused:
-    """The server refused to let us in; ``retry_in`` seconds before we try again (``None``:
-    a retry is already due)."""
-
-    channel: str
-    code: str
-    reason: str
-    retry_in: float | None
-
-
-Event = Registered | Joined | Kicked | NickInUse | JoinRefused
-
-
-@dataclass
-class Reaction:
-    """What one server line leads to: lines to send back, chat lines, events worth logging."""
-
-    replies: list[Line] = field(default_factory=list)
-    chat: list[ChatLine] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
 
 
 def _param(line: Line, index: int) -> str:
@@ -139,10 +84,16 @@ class IrcSession:
     sasl_password: str | None = None
     rejoin_initial: float = 30.0
     rejoin_max: float = 600.0
+    oper_name: str | None = None
+    oper_password: str | None = None
     registered: bool = False
+    #: whether the server made us an IRC operator (``OPER`` accepted, user mode +o)
+    oper: bool = False
     caps: set[str] = field(default_factory=set)
     joined: set[str] = field(default_factory=set)
     operator_in: set[str] = field(default_factory=set)
+    #: channels where the server refused us (482) although we are an IRC operator
+    oper_refused_in: set[str] = field(default_factory=set)
     _offered: set[str] = field(default_factory=set)
     _wanted_nick: str = ""
     _nick_attempts: int = 0
@@ -174,7 +125,11 @@ class IrcSession:
         return nick is not None and nick.casefold() == self.nick.casefold()
 
     def can_moderate(self, channel: str) -> bool:
-        return channel.casefold() in self.operator_in
+        """Whether kicks and channel modes can work in ``channel``: we are its channel operator,
+        or an IRC operator (on a server that lets operators set channel modes: until it
+        refuses us there with 482)."""
+        key = channel.casefold()
+        return key in self.operator_in or (self.oper and key not in self.oper_refused_in)
 
     def rejoin(self, channel: str) -> list[Line]:
         """The JOIN to send now that a refused ``channel``'s wait is over (none if we got in
@@ -226,6 +181,25 @@ class IrcSession:
     def _on_bad_password(self, line: Line, reaction: Reaction) -> None:  # 464
         if not self.registered:
             raise IrcFatal("the server password was refused")
+        if self.oper_name:  # after registration 464 can only be about our OPER
+            self._on_oper_refused(line, reaction)
+
+    def _on_oper_refused(self, line: Line, reaction: Reaction) -> None:  # 491 (and 464)
+        if self.registered and self.oper_name:
+            reaction.events.append(OperRefused(line.command, _param(line, 1) or "refused"))
+
+    def _on_oper_up(self, line: Line, reaction: Reaction) -> None:  # 381
+        if self.registered and self.oper_name:
+            self.oper = True
+            reaction.events.append(OperUp())
+
+    def _on_mode_refused(self, line: Line, reaction: Reaction) -> None:  # 482
+        channel = _param(line, 1)
+        key = channel.casefold()
+        if (self.oper and channel and key not in self.operator_in
+                and key not in self.oper_refused_in):
+            self.oper_refused_in.add(key)
+            reaction.events.append(ModeRefused(channel))
 
     def _on_sasl_success(self, line: Line, reaction: Reaction) -> None:  # 903
         if not self.registered:
@@ -242,6 +216,9 @@ class IrcSession:
         if is_middle_param(_param(line, 0)):
             self.nick = line.params[0]
         reaction.events.append(Registered(self.nick, self._wanted_nick))
+        if self.oper_name and self.oper_password is not None:
+            # Before the joins: an operator may act in a channel it joins without being op.
+            reaction.replies.append(build("OPER", [self.oper_name, self.oper_password]))
         reaction.replies += [build("JOIN", [channel]) for channel in self.channels]
 
     def _on_nick_in_use(self, line: Line, reaction: Reaction) -> None:  # 433, 436
@@ -331,6 +308,9 @@ class IrcSession:
                 self.operator_in.add(channel)
 
     def _on_mode(self, line: Line, reaction: Reaction) -> None:
+        if len(line.params) >= 2 and self.is_me(line.params[0]):
+            self._on_user_mode(line.params[1])
+            return
         if len(line.params) < 2 or not _is_channel(line.params[0]):
             return
         channel, modes, args = line.params[0].casefold(), line.params[1], line.params[2:]
@@ -346,6 +326,18 @@ class IrcSession:
                         self.operator_in.add(channel)
                     else:
                         self.operator_in.discard(channel)
+
+    def _on_user_mode(self, modes: str) -> None:
+        """Our own user modes: ``-o`` (an operator took our status away) ends the
+        IRC-operator rights; ``+o`` counts only after our own OPER."""
+        sign = "+"
+        for char in modes:
+            if char in "+-":
+                sign = char
+            elif char == "o":
+                self.oper = sign == "+" and self.oper_name is not None
+                if not self.oper:
+                    self.oper_refused_in.clear()
 
     def _on_privmsg(self, line: Line, reaction: Reaction) -> None:
         nick = _source_nick(line)
@@ -370,5 +362,6 @@ class IrcSession:
         "905": _on_sasl_failure, "001": _on_welcome, "433": _on_nick_in_use,
         "436": _on_nick_in_use, "432": _on_erroneous_nick, "NICK": _on_nick,
         "JOIN": _on_join, "PART": _on_part, "KICK": _on_kick, "353": _on_names,
-        "MODE": _on_mode, "PRIVMSG": _on_privmsg,
+        "MODE": _on_mode, "PRIVMSG": _on_privmsg, "381": _on_oper_up, "491": _on_oper_refused,
+        "482": _on_mode_refused,
     }
