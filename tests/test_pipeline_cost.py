@@ -9,7 +9,7 @@ from chatmod.core.cache import VerdictCache
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Sink
 from chatmod.core.pipeline import Pipeline
-from chatmod.core.policy import Policy
+from chatmod.policy.rules import Policy
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 
 from .helpers import ListSource, RecordingSink, messages
