@@ -347,3 +347,34 @@ def test_log_level_override_wins_over_the_file(tmp_path: Path) -> None:
     config = load_config(path, log_level="debug")
     assert config.daemon.log_level == "debug"
     assert config.log_level_override == "debug"
+
+
+STATE_DIR_USERS = """
+[review]
+enabled = true
+[state]
+control = true
+backend = "sqlite"
+[[sources]]
+type = "stdin"
+[[sinks]]
+type = "jsonl"
+path = "-"
+"""
+
+
+def test_what_keeps_files_without_a_state_directory_is_refused_by_check_config_too(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """check-config said "config OK" where run then refused to start (review) or ran with
+    live control silently off: now both refuse, naming each key."""
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    path = tmp_path / "chatmod.toml"
+    path.write_text(STATE_DIR_USERS)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    for key in ("review.backend", "state.control", "state.backend"):
+        assert key in message
+    monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/chatmod")  # as systemd sets it
+    config = load_config(path)
+    assert config.review.enabled and config.state.control

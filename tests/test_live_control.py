@@ -131,7 +131,10 @@ def test_control_commands_refuse_what_they_cannot_do(tmp_path: Path) -> None:
         state=tmp_path / "state", out=tmp_path / "d.jsonl"))
     no_daemon = run_chatmod("exempt", "add", "bob", "-c", str(config))
     assert no_daemon.returncode == 1
-    assert b"cannot reach the daemon" in no_daemon.stderr or b"No such file" in no_daemon.stderr
+    # It names the socket, says why, and that nothing was changed.
+    assert str(tmp_path / "state" / "control.sock").encode() in no_daemon.stderr
+    assert b"is chatmod running" in no_daemon.stderr
+    assert b"the change was not made" in no_daemon.stderr
     bad_duration = run_chatmod("exempt", "add", "bob", "--for", "forever", "-c", str(config))
     assert bad_duration.returncode == 2
     assert b"--for" in bad_duration.stderr

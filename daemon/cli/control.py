@@ -14,7 +14,7 @@ from chatmod.config.state import state_directory
 from chatmod.errors import ConfigError, ControlError
 from chatmod.policy.ladder import parse_duration
 from chatmod.state.audit import current_user
-from chatmod.state.control import send_request
+from chatmod.state.control import SOCKET_NAME, send_request
 from chatmod.state.live import parse_switch
 
 COMMANDS = ("exempt", "channel")
@@ -80,6 +80,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         reply = trio.run(send_request, state, request)
     except (OSError, trio.TooSlowError) as exc:
-        raise ControlError(f"cannot reach the daemon at {state}: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ControlError(
+            f"cannot reach the daemon's control socket {state / SOCKET_NAME}: {reason} (is "
+            f"chatmod running with this config? it opens the socket once it is ready; the "
+            f"change was not made)") from None
     print(orjson.dumps(reply).decode())
     return 0 if reply.get("ok") else 1

@@ -34,6 +34,7 @@ from chatmod.config.sections import (
     ReviewSection,
     StateSection,
 )
+from chatmod.config.state import state_directory
 from chatmod.core.interfaces import Engine, Plugin, Sink, Source
 from chatmod.errors import ConfigError, PluginError
 
@@ -190,6 +191,8 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
     sources = _plugin_list(PluginInfo.load_source, "source", "sources", data, registry,
                            problems)
     sinks = _plugin_list(PluginInfo.load_sink, "sink", "sinks", data, registry, problems)
+    if daemon is not None:
+        _check_state_dir_users(daemon, state, review, problems)
     problems.raise_if_any()
     state_dir = parsed(daemon).state_dir
     if state_dir:
@@ -199,6 +202,23 @@ def parse_config(data: Mapping[str, Any], registry: Registry, origin: str = "<co
                   parsed(dead_letters), parsed(http), engines, sources, sinks, origin,
                   state=parsed(state),
                   review=parsed(review))
+
+
+def _check_state_dir_users(daemon: DaemonSection, state: StateSection | None,
+                           review: ReviewSection | None, problems: Problems) -> None:
+    """What keeps its state in files needs a state directory: said by ``check-config`` as by
+    ``run`` (``$STATE_DIRECTORY``, which systemd sets, counts)."""
+    if state_directory(daemon.state_dir) is not None:
+        return
+    where = "set [daemon] state_dir (or $STATE_DIRECTORY)"
+    if review is not None and review.enabled and review.backend == "sqlite":
+        problems.add("review.backend", f"sqlite needs a state directory: {where}, or use redis")
+    if state is not None and state.control:
+        problems.add("state.control", f"live control needs a state directory (its socket "
+                                      f"and token live there): {where}")
+    if state is not None and state.backend == "sqlite":
+        problems.add("state.backend", f"sqlite needs a state directory: {where}, or use "
+                                      f"memory or redis")
 
 
 def _engines(data: Mapping[str, Any], engine: EngineSection | None, registry: Registry,
