@@ -123,10 +123,9 @@ async def test_chaos_every_message_decided_exactly_once(nursery: trio.Nursery) -
     assert stats["ws.requests_moved_on_close"] > 0
     assert stats["ws.replies_duplicate"] + stats["ws.replies_late"] > 0
     # Garbage frames reach us only while a connection lasts, and how many depends on how many
-    # requests the websocket still carries (HTTP wins most races here): each kind of garbage
-    # has its own test below; here, that some was met and survived.
-    assert (stats["ws.invalid_replies"] + stats["ws.non_text_frames"]
-            + stats["ws.replies_unknown"]) > 0
+    # requests the websocket still carries: under load HTTP wins nearly every race, and none
+    # may arrive (seen 0 in 2 of ~30 loaded runs). Each kind of garbage is counted exactly in
+    # its own test below; here it is one more fault that must cost no decision.
     assert stats["ws_timeouts"] > 0  # the silent drops went over HTTP
     assert stats["in_flight"] == 0
 
