@@ -6,12 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from chatmod.config.sections import ReviewSection
 from chatmod.errors import ReviewError
 from chatmod.review.model import APPROVED, OVERTURNED, decide_review
+from chatmod.review.redis_store import RedisReviewStore
 from chatmod.review.sqlite_store import REVIEW_DB_NAME, SqliteReviewStore
+
+from .servers import RedisServer
 
 FUZZ_EXAMPLES = 10_000 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 300
 RECORD = b'{"id": "m-1", "text": "damn", "action": "flag"}'
@@ -54,3 +59,29 @@ async def test_a_real_id_still_resolves_once(tmp_path: Path) -> None:
         with pytest.raises(ReviewError, match="already approved by ann"):
             await store.resolve(item.id, lambda found: decide_review(found, OVERTURNED, "bob",
                                                                      "", 3600.0))
+
+
+async def test_a_redis_item_is_named_by_its_exact_id_only(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path)
+    redis.start()
+    try:
+        section = ReviewSection(enabled=True, backend="redis", redis_port=redis.port,
+                                redis_key="test:exact")
+        store = RedisReviewStore(section)
+        with trio.fail_after(20):
+            async with store.connected():
+                await store.enqueue([("redis\x1fm-1", RECORD)])
+                item = (await store.pending(1))[0]
+                millisecond = item.id.partition("-")[0]
+                # A millisecond alone was a range: it showed this item, and XDEL then took
+                # "<ms>-0", which may be another item (or none).
+                for spelled in (millisecond, "-", "+", f"{millisecond}-"):
+                    with pytest.raises(ReviewError, match="no item"):
+                        await store.get(spelled)
+                with pytest.raises(ReviewError, match="no item"):
+                    await store.resolve(millisecond, lambda found: decide_review(
+                        found, APPROVED, "ann", "", 3600.0))
+                assert [i.id for i in await store.pending(10)] == [item.id]
+                assert (await store.get(item.id)).record["id"] == "m-1"
+    finally:
+        redis.stop()
