@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import socket
 from pathlib import Path
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from chatmod.errors import ControlError
+from chatmod.cli.control import build_request
+from chatmod.errors import ConfigError, ControlError
 from chatmod.state.audit import AuditEntry, AuditLog
 from chatmod.state.control import (
     SOCKET_NAME,
@@ -83,3 +85,14 @@ async def test_a_stopping_daemon_leaves_a_successors_socket(tmp_path: Path) -> N
         assert path.exists()
     finally:
         successor.close()
+
+
+def test_an_exemption_too_long_is_refused_by_the_command_naming_for() -> None:
+    def exempt(duration: str) -> argparse.Namespace:
+        return argparse.Namespace(command="exempt", control_action="add", by="ann", why="",
+                                  channel="", author="bob", duration=duration)
+
+    assert build_request(exempt("30d"))["for"] == 30 * 86400.0
+    for wrong in ("99999999d", "abc", "0s", "1e3s", "-1h", "inf"):
+        with pytest.raises(ConfigError, match=r"--for"):
+            build_request(exempt(wrong))

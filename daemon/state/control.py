@@ -37,6 +37,8 @@ REQUEST_TIMEOUT = 5.0
 # Seconds to learn whether a socket file left at start still has a daemon behind it.
 PROBE_TIMEOUT = 2.0
 OPERATIONS = ("exempt.add", "exempt.remove", "exempt.list", "channel.set")
+# The longest exemption (``for``), in seconds: some 300 years; longer is "until removed".
+MAX_EXEMPTION = 1e10
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,7 @@ def parse_request(data: bytes, token: str) -> ControlRequest:
         raise ControlError(f"'op' must be one of {', '.join(OPERATIONS)}")
     duration = record.get("for")
     if duration is not None and (isinstance(duration, bool) or not isinstance(
-            duration, int | float) or not 0 < duration < 1e10):
+            duration, int | float) or not 0 < duration < MAX_EXEMPTION):
         raise ControlError("'for' must be a number of seconds > 0, or null")
     switches = record.get("switches", {})
     if not isinstance(switches, dict):
