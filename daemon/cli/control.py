@@ -14,7 +14,7 @@ from chatmod.config.state import state_directory
 from chatmod.errors import ConfigError, ControlError
 from chatmod.policy.ladder import parse_duration
 from chatmod.state.audit import current_user
-from chatmod.state.control import SOCKET_NAME, send_request
+from chatmod.state.control import MAX_EXEMPTION, SOCKET_NAME, send_request
 from chatmod.state.live import parse_switch
 
 COMMANDS = ("exempt", "channel")
@@ -62,6 +62,9 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
                 request["for"] = parse_duration(args.duration)
             except ValueError as exc:
                 raise ConfigError.at("--for", str(exc)) from None
+            if request["for"] >= MAX_EXEMPTION:  # the daemon would refuse it less clearly
+                raise ConfigError.at("--for", f"at most {MAX_EXEMPTION:.0f} seconds; leave "
+                                              f"--for out for an exemption until removed")
     else:
         try:
             request["switches"] = dict(parse_switch(s) for s in args.switches)

@@ -97,6 +97,11 @@ class CacheSection:
 # Seconds strikes count for unless a ladder says otherwise: a day.
 DEFAULT_STRIKE_WINDOW = 86400.0
 DEFAULT_STRIKE_WEIGHTS = {"delete": 1}
+# The longest window: ten years. Bounded so ``inf`` (TOML allows it) cannot pass the config
+# and then fail every strike (a reason cannot format it, Redis cannot expire a key by it).
+MAX_STRIKE_WINDOW = 10 * 366 * 86400.0
+# The most strikes one verdict counts for: a sum of huge weights overflows SQLite's integers.
+MAX_STRIKE_WEIGHT = 1000
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class LadderSection:
     steps: tuple[str, ...] = setting(
         (), help="steps in order: `warn`, `timeout <duration>` (30s, 10m, 2h, 1d), `kick`, "
                  "`ban`; empty: no ladder")
-    window: float = setting(DEFAULT_STRIKE_WINDOW, min=1.0,
+    window: float = setting(DEFAULT_STRIKE_WINDOW, min=1.0, max=MAX_STRIKE_WINDOW,
                             help="seconds a strike counts for")
     strikes: dict[str, int] = setting(DEFAULT_STRIKE_WEIGHTS,
                                       help="verdict -> strikes it counts for (others: 0)")
@@ -122,9 +127,9 @@ class LadderSection:
             except ValueError as exc:
                 raise ConfigError.at(f"steps[{i}]", str(exc)) from None
         for verdict, weight in self.strikes.items():
-            if weight < 0:
-                raise ConfigError.at(f"strikes.{verdict}",
-                                     f"expected 0 or more strikes, found {weight}")
+            if not 0 <= weight <= MAX_STRIKE_WEIGHT:
+                raise ConfigError.at(f"strikes.{verdict}", f"expected 0 to {MAX_STRIKE_WEIGHT} "
+                                                           f"strikes, found {weight}")
 
 
 FailMode = Literal["chain", "open", "closed"]

@@ -254,7 +254,9 @@ class RedisReviewStore:
                 raise ReviewError(f"no item {item_id!r} in the review queue (ids look like "
                                   "1764121000000-0 here)") from None
             raise
-        if not entries:
+        # XRANGE takes "1764121000000" as a range over that millisecond: only the exact id
+        # names an item (the one shown would not be the one XDEL takes).
+        if not entries or _text(entries[0].identifier) != item_id:
             raise ReviewError(f"no item {item_id} in the review queue (already reviewed, or "
                               "never queued)")
         return self._item(entries[0].identifier, entries[0].field_values)

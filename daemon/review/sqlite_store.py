@@ -31,6 +31,8 @@ from chatmod.review.model import (
 REVIEW_DB_NAME = "review.sqlite3"
 # Seconds a write waits for the other process's transaction before giving up.
 BUSY_TIMEOUT = 5.0
+# Digits an item id may have: SQLite's row ids are 64-bit integers.
+MAX_ID_DIGITS = 18
 
 T = TypeVar("T")
 
@@ -227,9 +229,10 @@ class SqliteReviewStore:
 
 
 def _row_id(item_id: str) -> int:
-    try:
-        return int(item_id)
-    except ValueError:
+    # ASCII digits, at most 18: SQLite's integers are 64-bit (a longer id raised OverflowError,
+    # not ReviewError), and int() would also take " 1", "1_0" or other scripts' digits.
+    if not (item_id.isascii() and item_id.isdigit() and len(item_id) <= MAX_ID_DIGITS):
         raise ReviewError(f"no item {item_id!r} in the review queue (ids are numbers "
-                          "here)") from None
+                          "here)")
+    return int(item_id)
 

@@ -18,7 +18,11 @@ from typing import Any
 
 import orjson
 
+from chatmod.core.text import printable
+
 AUDIT_FILE_NAME = "audit.jsonl"
+# Characters of a name or reason shown in the log line (the file keeps them whole).
+LOG_FIELD_WIDTH = 200
 log = logging.getLogger("chatmod.audit")
 
 
@@ -70,7 +74,10 @@ class AuditLog:
                 os.write(fd, line)
             finally:
                 os.close(fd)
-        log.info("audit: %s by %s%s", entry.what, entry.who, f" ({entry.why})" if entry.why else "")
+        # Escaped: a name or reason with a newline must not forge a second log line.
+        why = f" ({printable(entry.why, LOG_FIELD_WIDTH)})" if entry.why else ""
+        log.info("audit: %s by %s%s", printable(entry.what, LOG_FIELD_WIDTH),
+                 printable(entry.who, LOG_FIELD_WIDTH), why)
         return record
 
     def read(self) -> list[dict[str, Any]]:

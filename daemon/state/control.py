@@ -34,7 +34,11 @@ TOKEN_NAME = "control.token"
 # Bytes a request may have, and seconds it has to arrive (and the reply to be taken).
 MAX_REQUEST_BYTES = 16 * 1024
 REQUEST_TIMEOUT = 5.0
+# Seconds to learn whether a socket file left at start still has a daemon behind it.
+PROBE_TIMEOUT = 2.0
 OPERATIONS = ("exempt.add", "exempt.remove", "exempt.list", "channel.set")
+# The longest exemption (``for``), in seconds: some 300 years; longer is "until removed".
+MAX_EXEMPTION = 1e10
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ def parse_request(data: bytes, token: str) -> ControlRequest:
         raise ControlError(f"'op' must be one of {', '.join(OPERATIONS)}")
     duration = record.get("for")
     if duration is not None and (isinstance(duration, bool) or not isinstance(
-            duration, int | float) or not 0 < duration < 1e10):
+            duration, int | float) or not 0 < duration < MAX_EXEMPTION):
         raise ControlError("'for' must be a number of seconds > 0, or null")
     switches = record.get("switches", {})
     if not isinstance(switches, dict):
@@ -109,16 +113,17 @@ Handler = Callable[[ControlRequest], Awaitable[dict[str, Any]]]
 async def serve_control(state_dir: Path, handler: Handler, *,
                         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve the control socket until cancelled."""
+    path = state_dir / SOCKET_NAME
+    await _remove_stale_socket(path)  # before the token: a live daemon keeps its own
     token = secrets.token_urlsafe(32)
     write_private(state_dir / TOKEN_NAME, token + "\n")
-    path = state_dir / SOCKET_NAME
-    path.unlink(missing_ok=True)  # a previous run's
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # 0600 from the start: no moment when others may connect
     try:
         await sock.bind(str(path))
     finally:
         os.umask(old_umask)
+    ours = os.stat(path).st_ino
     sock.listen(16)
     listener = trio.SocketListener(sock)
 
@@ -135,7 +140,40 @@ async def serve_control(state_dir: Path, handler: Handler, *,
             task_status.started()
             await trio.serve_listeners(connection, [listener])
     finally:
-        path.unlink(missing_ok=True)
+        _unlink_if_ours(path, ours)
+
+
+async def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket file a killed daemon left; :class:`ControlError` when a daemon still
+    answers on it (two daemons on one state directory would steal each other's socket)."""
+    if not _left_over(path):
+        return
+    probe = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with trio.move_on_after(PROBE_TIMEOUT):
+            try:
+                await probe.connect(str(path))
+            except OSError:  # refused (or not a socket): nobody serves it
+                _unlink_if_ours(path, None)
+                return
+        raise ControlError(f"another daemon serves live control at {path} "
+                           f"(one daemon per state_dir)")
+    finally:
+        probe.close()
+
+
+def _left_over(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _unlink_if_ours(path: Path, inode: int | None) -> None:
+    """Remove our socket file (``inode``; None: whatever is there), not one a later daemon
+    bound at the same path."""
+    try:
+        if inode is None or os.stat(path).st_ino == inode:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 async def _answer(stream: trio.SocketStream, token: str, handler: Handler) -> None:
