@@ -377,4 +377,5 @@ def test_what_keeps_files_without_a_state_directory_is_refused_by_check_config_t
         assert key in message
     monkeypatch.setenv("STATE_DIRECTORY", "/var/lib/chatmod")  # as systemd sets it
     config = load_config(path)
-    assert config.review.enabled and config.state.control
+    assert config.review.enabled
+    assert config.state.control
