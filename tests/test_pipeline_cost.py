@@ -9,8 +9,8 @@ from chatmod.core.cache import VerdictCache
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.interfaces import Sink
 from chatmod.core.pipeline import Pipeline
-from chatmod.policy.rules import Policy
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
+from chatmod.policy.rules import Policy
 
 from .helpers import ListSource, RecordingSink, messages
 
