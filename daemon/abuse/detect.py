@@ -30,20 +30,44 @@ TARGETED_ABUSE = "targeted_abuse"
 MILD_INSULT = "mild_insult"
 PROFANITY = "profanity"
 SPAM = "spam"
+THREAT = "threat"
 SCAM = "scam"
 # Words (and @mentions) that aim a line at a person, in the lexicon's languages.
 TARGET_WORDS = frozenset((
-    "you", "u", "ur", "your", "youre", "yours", "yourself", "ya", "yo", "ye", "eres", "tu", "te",
+    "you", "u", "ur", "your", "youre", "yours", "yourself", "ya", "yo", "ye", "eres", "tu",
     "usted", "du", "dich", "dir", "dein", "deine", "toi", "tes", "ton", "ta", "vous", "voce", "vc",
-    "seu", "sua",
+    "seu", "sua", "sei", "tuo", "tua", "jestes", "ty", "twoj", "twoja",
 ))
+# Spanish and French "te" is an object pronoun ("je te jure", "te lo dije"): it aims a line
+# only inside the lexicon's own patterns ("te voy a matar"), never as a word anywhere.
+# A short line with one of these is about the speaker or a thing, not a call to someone's
+# face ("im trash lol", "lifes a bitch", "this game is trash").
+NOT_ADDRESSED = frozenset((
+    "i", "im", "me", "my", "mine", "myself", "we", "us", "our", "this", "that", "the", "it",
+    "its", "is", "was", "he", "hes", "she", "shes", "they", "theyre", "his", "her", "their",
+    "ich", "mein", "meine", "das", "je", "moi", "mon", "cest", "ce", "eu", "meu", "minha",
+    "mi", "mio", "esto", "este", "esta", "isso", "questo",
+))
+_MENTION = re.compile(r"(?:^|\s)@\w")
 _WORDS = re.compile(r"[@\w]+")
 # A line of this many words or fewer is name-calling, aimed at someone ("sale pute").
 NAME_CALLING_WORDS = 3
 # ...unless it is an exclamation about something ("what an idiot", "puta que pariu").
+EXCLAIMING = frozenset(("what", "such", "so", "quel", "quelle", "que"))
 EXCLAMATION = re.compile(r"^(?:que|what an?|so ein|quel|quelle|such a)\b|\bque pariu\b")
 # Spam shapes: one word said again and again, a syllable drummed, one character held down.
 REPEATED_WORD_TIMES = 5
+# Copypasta: a phrase of three words (or symbol groups) or more said at least twice, or of two
+# said three times...
+REPEATED_PHRASE_WORDS = 3
+REPEATED_PHRASE_TIMES = 2
+REPEATED_PAIR_TIMES = 3
+REPEATED_PHRASE_CHARS = 14
+LONGEST_REPEATED_PHRASE = 6
+MAX_PHRASE_SCAN_WORDS = 200  # a chat line's worth; the scan costs words x phrase sizes
+# ...and shouting: a line this long written in capitals only.
+SHOUTED_LETTERS = 25
+SHOUTED_WORDS = 5
 REPEATED_PAIR = re.compile(r"(\w\w)\1{7,}")
 HELD_CHARACTER = re.compile(r"(\S)\1{9,}")
 # Dotted names are found first and their last label checked in code: the one-regex form
@@ -137,6 +161,13 @@ class Lexicon:
         self._cheap_domains = frozenset(scam["cheap_domains"])
         self._trusted = tuple(scam["trusted_domains"])
         self._harmless = _patterns(table["harmless"]["patterns"])
+        threat = table[THREAT]
+        self._game_context = _patterns(threat["game_context"])
+        self._real_life = _patterns(threat["real_life"])
+        self._game_violence = _patterns(threat["game_violence"])
+        self._variants = _variant_pattern(table["variants"])
+        self._variant_roots = {spelling: root for root, spellings in table["variants"].items()
+                               for spelling in spellings}
 
     @classmethod
     def shipped(cls) -> Lexicon:
@@ -147,20 +178,34 @@ class Lexicon:
         """The strongest category ``text`` (its first :data:`MAX_ASSESSED_CHARS`) matches."""
         text = text[:MAX_ASSESSED_CHARS]
         deobfuscated = deobfuscate(text).replace("'", "").replace("\u2019", "")
+        if self._variants is not None:  # "phuck", "fuk", "biatch": the word they spell
+            deobfuscated = self._variants.sub(
+                lambda m: self._variant_roots[m.group(0)], deobfuscated)
         canonical = squeeze_repeats(deobfuscated)
+        # In-game violence ("ill shoot you first next round") is no threat; "irl" makes it one.
+        in_game = (self._game_context is not None and self._game_context.search(canonical)
+                   is not None and (self._real_life is None
+                                    or self._real_life.search(canonical) is None))
         found: list[tuple[float, str, str]] = []
         for category in self.categories:
             if category.name in (MILD_INSULT, PROFANITY, SPAM):
                 continue  # scored below, with their conditions
+            if category.name == THREAT and in_game:
+                continue
             matched = category.match(deobfuscated, canonical)
             if matched is not None:
                 found.append((category.score, category.name, matched))
-        found.extend(self._aimed(deobfuscated, canonical))
-        found.extend(self._links(text))
+        found.extend(self._aimed(deobfuscated, canonical, _MENTION.search(fold(text)) is not None))
+        found.extend(self._links(fold(text)))
+        if "." in deobfuscated and deobfuscated != fold(text):  # a link spelt out letter by letter
+            found.extend(self._links(deobfuscated))
         found.extend(self._spam(text, canonical))
         model_text = canonical
         if self._harmless is not None:
-            model_text = " ".join(self._harmless.sub(" ", canonical).split())
+            model_text = self._harmless.sub(" ", model_text)
+        if in_game and self._game_violence is not None:
+            model_text = self._game_violence.sub(" ", model_text)
+        model_text = " ".join(model_text.split())
         if not found:
             return Assessment(None, 0.0, "", model_text)
         score, name, matched = max(found)
@@ -169,14 +214,18 @@ class Lexicon:
     def _category(self, name: str) -> _Category:
         return next(c for c in self.categories if c.name == name)
 
-    def _aimed(self, deobfuscated: str, canonical: str) -> list[tuple[float, str, str]]:
+    def _aimed(self, deobfuscated: str, canonical: str,
+               mentions: bool) -> list[tuple[float, str, str]]:
         """Insults and profanity: delete-strong when aimed at someone, else flag."""
         found: list[tuple[float, str, str]] = []
         words = _WORDS.findall(canonical)
-        name_calling = (len(words) <= NAME_CALLING_WORDS
-                        and EXCLAMATION.search(canonical) is None)
-        aimed = name_calling or any(
-            word in TARGET_WORDS or word.startswith("@") for word in words)
+        # "sale pute", "fucking idiot": a short line of only an insult calls someone names;
+        # "im trash lol" or "lifes a bitch" is about the speaker or a thing.
+        short = (len(words) <= NAME_CALLING_WORDS
+                 and not any(word in NOT_ADDRESSED for word in words)
+                 and not _says_what_something_is(words))
+        name_calling = short and EXCLAMATION.search(canonical) is None
+        aimed = name_calling or mentions or any(word in TARGET_WORDS for word in words)
         if self._harmless is not None:  # "Moby Dick" says no "dick"
             canonical = self._harmless.sub(" ", canonical)
             deobfuscated = self._harmless.sub(" ", deobfuscated)
@@ -188,7 +237,6 @@ class Lexicon:
         mild_word = self._mild_alone.search(deobfuscated) if self._mild_alone else None
         target_word = self._needs_target.search(deobfuscated) if self._needs_target else None
         # "que burro", "what a clown": a short exclamation is about someone too.
-        short = len(words) <= NAME_CALLING_WORDS
         insult = mild or (mild_word.group(0) if mild_word else None) or (
             target_word.group(0) if target_word and (aimed or short) else None)
         if strong is not None:
@@ -203,9 +251,9 @@ class Lexicon:
             found.append((self._mild_score, MILD_INSULT, insult))
         return found
 
-    def _links(self, text: str) -> list[tuple[float, str, str]]:
+    def _links(self, folded: str) -> list[tuple[float, str, str]]:
         found: list[tuple[float, str, str]] = []
-        for match in URL.finditer(fold(text)):
+        for match in URL.finditer(folded):
             link = match.group(0)
             host_match = URL_HOST.match(link)
             if host_match is None:
@@ -226,11 +274,54 @@ class Lexicon:
             word, times = Counter(words).most_common(1)[0]
             if times >= REPEATED_WORD_TIMES:
                 return [(self._spam_score, SPAM, word)]
+        phrase = _repeated_phrase(words)
+        if phrase is not None:
+            return [(self._spam_score, SPAM, phrase)]
+        letters = [c for c in text if c.isalpha()]
+        if (len(letters) >= SHOUTED_LETTERS and len(words) >= SHOUTED_WORDS
+                and all(c.isupper() for c in letters)):
+            return [(self._spam_score, SPAM, text[:20])]
         for pattern in (REPEATED_PAIR, HELD_CHARACTER):
             if (found := pattern.search(text.casefold())) is not None:
                 return [(self._spam_score, SPAM, found.group(0)[:20])]
         matched = self._category(SPAM).match(canonical, canonical)
         return [] if matched is None else [(self._spam_score, SPAM, matched)]
+
+
+def _says_what_something_is(words: list[str]) -> bool:
+    """ "lifes a bitch", "hes a clown": a subject, then "a" (not "what a", "such a")."""
+    return any(word in ("a", "an") and words[index - 1] not in EXCLAIMING
+               for index, word in enumerate(words) if index)
+
+
+def _repeated_phrase(words: list[str]) -> str | None:
+    """A phrase of :data:`REPEATED_PHRASE_WORDS` to :data:`LONGEST_REPEATED_PHRASE` words and
+    at least :data:`REPEATED_PHRASE_CHARS` characters said :data:`REPEATED_PHRASE_TIMES` times
+    (a pair of words: :data:`REPEATED_PAIR_TIMES`) or more without overlapping (copypasta,
+    "mods ban me ... mods ban me ..."); short chants ("gg wp gg wp") are not copypasta."""
+    words = [word.strip(".,!?;:") for word in words[:MAX_PHRASE_SCAN_WORDS]]
+    for size in range(REPEATED_PHRASE_WORDS - 1, LONGEST_REPEATED_PHRASE + 1):
+        needed = REPEATED_PHRASE_TIMES if size >= REPEATED_PHRASE_WORDS else REPEATED_PAIR_TIMES
+        last_start: dict[tuple[str, ...], int] = {}
+        times: Counter[tuple[str, ...]] = Counter()
+        for start in range(len(words) - size + 1):
+            gram = tuple(words[start:start + size])
+            if start - last_start.get(gram, -size) < size:
+                continue
+            last_start[gram] = start
+            times[gram] += 1
+            phrase = " ".join(gram)
+            if (times[gram] >= needed and len(phrase) >= REPEATED_PHRASE_CHARS
+                    and len(set(gram)) > 1):
+                return phrase
+    return None
+
+
+def _variant_pattern(variants: Mapping[str, Iterable[str]]) -> re.Pattern[str] | None:
+    spellings = sorted({s for group in variants.values() for s in group}, key=len, reverse=True)
+    if not spellings:
+        return None
+    return re.compile(rf"(?<![a-z])(?:{'|'.join(map(re.escape, spellings))})(?![a-z])")
 
 
 @cache
