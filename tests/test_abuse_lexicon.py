@@ -67,7 +67,9 @@ def lexicon() -> Lexicon:
         ("muslims ruin everything they touch", "hate"),
         ("the jews run the banks", "hate"),
         ("girls should not be allowed to vote", "hate"),
-        ("get back in the kitchen", "hate"),
+        ("you belong in the kitchen", "hate"),
+        ("sale p\u00e9d\u00e9", "slur"),
+        ("eres un retrasado", "slur"),
         ("fluchtlinge raus aus unserem land", "hate"),
         ("los inmigrantes son todos delincuentes", "hate"),
         # Sexual harassment with fillers and in more languages.
@@ -136,7 +138,12 @@ def test_casual_profanity_mild_insults_and_spam_are_flag_level(
      # Self-directed, numbers inside words, chants.
      "im trash lol", "skill issue on my part", "my skill issue tbh", "top10 plays of the week",
      "1v1 me on dust2", "gg wp gg wp gg wp", "lets go lets go lets go", "gg2 everyone",
-     "te quiero mucho chat", "je te dis que c'est bon"],
+     "te quiero mucho chat", "je te dis que c'est bon",
+     # Words that are abuse in one language and ordinary in another, or outside a frame.
+     "el vuelo est\u00e1 retrasado", "ele pede desculpa", "what's your kd ratio",
+     "got blown up by a creeper", "ty for the raid", "brb going back to the kitchen",
+     "make sure you pay attention", "you die slowly in the storm zone", "cholera outbreak",
+     "can you copy this build", "trans people dont deserve the hate", "a guerra de troia"],
 )
 def test_banter_and_harmless_words_match_nothing(lexicon: Lexicon, text: str) -> None:
     assert lexicon.assess(text).category is None

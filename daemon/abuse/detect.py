@@ -36,7 +36,7 @@ SCAM = "scam"
 TARGET_WORDS = frozenset((
     "you", "u", "ur", "your", "youre", "yours", "yourself", "ya", "yo", "ye", "eres", "tu",
     "usted", "du", "dich", "dir", "dein", "deine", "toi", "tes", "ton", "ta", "vous", "voce", "vc",
-    "seu", "sua", "sei", "tuo", "tua", "jestes", "ty", "twoj", "twoja",
+    "seu", "sua", "sei", "tuo", "tua", "jestes", "twoj", "twoja",
 ))
 # Spanish and French "te" is an object pronoun ("je te jure", "te lo dije"): it aims a line
 # only inside the lexicon's own patterns ("te voy a matar"), never as a word anywhere.
@@ -66,8 +66,8 @@ REPEATED_PHRASE_CHARS = 14
 LONGEST_REPEATED_PHRASE = 6
 MAX_PHRASE_SCAN_WORDS = 200  # a chat line's worth; the scan costs words x phrase sizes
 # ...and shouting: a line this long written in capitals only.
-SHOUTED_LETTERS = 25
-SHOUTED_WORDS = 5
+SHOUTED_LETTERS = 30
+SHOUTED_WORDS = 6
 REPEATED_PAIR = re.compile(r"(\w\w)\1{7,}")
 HELD_CHARACTER = re.compile(r"(\S)\1{9,}")
 # Dotted names are found first and their last label checked in code: the one-regex form
