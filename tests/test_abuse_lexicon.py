@@ -68,6 +68,8 @@ def lexicon() -> Lexicon:
         ("the jews run the banks", "hate"),
         ("girls should not be allowed to vote", "hate"),
         ("you belong in the kitchen", "hate"),
+        ("lesbians are disgusting", "hate"),
+        ("you absolute waste of a human", "targeted_abuse"),
         ("sale p\u00e9d\u00e9", "slur"),
         ("eres un retrasado", "slur"),
         ("fluchtlinge raus aus unserem land", "hate"),
@@ -157,6 +159,7 @@ def test_harmless_phrases_are_kept_from_the_model(lexicon: Lexicon) -> None:
     assert lexicon.assess("my new hoe lol").model_text == "my new hoe lol"
     assert lexicon.assess("gonna kill that boss").model_text == "gonna that boss"
     assert lexicon.assess("gonna kill you irl").model_text == "gonna kill you irl"
+    assert lexicon.assess("i suck at aiming").model_text == "at aiming"
 
 
 def test_dotted_runs_take_linear_time() -> None:
