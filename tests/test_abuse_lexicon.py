@@ -59,9 +59,9 @@ def lexicon() -> Lexicon:
         (f"i will sho{CYRILLIC_O}t you", "threat"),
         ("\u0455\u04bbut up and d\u0456e", "self_harm"),  # Cyrillic dze, shha, i
         # Families beyond the first five languages: it, pl.
-        ("sei un pezzo di merda", "targeted_abuse"),
+        ("sei proprio uno stronzo", "targeted_abuse"),
         ("ti ammazzo stasera", "threat"),
-        ("zabije cie jutro", "threat"),
+        ("rozjebie cie po szkole", "threat"),
         ("idz i powies sie", "self_harm"),
         # Hate: a group with what it supposedly does or deserves, in several languages.
         ("muslims ruin everything they touch", "hate"),
@@ -70,14 +70,14 @@ def lexicon() -> Lexicon:
         ("you belong in the kitchen", "hate"),
         ("lesbians are disgusting", "hate"),
         ("you absolute waste of a human", "targeted_abuse"),
-        ("sale p\u00e9d\u00e9", "slur"),
+        ("esp\u00e8ce de p\u00e9d\u00e9", "slur"),
         ("eres un retrasado", "slur"),
         ("fluchtlinge raus aus unserem land", "hate"),
-        ("los inmigrantes son todos delincuentes", "hate"),
+        ("los inmigrantes son unas ratas", "hate"),
         # Sexual harassment with fillers and in more languages.
-        ("zeig mir mal deine titten", "sexual"),
-        ("muestrame tus tetas", "sexual"),
-        ("boobs out for bits", "sexual"),
+        ("zeig uns doch deinen arsch", "sexual"),
+        ("muestrame el culo", "sexual"),
+        ("show boobs for donos", "sexual"),
         # Threats: a slow death, and violence placed in real life even with game words.
         ("make sure you suffer", "threat"),
         ("ill shoot you irl after this round", "threat"),
@@ -103,13 +103,13 @@ def test_clear_abuse_is_delete_level(lexicon: Lexicon, text: str, category: str)
         ("follow me for free follows", "spam"),
         ("fck, lag again", "profanity"),
         ("what a clusterfuck of a patch", "profanity"),
-        ("kurwa, znowu lag", "profanity"),
+        ("kurwa mac, przegralem", "profanity"),
         ("cazzo che lag", "profanity"),
         ("noob stay mad", "mild_insult"),
         ("ur brain is slower than my wifi", "mild_insult"),
-        ("mods ban me i want to sleep, mods ban me i want to sleep", "spam"),
+        ("raid the castle at noon, raid the castle at noon", "spam"),
         ("(\u256f\u00b0\u25a1\u00b0)\u256f\ufe35 \u253b\u2501\u253b " * 4, "spam"),
-        ("COPY THIS IF YOU LOVE THE STREAM", "spam"),
+        ("copy this to show respect for the mods", "spam"),
         ("THIS IS THE LOUDEST MESSAGE IN THE WHOLE CHAT", "spam"),
         ("subscribe to my youtube channel", "spam"),
         # Not a name called: the speaker or a thing (was any line of three words or fewer).

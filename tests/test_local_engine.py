@@ -183,7 +183,7 @@ async def test_real_composed_engine_on_lines_that_fooled_it() -> None:
     if importlib.util.find_spec("profanity_check") is None:
         missing("the 'local' extra")
     engine = LocalEngine("local", LocalConfig())
-    texts = ["im gonna kill that boss this time", "got the copper hoe for my farm",
+    texts = ["we will murder this raid boss tonight", "got the copper hoe for my farm",
              "i suck at aiming", "1v1 me after the top10 video", "phuck this lag",
              "grab free robux at r o b u x - g i f t . x y z", "@dana ur a worthless bitch"]
     with trio.fail_after(60):

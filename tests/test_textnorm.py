@@ -41,7 +41,7 @@ STROKE = "\u0336"
         ("Scunthorpe", "scunthorpe"),
         ("cocktail party", "cocktail party"),
         ("tras\u04bb", "trash"),  # Cyrillic shha
-        ("k u r w a, lag", "kurwa, lag"),  # punctuation after the last spelt letter
+        ("s h i t, missed", "shit, missed"),  # punctuation after the last spelt letter
         ("d i s c o r d - g i f t . c o m", "discord-gift.com"),  # a link spelt out
         ("a55hole", "asshole"),  # one digit repeated is still leetspeak
         ("wh0r3", "whore"),
