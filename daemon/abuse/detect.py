@@ -18,6 +18,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from chatmod.abuse.alternation import alternation as _alternation
+from chatmod.abuse.alternation import top_level_branches as _top_level_branches
 from chatmod.textnorm import deobfuscate, fold, squeeze_repeats
 
 LEXICON_FILE = "lexicon.toml"
@@ -94,7 +96,7 @@ class Assessment:
     model_text: str
 
 
-def _word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
+def _word_pattern(words: Iterable[str], dispatch: bool = True) -> re.Pattern[str] | None:
     """Whole words, each letter allowed to repeat ("fuuuck"), spaces as any spacing."""
     alternatives = []
     for word in sorted(set(words), key=len, reverse=True):
@@ -114,10 +116,12 @@ def _word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
         alternatives.append(gap.join(parts))
     if not alternatives:
         return None
-    return re.compile(rf"(?<![a-z])(?:{'|'.join(alternatives)}){WORD_ENDINGS}(?![a-z])")
+    return re.compile(
+        rf"(?<![a-z])(?:{_alternation(alternatives) if dispatch else '|'.join(alternatives)})"
+        rf"{WORD_ENDINGS}(?![a-z])")
 
 
-def _patterns(sources: Iterable[str]) -> re.Pattern[str] | None:
+def _patterns(sources: Iterable[str], dispatch: bool = True) -> re.Pattern[str] | None:
     """One regular expression for a list. The alternatives that start at a word boundary share
     one leading ``\\b``: the engine then skips a position inside a word at once instead of
     trying every alternative there (a lexicon of a few hundred patterns costs 2-3 times less)."""
@@ -129,37 +133,12 @@ def _patterns(sources: Iterable[str]) -> re.Pattern[str] | None:
             at_word.append("|".join(branch[len(WORD_BOUNDARY):] for branch in branches))
         else:
             others.append(source)
-    parts = ([rf"\b(?:{'|'.join(f'(?:{source})' for source in at_word)})"] if at_word else [])
+    parts = [rf"\b(?:{_alternation(at_word, dispatch)})"] if at_word else []
     parts.extend(f"(?:{source})" for source in others)
     return re.compile("|".join(parts)) if parts else None
 
 
 WORD_BOUNDARY = r"\b"
-
-
-def _top_level_branches(source: str) -> list[str]:
-    """``source`` split at its ``|`` outside groups and character classes."""
-    branches: list[str] = []
-    depth, start, index, in_class = 0, 0, 0, False
-    while index < len(source):
-        char = source[index]
-        if char == "\\":
-            index += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-        elif char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "|" and depth == 0:
-            branches.append(source[start:index])
-            start = index + 1
-        index += 1
-    branches.append(source[start:])
-    return branches
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,18 +158,21 @@ class _Category:
 class Lexicon:
     """The compiled lexicon; :meth:`assess` is thread-safe (it only reads)."""
 
-    def __init__(self, table: Mapping[str, Any]) -> None:
+    def __init__(self, table: Mapping[str, Any], *, dispatch: bool = True) -> None:
+        """``dispatch``: alternations grouped by first character (:func:`_alternation`);
+        False builds the plain alternations (the same matches; kept to prove it)."""
         self.categories = [
-            _Category(name, float(section["score"]), _word_pattern(section.get("words", ())),
-                      _patterns(section.get("patterns", ())))
+            _Category(name, float(section["score"]),
+                      _word_pattern(section.get("words", ()), dispatch),
+                      _patterns(section.get("patterns", ()), dispatch))
             for name, section in table.items() if "score" in section
         ]
         abuse = table[TARGETED_ABUSE]
-        self._strong = _word_pattern(abuse["strong_insults"])
+        self._strong = _word_pattern(abuse["strong_insults"], dispatch)
         self._strong_score = float(abuse["score"])
         mild = table[MILD_INSULT]
-        self._needs_target = _word_pattern(mild["needs_target"])
-        self._mild_alone = _word_pattern(set(mild["words"]) - set(mild["needs_target"]))
+        self._needs_target = _word_pattern(mild["needs_target"], dispatch)
+        self._mild_alone = _word_pattern(set(mild["words"]) - set(mild["needs_target"]), dispatch)
         self._mild_score = float(mild["score"])
         self._profanity_score = float(table[PROFANITY]["score"])
         self._mild_profanity = frozenset(table[PROFANITY]["mild"])
@@ -200,11 +182,11 @@ class Lexicon:
         self._link_words = tuple(scam["suspicious_link_words"])
         self._cheap_domains = frozenset(scam["cheap_domains"])
         self._trusted = tuple(scam["trusted_domains"])
-        self._harmless = _patterns(table["harmless"]["patterns"])
+        self._harmless = _patterns(table["harmless"]["patterns"], dispatch)
         threat = table[THREAT]
-        self._game_context = _patterns(threat["game_context"])
-        self._real_life = _patterns(threat["real_life"])
-        self._game_violence = _patterns(threat["game_violence"])
+        self._game_context = _patterns(threat["game_context"], dispatch)
+        self._real_life = _patterns(threat["real_life"], dispatch)
+        self._game_violence = _patterns(threat["game_violence"], dispatch)
         self._variants = _variant_pattern(table["variants"])
         self._variant_roots = {spelling: root for root, spellings in table["variants"].items()
                                for spelling in spellings}
