@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence
 from importlib import resources
 
 import orjson
@@ -15,7 +16,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from chatmod.abuse.alternation import alternation, first_characters
-from chatmod.abuse.detect import LEXICON_FILE, Lexicon
+from chatmod.abuse.detect import LEXICON_FILE, Assessment, Lexicon
+from chatmod.plugins.local import score_batch
 
 from .helpers import REPO
 
@@ -106,3 +108,28 @@ def test_alternation_matches_like_the_plain_one(alternatives: list[str], text: s
     grouped = re.compile(alternation(alternatives))
     assert grouped.pattern != plain.pattern
     assert [m.span() for m in grouped.finditer(text)] == [m.span() for m in plain.finditer(text)]
+
+
+class CountingLexicon(Lexicon):
+    """The shipped lexicon, counting what it assesses."""
+
+    def __init__(self) -> None:
+        super().__init__(TABLE)
+        self.assessed: list[str] = []
+
+    def assess(self, text: str) -> Assessment:
+        self.assessed.append(text)
+        return super().assess(text)
+
+
+def test_a_batch_assesses_each_distinct_text_once() -> None:
+    def predictor(texts: Sequence[str]) -> Sequence[float]:
+        return [0.5 if "fuck" in t else 0.1 for t in texts]
+
+    raid = ["you are trash", "fuck this", "you are trash", "hello", "you are trash"]
+    counting = CountingLexicon()
+    together = score_batch(raid, predictor, counting, normalise=True)
+    assert sorted(counting.assessed) == sorted(set(raid))
+    alone = [score_batch([text], predictor, FAST, normalise=True)[0] for text in raid]
+    assert together == alone
+    assert together[0] == together[2] == together[4] != together[3]

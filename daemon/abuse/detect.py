@@ -167,6 +167,7 @@ class Lexicon:
                       _patterns(section.get("patterns", ()), dispatch))
             for name, section in table.items() if "score" in section
         ]
+        self._by_name = {category.name: category for category in self.categories}
         abuse = table[TARGETED_ABUSE]
         self._strong = _word_pattern(abuse["strong_insults"], dispatch)
         self._strong_score = float(abuse["score"])
@@ -236,7 +237,7 @@ class Lexicon:
         return Assessment(name, score, matched, model_text)
 
     def _category(self, name: str) -> _Category:
-        return next(c for c in self.categories if c.name == name)
+        return self._by_name[name]
 
     def _aimed(self, deobfuscated: str, canonical: str, harmless_removed: str,
                mentions: bool) -> list[tuple[float, str, str]]:
@@ -302,12 +303,13 @@ class Lexicon:
         phrase = _repeated_phrase(words) if len(set(words)) < len(words) else None
         if phrase is not None:
             return [(self._spam_score, SPAM, phrase)]
-        letters = [c for c in text if c.isalpha()]
-        if (len(letters) >= SHOUTED_LETTERS and len(words) >= SHOUTED_WORDS
-                and all(c.isupper() for c in letters)):
-            return [(self._spam_score, SPAM, text[:20])]
+        if len(words) >= SHOUTED_WORDS:  # the letters only of a line long enough to shout
+            letters = [c for c in text if c.isalpha()]
+            if len(letters) >= SHOUTED_LETTERS and all(c.isupper() for c in letters):
+                return [(self._spam_score, SPAM, text[:20])]
+        casefolded = text.casefold()
         for pattern in (REPEATED_PAIR, HELD_CHARACTER):
-            if (found := pattern.search(text.casefold())) is not None:
+            if (found := pattern.search(casefolded)) is not None:
                 return [(self._spam_score, SPAM, found.group(0)[:20])]
         matched = self._category(SPAM).match(canonical, canonical)
         return [] if matched is None else [(self._spam_score, SPAM, matched)]
