@@ -134,3 +134,9 @@ def test_a_batch_assesses_each_distinct_text_once() -> None:
     alone = [score_batch([text], predictor, FAST, normalise=True)[0] for text in raid]
     assert together == alone
     assert together[0] == together[2] == together[4] != together[3]
+
+
+def test_an_alternation_with_a_back_reference_stays_plain() -> None:
+    alternatives = [f"({char}+)x\\1" for char in "abcdefghijklmnop"]
+    assert alternation(alternatives) == "|".join(f"(?:{a})" for a in alternatives)
+    assert alternation([f"({char}+)x" for char in "abcdefghijklmnop"]).startswith("(?=")

@@ -22,6 +22,7 @@ sre: Any = importlib.import_module("re._constants")
 # with a group or a repeat is entered. With fewer of those than this, the lookaheads cost more
 # than they save (measured on the shipped lexicon) and the alternation stays plain.
 MIN_ENTERED_ALTERNATIVES = 14
+BACK_REFERENCE = re.compile(r"\\(?:[1-9]|g<)|\(\?P[<=]")
 
 
 def alternation(alternatives: list[str], dispatch: bool = True) -> str:
@@ -38,7 +39,9 @@ def alternation(alternatives: list[str], dispatch: bool = True) -> str:
     alternatives = [branch for a in alternatives for branch in top_level_branches(a)]
     firsts = [first_characters(alternative) for alternative in alternatives]
     if (sum(map(_entered, alternatives)) < MIN_ENTERED_ALTERNATIVES
-            or any(first is None for first in firsts)):
+            or any(first is None for first in firsts)
+            # An alternative copied into several groups renumbers the groups after it.
+            or any(BACK_REFERENCE.search(alternative) for alternative in alternatives)):
         return plain
     groups: dict[str, list[str]] = {}
     for alternative, first in zip(alternatives, firsts, strict=True):
