@@ -21,9 +21,9 @@ HOMOGLYPHS = str.maketrans(
         "\u0430\u0432\u0435\u0451\u043a\u043c\u043d\u043e\u0440\u0441"
         "\u0442\u0443\u0445\u0456\u0457\u0458\u0455\u0501\u051b\u051d"
         "\u0261\u0131\u2113\u03b1\u03b2\u03b5\u03b7\u03b9\u03ba\u03bd"
-        "\u03bf\u03c1\u03c4\u03c5\u03c7\u03c9\u03c2"
+        "\u03bf\u03c1\u03c4\u03c5\u03c7\u03c9\u03c2\u04bb\u04cf\u0475\u0491"
     ),
-    "abeekmhopctyxiijsdqwgilabenikvoptuxws",
+    "abeekmhopctyxiijsdqwgilabenikvoptuxwshlvr",
 )
 # Digits and symbols standing for letters, applied only inside a word that has a letter
 # (``sh1t``, ``a$$``), so that numbers and punctuation around words keep their meaning.
@@ -32,9 +32,22 @@ LEET = str.maketrans({
     "@": "a", "$": "s", "!": "i", "|": "i", "€": "e", "+": "t",
 })
 _LEET_CHARS = frozenset(chr(code) for code in LEET)
+# Digits that are numbers even inside a word: match-ups ("1v1", "5v5"), ordinals and units
+# ("1st", "4k", "60fps", "144hz"), and a name or rank with a number of two or more different
+# digits after it ("top10", "ak47", "win10"). A run of one digit repeated stays leetspeak
+# ("a55" is "ass").
+NUMBER_SHAPE = re.compile(
+    r"[a-z]*\d+v\d+[a-z]*"
+    r"|\d+(?:st|nd|rd|th|k|m|p|x|s|d|hz|fps|ms|gb|tb|mb|h|min|am|pm|yo)"
+    r"|[^\W\d_]+(?!(\d)\1+$)\d{2,}"
+)
 # Punctuation around a word is not part of it: ``hello!`` keeps its ``!``.
 _EDGE = re.compile(r"^([\"'(\[{<.,;:!?¿¡…]*)(.*?)([\"')\]}>.,;:!?…]*)$", re.DOTALL)
 _HAS_LETTER = re.compile(r"[^\W\d_]")
+# A letter spelt out with punctuation after it ends a spaced run: "k u r w a, lag".
+_SPELT_LAST = re.compile(r"^([^\W\d_])([.,;:!?…]+)$")
+# Separators between spaced letters join them too: "d i s c o r d - g i f t . c o m".
+_SPACED_SEPARATORS = frozenset("-._")
 # Letters joined by separators: ``f.u.c.k``, ``k-y-s``, ``f_u_c_k`` (three or more letters).
 _SEPARATED_LETTERS = re.compile(r"^(?:[^\W\d_][.\-_*·]){2,}[^\W\d_]$")
 _SEPARATORS = re.compile(r"[.\-_*·]")
@@ -73,7 +86,7 @@ def _unleet(token: str) -> str:
     if match is None:  # pragma: no cover - the pattern matches every string
         return token
     before, core, after = match.groups()
-    if not core or not _HAS_LETTER.search(core):
+    if not core or not _HAS_LETTER.search(core) or NUMBER_SHAPE.fullmatch(core):
         return token
     if _SEPARATED_LETTERS.match(core):
         core = _SEPARATORS.sub("", core)
@@ -87,19 +100,34 @@ def _spelt(token: str) -> bool:
 def _join_spaced_letters(tokens: list[str]) -> list[str]:
     joined: list[str] = []
     run: list[str] = []
-    for token in [*tokens, ""]:
-        if _spelt(token):
-            run.append(token)
-            continue
+
+    def close_run(last: str = "", after: str = "") -> None:
+        # Separators trailing the run are not part of it.
+        tail: list[str] = []
+        while run and run[-1] in _SPACED_SEPARATORS:
+            tail.insert(0, run.pop())
         letters = [t for t in run if _HAS_LETTER.match(t)]
-        if (len(run) >= MIN_SPACED_LETTERS and letters
-                and not SHORTHAND_LETTERS.issuperset(run)):
-            joined.append("".join(run))
+        spelt = [t for t in run if t not in _SPACED_SEPARATORS]
+        if (len(spelt) + bool(last) >= MIN_SPACED_LETTERS and (letters or last)
+                and not SHORTHAND_LETTERS.issuperset([*spelt, last] if last else spelt)):
+            joined.append("".join(run) + last + after)
         else:
             joined.extend(run)
-        run = []
-        if token:
-            joined.append(token)
+            if last:
+                joined.append(last + after)
+        joined.extend(tail)
+        run.clear()
+
+    for token in tokens:
+        if _spelt(token) or (run and token in _SPACED_SEPARATORS):
+            run.append(token)
+            continue
+        if run and (end := _SPELT_LAST.match(token)) is not None:
+            close_run(end.group(1), end.group(2))
+            continue
+        close_run()
+        joined.append(token)
+    close_run()
     return joined
 
 

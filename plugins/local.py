@@ -90,7 +90,9 @@ def score_batch(texts: Sequence[str], predictor: Predictor, lexicon: Lexicon | N
         found = [(float(p), {"profanity": round(float(p), SCORE_DECIMALS)})
                  for p in predictor(model_texts)]
         return [(round(score, SCORE_DECIMALS), details) for score, details in found]
-    assessments = [lexicon.assess(t) for t in texts]
+    # A raid repeats one line many times in a batch: each distinct text is assessed once.
+    assessed = {text: lexicon.assess(text) for text in dict.fromkeys(texts)}
+    assessments = [assessed[t] for t in texts]
     model_texts = [a.model_text if normalise else t for a, t in zip(assessments, texts,
                                                                      strict=True)]
     # A line that is only harmless phrases ("sick play!") has nothing left for the model.

@@ -175,3 +175,17 @@ async def test_real_composed_engine_on_abuse_the_model_cannot_see() -> None:
     with trio.fail_after(60):
         verdicts = await moderate_all(engine, texts)
     assert verdicts == ["pass", "flag", "delete", "delete", "delete", "pass"]
+
+
+async def test_real_composed_engine_on_lines_that_fooled_it() -> None:
+    # Game violence, a farming hoe, self-deprecation and numbers in words passed the lexicon
+    # but not the model; phonetic spellings, spaced links and @mentions slipped past both.
+    if importlib.util.find_spec("profanity_check") is None:
+        missing("the 'local' extra")
+    engine = LocalEngine("local", LocalConfig())
+    texts = ["we will murder this raid boss tonight", "got the copper hoe for my farm",
+             "i suck at aiming", "1v1 me after the top10 video", "phuck this lag",
+             "grab free robux at r o b u x - g i f t . x y z", "@dana ur a worthless bitch"]
+    with trio.fail_after(60):
+        verdicts = await moderate_all(engine, texts)
+    assert verdicts == ["pass", "pass", "pass", "pass", "flag", "delete", "delete"]

@@ -40,6 +40,11 @@ STROKE = "\u0336"
         ("maric\u00f3n", "maricon"),
         ("Scunthorpe", "scunthorpe"),
         ("cocktail party", "cocktail party"),
+        ("tras\u04bb", "trash"),  # Cyrillic shha
+        ("s h i t, missed", "shit, missed"),  # punctuation after the last spelt letter
+        ("d i s c o r d - g i f t . c o m", "discord-gift.com"),  # a link spelt out
+        ("a55hole", "asshole"),  # one digit repeated is still leetspeak
+        ("wh0r3", "whore"),
     ],
 )
 def test_obfuscations_come_back_to_the_word(written: str, meant: str) -> None:
@@ -56,6 +61,14 @@ def test_obfuscations_come_back_to_the_word(written: str, meant: str) -> None:
         ("look at https://bit.ly/Fr33 now", "look at https://bit.ly/fr33 now"),
         ("cool", "cool"),  # a letter twice is a letter twice
         ("  hello\t\nworld  ", "hello world"),
+        # Numbers inside words are numbers: match-ups, ranks, names, ordinals and units.
+        ("1v1 me", "1v1 me"),
+        ("5v5 at 9", "5v5 at 9"),
+        ("gg2", "gg2"),
+        ("top10 plays", "top10 plays"),
+        ("my ak47 and mp40", "my ak47 and mp40"),
+        ("1st 3rd 4k 60fps 144hz", "1st 3rd 4k 60fps 144hz"),
+        ("a - b", "a - b"),  # two letters are not a spelt word
     ],
 )
 def test_what_is_not_obfuscation_is_left_alone(text: str, kept: str) -> None:

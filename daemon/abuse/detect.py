@@ -18,6 +18,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from chatmod.abuse.alternation import alternation as _alternation
+from chatmod.abuse.alternation import top_level_branches as _top_level_branches
 from chatmod.textnorm import deobfuscate, fold, squeeze_repeats
 
 LEXICON_FILE = "lexicon.toml"
@@ -30,20 +32,44 @@ TARGETED_ABUSE = "targeted_abuse"
 MILD_INSULT = "mild_insult"
 PROFANITY = "profanity"
 SPAM = "spam"
+THREAT = "threat"
 SCAM = "scam"
 # Words (and @mentions) that aim a line at a person, in the lexicon's languages.
 TARGET_WORDS = frozenset((
-    "you", "u", "ur", "your", "youre", "yours", "yourself", "ya", "yo", "ye", "eres", "tu", "te",
+    "you", "u", "ur", "your", "youre", "yours", "yourself", "ya", "yo", "ye", "eres", "tu",
     "usted", "du", "dich", "dir", "dein", "deine", "toi", "tes", "ton", "ta", "vous", "voce", "vc",
-    "seu", "sua",
+    "seu", "sua", "sei", "tuo", "tua", "jestes", "twoj", "twoja",
 ))
+# Spanish and French "te" is an object pronoun ("je te jure", "te lo dije"): it aims a line
+# only inside the lexicon's own patterns ("te voy a matar"), never as a word anywhere.
+# A short line with one of these is about the speaker or a thing, not a call to someone's
+# face ("im trash lol", "lifes a bitch", "this game is trash").
+NOT_ADDRESSED = frozenset((
+    "i", "im", "me", "my", "mine", "myself", "we", "us", "our", "this", "that", "the", "it",
+    "its", "is", "was", "he", "hes", "she", "shes", "they", "theyre", "his", "her", "their",
+    "ich", "mein", "meine", "das", "je", "moi", "mon", "cest", "ce", "eu", "meu", "minha",
+    "mi", "mio", "esto", "este", "esta", "isso", "questo",
+))
+_MENTION = re.compile(r"(?:^|\s)@\w")
 _WORDS = re.compile(r"[@\w]+")
 # A line of this many words or fewer is name-calling, aimed at someone ("sale pute").
 NAME_CALLING_WORDS = 3
 # ...unless it is an exclamation about something ("what an idiot", "puta que pariu").
+EXCLAIMING = frozenset(("what", "such", "so", "quel", "quelle", "que"))
 EXCLAMATION = re.compile(r"^(?:que|what an?|so ein|quel|quelle|such a)\b|\bque pariu\b")
 # Spam shapes: one word said again and again, a syllable drummed, one character held down.
 REPEATED_WORD_TIMES = 5
+# Copypasta: a phrase of three words (or symbol groups) or more said at least twice, or of two
+# said three times...
+REPEATED_PHRASE_WORDS = 3
+REPEATED_PHRASE_TIMES = 2
+REPEATED_PAIR_TIMES = 3
+REPEATED_PHRASE_CHARS = 14
+LONGEST_REPEATED_PHRASE = 6
+MAX_PHRASE_SCAN_WORDS = 200  # a chat line's worth; the scan costs words x phrase sizes
+# ...and shouting: a line this long written in capitals only.
+SHOUTED_LETTERS = 30
+SHOUTED_WORDS = 6
 REPEATED_PAIR = re.compile(r"(\w\w)\1{7,}")
 HELD_CHARACTER = re.compile(r"(\S)\1{9,}")
 # Dotted names are found first and their last label checked in code: the one-regex form
@@ -70,7 +96,7 @@ class Assessment:
     model_text: str
 
 
-def _word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
+def _word_pattern(words: Iterable[str], dispatch: bool = True) -> re.Pattern[str] | None:
     """Whole words, each letter allowed to repeat ("fuuuck"), spaces as any spacing."""
     alternatives = []
     for word in sorted(set(words), key=len, reverse=True):
@@ -90,12 +116,29 @@ def _word_pattern(words: Iterable[str]) -> re.Pattern[str] | None:
         alternatives.append(gap.join(parts))
     if not alternatives:
         return None
-    return re.compile(rf"(?<![a-z])(?:{'|'.join(alternatives)}){WORD_ENDINGS}(?![a-z])")
+    return re.compile(
+        rf"(?<![a-z])(?:{_alternation(alternatives) if dispatch else '|'.join(alternatives)})"
+        rf"{WORD_ENDINGS}(?![a-z])")
 
 
-def _patterns(sources: Iterable[str]) -> re.Pattern[str] | None:
-    joined = "|".join(f"(?:{source})" for source in sources)
-    return re.compile(joined) if joined else None
+def _patterns(sources: Iterable[str], dispatch: bool = True) -> re.Pattern[str] | None:
+    """One regular expression for a list. The alternatives that start at a word boundary share
+    one leading ``\\b``: the engine then skips a position inside a word at once instead of
+    trying every alternative there (a lexicon of a few hundred patterns costs 2-3 times less)."""
+    at_word: list[str] = []
+    others: list[str] = []
+    for source in sources:
+        branches = _top_level_branches(source)
+        if all(branch.startswith(WORD_BOUNDARY) for branch in branches):
+            at_word.append("|".join(branch[len(WORD_BOUNDARY):] for branch in branches))
+        else:
+            others.append(source)
+    parts = [rf"\b(?:{_alternation(at_word, dispatch)})"] if at_word else []
+    parts.extend(f"(?:{source})" for source in others)
+    return re.compile("|".join(parts)) if parts else None
+
+
+WORD_BOUNDARY = r"\b"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,18 +158,22 @@ class _Category:
 class Lexicon:
     """The compiled lexicon; :meth:`assess` is thread-safe (it only reads)."""
 
-    def __init__(self, table: Mapping[str, Any]) -> None:
+    def __init__(self, table: Mapping[str, Any], *, dispatch: bool = True) -> None:
+        """``dispatch``: alternations grouped by first character (:func:`_alternation`);
+        False builds the plain alternations (the same matches; kept to prove it)."""
         self.categories = [
-            _Category(name, float(section["score"]), _word_pattern(section.get("words", ())),
-                      _patterns(section.get("patterns", ())))
+            _Category(name, float(section["score"]),
+                      _word_pattern(section.get("words", ()), dispatch),
+                      _patterns(section.get("patterns", ()), dispatch))
             for name, section in table.items() if "score" in section
         ]
+        self._by_name = {category.name: category for category in self.categories}
         abuse = table[TARGETED_ABUSE]
-        self._strong = _word_pattern(abuse["strong_insults"])
+        self._strong = _word_pattern(abuse["strong_insults"], dispatch)
         self._strong_score = float(abuse["score"])
         mild = table[MILD_INSULT]
-        self._needs_target = _word_pattern(mild["needs_target"])
-        self._mild_alone = _word_pattern(set(mild["words"]) - set(mild["needs_target"]))
+        self._needs_target = _word_pattern(mild["needs_target"], dispatch)
+        self._mild_alone = _word_pattern(set(mild["words"]) - set(mild["needs_target"]), dispatch)
         self._mild_score = float(mild["score"])
         self._profanity_score = float(table[PROFANITY]["score"])
         self._mild_profanity = frozenset(table[PROFANITY]["mild"])
@@ -136,7 +183,14 @@ class Lexicon:
         self._link_words = tuple(scam["suspicious_link_words"])
         self._cheap_domains = frozenset(scam["cheap_domains"])
         self._trusted = tuple(scam["trusted_domains"])
-        self._harmless = _patterns(table["harmless"]["patterns"])
+        self._harmless = _patterns(table["harmless"]["patterns"], dispatch)
+        threat = table[THREAT]
+        self._game_context = _patterns(threat["game_context"], dispatch)
+        self._real_life = _patterns(threat["real_life"], dispatch)
+        self._game_violence = _patterns(threat["game_violence"], dispatch)
+        self._variants = _variant_pattern(table["variants"])
+        self._variant_roots = {spelling: root for root, spellings in table["variants"].items()
+                               for spelling in spellings}
 
     @classmethod
     def shipped(cls) -> Lexicon:
@@ -147,38 +201,58 @@ class Lexicon:
         """The strongest category ``text`` (its first :data:`MAX_ASSESSED_CHARS`) matches."""
         text = text[:MAX_ASSESSED_CHARS]
         deobfuscated = deobfuscate(text).replace("'", "").replace("\u2019", "")
+        if self._variants is not None:  # "phuck", "fuk", "biatch": the word they spell
+            deobfuscated = self._variants.sub(
+                lambda m: self._variant_roots[m.group(0)], deobfuscated)
         canonical = squeeze_repeats(deobfuscated)
+        # In-game violence ("ill shoot you first next round") is no threat; "irl" makes it one.
+        in_game = (self._game_context is not None and self._game_context.search(canonical)
+                   is not None and (self._real_life is None
+                                    or self._real_life.search(canonical) is None))
         found: list[tuple[float, str, str]] = []
         for category in self.categories:
             if category.name in (MILD_INSULT, PROFANITY, SPAM):
                 continue  # scored below, with their conditions
+            if category.name == THREAT and in_game:
+                continue
             matched = category.match(deobfuscated, canonical)
             if matched is not None:
                 found.append((category.score, category.name, matched))
-        found.extend(self._aimed(deobfuscated, canonical))
-        found.extend(self._links(text))
-        found.extend(self._spam(text, canonical))
+        folded = fold(text)
         model_text = canonical
-        if self._harmless is not None:
-            model_text = " ".join(self._harmless.sub(" ", canonical).split())
+        if self._harmless is not None:  # "Moby Dick" says no "dick"
+            model_text = self._harmless.sub(" ", model_text)
+        found.extend(self._aimed(deobfuscated, canonical, model_text,
+                                 _MENTION.search(folded) is not None))
+        found.extend(self._links(folded))
+        if " . " in folded:  # a link spelt out letter by letter: "g i f t . x y z"
+            found.extend(self._links(deobfuscated))
+        found.extend(self._spam(text, canonical))
+        if in_game and self._game_violence is not None:
+            model_text = self._game_violence.sub(" ", model_text)
+        model_text = " ".join(model_text.split())
         if not found:
             return Assessment(None, 0.0, "", model_text)
         score, name, matched = max(found)
         return Assessment(name, score, matched, model_text)
 
     def _category(self, name: str) -> _Category:
-        return next(c for c in self.categories if c.name == name)
+        return self._by_name[name]
 
-    def _aimed(self, deobfuscated: str, canonical: str) -> list[tuple[float, str, str]]:
+    def _aimed(self, deobfuscated: str, canonical: str, harmless_removed: str,
+               mentions: bool) -> list[tuple[float, str, str]]:
         """Insults and profanity: delete-strong when aimed at someone, else flag."""
         found: list[tuple[float, str, str]] = []
         words = _WORDS.findall(canonical)
-        name_calling = (len(words) <= NAME_CALLING_WORDS
-                        and EXCLAMATION.search(canonical) is None)
-        aimed = name_calling or any(
-            word in TARGET_WORDS or word.startswith("@") for word in words)
-        if self._harmless is not None:  # "Moby Dick" says no "dick"
-            canonical = self._harmless.sub(" ", canonical)
+        # "sale pute", "fucking idiot": a short line of only an insult calls someone names;
+        # "im trash lol" or "lifes a bitch" is about the speaker or a thing.
+        short = (len(words) <= NAME_CALLING_WORDS
+                 and not any(word in NOT_ADDRESSED for word in words)
+                 and not _says_what_something_is(words))
+        name_calling = short and EXCLAMATION.search(canonical) is None
+        aimed = name_calling or mentions or any(word in TARGET_WORDS for word in words)
+        canonical = harmless_removed
+        if self._harmless is not None:
             deobfuscated = self._harmless.sub(" ", deobfuscated)
         strong = self._strong.search(deobfuscated) if self._strong else None
         profane = self._category(PROFANITY).match(deobfuscated, canonical)
@@ -188,7 +262,6 @@ class Lexicon:
         mild_word = self._mild_alone.search(deobfuscated) if self._mild_alone else None
         target_word = self._needs_target.search(deobfuscated) if self._needs_target else None
         # "que burro", "what a clown": a short exclamation is about someone too.
-        short = len(words) <= NAME_CALLING_WORDS
         insult = mild or (mild_word.group(0) if mild_word else None) or (
             target_word.group(0) if target_word and (aimed or short) else None)
         if strong is not None:
@@ -203,9 +276,9 @@ class Lexicon:
             found.append((self._mild_score, MILD_INSULT, insult))
         return found
 
-    def _links(self, text: str) -> list[tuple[float, str, str]]:
+    def _links(self, folded: str) -> list[tuple[float, str, str]]:
         found: list[tuple[float, str, str]] = []
-        for match in URL.finditer(fold(text)):
+        for match in URL.finditer(folded):
             link = match.group(0)
             host_match = URL_HOST.match(link)
             if host_match is None:
@@ -226,11 +299,56 @@ class Lexicon:
             word, times = Counter(words).most_common(1)[0]
             if times >= REPEATED_WORD_TIMES:
                 return [(self._spam_score, SPAM, word)]
+        # A phrase said twice needs a word said twice: most lines have none.
+        phrase = _repeated_phrase(words) if len(set(words)) < len(words) else None
+        if phrase is not None:
+            return [(self._spam_score, SPAM, phrase)]
+        if len(words) >= SHOUTED_WORDS:  # the letters only of a line long enough to shout
+            letters = [c for c in text if c.isalpha()]
+            if len(letters) >= SHOUTED_LETTERS and all(c.isupper() for c in letters):
+                return [(self._spam_score, SPAM, text[:20])]
+        casefolded = text.casefold()
         for pattern in (REPEATED_PAIR, HELD_CHARACTER):
-            if (found := pattern.search(text.casefold())) is not None:
+            if (found := pattern.search(casefolded)) is not None:
                 return [(self._spam_score, SPAM, found.group(0)[:20])]
         matched = self._category(SPAM).match(canonical, canonical)
         return [] if matched is None else [(self._spam_score, SPAM, matched)]
+
+
+def _says_what_something_is(words: list[str]) -> bool:
+    """ "lifes a bitch", "hes a clown": a subject, then "a" (not "what a", "such a")."""
+    return any(word in ("a", "an") and words[index - 1] not in EXCLAIMING
+               for index, word in enumerate(words) if index)
+
+
+def _repeated_phrase(words: list[str]) -> str | None:
+    """A phrase of :data:`REPEATED_PHRASE_WORDS` to :data:`LONGEST_REPEATED_PHRASE` words and
+    at least :data:`REPEATED_PHRASE_CHARS` characters said :data:`REPEATED_PHRASE_TIMES` times
+    (a pair of words: :data:`REPEATED_PAIR_TIMES`) or more without overlapping (copypasta,
+    "mods ban me ... mods ban me ..."); short chants ("gg wp gg wp") are not copypasta."""
+    words = [word.strip(".,!?;:") for word in words[:MAX_PHRASE_SCAN_WORDS]]
+    for size in range(REPEATED_PHRASE_WORDS - 1, LONGEST_REPEATED_PHRASE + 1):
+        needed = REPEATED_PHRASE_TIMES if size >= REPEATED_PHRASE_WORDS else REPEATED_PAIR_TIMES
+        last_start: dict[tuple[str, ...], int] = {}
+        times: Counter[tuple[str, ...]] = Counter()
+        for start in range(len(words) - size + 1):
+            gram = tuple(words[start:start + size])
+            if start - last_start.get(gram, -size) < size:
+                continue
+            last_start[gram] = start
+            times[gram] += 1
+            phrase = " ".join(gram)
+            if (times[gram] >= needed and len(phrase) >= REPEATED_PHRASE_CHARS
+                    and len(set(gram)) > 1):
+                return phrase
+    return None
+
+
+def _variant_pattern(variants: Mapping[str, Iterable[str]]) -> re.Pattern[str] | None:
+    spellings = sorted({s for group in variants.values() for s in group}, key=len, reverse=True)
+    if not spellings:
+        return None
+    return re.compile(rf"(?<![a-z])(?:{'|'.join(map(re.escape, spellings))})(?![a-z])")
 
 
 @cache
