@@ -45,6 +45,11 @@ class LogSink(Sink[LogConfig]):
             self.logger.log(self.level, "%s", self.summary(decision))
 
     async def write_alert(self, record: Mapping[str, Any]) -> None:
+        if record.get("type") == "review":
+            # A moderator's review is routine, not an alarm: one info line saying who decided
+            # what about which queued item.
+            self.logger.info("REVIEW %s", review_summary(record))
+            return
         details = ", ".join(f"{k}={printable(str(v), 80)}" for k, v in record.items()
                             if k not in ("type", "text"))
         self.logger.warning("ALERT %s", details)
@@ -72,3 +77,22 @@ class LogSink(Sink[LogConfig]):
             f"({verdict.engine}/{verdict.route}, {decision.latency_ms:.1f} ms{flags})"
         )
         return " ".join(parts)
+
+
+# The review record's fields shown, in order (text and note are free text: left out).
+_REVIEW_FIELDS = ("by", "outcome", "review_id", "message_id", "channel", "author", "action",
+                  "lift")
+
+
+def review_summary(record: Mapping[str, Any]) -> str:
+    """``by=ana outcome=overturned review_id=… message_id=… #kids <al> action=delete lift=True``
+    for a ``{"type": "review"}`` record, control characters escaped."""
+    parts = []
+    for key in _REVIEW_FIELDS:
+        value = record.get(key)
+        if value is None:
+            continue
+        shown = printable(str(value), 64)
+        parts.append(shown if key == "channel" else f"<{shown}>" if key == "author"
+                     else f"{key}={shown}")
+    return " ".join(parts)

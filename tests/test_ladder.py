@@ -27,7 +27,7 @@ from chatmod.policy.rules import Policy
 from chatmod.state.redis_store import RedisStrikeStore
 from chatmod.state.strikes import MemoryStrikeStore, SqliteStrikeStore, StrikeStore
 
-from .helpers import RecordingSink, eventually
+from .helpers import WORDLIST_CONFIG, RecordingSink, eventually, run_chatmod, write_config
 from .servers import RedisServer
 
 FUZZ_EXAMPLES = 10_000 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 300
@@ -60,6 +60,36 @@ def test_a_bad_step_in_the_config_is_named() -> None:
     assert "policy.ladder.steps[1]" in str(caught.value)
     with pytest.raises(ConfigError, match=r"policy\.ladder\.strikes\.delete"):
         parse_table(PolicySection, {"ladder": {"strikes": {"delete": -1}}}, "policy")
+
+
+def test_every_bad_step_of_a_ladder_is_reported_at_once() -> None:
+    # A new user's trial: one run named steps[1], the next run steps[2].
+    with pytest.raises(ConfigError) as caught:
+        parse_table(PolicySection, {"ladder": {
+            "steps": ["warn", "timeout 10 minutes", "jail"], "strikes": {"delete": -1}}},
+            "policy")
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("policy.ladder.steps[1]: timeout needs a duration"), lines
+    assert "'timeout 10 minutes'" in lines[0]
+    assert lines[1].startswith("policy.ladder.steps[2]: expected one of"), lines
+    assert "found 'jail'" in lines[1]
+    assert lines[2] == "policy.ladder.strikes.delete: expected 0 to 1000 strikes, found -1"
+
+
+@pytest.mark.parametrize("command", ["run", "check-config"])
+def test_every_bad_ladder_step_in_one_run_of_the_cli(tmp_path: Path, command: str) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        '[policy.ladder]\nsteps = ["warn", "timeout 10 minutes", "jail"]\n'
+        + WORDLIST_CONFIG.format(format="text", path="-"))
+    result = run_chatmod(command, "-c", str(config))
+    assert result.returncode == 2
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 2, lines
+    for line, key in zip(lines, ["steps[1]", "steps[2]"], strict=True):
+        assert line.startswith(f"chatmod: config error: {config}: policy.ladder.{key}: "), line
+    assert "Traceback" not in result.stderr.decode()
 
 
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None)

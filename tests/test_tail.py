@@ -247,3 +247,43 @@ def test_sigterm_ends_the_tail_with_its_summary(tmp_path: Path) -> None:
         assert process.stdout is not None
         process.stdout.close()
     assert "-- 2 decisions" in rest
+
+
+def shown_line(**fields: object) -> str:
+    out = io.StringIO()
+    args = argparse.Namespace(summary_every=0.0, no_color=True, action=[], channel=[],
+                              author=[], route=[])
+    Printer(args, out).show({**orjson.loads(decision(1, "delete")), **fields})
+    return out.getvalue()
+
+
+def test_tail_shows_what_the_ladder_did() -> None:
+    stepped = shown_line(strikes=2, step="timeout 1h", duration=3600.0)
+    assert " delete→timeout 1h (strike 2) " in stepped
+    assert " delete→ban (strike 3) repeated " in shown_line(strikes=3, step="ban",
+                                                            repeated=True)
+    assert " none exempt " in shown_line(action="none", exempt=True)
+    plain = shown_line()
+    assert " delete " in plain
+    assert "→" not in plain
+    assert "exempt" not in plain
+    assert "repeated" not in plain
+    # A hostile line cannot paint the terminal through the step either.
+    assert "\x1b" not in shown_line(strikes=1, step="warn\x1b[2J")
+
+
+def test_an_unknown_action_filter_warns_once_and_still_runs() -> None:
+    data = decision(1, "delete") + decision(2, "none")
+    result = subprocess.run(
+        chatmod_command("tail", "--action", "delet", "--action", "delete", "--no-color"),
+        input=data, capture_output=True, timeout=TIMEOUT, check=True)
+    warnings = result.stderr.decode().splitlines()
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("chatmod: tail: warning: --action delet is not a known action")
+    assert "did you mean delete?" in warnings[0]
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 2
+    assert "line 1" in lines[0]
+    known = subprocess.run(chatmod_command("tail", "--action", "kick"), input=data,
+                           capture_output=True, timeout=TIMEOUT, check=True)
+    assert known.stderr == b""

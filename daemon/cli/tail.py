@@ -17,6 +17,7 @@ file read in a second still shows the rates it had.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -28,6 +29,7 @@ from typing import Any, TextIO
 
 import orjson
 
+from chatmod.config.sections import DEFAULT_ACTIONS
 from chatmod.core.text import printable
 
 POLL_INTERVAL = 0.2
@@ -36,6 +38,9 @@ MISSING = "no such file"
 FIELD_LIMIT = 200  # characters of a channel, author or verdict shown at most
 COLORS = {"none": "2", "flag": "33", "delete": "31", "warn": "33", "kick": "35", "ban": "1;31"}
 RESET = "\033[0m"
+# The actions the default policy and the ladder's sinks produce; a config may map a verdict
+# to another, so an unknown ``--action`` is only warned about.
+KNOWN_ACTIONS = frozenset({*DEFAULT_ACTIONS.values(), *COLORS})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,7 +180,7 @@ class Printer:
         score = decision.get("score")
         parts = [
             _shown(decision.get("ts", ""))[11:23],
-            self.paint(COLORS.get(action, "36"), f"{action:<6}"),
+            self.paint(COLORS.get(action, "36"), f"{ladder_text(decision):<6}"),
             _shown(decision.get("verdict"))
             + (f" {score:.2f}" if isinstance(score, float) else ""),
         ]
@@ -206,8 +211,42 @@ class Printer:
         print(self.paint("1", self.summary.line()), file=self.out, flush=True)
 
 
+def ladder_text(decision: dict[str, Any]) -> str:
+    """The action and what the ladder did: ``delete→timeout 1h (strike 2)``, ``none exempt``,
+    ``delete→ban (strike 3) repeated`` (a redelivery: the step was not taken again)."""
+    text = _shown(decision.get("action"))
+    step = decision.get("step")
+    if isinstance(step, str) and step:
+        text += f"→{_shown(step)}"
+        strikes = decision.get("strikes")
+        if isinstance(strikes, int) and not isinstance(strikes, bool):
+            text += f" (strike {strikes})"
+    if decision.get("exempt") is True:
+        text += " exempt"
+    if decision.get("repeated") is True:
+        text += " repeated"
+    return text
+
+
+def unknown_action_warnings(actions: list[str]) -> list[str]:
+    """One warning line per ``--action`` value no default policy produces (a typo, most
+    likely); the tail still runs, since a config may map a verdict to its own action."""
+    warnings = []
+    for action in dict.fromkeys(actions):
+        if action in KNOWN_ACTIONS:
+            continue
+        close = difflib.get_close_matches(action, sorted(KNOWN_ACTIONS), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        warnings.append(f"chatmod: tail: warning: --action {_shown(action)} is not a known "
+                        f"action ({', '.join(sorted(KNOWN_ACTIONS))}){hint}; only lines with "
+                        "that action are shown")
+    return warnings
+
+
 def run(args: argparse.Namespace) -> int:
     """``chatmod tail``: 0 when done or interrupted, 1 when the file cannot be read."""
+    for warning in unknown_action_warnings(args.action):
+        print(warning, file=sys.stderr, flush=True)
     printer = Printer(args, sys.stdout)
     lines: Iterator[bytes | None]
     if args.file == "-":

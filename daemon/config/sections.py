@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from chatmod.config.problems import Problems
 from chatmod.config.schema import Secret, setting
-from chatmod.errors import ConfigError
 from chatmod.policy.ladder import parse_step
 
 # Seconds a Chatsight keyword alert's signed timestamp may be off (their documented window).
@@ -121,15 +121,18 @@ class LadderSection:
                                       help="verdict -> strikes it counts for (others: 0)")
 
     def __post_init__(self) -> None:
+        # Every bad step and weight at once: a ladder with three typos takes one run to fix.
+        problems = Problems()
         for i, step in enumerate(self.steps):
             try:
                 parse_step(step)
             except ValueError as exc:
-                raise ConfigError.at(f"steps[{i}]", str(exc)) from None
+                problems.add(f"steps[{i}]", str(exc))
         for verdict, weight in self.strikes.items():
             if not 0 <= weight <= MAX_STRIKE_WEIGHT:
-                raise ConfigError.at(f"strikes.{verdict}", f"expected 0 to {MAX_STRIKE_WEIGHT} "
-                                                           f"strikes, found {weight}")
+                problems.add(f"strikes.{verdict}", f"expected 0 to {MAX_STRIKE_WEIGHT} strikes, "
+                                                   f"found {weight}")
+        problems.raise_if_any()
 
 
 FailMode = Literal["chain", "open", "closed"]
