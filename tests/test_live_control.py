@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -92,6 +93,8 @@ def test_exempt_for_a_while_on_a_running_daemon_then_not(tmp_path: Path) -> None
         assert isinstance(exemption, dict)
         until = exemption["until"]
         assert isinstance(until, float)
+        readable = datetime.fromtimestamp(until, tz=UTC).isoformat(timespec="seconds")
+        assert exemption["until_utc"] == readable.replace("+00:00", "Z")
         exempt = decide(daemon, 2)
         assert time.time() < until, "too slow to test within the exemption"
         assert (exempt["action"], exempt["exempt"], "step" in exempt) == ("none", True, False)

@@ -4,6 +4,7 @@ running daemon over its control socket (:mod:`chatmod.state.control`)."""
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -88,5 +89,22 @@ def run(args: argparse.Namespace) -> int:
             f"cannot reach the daemon's control socket {state / SOCKET_NAME}: {reason} (is "
             f"chatmod running with this config? it opens the socket once it is ready; the "
             f"change was not made)") from None
-    print(orjson.dumps(reply).decode())
+    print(orjson.dumps(with_readable_times(reply)).decode())
     return 0 if reply.get("ok") else 1
+
+
+def with_readable_times(reply: dict[str, Any]) -> dict[str, Any]:
+    """``reply`` with an ``until_utc`` (ISO 8601) beside each exemption's ``until`` (epoch
+    seconds, kept for scripts): an operator reads the one, a script the other."""
+    records = [reply["exemption"]] if isinstance(reply.get("exemption"), dict) else []
+    if isinstance(reply.get("exemptions"), list):
+        records += [r for r in reply["exemptions"] if isinstance(r, dict)]
+    for record in records:
+        until = record.get("until")
+        if isinstance(until, int | float) and not isinstance(until, bool):
+            try:
+                moment = datetime.fromtimestamp(until, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                continue
+            record["until_utc"] = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return reply
