@@ -13,11 +13,13 @@ from pathlib import Path
 import orjson
 import pytest
 import trio
+import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chatmod.errors import ControlError
 from chatmod.state.control import (
+    MAX_CONNECTIONS,
     OPERATIONS,
     SOCKET_NAME,
     TOKEN_NAME,
@@ -169,6 +171,43 @@ async def test_a_wrong_token_is_refused_and_a_bad_request_does_not_stop_the_serv
             nursery.cancel_scope.cancel()
     assert len(seen) == 1
     assert not (tmp_path / SOCKET_NAME).exists()
+    # The test wrote its own token over the daemon's: that file is not the daemon's to remove.
+    assert (tmp_path / TOKEN_NAME).read_text() == "not-the-token"
+
+
+async def test_the_token_goes_with_the_daemon(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, tmp_path, _done)
+            assert (tmp_path / TOKEN_NAME).exists()
+            nursery.cancel_scope.cancel()
+    assert not (tmp_path / TOKEN_NAME).exists()
+    assert not (tmp_path / SOCKET_NAME).exists()
+
+
+async def _done(request: ControlRequest) -> dict[str, object]:
+    return {"done": request.op}
+
+
+async def test_connections_over_the_cap_are_told_busy_and_the_rest_answered(
+        tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, tmp_path, _done)
+            # Silent clients hold every slot (each until REQUEST_TIMEOUT).
+            silent = [await trio.open_unix_socket(str(tmp_path / SOCKET_NAME))
+                      for _ in range(MAX_CONNECTIONS)]
+            await trio.testing.wait_all_tasks_blocked()  # the server took every one
+            busy = await send_request(tmp_path, {"op": "exempt.list", "by": "ann"})
+            assert busy["ok"] is False
+            assert "busy" in str(busy["error"])
+            for stream in silent:
+                await stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()  # the server saw them go
+            # Slots come back once those clients go: a request is answered again.
+            reply = await send_request(tmp_path, {"op": "exempt.list", "by": "ann"})
+            assert reply == {"ok": True, "done": "exempt.list"}
+            nursery.cancel_scope.cancel()
 
 
 def test_requests_parse() -> None:
