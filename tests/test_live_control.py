@@ -121,6 +121,14 @@ def test_exempt_for_a_while_on_a_running_daemon_then_not(tmp_path: Path) -> None
         assert switched["switches"] == {"shadow": True}
         assert decide(daemon, 100_000)["shadow"] is True  # ids past the loop's
         assert "shadow" not in decide(daemon, 100_001, channel="#games")
+        assert control(config, "channel", "list")["channels"] == {"#lobby": {"shadow": True}}
+        assert control(config, "channel", "list", "#games")["channels"] == {}
+        assert daemon.finish() == 0
+    # Live changes outlive a restart (they are in the store): the next start says so.
+    with Daemon(tmp_path, config) as daemon:
+        daemon.wait_for_log("live rules in effect from the sqlite store: 0 exemption(s); "
+                            "#lobby: shadow=true")
+        assert decide(daemon, 200_000)["shadow"] is True
         assert daemon.finish() == 0
     audit = [orjson.loads(x) for x in (state / "audit.jsonl").read_bytes().splitlines()]
     assert [(a["who"], a["what"], a["why"]) for a in audit] == [

@@ -42,6 +42,10 @@ def add_commands(commands: Any) -> None:
     set_.add_argument("channel")
     set_.add_argument("switches", nargs="+", metavar="NAME=VALUE")
     _common(set_)
+    list_ = channel_actions.add_parser("list", help="print the switches set live (of CHANNEL, "
+                                                    "when given)")
+    list_.add_argument("channel", nargs="?", default="")
+    _common(list_)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +70,7 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
             if request["for"] >= MAX_EXEMPTION:  # the daemon would refuse it less clearly
                 raise ConfigError.at("--for", f"at most {MAX_EXEMPTION:.0f} seconds; leave "
                                               f"--for out for an exemption until removed")
-    else:
+    elif args.control_action == "set":
         try:
             request["switches"] = dict(parse_switch(s) for s in args.switches)
         except ControlError as exc:

@@ -39,7 +39,7 @@ REQUEST_TIMEOUT = 5.0
 MAX_CONNECTIONS = 32
 # Seconds to learn whether a socket file left at start still has a daemon behind it.
 PROBE_TIMEOUT = 2.0
-OPERATIONS = ("exempt.add", "exempt.remove", "exempt.list", "channel.set")
+OPERATIONS = ("exempt.add", "exempt.remove", "exempt.list", "channel.set", "channel.list")
 # The longest exemption (``for``), in seconds: some 300 years; longer is "until removed".
 MAX_EXEMPTION = 1e10
 
