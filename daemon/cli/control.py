@@ -12,7 +12,7 @@ import trio
 
 from chatmod.config.load import choose_config_path, load_config
 from chatmod.config.state import state_directory
-from chatmod.errors import ConfigError, ControlError
+from chatmod.errors import ConfigError, ControlError, UsageError
 from chatmod.policy.ladder import parse_duration
 from chatmod.state.audit import current_user
 from chatmod.state.control import MAX_EXEMPTION, SOCKET_NAME, send_request
@@ -66,15 +66,15 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 request["for"] = parse_duration(args.duration)
             except ValueError as exc:
-                raise ConfigError.at("--for", str(exc)) from None
+                raise UsageError.at("--for", str(exc)) from None
             if request["for"] >= MAX_EXEMPTION:  # the daemon would refuse it less clearly
-                raise ConfigError.at("--for", f"at most {MAX_EXEMPTION:.0f} seconds; leave "
+                raise UsageError.at("--for", f"at most {MAX_EXEMPTION:.0f} seconds; leave "
                                               f"--for out for an exemption until removed")
     elif args.control_action == "set":
         try:
             request["switches"] = dict(parse_switch(s) for s in args.switches)
         except ControlError as exc:
-            raise ConfigError(str(exc)) from None
+            raise UsageError(str(exc)) from None
     return request
 
 
