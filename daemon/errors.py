@@ -5,7 +5,8 @@ no other module defines one):
 
     ChatmodError
     ├── ConfigError            bad config or usage: the CLI exits 2
-    │   └── PluginError        a plugin is missing, duplicated or cannot load
+    │   ├── PluginError        a plugin is missing, duplicated or cannot load
+    │   └── UsageError         a command line the command cannot take
     ├── EngineError            an engine could not give a verdict for a message
     │   ├── EngineTimeout      ... within the time it was allowed
     │   ├── AuthRejected       ... because the provider refused the API key (HTTP 401/403)
@@ -97,6 +98,11 @@ class ConfigError(ChatmodError):
         if all(isinstance(error, PluginError) for error in errors):
             return PluginError(problems=problems)
         return ConfigError(problems=problems)
+
+
+class UsageError(ConfigError):
+    """A command line the command cannot take (a missing file, an unreadable option): exit 2
+    like a config error, and said to be a usage error, not a config error."""
 
 
 class PluginError(ConfigError):

@@ -326,3 +326,19 @@ def test_a_port_in_use_is_one_line_naming_the_error(tmp_path: Path) -> None:
     # Was "fatal: ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)".
     assert last.startswith("chatmod: fatal: OSError: [Errno 98]"), last
     assert "Address already in use" in last
+
+
+def test_command_line_mistakes_are_usage_errors_and_config_mistakes_config_errors(
+        tmp_path: Path) -> None:
+    # Both exit 2; the label says which to fix: the command line or the config file.
+    config = write_config(tmp_path / "c.toml", WORDLIST_CONFIG.format(format="text", path="-"))
+    missing = run_chatmod("replay", str(tmp_path / "nothere.jsonl"), "-c", str(config))
+    assert missing.returncode == 2
+    assert missing.stderr.decode() == (
+        f"chatmod: usage error: {tmp_path / 'nothere.jsonl'}: no such file\n")
+    # No state directory for the queue or the strikes: both name the config key, both exit 2.
+    review = run_chatmod("review", "list", "-c", str(config))
+    strikes = run_chatmod("strikes", "show", "bob", "-c", str(config))
+    assert (review.returncode, strikes.returncode) == (2, 2)
+    assert review.stderr.decode().startswith("chatmod: config error: review.backend: ")
+    assert strikes.stderr.decode().startswith("chatmod: config error: state.backend: ")

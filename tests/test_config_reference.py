@@ -82,8 +82,14 @@ def test_reference_rows_say_type_default_and_requirement(reference: str) -> None
         assert row in reference, row
     for heading in ("### `[daemon]`", "### `[engines.<name>]`", "#### `local` engine",
                     "### `[[sources]]`", "#### `redis` source", "#### `webhook` sink",
-                    "Each table in `jobs`:", "Each table in `channels`:"):
+                    "Each table in `jobs` (`sources.jobs`):",
+                    "Each table in `channels` (`policy.channels`):",
+                    "Each table in `ladder` (`policy.ladder`):"):
         assert f"\n{heading}\n" in reference, heading
+    # A channel's ladder has the keys of [policy] ladder: pointed to, not printed twice.
+    assert reference.count("| `steps` |") == 1
+    assert ("\nEach table in `ladder` (`policy.channels.<name>.ladder`) takes the keys of "
+            "`policy.ladder`.\n") in reference
     assert reference.startswith(BEGIN_MARKER + "\n")
     assert reference.endswith(END_MARKER + "\n")
 

@@ -41,8 +41,10 @@ def test_steps_parse_and_print_back() -> None:
     assert str(parse_step("timeout  90m")) == "timeout 90m"
     assert str(parse_step("timeout 120m")) == "timeout 2h"
     assert parse_duration("1d") == 86400.0
-    for wrong in ("", "mute", "timeout", "timeout 0m", "timeout 10", "ban 1h", "timeout 5x"):
-        with pytest.raises(ValueError, match=r"expected|needs|takes no"):
+    assert parse_step("timeout 365d") == Step("timeout", 365 * 86400.0)
+    for wrong in ("", "mute", "timeout", "timeout 0m", "timeout 10", "ban 1h", "timeout 5x",
+                  "timeout 366d", "timeout 999999999d"):
+        with pytest.raises(ValueError, match=r"expected|needs|takes no|at most 365d"):
             parse_step(wrong)
 
 

@@ -7,16 +7,19 @@ from __future__ import annotations
 import os
 import stat
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 import pytest
 import trio
+import trio.testing
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from chatmod.errors import ControlError
 from chatmod.state.control import (
+    MAX_CONNECTIONS,
     OPERATIONS,
     SOCKET_NAME,
     TOKEN_NAME,
@@ -92,6 +95,8 @@ def test_exempt_for_a_while_on_a_running_daemon_then_not(tmp_path: Path) -> None
         assert isinstance(exemption, dict)
         until = exemption["until"]
         assert isinstance(until, float)
+        readable = datetime.fromtimestamp(until, tz=UTC).isoformat(timespec="seconds")
+        assert exemption["until_utc"] == readable.replace("+00:00", "Z")
         exempt = decide(daemon, 2)
         assert time.time() < until, "too slow to test within the exemption"
         assert (exempt["action"], exempt["exempt"], "step" in exempt) == ("none", True, False)
@@ -116,6 +121,14 @@ def test_exempt_for_a_while_on_a_running_daemon_then_not(tmp_path: Path) -> None
         assert switched["switches"] == {"shadow": True}
         assert decide(daemon, 100_000)["shadow"] is True  # ids past the loop's
         assert "shadow" not in decide(daemon, 100_001, channel="#games")
+        assert control(config, "channel", "list")["channels"] == {"#lobby": {"shadow": True}}
+        assert control(config, "channel", "list", "#games")["channels"] == {}
+        assert daemon.finish() == 0
+    # Live changes outlive a restart (they are in the store): the next start says so.
+    with Daemon(tmp_path, config) as daemon:
+        daemon.wait_for_log("live rules in effect from the sqlite store: 0 exemption(s); "
+                            "#lobby: shadow=true")
+        assert decide(daemon, 200_000)["shadow"] is True
         assert daemon.finish() == 0
     audit = [orjson.loads(x) for x in (state / "audit.jsonl").read_bytes().splitlines()]
     assert [(a["who"], a["what"], a["why"]) for a in audit] == [
@@ -166,6 +179,43 @@ async def test_a_wrong_token_is_refused_and_a_bad_request_does_not_stop_the_serv
             nursery.cancel_scope.cancel()
     assert len(seen) == 1
     assert not (tmp_path / SOCKET_NAME).exists()
+    # The test wrote its own token over the daemon's: that file is not the daemon's to remove.
+    assert (tmp_path / TOKEN_NAME).read_text() == "not-the-token"
+
+
+async def test_the_token_goes_with_the_daemon(tmp_path: Path) -> None:
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, tmp_path, _done)
+            assert (tmp_path / TOKEN_NAME).exists()
+            nursery.cancel_scope.cancel()
+    assert not (tmp_path / TOKEN_NAME).exists()
+    assert not (tmp_path / SOCKET_NAME).exists()
+
+
+async def _done(request: ControlRequest) -> dict[str, object]:
+    return {"done": request.op}
+
+
+async def test_connections_over_the_cap_are_told_busy_and_the_rest_answered(
+        tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_control, tmp_path, _done)
+            # Silent clients hold every slot (each until REQUEST_TIMEOUT).
+            silent = [await trio.open_unix_socket(str(tmp_path / SOCKET_NAME))
+                      for _ in range(MAX_CONNECTIONS)]
+            await trio.testing.wait_all_tasks_blocked()  # the server took every one
+            busy = await send_request(tmp_path, {"op": "exempt.list", "by": "ann"})
+            assert busy["ok"] is False
+            assert "busy" in str(busy["error"])
+            for stream in silent:
+                await stream.aclose()
+            await trio.testing.wait_all_tasks_blocked()  # the server saw them go
+            # Slots come back once those clients go: a request is answered again.
+            reply = await send_request(tmp_path, {"op": "exempt.list", "by": "ann"})
+            assert reply == {"ok": True, "done": "exempt.list"}
+            nursery.cancel_scope.cancel()
 
 
 def test_requests_parse() -> None:

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import io
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from chatmod.config.schema import Secret
-from chatmod.runtime.logsetup import JournalFormatter, RedactSecrets
+from chatmod.runtime.logsetup import JournalFormatter, RedactSecrets, setup_logging
 
 from .helpers import WORDLIST_CONFIG, chatmod_command
 
@@ -75,3 +77,34 @@ async def test_log_sink_shows_alerts(caplog: pytest.LogCaptureFixture) -> None:
                                 "metadata": {"room": 5}, "text": "secret text"})
     assert caplog.messages == [
         "ALERT alert=keyword, keyword=pizza\\x1b[2J, metadata={'room': 5}"]
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_peer_chosen_string_cannot_forge_a_log_line(
+        monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    # A message id, author or reason comes from chat input; logged as is, a newline in it
+    # would start a line the operator takes for the daemon's own.
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        setup_logging("info", fmt=fmt)
+        logging.getLogger("chatmod.pipeline").error(
+            "message %s failed", "m1\n2026-01-01 00:00:00 INFO    chatmod: all clear\x1b[2J")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("chatmod.pipeline").exception("with a traceback")
+    finally:
+        root.handlers[:], root.level = saved
+    lines = stream.getvalue().splitlines()
+    if fmt == "json":
+        assert orjson.loads(lines[0])["message"].endswith("all clear\x1b[2J failed")
+        assert len(lines) == 2  # the JSON encoding escapes by itself
+        return
+    assert lines[0].endswith(
+        "message m1\\n2026-01-01 00:00:00 INFO    chatmod: all clear\\x1b[2J failed")
+    assert not any(line.startswith("2026-01-01") for line in lines)
+    assert "Traceback (most recent call last):" in lines  # a traceback keeps its lines

@@ -314,7 +314,7 @@ def test_an_unreadable_time_is_a_usage_error_naming_its_option(option: str) -> N
                          *(part for pair in times.items() for part in pair),
                          env={"CHATSIGHT_API_KEY": KEY})
     assert result.returncode == 2  # was 1, with "fatal: StatsRequestError: ..."
-    assert (f"chatmod: config error: {option}: expected a UTC time as YYYY-MM-DD HH:MM:SS, "
+    assert (f"chatmod: usage error: {option}: expected a UTC time as YYYY-MM-DD HH:MM:SS, "
             f"found 'noon'") in result.stderr.decode()
 
 

@@ -34,7 +34,7 @@ from chatmod.config.registry import Registry
 from chatmod.config.schema import parse_table
 from chatmod.config.sections import DaemonSection
 from chatmod.config.state import state_directory, write_private
-from chatmod.errors import ConfigError, ProtocolError
+from chatmod.errors import ConfigError, ProtocolError, UsageError
 
 if TYPE_CHECKING:
     from chatmod.chatsight.account import AccountClient
@@ -171,7 +171,7 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str, Path | None]:
     name = key_env or DEFAULT_KEY_ENV
     key = os.environ.get(name, "").strip()
     if not key:
-        raise ConfigError(f"--api-key-env: ${name} is not set (or give -c FILE)")
+        raise UsageError(f"--api-key-env: ${name} is not set (or give -c FILE)")
     return url or DEFAULT_URL, key, state_directory(state or "")
 
 
@@ -237,7 +237,7 @@ def _time_option(option: str, text: str) -> datetime:
     try:
         return parse_time(text)
     except ProtocolError as exc:
-        raise ConfigError(f"{option}: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None
 
 
 async def _stats(args: argparse.Namespace) -> int:
@@ -249,7 +249,7 @@ async def _stats(args: argparse.Namespace) -> int:
 
         require_matplotlib()  # before any request: the API allows one search per two minutes
         if not plot.parent.is_dir():
-            raise ConfigError(f"--plot: {plot.parent} is not a directory")
+            raise UsageError(f"--plot: {plot.parent} is not a directory")
     daemon_url = getattr(args, "daemon", None)
     if daemon_url:
         base_url, api_key = daemon_url, None
@@ -263,10 +263,10 @@ async def _stats(args: argparse.Namespace) -> int:
             return 0
         start, end = _time_option("--from", args.time_from), _time_option("--to", args.time_to)
         if end <= start:
-            raise ConfigError("--to: expected a time after --from")
+            raise UsageError("--to: expected a time after --from")
         rounded = api_range(start, end)
         if rounded[0] >= rounded[1]:
-            raise ConfigError(f"--from/--to: the API rounds both to {format_time(rounded[0])}, "
+            raise UsageError(f"--from/--to: the API rounds both to {format_time(rounded[0])}, "
                               "an empty range; widen it (times round to the nearest hour)")
         pieces = split_range(*rounded)
         interval = 0.0 if daemon_url else SEARCH_INTERVAL

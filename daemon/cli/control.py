@@ -4,6 +4,7 @@ running daemon over its control socket (:mod:`chatmod.state.control`)."""
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -11,7 +12,7 @@ import trio
 
 from chatmod.config.load import choose_config_path, load_config
 from chatmod.config.state import state_directory
-from chatmod.errors import ConfigError, ControlError
+from chatmod.errors import ConfigError, ControlError, UsageError
 from chatmod.policy.ladder import parse_duration
 from chatmod.state.audit import current_user
 from chatmod.state.control import MAX_EXEMPTION, SOCKET_NAME, send_request
@@ -41,6 +42,10 @@ def add_commands(commands: Any) -> None:
     set_.add_argument("channel")
     set_.add_argument("switches", nargs="+", metavar="NAME=VALUE")
     _common(set_)
+    list_ = channel_actions.add_parser("list", help="print the switches set live (of CHANNEL, "
+                                                    "when given)")
+    list_.add_argument("channel", nargs="?", default="")
+    _common(list_)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -61,15 +66,15 @@ def build_request(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 request["for"] = parse_duration(args.duration)
             except ValueError as exc:
-                raise ConfigError.at("--for", str(exc)) from None
+                raise UsageError.at("--for", str(exc)) from None
             if request["for"] >= MAX_EXEMPTION:  # the daemon would refuse it less clearly
-                raise ConfigError.at("--for", f"at most {MAX_EXEMPTION:.0f} seconds; leave "
+                raise UsageError.at("--for", f"at most {MAX_EXEMPTION:.0f} seconds; leave "
                                               f"--for out for an exemption until removed")
-    else:
+    elif args.control_action == "set":
         try:
             request["switches"] = dict(parse_switch(s) for s in args.switches)
         except ControlError as exc:
-            raise ConfigError(str(exc)) from None
+            raise UsageError(str(exc)) from None
     return request
 
 
@@ -88,5 +93,22 @@ def run(args: argparse.Namespace) -> int:
             f"cannot reach the daemon's control socket {state / SOCKET_NAME}: {reason} (is "
             f"chatmod running with this config? it opens the socket once it is ready; the "
             f"change was not made)") from None
-    print(orjson.dumps(reply).decode())
+    print(orjson.dumps(with_readable_times(reply)).decode())
     return 0 if reply.get("ok") else 1
+
+
+def with_readable_times(reply: dict[str, Any]) -> dict[str, Any]:
+    """``reply`` with an ``until_utc`` (ISO 8601) beside each exemption's ``until`` (epoch
+    seconds, kept for scripts): an operator reads the one, a script the other."""
+    records = [reply["exemption"]] if isinstance(reply.get("exemption"), dict) else []
+    if isinstance(reply.get("exemptions"), list):
+        records += [r for r in reply["exemptions"] if isinstance(r, dict)]
+    for record in records:
+        until = record.get("until")
+        if isinstance(until, int | float) and not isinstance(until, bool):
+            try:
+                moment = datetime.fromtimestamp(until, tz=UTC)
+            except (OverflowError, OSError, ValueError):
+                continue
+            record["until_utc"] = moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return reply

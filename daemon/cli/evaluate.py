@@ -11,7 +11,7 @@ import orjson
 import trio
 
 from chatmod.config.load import choose_config_path, load_config
-from chatmod.errors import ConfigError, LabelledSetError
+from chatmod.errors import ConfigError, LabelledSetError, UsageError
 from chatmod.evaluation.labelled import parse_labelled, select_split
 from chatmod.evaluation.report import evaluate, render
 from chatmod.evaluation.runner import EVAL_CONCURRENCY, ask_engine
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     config_path, _chosen_by = choose_config_path(args.config)
     config = load_config(config_path)
     if args.concurrency < 1:
-        raise ConfigError(f"--concurrency: expected a number >= 1, found {args.concurrency}")
+        raise UsageError(f"--concurrency: expected a number >= 1, found {args.concurrency}")
     try:
         lines = select_split(parse_labelled(_read(args.labelled)), args.split)
     except LabelledSetError as exc:

@@ -38,7 +38,7 @@ from chatmod.config.reference import reference_markdown, splice
 from chatmod.config.registry import Registry
 from chatmod.config.sections import LOG_LEVELS, LogLevel
 from chatmod.core.supervisor import describe
-from chatmod.errors import ChatmodError, ConfigError
+from chatmod.errors import ChatmodError, ConfigError, UsageError
 from chatmod.runtime.logsetup import setup_logging
 from chatmod.sandbox import cli as sandbox_cli
 
@@ -153,8 +153,9 @@ def _report(exc: BaseException, debug: bool) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(error, ConfigError):
+        label = "usage error" if isinstance(error, UsageError) else "config error"
         for line in error.lines():
-            print(f"chatmod: config error: {line}", file=sys.stderr)
+            print(f"chatmod: {label}: {line}", file=sys.stderr)
         return EXIT_CONFIG
     if error is not None:
         print(f"chatmod: error: {error}", file=sys.stderr)
@@ -212,9 +213,9 @@ def _config_reference(update: Path | None) -> int:
         document = update.read_text(encoding="utf-8")
         update.write_text(splice(document, reference), encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"--update: {update}: {exc.strerror or exc}") from None
+        raise UsageError(f"--update: {update}: {exc.strerror or exc}") from None
     except ValueError as exc:
-        raise ConfigError(f"--update: {update}: {exc}") from None
+        raise UsageError(f"--update: {update}: {exc}") from None
     print(f"chatmod: {update}: configuration reference updated", file=sys.stderr)
     return EXIT_OK
 

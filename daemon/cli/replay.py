@@ -18,7 +18,7 @@ import trio
 from chatmod.config.load import Config, choose_config_path, load_config
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.model import Decision, Message, Verdict
-from chatmod.errors import ConfigError
+from chatmod.errors import UsageError
 from chatmod.policy.escalation import Escalation, build_ladders
 from chatmod.policy.rules import Policy
 from chatmod.review.replay import ReplayClock, ReplayReport, replay
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(path)
     for name in args.files:
         if name != STDIN and not Path(name).is_file():
-            raise ConfigError(f"{name}: no such file")
+            raise UsageError(f"{name}: no such file")
     report = trio.run(_replay, config, args.files, args.rescore)
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(report.as_dict(),

@@ -60,13 +60,13 @@ def reference_markdown(registry: Registry) -> str:
     out = [BEGIN_MARKER, ""]
     for title, section in CORE_SECTIONS:
         out += [f"### `{title}`", ""]
-        out += _section(section, prefix="")
+        out += _section(section, prefix="", where=title.strip("[]"), described={})
     for kind, title, intro in PLUGIN_SECTIONS:
         out += [f"### `{title}`", "", intro, ""]
         for info in (info for info in registry.all() if info.kind == kind):
             plugin = info.load()
             out += [f"#### `{info.name}` {kind}", ""]
-            out += _section(plugin.Config, prefix="")
+            out += _section(plugin.Config, prefix="", where=title.strip("[]"), described={})
     out.append(END_MARKER)
     return "\n".join(out) + "\n"
 
@@ -83,8 +83,11 @@ def splice(document: str, reference: str) -> str:
     return document[:begin] + reference + document[after:]
 
 
-def _section(cls: type[Any], *, prefix: str) -> list[str]:
-    """Intro, a table of the keys, then a table per nested table type."""
+def _section(cls: type[Any], *, prefix: str, where: str,
+             described: dict[type[Any], str]) -> list[str]:
+    """Intro, a table of the keys, then a table per nested table type. A table type met a
+    second time in the section (``[policy] ladder`` and each channel's ``ladder``) points back
+    to where it was ``described`` instead of repeating its table."""
     out: list[str] = []
     intro = _markdown_text(_docstring(cls))
     if intro:
@@ -108,9 +111,25 @@ def _section(cls: type[Any], *, prefix: str) -> list[str]:
         if table_type is not None:
             nested.append((key, table_type))
     out.append("")
+    # Every table type first met at this level is described here, the rest point to it.
+    own = {t for _, t in nested if t not in described}
     for key, table_type in nested:
-        out += [f"Each table in `{key}`:", ""]
-        out += _section(table_type, prefix="")
+        path = f"{where}.{key}"
+        if table_type in own:
+            own.discard(table_type)
+            described[table_type] = path
+        elif table_type in described:
+            out += [f"Each table in `{key}` (`{path}`) takes the keys of "
+                    f"`{described[table_type]}`.", ""]
+            continue
+    for key, table_type in nested:
+        path = f"{where}.{key}"
+        if described.get(table_type) != path:
+            continue
+        out += [f"Each table in `{key}` (`{path}`):", ""]
+        # A table of tables (``channels``, ``jobs``) is keyed by a name of the user's.
+        inner = f"{path}.<name>" if _holds_many(hints[key]) else path
+        out += _section(table_type, prefix="", where=inner, described=described)
     return out
 
 
@@ -144,6 +163,11 @@ def _nested_table(hint: Any) -> type[Any] | None:
         if dataclasses.is_dataclass(arg) and isinstance(arg, type):
             return arg
     return None
+
+
+def _holds_many(hint: Any) -> bool:
+    """True for a key holding a table or list of tables (``channels``), not one table."""
+    return any(get_origin(arg) in (dict, list, tuple) for arg in (hint, *get_args(hint)))
 
 
 def _type_text(hint: Any, meta: typing.Mapping[str, Any]) -> str:

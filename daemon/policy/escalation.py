@@ -25,6 +25,7 @@ import trio
 from chatmod.config.sections import LadderSection, PolicySection
 from chatmod.core.model import Decision, format_timestamp
 from chatmod.core.supervisor import describe
+from chatmod.core.text import printable
 from chatmod.policy.ladder import Ladder
 from chatmod.policy.rules import NO_ACTION
 from chatmod.state.live import Exemption, LiveRules
@@ -78,10 +79,25 @@ class Escalation:
         async with trio.open_nursery() as nursery:
             await nursery.start(self.store.run)
             await self.reload_rules()
+            self._log_rules_in_effect()
             task_status.started()
             while True:
                 await trio.sleep(self.refresh)
                 await self.reload_rules()
+
+    def _log_rules_in_effect(self) -> None:
+        # Live changes outlive restarts (they are in the store): say so at start, or an
+        # operator who set shadow=true last week wonders why nothing is acted on.
+        switched = {name: values for name, values in self.rules.channels.items() if values}
+        if not self.rules.exemptions and not switched:
+            return
+        shown = "; ".join(
+            f"{printable(name or '(every channel)', 64)}: "
+            + ", ".join(f"{key}={str(value).lower()}" for key, value in sorted(values.items()))
+            for name, values in sorted(switched.items()))
+        log.info("live rules in effect from the %s store: %d exemption(s)%s (chatmod exempt "
+                 "list, chatmod channel list)", self.store.name, len(self.rules.exemptions),
+                 f"; {shown}" if shown else "")
 
     async def reload_rules(self) -> None:
         """Read the live rules from the store; on failure the ones held stay."""

@@ -23,6 +23,9 @@ STEP_KINDS = (*sorted(PLAIN_STEPS), TIMEOUT)
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d{1,9})([smhd])")
+# The longest timeout a ladder may give. Chat platforms cap theirs far lower (Twitch at 14
+# days, Discord at 28) and a timeout of years is a ban that a later unban would not expect.
+MAX_TIMEOUT_SECONDS = 365 * 86400
 
 
 def parse_duration(text: str) -> float:
@@ -65,7 +68,10 @@ def parse_step(text: str) -> Step:
     if kind == TIMEOUT:
         if len(words) != 2:
             raise ValueError(f"timeout needs a duration, e.g. 'timeout 10m', found {text!r}")
-        return Step(kind, parse_duration(words[1]))
+        duration = parse_duration(words[1])
+        if duration > MAX_TIMEOUT_SECONDS:
+            raise ValueError(f"a timeout is at most 365d (use 'ban' for longer), found {text!r}")
+        return Step(kind, duration)
     if len(words) != 1:
         raise ValueError(f"{kind} takes no duration, found {text!r}")
     return Step(kind)

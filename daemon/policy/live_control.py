@@ -26,6 +26,10 @@ class LiveControl:
             found = [e.as_record() for e in await store.exemptions(now)
                      if request.author in ("", e.author)]
             return {"exemptions": found}
+        if request.op == "channel.list":
+            switches = await store.channel_switches()
+            return {"channels": {name: values for name, values in sorted(switches.items())
+                                 if values and request.channel in ("", name)}}
         reply: dict[str, Any]
         detail: dict[str, Any] = {"channel": request.channel or None}
         if request.op == "exempt.add":

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Protocol
 
 from chatmod.config.sections import ReviewSection
-from chatmod.errors import ReviewError
+from chatmod.errors import ConfigError
 from chatmod.review.model import Review, ReviewItem
 from chatmod.review.sqlite_store import REVIEW_DB_NAME, SqliteReviewStore
 
@@ -46,8 +46,9 @@ async def open_store(section: ReviewSection, state_dir: Path | None, *, create: 
             yield redis_store
         return
     if state_dir is None:
-        raise ReviewError("the review queue needs a state directory: set [daemon] state_dir "
-                          "(or $STATE_DIRECTORY), or [review] backend = \"redis\"")
+        raise ConfigError.at("review.backend", "the review queue needs a state directory: set "
+                             "[daemon] state_dir (or $STATE_DIRECTORY), or [review] backend = "
+                             "\"redis\"")
     sqlite = SqliteReviewStore(state_dir / REVIEW_DB_NAME, create=create)
     async with sqlite.connected() as sqlite_store:
         yield sqlite_store

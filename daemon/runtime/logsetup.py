@@ -10,6 +10,7 @@ import orjson
 
 from chatmod.config.schema import Secret
 from chatmod.core.model import format_timestamp
+from chatmod.core.text import CONTROL_ESCAPES
 from chatmod.runtime.systemd import syslog_priority
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -28,6 +29,19 @@ class RedactSecrets(logging.Filter):
                 redacted = redacted.replace(value, "***")
             if redacted != message:
                 record.msg, record.args = redacted, None
+        return True
+
+
+class EscapeControls(logging.Filter):
+    """Escapes control characters in a record's message: a chat line's id, author or text in
+    a log line can neither forge another line (a newline) nor rewrite the operator's terminal.
+    Tracebacks (``exc_info``) keep their lines; JSON output escapes by itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = message.translate(CONTROL_ESCAPES)
+        if shown != message:
+            record.msg, record.args = shown, None
         return True
 
 
@@ -84,6 +98,8 @@ def setup_logging(level: str = "info", *, debug: bool = False, fmt: str = "text"
     else:
         handler.setFormatter(formatter or logging.Formatter(FORMAT, DATE_FORMAT))
     handler.addFilter(RedactSecrets())
+    if fmt != "json":
+        handler.addFilter(EscapeControls())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

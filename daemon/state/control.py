@@ -34,9 +34,12 @@ TOKEN_NAME = "control.token"
 # Bytes a request may have, and seconds it has to arrive (and the reply to be taken).
 MAX_REQUEST_BYTES = 16 * 1024
 REQUEST_TIMEOUT = 5.0
+# Connections answered at once; more are told "busy" and closed (each may take
+# REQUEST_TIMEOUT s, so a client opening thousands cannot pile up tasks and buffers).
+MAX_CONNECTIONS = 32
 # Seconds to learn whether a socket file left at start still has a daemon behind it.
 PROBE_TIMEOUT = 2.0
-OPERATIONS = ("exempt.add", "exempt.remove", "exempt.list", "channel.set")
+OPERATIONS = ("exempt.add", "exempt.remove", "exempt.list", "channel.set", "channel.list")
 # The longest exemption (``for``), in seconds: some 300 years; longer is "until removed".
 MAX_EXEMPTION = 1e10
 
@@ -107,6 +110,9 @@ def read_token(state_dir: Path) -> str:
     return (state_dir / TOKEN_NAME).read_text().strip()
 
 
+BUSY_REPLY = orjson.dumps({"ok": False, "error": "busy: too many control connections at "
+                                                  "once; try again"}) + b"\n"
+
 Handler = Callable[[ControlRequest], Awaitable[dict[str, Any]]]
 
 
@@ -116,7 +122,8 @@ async def serve_control(state_dir: Path, handler: Handler, *,
     path = state_dir / SOCKET_NAME
     await _remove_stale_socket(path)  # before the token: a live daemon keeps its own
     token = secrets.token_urlsafe(32)
-    write_private(state_dir / TOKEN_NAME, token + "\n")
+    token_path = state_dir / TOKEN_NAME
+    write_private(token_path, token + "\n")
     sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)  # 0600 from the start: no moment when others may connect
     try:
@@ -127,9 +134,20 @@ async def serve_control(state_dir: Path, handler: Handler, *,
     sock.listen(16)
     listener = trio.SocketListener(sock)
 
+    answering = 0
+
     async def connection(stream: trio.SocketStream) -> None:
+        nonlocal answering
         try:
-            await _answer(stream, token, handler)
+            if answering >= MAX_CONNECTIONS:
+                with trio.move_on_after(REQUEST_TIMEOUT):
+                    await stream.send_all(BUSY_REPLY)
+                return
+            answering += 1
+            try:
+                await _answer(stream, token, handler)
+            finally:
+                answering -= 1
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass  # the client went away or was too slow: nothing to answer
         finally:
@@ -141,6 +159,7 @@ async def serve_control(state_dir: Path, handler: Handler, *,
             await trio.serve_listeners(connection, [listener])
     finally:
         _unlink_if_ours(path, ours)
+        _remove_token_if_ours(token_path, token)
 
 
 async def _remove_stale_socket(path: Path) -> None:
@@ -160,6 +179,15 @@ async def _remove_stale_socket(path: Path) -> None:
                            f"(one daemon per state_dir)")
     finally:
         probe.close()
+
+
+def _remove_token_if_ours(path: Path, token: str) -> None:
+    """Remove the token file at the stop, unless a later daemon already wrote its own."""
+    try:
+        if path.read_text().strip() == token:
+            path.unlink()
+    except OSError:
+        pass
 
 
 def _left_over(path: Path) -> bool:
