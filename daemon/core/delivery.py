@@ -12,6 +12,7 @@ import trio
 
 from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
+from chatmod.core.intake import Room, receive_batch
 from chatmod.core.interfaces import SharedConnections, Sink, Source
 from chatmod.core.model import Decision, Message
 from chatmod.core.supervisor import Supervisor, describe
@@ -95,18 +96,15 @@ class SinkStage:
     ) -> None:
         await self.supervisor.supervise("sink", sink.name, sink.run, task_status=task_status)
 
-    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
+    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[list[Decision]],
+                          room: Room) -> None:
         async with decisions:
             while True:
                 try:
-                    batch = [await decisions.receive()]
+                    batch = await receive_batch(decisions, MAX_SINK_BATCH)
                 except trio.EndOfChannel:
                     return
-                while len(batch) < MAX_SINK_BATCH:
-                    try:
-                        batch.append(decisions.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                room.give_back(len(batch))
                 if self.streaming:
                     for _ in batch:
                         self._slots.release()
