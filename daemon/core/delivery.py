@@ -132,9 +132,8 @@ class SinkStage:
                     if not await self._dead_letter(decisions, sink.name, reason):
                         unsafe.update(id(d) for d in decisions)
         self.decided += len(batch)
-        for decision in batch:
-            self.actions[decision.action] += 1
-            self.routes[decision.verdict.route] += 1
+        self.actions.update([decision.action for decision in batch])
+        self.routes.update([decision.verdict.route for decision in batch])
         for observer in self.observers:
             try:
                 observer(batch)
@@ -148,9 +147,13 @@ class SinkStage:
             # Not acknowledged: a durable source delivers these again.
             self.unacknowledged += len(unsafe)
         by_source: defaultdict[str, list[Message]] = defaultdict(list)
-        for decision in batch:
-            if id(decision) not in unsafe:
-                by_source[decision.message.source].append(decision.message)
+        names = {decision.message.source for decision in batch}
+        if not unsafe and len(names) == 1:  # the common case: one source, all safe
+            by_source[names.pop()] = [decision.message for decision in batch]
+        else:
+            for decision in batch:
+                if id(decision) not in unsafe:
+                    by_source[decision.message.source].append(decision.message)
         for name, messages in by_source.items():
             source = self.sources.get(name)
             if source is not None:
