@@ -14,6 +14,7 @@ import trio
 import trio.testing
 
 from chatmod.config.sections import DeadLettersSection, PolicySection
+from chatmod.core.cache import Lead
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.engine_chain import EngineChain
 from chatmod.core.intake import Room, SourceIntake
@@ -335,3 +336,16 @@ async def test_the_default_moderate_many_asks_each_concurrently_and_keeps_errors
     with trio.fail_after(DEADLINE):
         results = await Mixed("mixed", None).moderate_many(messages(3))
     assert [type(r).__name__ for r in results] == ["Verdict", "EngineError", "Verdict"]
+
+
+async def test_a_lead_claimed_with_no_cache_keeps_nothing_once_a_cache_appears() -> None:
+    engine = ListStreamer()
+    chain = EngineChain([engine], "flag", timeout=5)  # no cache: the text needs no key
+    told: list[object] = []
+    lead = chain.claim(Message("1", "", "src"), told.append)
+    assert isinstance(lead, Lead)
+    chain.reconfigure_cache(10, 60.0)  # a reload turns the cache on meanwhile
+    chain.primary_answered(lead, Verdict("delete", 1.0, engine.name, "ws"))
+    assert chain.cache is not None
+    assert chain.cache.statistics()["cache.size"] == 0  # not kept under an empty text
+    assert told == []

@@ -41,7 +41,7 @@ class SinkStage:
     _services: trio.Nursery | None
     dead_letters: DeadLetters | None
     streaming: bool
-    _slots: trio.Semaphore
+    _slots: Room
     decided: int
     alerts: int
     unacknowledged: int
@@ -106,8 +106,7 @@ class SinkStage:
                     return
                 room.give_back(len(batch))
                 if self.streaming:
-                    for _ in batch:
-                        self._slots.release()
+                    self._slots.give_back(len(batch))
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Decision]) -> None:

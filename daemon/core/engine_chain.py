@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from chatmod.config.sections import FAIL_OPEN
-from chatmod.core.cache import Lead, VerdictCache, Waiter, normalise
+from chatmod.core.cache import Lead, VerdictCache, Waiter
 from chatmod.core.interfaces import Engine
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import EngineError
@@ -28,6 +28,11 @@ ROUTE_FALLBACK = "fallback"
 ROUTE_FAIL_OPEN = "failopen"
 ROUTE_FAIL_CLOSED = "failclosed"
 NO_ENGINE = "none"
+
+
+#: The lead of a message asked about with no cache in the way (off, or a primary not worth
+#: caching): no one waits on it and its verdict is not kept.
+UNSHARED = Lead("")
 
 
 class EngineChain:
@@ -201,7 +206,7 @@ class EngineChain:
         if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
             return verdict
         if self._cache is None or not self._engines[0].worth_caching:
-            return Lead(normalise(message.text))  # nothing shared: no one waits on it
+            return UNSHARED  # no cache key (normalising the text costs): nothing is kept
         return self._cache.claim(message.text, waiter)
 
     def primary_answered(self, lead: Lead, verdict: Verdict) -> None:
@@ -209,13 +214,13 @@ class EngineChain:
         if self._failing and self._engines[0].name in self._failing:
             self._failing.discard(self._engines[0].name)
             log.warning("engine %s answers again", self._engines[0].name)
-        if self._cache is not None:
+        if self._cache is not None and lead is not UNSHARED:
             self._cache.settle(lead, verdict, keep=self._cacheable(verdict))
 
     def primary_failed(self, lead: Lead, error: EngineError) -> None:
         """Streaming: the primary failed for ``lead``; the messages waiting on it get
         ``error`` (each then falls back)."""
-        if self._cache is not None:
+        if self._cache is not None and lead is not UNSHARED:
             self._cache.settle(lead, error, keep=False)
 
     async def fall_back(self, message: Message, error: EngineError) -> Verdict:

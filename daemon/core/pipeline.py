@@ -78,7 +78,7 @@ class Pipeline(SinkStage, ModerationStages, PipelineReport):
         # Streaming mode (the primary engine streams): slots bound the messages between the
         # intake and the sink stage, which frees one per decision it takes.
         self.streaming = isinstance(chain.primary, StreamingEngine)
-        self._slots = trio.Semaphore(concurrency)
+        self._slots = Room(concurrency)
         self._drained: trio.Event | None = None
         self._services: trio.Nursery | None = None
         self._engine_scopes: dict[int, trio.CancelScope] = {}

@@ -45,7 +45,7 @@ class ModerationStages:
     latency: LatencyHistograms
     in_flight: int
     message_failures: int
-    _slots: trio.Semaphore
+    _slots: Room
     _drained: trio.Event | None
     #: The intake's room (messages between the sources and a moderation stage).
     _intake_room: Room
@@ -234,7 +234,7 @@ class ModerationStages:
                 self.in_flight -= 1
                 decision = await self._decide(message, failed_before=1)
                 if decision is None:
-                    slots.release()
+                    slots.give_back(1)
                 else:
                     await send_batch(decisions, decisions_room, [decision])
                 if self.in_flight == 0 and self._drained is not None:
@@ -272,16 +272,16 @@ class ModerationStages:
                 taken = 0  # messages in flight whose intake room is not yet given back
                 started = clock()
                 for message in batch:
-                    try:
-                        slots.acquire_nowait()
-                    except trio.WouldBlock:
+                    if slots.free > 0:
+                        slots.free -= 1
+                    else:
                         # Hand over what is claimed first: its answers free the slots.
                         intake_room.give_back(taken)
                         taken = 0
                         if engine is not None and submitting:
                             await _submit(engine, submitting, told)
                             submitting, told = [], []
-                        await slots.acquire()
+                        await slots.take(1)
                         started = clock()
                     taken += 1
                     self.in_flight += 1
