@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -50,8 +50,9 @@ class ModerationStages:
     #: The intake's room (messages between the sources and a moderation stage).
     _intake_room: Room
 
-    async def _dead_letter_message(self, message: Message, component: str, error: str) -> None:
-        raise NotImplementedError  # the sink stage's
+    if TYPE_CHECKING:  # the sink stage's (chatmod.core.delivery)
+        async def _dead_letter_message(self, message: Message, component: str,
+                                       error: str) -> None: ...
 
     async def _moderation_stage(
         self,
