@@ -3,15 +3,12 @@ cache, the frozen dataclasses' quick __init__."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from chatmod.core.model import format_timestamp
-
-EXAMPLES = 10_000 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 500
 
 
 def by_datetime(ts: float) -> str:
@@ -19,7 +16,6 @@ def by_datetime(ts: float) -> str:
         "+00:00", "Z")
 
 
-@settings(max_examples=EXAMPLES, deadline=None)
 @given(st.floats(min_value=-50_000_000_000, max_value=250_000_000_000,
                  allow_nan=False, allow_infinity=False))
 @example(1764130000.9999995)  # rounds up into the next second
@@ -28,6 +24,7 @@ def by_datetime(ts: float) -> str:
 @example(0.0)
 @example(1764130000.999)
 def test_same_text_as_datetime(ts: float) -> None:
+    # Examples per the hypothesis profile (tests/conftest.py; HYPOTHESIS_PROFILE=thorough).
     assert format_timestamp(ts) == by_datetime(ts)
 
 
