@@ -1,6 +1,6 @@
 """Pipeline overhead and local-engine throughput, measured in one run.
 
-    .venv/bin/python bench/pipeline.py [--messages 50000] [--repeat 3]
+    .venv/bin/python bench/pipeline.py [--messages 50000] [--repeat 3] [--skip-local]
 
 Rows:
 - plain loop: a Python process that reads the input lines, parses each, and writes a
@@ -12,6 +12,8 @@ Rows:
 
 Rates exclude process start-up (a run on empty input is timed and subtracted). Each row is the
 best of ``--repeat`` runs; the machine is noisy, so compare the ratios, not the absolute rates.
+CPU per message (the process's user + system time, start-up's subtracted) varies less with
+the load than wall time: the last column is the plain loop's CPU per message over the row's.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ def make_input(path: Path, count: int) -> None:
                                   "channel": f"#room{i % 7}"}, option=orjson.OPT_APPEND_NEWLINE))
 
 
-def timed_run(command: list[str], input_path: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB) of one process reading ``input_path`` on stdin."""
+def timed_run(command: list[str], input_path: Path) -> tuple[float, int, float]:
+    """Wall seconds, peak RSS (KiB) and CPU seconds (user + system) of one process reading
+    ``input_path`` on stdin."""
     with input_path.open("rb") as stdin:
         start = time.perf_counter()
         process = subprocess.Popen(command, stdin=stdin, stdout=subprocess.DEVNULL)
@@ -80,12 +83,14 @@ def timed_run(command: list[str], input_path: Path) -> tuple[float, int]:
         elapsed = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"benchmark command failed: {' '.join(command)}")
-    return elapsed, usage.ru_maxrss
+    return elapsed, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
 
 
 def best_rate(command: list[str], data: Path, empty: Path, count: int, repeat: int,
-              output: Path) -> tuple[float, int]:
-    startup = min(timed_run(command, empty)[0] for _ in range(repeat))
+              output: Path) -> tuple[float, int, float]:
+    """Messages a second, peak RSS (KiB) and CPU microseconds a message, start-up's
+    subtracted (the best of ``repeat`` runs each)."""
+    startups = [timed_run(command, empty) for _ in range(repeat)]
     runs = []
     for _ in range(repeat):
         output.unlink(missing_ok=True)
@@ -93,8 +98,10 @@ def best_rate(command: list[str], data: Path, empty: Path, count: int, repeat: i
         written = sum(1 for _ in output.open("rb"))
         if written != count:
             raise SystemExit(f"{' '.join(command)} wrote {written} lines, expected {count}")
-    elapsed = min(r[0] for r in runs)
-    return count / max(elapsed - startup, 1e-9), max(r[1] for r in runs)
+    elapsed = min(r[0] for r in runs) - min(r[0] for r in startups)
+    cpu = min(r[2] for r in runs) - min(r[2] for r in startups)
+    return (count / max(elapsed, 1e-9), max(r[1] for r in runs),
+            max(cpu, 1e-9) / count * 1e6)
 
 
 async def local_engine_rate(count: int) -> float:
@@ -129,33 +136,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--skip-local", action="store_true",
+                        help="leave out the local engine rows (the pipeline's own cost only)")
     args = parser.parse_args()
     count = args.messages
     chatmod = [sys.executable, "-m", "chatmod", "run", "-c"]
-    rows: list[tuple[str, float, int]] = []
+    rows: list[tuple[str, float, int, float]] = []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         data, empty, out = tmp / "input.jsonl", tmp / "empty.jsonl", tmp / "out.jsonl"
         make_input(data, count)
         empty.write_bytes(b"")
-        rate, rss = best_rate([sys.executable, "-c", PLAIN_LOOP, str(out)], data, empty,
-                              count, args.repeat, out)
-        rows.append(("plain loop (baseline)", rate, rss))
-        for engine in ("wordlist", "local"):
+        rate, rss, cpu = best_rate([sys.executable, "-c", PLAIN_LOOP, str(out)], data, empty,
+                                   count, args.repeat, out)
+        rows.append(("plain loop (baseline)", rate, rss, cpu))
+        for engine in ("wordlist", *(() if args.skip_local else ("local",))):
             config = tmp / f"{engine}.toml"
             config.write_text(CONFIG.format(engine=engine, out=out))
-            rate, rss = best_rate([*chatmod, str(config)], data, empty, count, args.repeat, out)
+            rate, rss, cpu = best_rate([*chatmod, str(config)], data, empty, count,
+                                       args.repeat, out)
             label = "no-op engine" if engine == "wordlist" else "local engine"
-            rows.append((f"chatmod ({label})", rate, rss))
-    engine_rate = trio.run(local_engine_rate, min(count, 20_000))
-    baseline = rows[0][1]
+            rows.append((f"chatmod ({label})", rate, rss, cpu))
+    engine_rate = 0.0 if args.skip_local else trio.run(local_engine_rate, min(count, 20_000))
+    baseline, baseline_cpu = rows[0][1], rows[0][3]
     print(f"\n{count} messages, best of {args.repeat}, {os.cpu_count()} CPUs\n")
-    print(f"| {'run':<28} | {'msgs/s':>9} | {'vs plain loop':>13} | {'peak RSS':>9} |")
-    print(f"|{'-' * 30}|{'-' * 11}|{'-' * 15}|{'-' * 11}|")
-    for label, rate, rss in rows:
+    print(f"| {'run':<28} | {'msgs/s':>9} | {'vs plain loop':>13} | {'peak RSS':>9} | "
+          f"{'CPU us/msg':>10} | {'CPU vs loop':>11} |")
+    print(f"|{'-' * 30}|{'-' * 11}|{'-' * 15}|{'-' * 11}|{'-' * 12}|{'-' * 13}|")
+    for label, rate, rss, cpu in rows:
         print(f"| {label:<28} | {rate:>9,.0f} | {rate / baseline:>12.2f}x | "
-              f"{rss / 1024:>6.0f} MiB |")
-    print(f"| {'local engine alone':<28} | {engine_rate:>9,.0f} | {'':>13} | {'':>9} |")
+              f"{rss / 1024:>6.0f} MiB | {cpu:>10.1f} | {baseline_cpu / cpu:>10.2f}x |")
+    if not args.skip_local:
+        print(f"| {'local engine alone':<28} | {engine_rate:>9,.0f} | {'':>13} | {'':>9} | "
+              f"{'':>10} | {'':>11} |")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ class JsonlSink(Sink[JsonlConfig]):
 
     async def write(self, decisions: Sequence[Decision]) -> None:
         include_text = self.config.include_text
-        data = b"".join(d.to_line(include_text=include_text) for d in decisions)
+        # The batch as one bytes (one orjson.dumps per line, joined) and one write.
+        data = b"".join([d.to_line(include_text=include_text) for d in decisions])
         async with self._lock:
             if self._inline and not self._reopen_requested:
                 self._write_blocking(data)

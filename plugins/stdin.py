@@ -96,14 +96,16 @@ class StdinSource(Source[StdinConfig]):
             self._ended = True
 
     async def _submit_pending(self, intake: Intake) -> None:
+        # Every complete line the read brought, handed over with one submit_many: cancelled
+        # part-way, the intake keeps what it had not taken (handed over later).
         pending = self._pending
+        messages: list[Message] = []
         while pending:
             item = pending.popleft()
             if isinstance(item, Line):
                 message = self._to_message(item, intake)
                 if message is not None:
-                    # Cancelled here, the message stays with the intake (handed over later).
-                    await intake.submit(message)
+                    messages.append(message)
             else:
                 self.skipped += 1
                 intake.report_invalid(
@@ -111,6 +113,8 @@ class StdinSource(Source[StdinConfig]):
                     f"line {item.number}: {item.size} bytes is over max_line_bytes "
                     f"({self.config.max_line_bytes}); skipped",
                 )
+        if messages:
+            await intake.submit_many(messages)
 
     def reconfigure(self, config: StdinConfig) -> bool:
         # All of its options are about parsing: they apply from the next line.

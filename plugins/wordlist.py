@@ -7,6 +7,7 @@ as a no-op engine to measure the pipeline itself.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chatmod.config.schema import setting
@@ -52,6 +53,11 @@ class WordlistEngine(Engine[WordlistConfig]):
 
     async def moderate(self, message: Message) -> Verdict:
         return self.verdict_for(message.text)
+
+    async def moderate_many(self, messages: Sequence[Message]) -> list[Verdict | Exception]:
+        # Answers at once: the pipeline hands it whole batches (no task per message).
+        verdict_for = self.verdict_for
+        return [verdict_for(message.text) for message in messages]
 
     def verdict_for(self, text: str) -> Verdict:
         for action, pattern in ((DELETE, self._delete), (FLAG, self._flag)):

@@ -56,6 +56,9 @@ class CollectingIntake:
     async def submit(self, message: Message) -> None:
         self.messages.append(message)
 
+    async def submit_many(self, messages: Sequence[Message]) -> None:
+        self.messages.extend(messages)
+
     def report_invalid(self, source: str, reason: str) -> None:
         self.invalid.append(reason)
 

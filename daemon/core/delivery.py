@@ -12,6 +12,7 @@ import trio
 
 from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
+from chatmod.core.intake import Room, receive_batch
 from chatmod.core.interfaces import SharedConnections, Sink, Source
 from chatmod.core.model import Decision, Message
 from chatmod.core.supervisor import Supervisor, describe
@@ -40,7 +41,7 @@ class SinkStage:
     _services: trio.Nursery | None
     dead_letters: DeadLetters | None
     streaming: bool
-    _slots: trio.Semaphore
+    _slots: Room
     decided: int
     alerts: int
     unacknowledged: int
@@ -95,21 +96,17 @@ class SinkStage:
     ) -> None:
         await self.supervisor.supervise("sink", sink.name, sink.run, task_status=task_status)
 
-    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[Decision]) -> None:
+    async def _sink_stage(self, decisions: trio.MemoryReceiveChannel[list[Decision]],
+                          room: Room) -> None:
         async with decisions:
             while True:
                 try:
-                    batch = [await decisions.receive()]
+                    batch = await receive_batch(decisions, MAX_SINK_BATCH)
                 except trio.EndOfChannel:
                     return
-                while len(batch) < MAX_SINK_BATCH:
-                    try:
-                        batch.append(decisions.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
+                room.give_back(len(batch))
                 if self.streaming:
-                    for _ in batch:
-                        self._slots.release()
+                    self._slots.give_back(len(batch))
                 await self._deliver(batch)
 
     async def _deliver(self, batch: list[Decision]) -> None:
@@ -134,9 +131,8 @@ class SinkStage:
                     if not await self._dead_letter(decisions, sink.name, reason):
                         unsafe.update(id(d) for d in decisions)
         self.decided += len(batch)
-        for decision in batch:
-            self.actions[decision.action] += 1
-            self.routes[decision.verdict.route] += 1
+        self.actions.update([decision.action for decision in batch])
+        self.routes.update([decision.verdict.route for decision in batch])
         for observer in self.observers:
             try:
                 observer(batch)
@@ -150,9 +146,13 @@ class SinkStage:
             # Not acknowledged: a durable source delivers these again.
             self.unacknowledged += len(unsafe)
         by_source: defaultdict[str, list[Message]] = defaultdict(list)
-        for decision in batch:
-            if id(decision) not in unsafe:
-                by_source[decision.message.source].append(decision.message)
+        names = {decision.message.source for decision in batch}
+        if not unsafe and len(names) == 1:  # the common case: one source, all safe
+            by_source[names.pop()] = [decision.message for decision in batch]
+        else:
+            for decision in batch:
+                if id(decision) not in unsafe:
+                    by_source[decision.message.source].append(decision.message)
         for name, messages in by_source.items():
             source = self.sources.get(name)
             if source is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import trio
 
 from chatmod.config.sections import FAIL_OPEN
-from chatmod.core.cache import Lead, VerdictCache, Waiter, normalise
+from chatmod.core.cache import Lead, VerdictCache, Waiter
 from chatmod.core.interfaces import Engine
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import EngineError
@@ -28,6 +28,11 @@ ROUTE_FALLBACK = "fallback"
 ROUTE_FAIL_OPEN = "failopen"
 ROUTE_FAIL_CLOSED = "failclosed"
 NO_ENGINE = "none"
+
+
+#: The lead of a message asked about with no cache in the way (off, or a primary not worth
+#: caching): no one waits on it and its verdict is not kept.
+UNSHARED = Lead("")
 
 
 class EngineChain:
@@ -80,6 +85,71 @@ class EngineChain:
         return await self._cache.get_or_ask(
             message.text, lambda: self._ask_engines(message), self._cacheable
         )
+
+    async def moderate_many(self, messages: Sequence[Message]) -> list[Verdict]:
+        """:meth:`moderate` for each message, in order, for a primary that
+        :func:`~chatmod.core.interfaces.takes_batches`: one call for the list, then the
+        fallback chain for each message it failed (concurrently)."""
+        verdicts: list[Verdict | None] = [None] * len(messages)
+        asked: list[int] = []
+        prejudge = self.prejudge
+        for index, message in enumerate(messages):
+            if prejudge is not None and (verdict := prejudge(message)) is not None:
+                verdicts[index] = verdict
+            else:
+                asked.append(index)
+        primary = self._engines[0]
+        if self._cache is not None and primary.worth_caching:
+            # Identical texts share one request: each message through the cache on its own.
+            async with trio.open_nursery() as asking:
+                for index in asked:
+                    asking.start_soon(self._moderate_into, verdicts, index, messages[index])
+        elif asked:
+            results = await self._ask_primary_many(primary, [messages[i] for i in asked])
+            failed: list[int] = []
+            for index, result in zip(asked, results, strict=True):
+                if isinstance(result, Verdict):
+                    verdicts[index] = result
+                else:
+                    self._engine_failed(primary, _reason(result), messages[index])
+                    failed.append(index)
+            if len(failed) < len(asked) and primary.name in self._failing:
+                self._failing.discard(primary.name)
+                log.warning("engine %s answers again", primary.name)
+            if failed:
+                async with trio.open_nursery() as asking:
+                    for index in failed:
+                        asking.start_soon(self._moderate_into, verdicts, index, messages[index],
+                                          1)
+        return [v if v is not None else self._last_resort for v in verdicts]
+
+    async def _moderate_into(self, verdicts: list[Verdict | None], index: int,
+                             message: Message, first: int | None = None) -> None:
+        verdicts[index] = await (self.moderate(message) if first is None
+                                 else self._ask_engines(message, first=first))
+
+    async def _ask_primary_many(self, engine: Engine[Any],
+                                messages: list[Message]) -> list[Verdict | Exception]:
+        """The primary's answer for each message (or what it failed with), in one call."""
+        key, count = id(engine), len(messages)
+        self._using[key] += count
+        try:
+            if engine.enforces_own_timeout:
+                results = await engine.moderate_many(messages)
+            else:
+                with trio.fail_after(self.timeout):
+                    results = await engine.moderate_many(messages)
+            if len(results) != count:
+                raise RuntimeError(f"{len(results)} answers to {count} messages")
+            return results
+        except trio.TooSlowError:
+            return [trio.TooSlowError(f"no verdict within {self.timeout:g} s")] * count
+        except Exception as exc:  # a bug in an engine must not leave messages undecided
+            log.exception("engine %s raised an unexpected error", engine.name)
+            return [exc] * count
+        finally:
+            self._using[key] -= count - 1
+            self.release(engine)
 
     def replace(self, old: Engine[Any], new: Engine[Any]) -> None:
         """Ask ``new`` where ``old`` was asked (reload); messages ``old`` holds stay counted
@@ -136,7 +206,7 @@ class EngineChain:
         if self.prejudge is not None and (verdict := self.prejudge(message)) is not None:
             return verdict
         if self._cache is None or not self._engines[0].worth_caching:
-            return Lead(normalise(message.text))  # nothing shared: no one waits on it
+            return UNSHARED  # no cache key (normalising the text costs): nothing is kept
         return self._cache.claim(message.text, waiter)
 
     def primary_answered(self, lead: Lead, verdict: Verdict) -> None:
@@ -144,13 +214,13 @@ class EngineChain:
         if self._failing and self._engines[0].name in self._failing:
             self._failing.discard(self._engines[0].name)
             log.warning("engine %s answers again", self._engines[0].name)
-        if self._cache is not None:
+        if self._cache is not None and lead is not UNSHARED:
             self._cache.settle(lead, verdict, keep=self._cacheable(verdict))
 
     def primary_failed(self, lead: Lead, error: EngineError) -> None:
         """Streaming: the primary failed for ``lead``; the messages waiting on it get
         ``error`` (each then falls back)."""
-        if self._cache is not None:
+        if self._cache is not None and lead is not UNSHARED:
             self._cache.settle(lead, error, keep=False)
 
     async def fall_back(self, message: Message, error: EngineError) -> Verdict:
@@ -205,3 +275,10 @@ class EngineChain:
         if self._cache is not None:
             stats.update(self._cache.statistics())
         return stats
+
+
+def _reason(error: Exception) -> str:
+    """Why an engine gave no verdict, as :meth:`EngineChain._ask_engines` words it."""
+    if isinstance(error, EngineError | trio.TooSlowError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

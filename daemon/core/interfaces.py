@@ -15,6 +15,7 @@ import abc
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import trio
@@ -23,6 +24,9 @@ from chatmod.core.model import Decision, Message, Verdict
 from chatmod.errors import EngineError
 
 ResultCallback = Callable[[Verdict | EngineError], None]
+#: ``StreamingEngine.submit_many``'s callback: the index of the message in the list, then
+#: what :data:`ResultCallback` is told.
+BatchResultCallback = Callable[[int, Verdict | EngineError], None]
 
 #: A plugin's config type (its ``Config`` dataclass).
 ConfigT = TypeVar("ConfigT")
@@ -62,9 +66,15 @@ class SharedConnections:
 
 
 class Intake(Protocol):
-    """Where a source hands its messages. ``submit`` blocks while the pipeline is full."""
+    """Where a source hands its messages. ``submit`` and ``submit_many`` block while the
+    pipeline is full; a source that reads many messages at once hands them over with one
+    ``submit_many`` (cheaper than a ``submit`` each)."""
 
     async def submit(self, message: Message) -> None: ...
+
+    async def submit_many(self, messages: Sequence[Message]) -> None:
+        """Hand over ``messages`` in order; cancelled part-way (the stop), the intake keeps
+        the ones it had not taken yet: they are still decided."""
 
     def report_invalid(self, source: str, reason: str) -> None:
         """Count and log a chat line that could not become a message."""
@@ -200,6 +210,45 @@ class Engine(Plugin[ConfigT], abc.ABC):
         Raise :class:`~chatmod.errors.EngineError` when no verdict can be had.
         """
 
+    async def moderate_many(self, messages: Sequence[Message]) -> list[Verdict | Exception]:
+        """The verdict for each message, in order, or the exception (an
+        :class:`~chatmod.errors.EngineError` when no verdict can be had) it ended with.
+
+        An engine that answers a list at once (in-process, in microseconds) overrides it: as
+        primary it is then handed everything the intake holds in one call (see
+        :func:`takes_batches`). The default asks :meth:`moderate` for each, concurrently;
+        the pipeline does not use it as primary: it keeps a task per message for such an
+        engine, so one slow message never holds the others.
+        """
+        results: list[Verdict | Exception] = [EngineError("not asked")] * len(messages)
+
+        async def ask(index: int, message: Message) -> None:
+            try:
+                results[index] = await self.moderate(message)
+            except Exception as exc:
+                results[index] = exc
+
+        async with trio.open_nursery() as asking:
+            for index, message in enumerate(messages):
+                asking.start_soon(ask, index, message)
+        return results
+
+
+def takes_batches(engine: Engine[Any]) -> bool:
+    """``engine`` answers a list at once: its class overrides :meth:`Engine.moderate_many`,
+    and no subclass changed :meth:`Engine.moderate` since (a subclass that changes only
+    ``moderate`` must be asked through it)."""
+    return _answers_lists(type(engine))
+
+
+@cache
+def _answers_lists(cls: type[Engine[Any]]) -> bool:
+    def definer(method: str) -> type:
+        return next(c for c in cls.__mro__ if method in vars(c))
+
+    batches = definer("moderate_many")
+    return batches is not Engine and issubclass(batches, definer("moderate"))
+
 
 class StreamingEngine(Engine[ConfigT], abc.ABC):
     """An engine that carries many messages over one connection. As primary engine it is fed
@@ -213,3 +262,18 @@ class StreamingEngine(Engine[ConfigT], abc.ABC):
         """Start moderating ``message``; call ``on_result`` exactly once, later, with its
         :class:`Verdict` or an :class:`~chatmod.errors.EngineError`. ``on_result`` is sync and
         never blocks. Waiting here (e.g. to send) is backpressure."""
+
+    async def submit_many(
+        self, messages: Sequence[Message], on_result: BatchResultCallback
+    ) -> None:
+        """:meth:`submit` for each of ``messages``: ``on_result(index, result)`` is called
+        exactly once per message. It does not raise: a message it could not take is told an
+        :class:`~chatmod.errors.EngineError`. The default submits them one by one; an engine
+        that can send a list at once (one write) overrides it."""
+        for index, message in enumerate(messages):
+            try:
+                await self.submit(message, partial(on_result, index))
+            except Exception as exc:  # a bug in the engine: the fallback decides it
+                self.log.error("failed to take message %s: %s", message.id, exc,
+                               exc_info=self.log.isEnabledFor(logging.DEBUG))
+                on_result(index, EngineError(f"{type(exc).__name__}: {exc}"))

@@ -8,7 +8,11 @@ once a series exists: two dict lookups, one binary search over the fixed bounds,
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chatmod.core.model import Verdict
 
 # Bucket upper bounds in milliseconds (the pipeline measures in ms): 0.1 ms to 10 s, about
 # three per decade. Exported in seconds, Prometheus' base unit.
@@ -86,6 +90,23 @@ class LatencyHistograms:
                 route, LatencyHistogram())
         histogram.counts[bisect_left(LATENCY_BOUNDS_MS, latency_ms)] += 1
         histogram.sum_ms += latency_ms
+
+    def record_batch(self, verdicts: Iterable[Verdict], latency_ms: float) -> None:
+        """The same latency for each verdict's decision (a batch decided at once)."""
+        bucket = bisect_left(LATENCY_BOUNDS_MS, latency_ms)
+        last: tuple[str, str] | None = None
+        histogram = None
+        for verdict in verdicts:
+            series = (verdict.engine, verdict.route)
+            if series != last or histogram is None:
+                last = series
+                try:
+                    histogram = self._by_engine[series[0]][series[1]]
+                except KeyError:
+                    histogram = self._by_engine.setdefault(series[0], {}).setdefault(
+                        series[1], LatencyHistogram())
+            histogram.counts[bucket] += 1
+            histogram.sum_ms += latency_ms
 
     def ensure(self, engine: str, route: str) -> None:
         """Create the series now (it is exported from the start, at zero)."""

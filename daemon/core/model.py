@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, SupportsFloat, SupportsIndex
+from typing import Any, SupportsFloat, SupportsIndex, TypeVar
 
 import orjson
 
@@ -32,6 +33,42 @@ def generate_message_id() -> str:
     return f"{_ID_PREFIX}-{next(_id_counter)}"
 
 
+_FrozenT = TypeVar("_FrozenT")
+_NOT_GIVEN = object()
+
+
+def _quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
+    """Give a frozen, slotted dataclass an ``__init__`` that fills each slot through its
+    descriptor: the generated one calls ``object.__setattr__`` per field, which costs about
+    twice as much, and every message, verdict and decision is made through it. Same
+    parameters, defaults and factories; the instances stay frozen."""
+    target: Any = cls  # its __init__ is replaced below
+    namespace: dict[str, Any] = {"_NOT_GIVEN": _NOT_GIVEN}
+    parameters, body = [], []
+    for spec in fields(target):
+        name = spec.name
+        namespace[f"_set_{name}"] = getattr(target, name).__set__  # the slot's descriptor
+        if spec.default is not MISSING:
+            namespace[f"_default_{name}"] = spec.default
+            parameters.append(f"{name}=_default_{name}")
+            value = name
+        elif spec.default_factory is not MISSING:
+            namespace[f"_factory_{name}"] = spec.default_factory
+            parameters.append(f"{name}=_NOT_GIVEN")
+            value = f"_factory_{name}() if {name} is _NOT_GIVEN else {name}"
+        else:
+            parameters.append(name)
+            value = name
+        body.append(f"    _set_{name}(self, {value})")
+    source = f"def __init__(self, {', '.join(parameters)}):\n" + "\n".join(body)
+    exec(source, namespace)  # as dataclasses builds its own __init__
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    target.__init__ = init
+    return cls
+
+
+@_quick_init
 @dataclass(slots=True, frozen=True)
 class Message:
     """One chat line."""
@@ -56,6 +93,7 @@ class Message:
     event: str | None = None
 
 
+@_quick_init
 @dataclass(slots=True, frozen=True)
 class Verdict:
     """What an engine says of a message.
@@ -71,6 +109,7 @@ class Verdict:
     scores: Mapping[str, Any] = field(default_factory=dict)
 
 
+@_quick_init
 @dataclass(slots=True, frozen=True)
 class Decision:
     """A message, its verdict, the policy's action and how it was reached."""
@@ -146,10 +185,32 @@ class Decision:
 
 
 def format_timestamp(ts: float) -> str:
-    """UTC ISO 8601 with milliseconds, e.g. ``2026-11-22T02:39:43.123Z``."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    """UTC ISO 8601 with milliseconds, e.g. ``2026-11-22T02:39:43.123Z``.
+
+    Every decision line has one, so the date and time of day are formatted once per second
+    (kept in :data:`_last_second`) and only the milliseconds per call. The float is split
+    as ``datetime.fromtimestamp`` splits it (microseconds rounded half to even, carried into
+    the second), so the text is the same as
+    ``datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")`` with a ``Z``.
+    """
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole += 1.0
+        micros -= 1_000_000
+    elif micros < 0:
+        whole -= 1.0
+        micros += 1_000_000
+    second = int(whole)
+    cached = _last_second[0]
+    if cached[0] != second:
+        cached = (second, datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat())
+        _last_second[0] = cached  # one reference swap: safe from a logging thread
+    return f"{cached[1]}.{micros // 1000:03d}Z"
+
+
+#: The last second :func:`format_timestamp` formatted, and its text.
+_last_second: list[tuple[int, str]] = [(-1, "")]
 
 
 def _json_default(value: object) -> object:

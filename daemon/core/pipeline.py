@@ -9,6 +9,7 @@ sink stage writes every decision, sinks are flushed and closed, then background 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -16,18 +17,17 @@ from typing import Any
 
 import trio
 
-from chatmod.core.cache import Lead
 from chatmod.core.counters import RetiredCounters
 from chatmod.core.dead_letters import DeadLetters
 from chatmod.core.delivery import SinkStage
 from chatmod.core.engine_chain import EngineChain
-from chatmod.core.intake import SourceIntake, next_item, pass_on
+from chatmod.core.intake import Room, SourceIntake
 from chatmod.core.interfaces import Engine, SharedConnections, Sink, Source, StreamingEngine
 from chatmod.core.latency import LatencyHistograms
-from chatmod.core.model import Decision, Message, Verdict
+from chatmod.core.model import Decision, Message
 from chatmod.core.report import PipelineReport, RunSummary
-from chatmod.core.supervisor import ReportedStatus, Supervisor, describe
-from chatmod.errors import EngineError
+from chatmod.core.stages import ModerationStages
+from chatmod.core.supervisor import ReportedStatus, Supervisor
 from chatmod.policy.rules import Policy
 
 log = logging.getLogger("chatmod.pipeline")
@@ -36,12 +36,7 @@ log = logging.getLogger("chatmod.pipeline")
 ENGINE_RETIRE_GRACE = 60.0
 
 
-# Attempts at one message before it goes to the dead letters: a message that makes the
-# pipeline's own code fail twice would fail forever.
-MESSAGE_ATTEMPTS = 2
-
-
-class Pipeline(SinkStage, PipelineReport):
+class Pipeline(SinkStage, ModerationStages, PipelineReport):
     """Runs the sources, the engines, the policy and the sinks until the sources end."""
 
     def __init__(
@@ -83,7 +78,7 @@ class Pipeline(SinkStage, PipelineReport):
         # Streaming mode (the primary engine streams): slots bound the messages between the
         # intake and the sink stage, which frees one per decision it takes.
         self.streaming = isinstance(chain.primary, StreamingEngine)
-        self._slots = trio.Semaphore(concurrency)
+        self._slots = Room(concurrency)
         self._drained: trio.Event | None = None
         self._services: trio.Nursery | None = None
         self._engine_scopes: dict[int, trio.CancelScope] = {}
@@ -191,15 +186,18 @@ class Pipeline(SinkStage, PipelineReport):
                 await services.start(self._run_sink, sink)
             if self.stats_interval > 0:
                 services.start_soon(self._log_statistics_periodically)
-            intake_send, intake_recv = trio.open_memory_channel[Message](self.queue_size)
-            # Streaming mode puts decisions with send_nowait: room for every slot.
-            decisions_room = max(self.queue_size, self.concurrency if self.streaming else 0)
-            decisions_send, decisions_recv = trio.open_memory_channel[Decision](decisions_room)
+            # Lists between the stages; their rooms bound them in messages (intake.py).
+            intake_send, intake_recv = trio.open_memory_channel[list[Message]](math.inf)
+            self._intake_room = Room(self.queue_size)
+            # Streaming mode puts decisions without waiting: room for every slot.
+            decisions_room = Room(max(self.queue_size,
+                                      self.concurrency if self.streaming else 0))
+            decisions_send, decisions_recv = trio.open_memory_channel[list[Decision]](math.inf)
             moderation = self._streaming_stage if self.streaming else self._moderation_stage
             with self._work_scope:
                 async with trio.open_nursery() as work:
-                    work.start_soon(self._sink_stage, decisions_recv)
-                    work.start_soon(moderation, intake_recv, decisions_send)
+                    work.start_soon(self._sink_stage, decisions_recv, decisions_room)
+                    work.start_soon(moderation, intake_recv, decisions_send, decisions_room)
                     async with intake_send, trio.open_nursery() as readers:
                         for source in self.sources.values():
                             await readers.start(self._run_source, source, intake_send.clone())
@@ -225,13 +223,13 @@ class Pipeline(SinkStage, PipelineReport):
     async def _run_source(
         self,
         source: Source[Any],
-        send: trio.MemorySendChannel[Message],
+        send: trio.MemorySendChannel[list[Message]],
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Read until the source ends or the stop; then hand over what it had read."""
         async with send:
-            intake = self._intakes[source.name] = SourceIntake(self, send)
+            intake = self._intakes[source.name] = SourceIntake(self, send, self._intake_room)
             reading = trio.CancelScope()
             self._reading_scopes.add(reading)
             if self._stop_requested:
@@ -249,152 +247,3 @@ class Pipeline(SinkStage, PipelineReport):
             await intake.submit_held()
             await source.hand_over(intake)
         log.debug("source %s ended", source.name)
-
-    async def _moderation_stage(
-        self,
-        intake: trio.MemoryReceiveChannel[Message],
-        decisions: trio.MemorySendChannel[Decision],
-    ) -> None:
-        async with intake, decisions, trio.open_nursery() as workers:
-            for _ in range(self.concurrency):
-                workers.start_soon(self._moderate_worker, intake, decisions.clone())
-
-    async def _moderate_worker(
-        self,
-        intake: trio.MemoryReceiveChannel[Message],
-        decisions: trio.MemorySendChannel[Decision],
-    ) -> None:
-        # An engine that answers at once: one worker decides all the intake holds (next_item).
-        async with decisions:
-            while True:
-                try:
-                    message = await next_item(intake)
-                except trio.EndOfChannel:
-                    return
-                decision = await self._decide(message)
-                if decision is not None:
-                    await pass_on(decisions, decision)
-
-    async def _decide(self, message: Message, failed_before: int = 0) -> Decision | None:
-        """The decision for ``message``; None when it failed :data:`MESSAGE_ATTEMPTS` times
-        (``failed_before`` of them elsewhere) and went to the dead letters instead."""
-        clock = trio.current_time
-        error = "no attempt left"
-        for attempt in range(failed_before + 1, MESSAGE_ATTEMPTS + 1):
-            self.in_flight += 1
-            started = clock()
-            try:
-                verdict = message.verdict or await self.chain.moderate(message)
-                latency_ms = (clock() - started) * 1000.0
-                self.latency.record(verdict.engine, verdict.route, latency_ms)
-                return self.policy.decide(message, verdict, latency_ms)
-            except Exception as exc:  # a bug must cost one message, not the daemon
-                error = describe(exc)
-                self.message_failures += 1
-                log.error("message %s failed (attempt %d of %d): %s", message.id, attempt,
-                          MESSAGE_ATTEMPTS, error, exc_info=log.isEnabledFor(logging.DEBUG))
-            finally:
-                self.in_flight -= 1
-        await self._dead_letter_message(message, "pipeline", error)
-        return None
-
-    async def _streaming_stage(
-        self,
-        intake: trio.MemoryReceiveChannel[Message],
-        decisions: trio.MemorySendChannel[Decision],
-    ) -> None:
-        """Feed the streaming primary engine; its callbacks finish each message. Only a
-        failed message gets a task (for the fallback chain)."""
-        chain, slots, clock = self.chain, self._slots, trio.current_time
-        async with intake, decisions, trio.open_nursery() as fallbacks:
-
-            def finish(message: Message, verdict: Verdict, started: float) -> None:
-                latency_ms = (clock() - started) * 1000.0
-                self.latency.record(verdict.engine, verdict.route, latency_ms)
-                self.in_flight -= 1
-                try:
-                    decision = self.policy.decide(message, verdict, latency_ms)
-                except Exception as exc:  # runs in an engine's callback: never raise there
-                    self.message_failures += 1
-                    log.error("message %s failed: %s", message.id, describe(exc),
-                              exc_info=log.isEnabledFor(logging.DEBUG))
-                    self.in_flight += 1  # until the retry below has decided it
-                    try:
-                        fallbacks.start_soon(retry, message)
-                    except RuntimeError:  # the stage is gone (drain timeout): undecided
-                        return
-                    return
-                try:
-                    decisions.send_nowait(decision)
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    # An answer after the drain timeout stopped the stage: counted undecided.
-                    return
-                if self.in_flight == 0 and self._drained is not None:
-                    self._drained.set()
-
-            async def retry(message: Message) -> None:
-                # The second and last attempt, through the awaited path; its slot is freed
-                # here if it goes to the dead letters (no decision reaches the sink stage).
-                self.in_flight -= 1
-                decision = await self._decide(message, failed_before=1)
-                if decision is None:
-                    slots.release()
-                else:
-                    await decisions.send(decision)
-                if self.in_flight == 0 and self._drained is not None:
-                    self._drained.set()
-
-            async def fall_back(message: Message, started: float, error: EngineError) -> None:
-                finish(message, await chain.fall_back(message, error), started)
-
-            def answered(engine: Engine[Any], message: Message, started: float, lead: Lead,
-                         result: Verdict | EngineError) -> None:
-                chain.release(engine)
-                settled(message, started, result)
-                if isinstance(result, Verdict):
-                    chain.primary_answered(lead, result)
-                else:
-                    chain.primary_failed(lead, result)
-
-            def settled(message: Message, started: float, result: Verdict | EngineError) -> None:
-                if isinstance(result, Verdict):  # its own verdict, or an identical message's
-                    finish(message, result, started)
-                    return
-                try:
-                    fallbacks.start_soon(fall_back, message, started, result)
-                except RuntimeError:  # the stage is gone (drain timeout): undecided
-                    return
-
-            while True:
-                try:
-                    message = await next_item(intake)
-                except trio.EndOfChannel:
-                    break
-                try:
-                    slots.acquire_nowait()
-                except trio.WouldBlock:
-                    await slots.acquire()
-                self.in_flight += 1
-                started = clock()
-                if message.verdict is not None:  # the source brought it: no engine is asked
-                    finish(message, message.verdict, started)
-                    continue
-                claim = chain.claim(message, partial(settled, message, started))
-                if isinstance(claim, Verdict):
-                    finish(message, claim, started)
-                elif claim is not None:  # it leads: identical messages wait for its answer
-                    engine = chain.acquire_primary()  # each time: a reload may replace it
-                    on_result = partial(answered, engine, message, started, claim)
-                    if not isinstance(engine, StreamingEngine):  # replace_engine refuses it
-                        on_result(EngineError(f"engine {engine.name} does not stream"))
-                        continue
-                    try:
-                        await engine.submit(message, on_result)
-                    except Exception as exc:  # a bug in the engine: the fallback decides
-                        log.error("engine %s failed to take message %s: %s", engine.name,
-                                  message.id, describe(exc),
-                                  exc_info=log.isEnabledFor(logging.DEBUG))
-                        on_result(EngineError(describe(exc)))
-            if self.in_flight:
-                self._drained = trio.Event()
-                await self._drained.wait()

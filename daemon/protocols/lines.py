@@ -124,7 +124,7 @@ def parse_input_record(
     if not isinstance(metadata, dict):
         raise InputError(f"'metadata' must be an object, found {type(metadata).__name__}")
     images = record.get("images") or []
-    if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+    if images and (not isinstance(images, list) or not all(isinstance(i, str) for i in images)):
         raise InputError("'images' must be an array of URL strings")
     channel = _optional_str(record, "channel")
     return Message(
