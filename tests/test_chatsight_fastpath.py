@@ -170,14 +170,15 @@ def test_parse_result_on_python_values_matches_the_plain_one(response: dict[str,
         assert all(type(n) is float and math.isfinite(n) for n in group.values())
 
 
-def test_a_group_of_finite_floats_is_carried_through_without_a_copy() -> None:
-    response = orjson.loads(as_bytes(BENCH_REPLY))["response"]
-    result = parse_result(response)
-    assert result.scores["engine1"] is response["engine1"]
-    assert result.scores["engine2"] == {"raceInvocation": 0.00004, "vulgar": 0.1}
-    assert "engine3" not in result.scores  # {"invoked": false} holds no number
-    # A non-finite float (possible in a Python value, never from orjson) is not carried.
-    mixed = {"a": 0.5, "b": math.inf}
+def test_the_documented_reply_shape_keeps_its_numbers_only() -> None:
+    result = parse_ws_reply(as_bytes(BENCH_REPLY))
+    assert result.reference == "abc-1"
+    assert result.result is not None
+    assert result.result.scores == {
+        "engine1": {"raceInvocation": 0.0001, "politicalLanguage": 0.0026, "baseline": 0.9},
+        "engine2": {"raceInvocation": 0.00004, "vulgar": 0.1}}  # no text, no engine3
+    # A non-finite float (possible in a Python value, never from orjson) is no score.
+    mixed = {"a": 0.5, "b": math.inf, "c": math.nan}
     assert parse_result({"suggestedAction": "pass", "engine1": mixed}).scores == {
         "engine1": {"a": 0.5}}
 

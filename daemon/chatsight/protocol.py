@@ -120,23 +120,23 @@ def parse_result(response: Any) -> ChatsightResult:
 
 
 def _numbers(values: dict[Any, Any]) -> dict[Any, float]:
-    """The finite numbers among ``values`` (numeric strings read as numbers), in order.
-
-    A group of finite floats only (engine1's usually) is ``values`` itself: the reply's own
-    dict, which nothing else holds, carried through to the decision line without a copy."""
-    for value in values.values():
-        # ``v - v`` is 0.0 (false) only for a finite float: one test, no call.
-        if type(value) is not float or value - value:
-            break
-    else:
-        return values
+    """The finite numbers among ``values`` (numeric strings read as numbers), in order."""
+    # One type test per value, and a call only for a text (remembered) or an odd type: the
+    # fastest form measured on Chatsight's reply shape (a group of floats, one with a text,
+    # one with a boolean). Returning a group of floats uncopied measured no faster: proving
+    # it needs the same pass over the values.
     numbers: dict[Any, float] = {}
     for key, value in values.items():
-        if type(value) is float and value - value == 0.0:
-            numbers[key] = value
-        elif (number := (_text_number(value) if type(value) is str
-                         and len(value) <= TEXT_NUMBER_MAX_LENGTH
-                         else as_number(value))) is not None:
+        kind = type(value)
+        if kind is float:
+            if value - value == 0.0:  # finite (NaN or infinity give NaN)
+                numbers[key] = value
+            continue
+        if kind is bool or value is None:
+            continue
+        number = (_text_number(value) if kind is str and len(value) <= TEXT_NUMBER_MAX_LENGTH
+                  else as_number(value))
+        if number is not None:
             numbers[key] = number
     return numbers
 
