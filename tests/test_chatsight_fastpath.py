@@ -117,7 +117,8 @@ GROUP = st.dictionaries(st.sampled_from(["baseline", "vulgar", "aggressive", "in
 SUGGESTED = (st.tuples(st.sampled_from(["pass", "flag", "Delete ", "shrug", ""]),
                        SCORE_VALUES).map(list)
              | st.sampled_from(["pass", "FLAG"]) | st.lists(SCORE_VALUES, max_size=2))
-REFERENCE = st.text(max_size=8) | st.integers() | st.booleans() | st.none()
+REFERENCE = (st.text(max_size=8) | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+             | st.booleans() | st.none())
 SHAPED_RESPONSE = st.fixed_dictionaries(
     {"suggestedAction": SUGGESTED},
     optional={"engine1": GROUP, "engine2": GROUP, "engine3": GROUP | JSON,
