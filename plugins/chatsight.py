@@ -429,9 +429,14 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if not self.config.send_metadata:
             return None, 0
         context = _context(message)
-        if not message.metadata:  # the common case: nothing to merge or trim
+        metadata = message.metadata
+        if not metadata:  # the common case: nothing to merge or trim
             return context, 0
-        own = {k: v for k, v in message.metadata.items() if k not in context}
+        if len(metadata) + len(context) <= MAX_METADATA_KEYS:
+            # Everything fits: one merge, no trimming; the context keys first, and theirs the
+            # values when the message has keys of the same names.
+            return {**context, **metadata, **context}, 0
+        own = {k: v for k, v in metadata.items() if k not in context}
         kept, _ = trim_metadata(own, MAX_METADATA_KEYS - len(context))
         return {**context, **kept}, len(own) - len(kept)
 

@@ -6,6 +6,7 @@
 - Requests queued without a coroutine each: the queue still pushes back above its high water.
 - ``ChatsightEngine.submit_many`` against the sandbox: each message answered once, the window
   respected, HTTP when the socket is down, a stopped engine failing what it holds.
+- Metadata that fits is merged in one step, to what the trimming path gives.
 """
 
 from __future__ import annotations
@@ -27,14 +28,17 @@ from hypothesis import strategies as st
 from chatmod.chatsight import protocol
 from chatmod.chatsight.protocol import (
     KNOWN_ACTIONS,
+    MAX_METADATA_KEYS,
     SCORE_GROUPS,
     TEXT_NUMBER_MAX_LENGTH,
     parse_result,
     parse_ws_reply,
 )
 from chatmod.chatsight.ws_client import ABNORMAL_CLOSURE, HIGH_WATER
+from chatmod.config.schema import Secret
 from chatmod.core.model import JOIN_EVENT, Message, Verdict
 from chatmod.errors import ConnectionLost, EngineError, ProtocolError
+from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
 from chatmod.protocols.replies import as_number, json_object
 
 from .helpers import eventually
@@ -342,3 +346,25 @@ async def test_a_message_waiting_for_its_window_when_the_engine_stops_gets_an_er
         await eventually(lambda: len(answers) == 2)
     assert [mid for mid, _ in answers] == ["m-0", "second"]
     assert all(isinstance(result, EngineError) for _, result in answers)
+
+
+def test_metadata_that_fits_is_merged_as_the_trimming_path_would() -> None:
+    engine = engine_for_config()
+    context = {"chatmod_id": "m-1", "chatmod_source": "irc", "chatmod_channel": "#a"}
+    for own in ({"room": "r1"}, {"chatmod_id": "forged", "z": 1, "a": 2},
+                {f"k{i:02d}": i for i in range(17)},  # exactly 20 with the context
+                {f"k{i:02d}": i for i in range(18)},  # one over: trimmed
+                {"chatmod_source": "x", **{f"k{i:02d}": i for i in range(17)}}):
+        message = Message(id="m-1", text="t", source="irc", channel="#a", metadata=own)
+        kept = {k: v for k, v in own.items() if k not in context}
+        trimmed = dict(sorted(kept.items())[:MAX_METADATA_KEYS - len(context)]) if len(
+            kept) > MAX_METADATA_KEYS - len(context) else kept
+        expected = {**context, **trimmed}
+        metadata, left_out = engine._metadata(message)
+        assert metadata is not None
+        assert list(metadata.items()) == list(expected.items())  # order too: context first
+        assert left_out == len(kept) - len(trimmed)
+
+
+def engine_for_config() -> ChatsightEngine:
+    return ChatsightEngine("chatsight", ChatsightConfig(api_key=Secret("t", "key")))
