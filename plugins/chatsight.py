@@ -255,7 +255,9 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         waits (the websocket's deadlines need no finer time) and no coroutine per message;
         ``on_result(message, result)`` gets each first answer. Waits, as :meth:`submit` does,
         while ``max_in_flight`` requests are outstanding or the socket's queue is full; what
-        was queued before the wait is being sent meanwhile."""
+        was queued before the wait is being sent meanwhile. Cancelled during such a wait, the
+        messages not reached yet get no answer (they were not taken, as with :meth:`submit`);
+        each one reached gets exactly one."""
         now: float | None = None
         window = self._window
         for message in messages:
