@@ -344,7 +344,7 @@ async def test_a_message_waiting_for_its_window_when_the_engine_stops_gets_an_er
         running.cancel_scope.cancel()
     with trio.fail_after(10):
         await eventually(lambda: len(answers) == 2)
-    assert [mid for mid, _ in answers] == ["m-0", "second"]
+    assert sorted(mid for mid, _ in answers) == ["m-0", "second"]
     assert all(isinstance(result, EngineError) for _, result in answers)
 
 
@@ -368,3 +368,25 @@ def test_metadata_that_fits_is_merged_as_the_trimming_path_would() -> None:
 
 def engine_for_config() -> ChatsightEngine:
     return ChatsightEngine("chatsight", ChatsightConfig(api_key=Secret("t", "key")))
+
+
+async def test_a_batch_cancelled_while_waiting_for_the_window_answers_only_what_it_took(
+    nursery: trio.Nursery,
+) -> None:
+    sandbox = await start_sandbox(nursery, drop_rate=1.0)  # the websocket never answers
+    engine = engine_for(sandbox, max_in_flight=2)
+    answers, on_result = collector()
+    async with trio.open_nursery() as running:
+        await running.start(engine.run)
+        with trio.move_on_after(10) as waited:
+            async with trio.open_nursery() as batch:
+                batch.start_soon(engine.submit_many, texts(5), on_result)
+                await eventually(lambda: sandbox.stats["ws_requests"] == 2)
+                await trio.testing.wait_all_tasks_blocked()
+                batch.cancel_scope.cancel()  # the third message waits for the window
+        assert not waited.cancelled_caught
+        assert answers == []
+        assert len(engine.table) == 2
+        running.cancel_scope.cancel()  # stopping fails what the engine holds (any order)
+    assert sorted(mid for mid, _ in answers) == ["m-0", "m-1"]
+    assert all(isinstance(result, EngineError) for _, result in answers)
