@@ -95,6 +95,24 @@ class ChatsightSocket:
         except ConnectionLost:
             raise ConnectionLost("websocket closed", peer=PEER) from None
 
+    def queue(self, payload: bytes) -> bool:
+        """:meth:`send` without waiting: queue one request (UTF-8 JSON). True when too much is
+        queued: the caller must then await :meth:`wait_drained` before queueing more.
+        :class:`ConnectionLost` if there is no open connection."""
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLost("websocket not connected", peer=PEER)
+        try:
+            return ws.queue_text(payload)
+        except ConnectionLost:
+            raise ConnectionLost("websocket closed", peer=PEER) from None
+
+    async def wait_drained(self) -> None:
+        """Until the connection's writer took what is queued (at once when it closed)."""
+        ws = self._ws
+        if ws is not None:
+            await ws.wait_drained()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Connect, serve, reconnect, until cancelled. Ready once the first attempt ended, so
         early messages use the socket when it can be had."""

@@ -141,13 +141,24 @@ class WsConnection:
     async def send_text(self, text: str | bytes) -> None:
         """Queue a text message (``bytes``: already UTF-8); waits only while too much is
         queued already."""
+        if self.queue_text(text.encode() if isinstance(text, str) else text):
+            await self.wait_drained()
+
+    def queue_text(self, payload: bytes) -> bool:
+        """Queue a text message (UTF-8) without waiting: the sender's path with no coroutine
+        per message. True when more than :data:`HIGH_WATER` bytes are queued: the caller must
+        then :meth:`wait_drained` before queueing more (backpressure).
+        :class:`~chatmod.errors.ConnectionLost` when the connection is closed."""
         if self.close_code is not None:
             raise ConnectionLost(f"connection closed ({self.close_code})", peer=PEER)
-        payload = text.encode() if isinstance(text, str) else text
         self._texts.append(payload)
         self._queued_bytes += len(payload)
         self._has_output.set()
-        if self._queued_bytes > HIGH_WATER:
+        return self._queued_bytes > HIGH_WATER
+
+    async def wait_drained(self) -> None:
+        """Until the writer took what is queued, or the connection ended."""
+        if self._queued_bytes > HIGH_WATER and self.close_code is None:
             if self._drained.is_set():
                 self._drained = trio.Event()
             await self._drained.wait()
