@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import urllib.parse
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +41,7 @@ from chatmod.chatsight.protocol import (
 from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
-from chatmod.core.interfaces import ResultCallback, StreamingEngine
+from chatmod.core.interfaces import BatchResultCallback, ResultCallback, StreamingEngine
 from chatmod.core.model import JOIN_EVENT, Message, Verdict
 from chatmod.errors import AuthRejected, ConfigError, ConnectionLost, EngineError
 
@@ -248,20 +248,19 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             await self.socket.wait_drained()
 
     async def submit_many(
-        self, messages: Sequence[Message],
-        on_result: Callable[[Message, Verdict | EngineError], None],
+        self, messages: Sequence[Message], on_result: BatchResultCallback
     ) -> None:
         """:meth:`submit` for each message, in order, with one clock read while nothing
         waits (the websocket's deadlines need no finer time) and no coroutine per message;
-        ``on_result(message, result)`` gets each first answer. Waits, as :meth:`submit` does,
+        ``on_result(index, result)`` gets each first answer. Waits, as :meth:`submit` does,
         while ``max_in_flight`` requests are outstanding or the socket's queue is full; what
         was queued before the wait is being sent meanwhile. Cancelled during such a wait, the
         messages not reached yet get no answer (they were not taken, as with :meth:`submit`);
         each one reached gets exactly one."""
         now: float | None = None
         window = self._window
-        for message in messages:
-            answer = functools.partial(on_result, message)
+        for index, message in enumerate(messages):
+            answer = functools.partial(on_result, index)
             tasks = self._tasks
             if tasks is None:
                 answer(EngineError(f"engine {self.name} is not running"))

@@ -15,6 +15,7 @@ import contextlib
 import copy
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -253,6 +254,11 @@ def collector() -> tuple[list[tuple[str, Verdict | EngineError]], Any]:
     return answers, on_result
 
 
+def by_index(batch: Sequence[Message], on_result: Any) -> Any:
+    """submit_many's callback (the index in the batch) for a per-message ``on_result``."""
+    return lambda index, result: on_result(batch[index], result)
+
+
 async def test_submit_many_answers_each_message_once_within_the_window(
     nursery: trio.Nursery,
 ) -> None:
@@ -269,7 +275,7 @@ async def test_submit_many_answers_each_message_once_within_the_window(
         on_result(message, result)
 
     with trio.fail_after(30):
-        await engine.submit_many(messages, counting)  # waits for the window on the way
+        await engine.submit_many(messages, by_index(messages, counting))  # waits for the window on the way
         await eventually(lambda: len(answers) == len(messages), within=30)
     assert Counter(mid for mid, _ in answers) == Counter(m.id for m in messages)
     for message_id, result in answers:
@@ -293,7 +299,7 @@ async def test_submit_many_with_the_socket_off_goes_over_http_and_answers_joins(
     batch = [*texts(4), Message(id="j", text="bob", source="test", author="bob",
                                 event=JOIN_EVENT)]
     with trio.fail_after(30):
-        await engine.submit_many(batch, on_result)
+        await engine.submit_many(batch, by_index(batch, on_result))
         await eventually(lambda: len(answers) == 5, within=30)
     routes = {}
     for message_id, result in answers:
@@ -311,7 +317,8 @@ async def test_submit_many_on_a_stopped_engine_fails_each_message(
     engine = engine_for(sandbox)  # never started
     answers, on_result = collector()
     with trio.fail_after(5):
-        await engine.submit_many(texts(3), on_result)
+        three = texts(3)
+        await engine.submit_many(three, by_index(three, on_result))
     assert [mid for mid, _ in answers] == ["m-0", "m-1", "m-2"]
     assert all(isinstance(result, EngineError) for _, result in answers)
 
@@ -380,7 +387,8 @@ async def test_a_batch_cancelled_while_waiting_for_the_window_answers_only_what_
         await running.start(engine.run)
         with trio.move_on_after(10) as waited:
             async with trio.open_nursery() as batch:
-                batch.start_soon(engine.submit_many, texts(5), on_result)
+                five = texts(5)
+                batch.start_soon(engine.submit_many, five, by_index(five, on_result))
                 await eventually(lambda: sandbox.stats["ws_requests"] == 2)
                 await trio.testing.wait_all_tasks_blocked()
                 batch.cancel_scope.cancel()  # the third message waits for the window
