@@ -125,9 +125,11 @@ def _join_spaced_letters(tokens: list[str]) -> list[str]:
         if run and (end := _SPELT_LAST.match(token)) is not None:
             close_run(end.group(1), end.group(2))
             continue
-        close_run()
+        if run:  # most tokens are words with no spelt run before them
+            close_run()
         joined.append(token)
-    close_run()
+    if run:
+        close_run()
     return joined
 
 
