@@ -17,6 +17,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from chatmod import textnorm
 from chatmod.abuse import prefilter
 from chatmod.abuse.detect import LEXICON_FILE, Lexicon
 from chatmod.abuse.prefilter import Alternative, GatedRegex, KnownKeys, line_keys
@@ -195,3 +196,23 @@ def test_a_mutant_prefilter_is_caught(monkeypatch: pytest.MonkeyPatch, name: str
                                       mutant: Callable[..., object]) -> None:
     monkeypatch.setattr(prefilter, name, mutant)
     assert _labelled_or_obfuscated_differ(Lexicon(TABLE)) != []
+
+
+def _deobfuscated_token_by_token(text: str) -> str:
+    """textnorm.deobfuscate without its fast path for words of letters only."""
+    groups = []
+    for group in re.split(r"\s{2,}", text):
+        tokens = textnorm._join_spaced_letters(
+            [token for token in textnorm.fold(group).split(" ") if token])
+        groups.append(" ".join(textnorm._unleet(token) for token in tokens))
+    return " ".join(g for g in groups if g)
+
+
+@given(st.one_of(OBFUSCATED_LINES, st.text()))
+@example("f u c k  y o u")
+@example("a b c")
+@example("hello  world")
+@example("a\x0b\x0cb")
+def test_folding_once_folds_and_deobfuscates_as_before(text: str) -> None:
+    assert textnorm.fold_and_deobfuscate(text) == (
+        textnorm.fold(text), _deobfuscated_token_by_token(text))

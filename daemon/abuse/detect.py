@@ -21,7 +21,7 @@ from typing import Any
 from chatmod.abuse.alternation import alternation as _alternation
 from chatmod.abuse.alternation import top_level_branches as _top_level_branches
 from chatmod.abuse.prefilter import Alternative, GatedRegex, KnownKeys, LineKeys, line_keys
-from chatmod.textnorm import deobfuscate, fold, squeeze_repeats
+from chatmod.textnorm import fold_and_deobfuscate, squeeze_repeats
 
 LEXICON_FILE = "lexicon.toml"
 # Words at least this long may be split by a space and still match ("nig ger").
@@ -163,10 +163,12 @@ class _Category:
               canonical_keys: LineKeys | None) -> str | None:
         """The text the words (on ``deobfuscated``) or else the patterns (on ``canonical``)
         match; the keys are those of the texts (None: unknown)."""
-        for pattern, text, keys in ((self.words, deobfuscated, deobfuscated_keys),
-                                    (self.patterns, canonical, canonical_keys)):
-            if pattern is not None and (found := pattern.search(text, keys)) is not None:
-                return found.group(0)
+        if self.words is not None and (
+                found := self.words.search(deobfuscated, deobfuscated_keys)) is not None:
+            return found.group(0)
+        if self.patterns is not None and (
+                found := self.patterns.search(canonical, canonical_keys)) is not None:
+            return found.group(0)
         return None
 
 
@@ -223,7 +225,8 @@ class Lexicon:
     def assess(self, text: str) -> Assessment:
         """The strongest category ``text`` (its first :data:`MAX_ASSESSED_CHARS`) matches."""
         text = text[:MAX_ASSESSED_CHARS]
-        deobfuscated = deobfuscate(text).replace("'", "").replace("\u2019", "")
+        folded, deobfuscated = fold_and_deobfuscate(text)
+        deobfuscated = deobfuscated.replace("'", "").replace("\u2019", "")
         if self._variants is not None:  # "phuck", "fuk", "biatch": the word they spell
             deobfuscated = self._variants.sub(
                 lambda m: self._variant_roots[m.group(0)], deobfuscated)
@@ -243,7 +246,6 @@ class Lexicon:
             matched = category.match(deobfuscated, canonical, keys, keys)
             if matched is not None:
                 found.append((category.score, category.name, matched))
-        folded = fold(text)
         model_text, model_keys = canonical, keys
         if self._harmless is not None:  # "Moby Dick" says no "dick"
             model_text = self._harmless.sub(" ", model_text, keys)
@@ -311,6 +313,8 @@ class Lexicon:
 
     def _links(self, folded: str) -> list[tuple[float, str, str]]:
         found: list[tuple[float, str, str]] = []
+        if "." not in folded and ":" not in folded:
+            return found  # a link has "www." or "://" or a dotted name
         for match in URL.finditer(folded):
             link = match.group(0)
             host_match = URL_HOST.match(link)
@@ -337,7 +341,8 @@ class Lexicon:
         phrase = _repeated_phrase(words) if len(set(words)) < len(words) else None
         if phrase is not None:
             return [(self._spam_score, SPAM, phrase)]
-        if len(words) >= SHOUTED_WORDS:  # the letters only of a line long enough to shout
+        # The letters only of a line long enough to shout (most lines have few capitals).
+        if len(words) >= SHOUTED_WORDS and sum(map(str.isupper, text)) >= SHOUTED_LETTERS:
             letters = [c for c in text if c.isalpha()]
             if len(letters) >= SHOUTED_LETTERS and all(c.isupper() for c in letters):
                 return [(self._spam_score, SPAM, text[:20])]

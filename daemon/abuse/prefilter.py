@@ -228,6 +228,10 @@ class GatedRegex:
     def search(self, text: str, line: LineKeys | None) -> re.Match[str] | None:
         """``combined.search(text)``; ``line`` must be the keys of ``text`` or of the same
         text with its repeats squeezed (or None)."""
+        # The commonest case first, inline: the line has none of the keys.
+        if (line is not None and not self._always and line.keys.isdisjoint(self.keys)
+                and not (self._masks and line.masked)):
+            return None
         possible = self.possible(line)
         if possible is None or len(possible) > MOST_SEPARATE_SEARCHES:
             return self.combined.search(text)
