@@ -18,7 +18,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from chatmod import textnorm
-from chatmod.abuse import prefilter
+from chatmod.abuse import copypasta, prefilter
 from chatmod.abuse.detect import LEXICON_FILE, Lexicon
 from chatmod.abuse.prefilter import Alternative, GatedRegex, KnownKeys, line_keys
 
@@ -216,3 +216,32 @@ def _deobfuscated_token_by_token(text: str) -> str:
 def test_folding_once_folds_and_deobfuscates_as_before(text: str) -> None:
     assert textnorm.fold_and_deobfuscate(text) == (
         textnorm.fold(text), _deobfuscated_token_by_token(text))
+
+
+def _repeated_phrase_scanned(words: list[str]) -> str | None:
+    """copypasta.repeated_phrase without its early exit (no pair of words said twice)."""
+    words = [word.strip(".,!?;:") for word in words[:copypasta.MAX_PHRASE_SCAN_WORDS]]
+    for size in range(copypasta.REPEATED_PHRASE_WORDS - 1, copypasta.LONGEST_REPEATED_PHRASE + 1):
+        needed = (copypasta.REPEATED_PHRASE_TIMES if size >= copypasta.REPEATED_PHRASE_WORDS
+                  else copypasta.REPEATED_PAIR_TIMES)
+        last_start: dict[tuple[str, ...], int] = {}
+        times: dict[tuple[str, ...], int] = {}
+        for start in range(len(words) - size + 1):
+            gram = tuple(words[start:start + size])
+            if start - last_start.get(gram, -size) < size:
+                continue
+            last_start[gram] = start
+            times[gram] = times.get(gram, 0) + 1
+            phrase = " ".join(gram)
+            if (times[gram] >= needed and len(phrase) >= copypasta.REPEATED_PHRASE_CHARS
+                    and len(set(gram)) > 1):
+                return phrase
+    return None
+
+
+@given(st.lists(st.sampled_from(["mods", "ban", "me", "me!", "please", "now", "lol", "gg"]),
+                max_size=24))
+@example(["mods", "ban", "me", "please", "mods", "ban", "me", "please"])
+@example(["ban", "me", "ban", "me", "ban", "me", "now"])
+def test_the_copypasta_scan_stops_early_only_when_nothing_repeats(words: list[str]) -> None:
+    assert copypasta.repeated_phrase(words) == _repeated_phrase_scanned(words)

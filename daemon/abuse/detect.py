@@ -20,6 +20,7 @@ from typing import Any
 
 from chatmod.abuse.alternation import alternation as _alternation
 from chatmod.abuse.alternation import top_level_branches as _top_level_branches
+from chatmod.abuse.copypasta import repeated_phrase
 from chatmod.abuse.prefilter import Alternative, GatedRegex, KnownKeys, LineKeys, line_keys
 from chatmod.textnorm import fold_and_deobfuscate, squeeze_repeats
 
@@ -60,14 +61,7 @@ EXCLAIMING = frozenset(("what", "such", "so", "quel", "quelle", "que"))
 EXCLAMATION = re.compile(r"^(?:que|what an?|so ein|quel|quelle|such a)\b|\bque pariu\b")
 # Spam shapes: one word said again and again, a syllable drummed, one character held down.
 REPEATED_WORD_TIMES = 5
-# Copypasta: a phrase of three words (or symbol groups) or more said at least twice, or of two
-# said three times...
-REPEATED_PHRASE_WORDS = 3
-REPEATED_PHRASE_TIMES = 2
-REPEATED_PAIR_TIMES = 3
-REPEATED_PHRASE_CHARS = 14
-LONGEST_REPEATED_PHRASE = 6
-MAX_PHRASE_SCAN_WORDS = 200  # a chat line's worth; the scan costs words x phrase sizes
+# Copypasta (a phrase said twice, two words said three times): chatmod.abuse.copypasta;
 # ...and shouting: a line this long written in capitals only.
 SHOUTED_LETTERS = 30
 SHOUTED_WORDS = 6
@@ -333,12 +327,13 @@ class Lexicon:
     def _spam(self, text: str, canonical: str,
               keys: LineKeys | None) -> list[tuple[float, str, str]]:
         words = canonical.split()
-        if len(words) >= REPEATED_WORD_TIMES:
+        distinct = len(set(words))
+        if len(words) - distinct >= REPEATED_WORD_TIMES - 1:  # a word may be said 5 times
             word, times = Counter(words).most_common(1)[0]
             if times >= REPEATED_WORD_TIMES:
                 return [(self._spam_score, SPAM, word)]
         # A phrase said twice needs a word said twice: most lines have none.
-        phrase = _repeated_phrase(words) if len(set(words)) < len(words) else None
+        phrase = repeated_phrase(words) if distinct < len(words) else None
         if phrase is not None:
             return [(self._spam_score, SPAM, phrase)]
         # The letters only of a line long enough to shout (most lines have few capitals).
@@ -358,29 +353,6 @@ def _says_what_something_is(words: list[str]) -> bool:
     """ "lifes a bitch", "hes a clown": a subject, then "a" (not "what a", "such a")."""
     return any(word in ("a", "an") and words[index - 1] not in EXCLAIMING
                for index, word in enumerate(words) if index)
-
-
-def _repeated_phrase(words: list[str]) -> str | None:
-    """A phrase of :data:`REPEATED_PHRASE_WORDS` to :data:`LONGEST_REPEATED_PHRASE` words and
-    at least :data:`REPEATED_PHRASE_CHARS` characters said :data:`REPEATED_PHRASE_TIMES` times
-    (a pair of words: :data:`REPEATED_PAIR_TIMES`) or more without overlapping (copypasta,
-    "mods ban me ... mods ban me ..."); short chants ("gg wp gg wp") are not copypasta."""
-    words = [word.strip(".,!?;:") for word in words[:MAX_PHRASE_SCAN_WORDS]]
-    for size in range(REPEATED_PHRASE_WORDS - 1, LONGEST_REPEATED_PHRASE + 1):
-        needed = REPEATED_PHRASE_TIMES if size >= REPEATED_PHRASE_WORDS else REPEATED_PAIR_TIMES
-        last_start: dict[tuple[str, ...], int] = {}
-        times: Counter[tuple[str, ...]] = Counter()
-        for start in range(len(words) - size + 1):
-            gram = tuple(words[start:start + size])
-            if start - last_start.get(gram, -size) < size:
-                continue
-            last_start[gram] = start
-            times[gram] += 1
-            phrase = " ".join(gram)
-            if (times[gram] >= needed and len(phrase) >= REPEATED_PHRASE_CHARS
-                    and len(set(gram)) > 1):
-                return phrase
-    return None
 
 
 def _variant_pattern(variants: Mapping[str, Iterable[str]]) -> re.Pattern[str] | None:
