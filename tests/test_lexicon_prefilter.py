@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 
 import orjson
@@ -21,6 +21,7 @@ from chatmod import textnorm
 from chatmod.abuse import copypasta, prefilter
 from chatmod.abuse.detect import LEXICON_FILE, Lexicon
 from chatmod.abuse.prefilter import Alternative, GatedRegex, KnownKeys, line_keys
+from chatmod.plugins.local import score_batch
 
 from .helpers import REPO
 
@@ -245,3 +246,18 @@ def _repeated_phrase_scanned(words: list[str]) -> str | None:
 @example(["ban", "me", "ban", "me", "ban", "me", "now"])
 def test_the_copypasta_scan_stops_early_only_when_nothing_repeats(words: list[str]) -> None:
     assert copypasta.repeated_phrase(words) == _repeated_phrase_scanned(words)
+
+
+def test_a_raid_batch_asks_the_model_once_per_distinct_text() -> None:
+    asked: list[list[str]] = []
+
+    def predictor(texts: Sequence[str]) -> Sequence[float]:
+        asked.append(list(texts))
+        return [0.8 if "fuck" in t else 0.1 for t in texts]
+
+    raid = ["fuck you", "FUCK YOU", "f u c k  y o u", "fuuuck you", "hello", "sick play!"]
+    together = score_batch(raid, predictor, FILTERED, normalise=True)
+    # The variants leave one text for the model; "sick play!" leaves nothing to score.
+    assert asked == [["fuck you", "hello"]]
+    alone = [score_batch([text], predictor, FILTERED, normalise=True)[0] for text in raid]
+    assert together == alone
