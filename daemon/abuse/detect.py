@@ -276,7 +276,7 @@ class Lexicon:
                  and not any(word in NOT_ADDRESSED for word in words)
                  and not _says_what_something_is(words))
         name_calling = short and EXCLAMATION.search(canonical) is None
-        aimed = name_calling or mentions or any(word in TARGET_WORDS for word in words)
+        aimed = name_calling or mentions or not TARGET_WORDS.isdisjoint(words)
         canonical, canonical_keys = harmless_removed, harmless_removed_keys
         if self._harmless is not None:
             kept = self._harmless.sub(" ", deobfuscated, keys)

@@ -47,7 +47,8 @@ _COMMON_SLICES = frozenset((
     "his", "was", "wa", "ha", "hi", "ll", "ol", "lo", "gg", "lol", "ga", "am", "ame", "gam",
 ))
 _COMMON_SLICE_PENALTY = 1000
-_RUNS = re.compile(r"(.)\1+", re.DOTALL)
+# A character the same character follows: deleting each leaves every run written once.
+_DOUBLED = re.compile(r"(.)(?=\1)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,7 @@ class LineKeys:
 
 def collapsed(text: str) -> str:
     """``text`` without whitespace, each run of one character written once."""
-    return _RUNS.sub(r"\1", "".join(text.split()))
+    return _DOUBLED.sub("", "".join(text.split()))
 
 
 @dataclass(frozen=True, slots=True)
