@@ -125,9 +125,11 @@ def _join_spaced_letters(tokens: list[str]) -> list[str]:
         if run and (end := _SPELT_LAST.match(token)) is not None:
             close_run(end.group(1), end.group(2))
             continue
-        close_run()
+        if run:  # most tokens are words with no spelt run before them
+            close_run()
         joined.append(token)
-    close_run()
+    if run:
+        close_run()
     return joined
 
 
@@ -135,12 +137,28 @@ def deobfuscate(text: str) -> str:
     """:func:`fold`, then leetspeak undone inside words and spaced-out letters joined
     (``f u c k  y o u`` -> ``fuck you``); repeated letters are kept (``niggger`` is not
     ``niger``)."""
+    return fold_and_deobfuscate(text)[1]
+
+
+def fold_and_deobfuscate(text: str) -> tuple[str, str]:
+    """:func:`fold` and :func:`deobfuscate` of ``text``, folding it once."""
     # Two or more spaces part words spelt out letter by letter: "f u c k  y o u".
     groups = []
-    for group in _WIDE_SPACE.split(text):
-        tokens = _join_spaced_letters([token for token in fold(group).split(" ") if token])
+    parts = _WIDE_SPACE.split(text)
+    folded_parts = [fold(part) for part in parts]
+    for folded in folded_parts:
+        tokens = [token for token in folded.split(" ") if token]
+        if folded.replace(" ", "").isalpha():  # words of letters only: no leetspeak to undo
+            if all(len(token) > 1 for token in tokens):  # ...and no letter spelt alone
+                groups.append(folded)
+                continue
+            groups.append(" ".join(_join_spaced_letters(tokens)))
+            continue
+        tokens = _join_spaced_letters(tokens)
         groups.append(" ".join(_unleet(token) for token in tokens))
-    return " ".join(g for g in groups if g)
+    # One group (no wide space) folds as the whole text does.
+    folded_text = folded_parts[0] if len(parts) == 1 else fold(text)
+    return folded_text, " ".join(g for g in groups if g)
 
 
 def squeeze_repeats(text: str) -> str:

@@ -95,12 +95,12 @@ def score_batch(texts: Sequence[str], predictor: Predictor, lexicon: Lexicon | N
     assessments = [assessed[t] for t in texts]
     model_texts = [a.model_text if normalise else t for a, t in zip(assessments, texts,
                                                                      strict=True)]
-    # A line that is only harmless phrases ("sick play!") has nothing left for the model.
-    asked = [i for i, t in enumerate(model_texts) if any(c.isalnum() for c in t)]
-    probabilities = [0.0] * len(texts)
-    if asked:
-        for i, p in zip(asked, predictor([model_texts[i] for i in asked]), strict=True):
-            probabilities[i] = float(p)
+    # A line that is only harmless phrases ("sick play!") has nothing left for the model, and
+    # obfuscated variants of one line ("fuuuck you", "f u c k you") leave the same text: the
+    # model scores each distinct text once (a row's probability depends on that row only).
+    asked = list(dict.fromkeys(t for t in model_texts if any(c.isalnum() for c in t)))
+    scored_texts = dict(zip(asked, predictor(asked), strict=True)) if asked else {}
+    probabilities = [float(scored_texts.get(t, 0.0)) for t in model_texts]
     scored = []
     for assessment, probability in zip(assessments, probabilities, strict=True):
         details: dict[str, Any] = {"profanity": round(probability, SCORE_DECIMALS)}

@@ -85,7 +85,7 @@ async def test_batch_window_gathers_messages_arriving_close_together(
 
     async def trickle(nursery: trio.Nursery) -> None:
         for i in range(5):
-            nursery.start_soon(engine.moderate, msg(i, "x"))
+            nursery.start_soon(engine.moderate, msg(i, f"x {i}"))
             await trio.sleep(0.001)
 
     async with trio.open_nursery() as nursery:

@@ -20,7 +20,9 @@ from typing import Any
 
 from chatmod.abuse.alternation import alternation as _alternation
 from chatmod.abuse.alternation import top_level_branches as _top_level_branches
-from chatmod.textnorm import deobfuscate, fold, squeeze_repeats
+from chatmod.abuse.copypasta import repeated_phrase
+from chatmod.abuse.prefilter import Alternative, GatedRegex, KnownKeys, LineKeys, line_keys
+from chatmod.textnorm import fold_and_deobfuscate, squeeze_repeats
 
 LEXICON_FILE = "lexicon.toml"
 # Words at least this long may be split by a space and still match ("nig ger").
@@ -59,14 +61,7 @@ EXCLAIMING = frozenset(("what", "such", "so", "quel", "quelle", "que"))
 EXCLAMATION = re.compile(r"^(?:que|what an?|so ein|quel|quelle|such a)\b|\bque pariu\b")
 # Spam shapes: one word said again and again, a syllable drummed, one character held down.
 REPEATED_WORD_TIMES = 5
-# Copypasta: a phrase of three words (or symbol groups) or more said at least twice, or of two
-# said three times...
-REPEATED_PHRASE_WORDS = 3
-REPEATED_PHRASE_TIMES = 2
-REPEATED_PAIR_TIMES = 3
-REPEATED_PHRASE_CHARS = 14
-LONGEST_REPEATED_PHRASE = 6
-MAX_PHRASE_SCAN_WORDS = 200  # a chat line's worth; the scan costs words x phrase sizes
+# Copypasta (a phrase said twice, two words said three times): chatmod.abuse.copypasta;
 # ...and shouting: a line this long written in capitals only.
 SHOUTED_LETTERS = 30
 SHOUTED_WORDS = 6
@@ -96,10 +91,11 @@ class Assessment:
     model_text: str
 
 
-def _word_pattern(words: Iterable[str], dispatch: bool = True) -> re.Pattern[str] | None:
+def _word_pattern(words: Iterable[str], dispatch: bool = True) -> GatedRegex | None:
     """Whole words, each letter allowed to repeat ("fuuuck"), spaces as any spacing."""
     alternatives = []
-    for word in sorted(set(words), key=len, reverse=True):
+    ordered = sorted(set(words), key=len, reverse=True)
+    for word in ordered:
         # A long word may be split by one space ("nig ger").
         gap = r"\s?" if len(word) >= MIN_SPLIT_WORD and " " not in word else ""
         parts = []
@@ -116,12 +112,16 @@ def _word_pattern(words: Iterable[str], dispatch: bool = True) -> re.Pattern[str
         alternatives.append(gap.join(parts))
     if not alternatives:
         return None
-    return re.compile(
+    combined = re.compile(
         rf"(?<![a-z])(?:{_alternation(alternatives) if dispatch else '|'.join(alternatives)})"
         rf"{WORD_ENDINGS}(?![a-z])")
+    # A match has the word's letters in order (the keys collapse repeats and spacing).
+    return GatedRegex(combined, [
+        Alternative.word(rf"(?<![a-z])(?:{alternative}){WORD_ENDINGS}(?![a-z])", word)
+        for word, alternative in zip(ordered, alternatives, strict=True)], masks=True)
 
 
-def _patterns(sources: Iterable[str], dispatch: bool = True) -> re.Pattern[str] | None:
+def _patterns(sources: Iterable[str], dispatch: bool = True) -> GatedRegex | None:
     """One regular expression for a list. The alternatives that start at a word boundary share
     one leading ``\\b``: the engine then skips a position inside a word at once instead of
     trying every alternative there (a lexicon of a few hundred patterns costs 2-3 times less)."""
@@ -135,7 +135,12 @@ def _patterns(sources: Iterable[str], dispatch: bool = True) -> re.Pattern[str] 
             others.append(source)
     parts = [rf"\b(?:{_alternation(at_word, dispatch)})"] if at_word else []
     parts.extend(f"(?:{source})" for source in others)
-    return re.compile("|".join(parts)) if parts else None
+    if not parts:
+        return None
+    # The one regex tries the word-boundary alternatives first, then the others.
+    alone = [rf"\b(?:{source})" for source in at_word] + [f"(?:{s})" for s in others]
+    return GatedRegex(re.compile("|".join(parts)), [Alternative.pattern(s) for s in alone],
+                      masks=False)
 
 
 WORD_BOUNDARY = r"\b"
@@ -145,22 +150,32 @@ WORD_BOUNDARY = r"\b"
 class _Category:
     name: str
     score: float
-    words: re.Pattern[str] | None
-    patterns: re.Pattern[str] | None
+    words: GatedRegex | None
+    patterns: GatedRegex | None
 
-    def match(self, deobfuscated: str, canonical: str) -> str | None:
-        for pattern, text in ((self.words, deobfuscated), (self.patterns, canonical)):
-            if pattern is not None and (found := pattern.search(text)) is not None:
-                return found.group(0)
+    def match(self, deobfuscated: str, canonical: str, deobfuscated_keys: LineKeys | None,
+              canonical_keys: LineKeys | None) -> str | None:
+        """The text the words (on ``deobfuscated``) or else the patterns (on ``canonical``)
+        match; the keys are those of the texts (None: unknown)."""
+        if self.words is not None and (
+                found := self.words.search(deobfuscated, deobfuscated_keys)) is not None:
+            return found.group(0)
+        if self.patterns is not None and (
+                found := self.patterns.search(canonical, canonical_keys)) is not None:
+            return found.group(0)
         return None
 
 
 class Lexicon:
     """The compiled lexicon; :meth:`assess` is thread-safe (it only reads)."""
 
-    def __init__(self, table: Mapping[str, Any], *, dispatch: bool = True) -> None:
+    def __init__(self, table: Mapping[str, Any], *, dispatch: bool = True,
+                 prefilter: bool = True) -> None:
         """``dispatch``: alternations grouped by first character (:func:`_alternation`);
-        False builds the plain alternations (the same matches; kept to prove it)."""
+        False builds the plain alternations (the same matches; kept to prove it).
+        ``prefilter``: skip the regexes a line's keys rule out (:mod:`chatmod.abuse.prefilter`);
+        False runs every one (the same matches; kept to prove it)."""
+        self._prefilter = prefilter
         self.categories = [
             _Category(name, float(section["score"]),
                       _word_pattern(section.get("words", ()), dispatch),
@@ -191,6 +206,10 @@ class Lexicon:
         self._variants = _variant_pattern(table["variants"])
         self._variant_roots = {spelling: root for root, spellings in table["variants"].items()
                                for spelling in spellings}
+        gated = [*(c.words for c in self.categories), *(c.patterns for c in self.categories),
+                 self._strong, self._needs_target, self._mild_alone, self._harmless,
+                 self._game_context, self._real_life, self._game_violence]
+        self._known_keys = KnownKeys.of(k for g in gated if g is not None for k in g.keys)
 
     @classmethod
     def shipped(cls) -> Lexicon:
@@ -200,36 +219,39 @@ class Lexicon:
     def assess(self, text: str) -> Assessment:
         """The strongest category ``text`` (its first :data:`MAX_ASSESSED_CHARS`) matches."""
         text = text[:MAX_ASSESSED_CHARS]
-        deobfuscated = deobfuscate(text).replace("'", "").replace("\u2019", "")
+        folded, deobfuscated = fold_and_deobfuscate(text)
+        deobfuscated = deobfuscated.replace("'", "").replace("\u2019", "")
         if self._variants is not None:  # "phuck", "fuk", "biatch": the word they spell
             deobfuscated = self._variants.sub(
                 lambda m: self._variant_roots[m.group(0)], deobfuscated)
         canonical = squeeze_repeats(deobfuscated)
+        keys = self._keys(canonical)  # the canonical line's keys serve the deobfuscated one
         # In-game violence ("ill shoot you first next round") is no threat; "irl" makes it one.
-        in_game = (self._game_context is not None and self._game_context.search(canonical)
-                   is not None and (self._real_life is None
-                                    or self._real_life.search(canonical) is None))
+        in_game = (self._game_context is not None
+                   and self._game_context.search(canonical, keys) is not None
+                   and (self._real_life is None
+                        or self._real_life.search(canonical, keys) is None))
         found: list[tuple[float, str, str]] = []
         for category in self.categories:
             if category.name in (MILD_INSULT, PROFANITY, SPAM):
                 continue  # scored below, with their conditions
             if category.name == THREAT and in_game:
                 continue
-            matched = category.match(deobfuscated, canonical)
+            matched = category.match(deobfuscated, canonical, keys, keys)
             if matched is not None:
                 found.append((category.score, category.name, matched))
-        folded = fold(text)
-        model_text = canonical
+        model_text, model_keys = canonical, keys
         if self._harmless is not None:  # "Moby Dick" says no "dick"
-            model_text = self._harmless.sub(" ", model_text)
-        found.extend(self._aimed(deobfuscated, canonical, model_text,
-                                 _MENTION.search(folded) is not None))
+            model_text = self._harmless.sub(" ", model_text, keys)
+            model_keys = keys if model_text == canonical else self._keys(model_text)
+        found.extend(self._aimed(deobfuscated, canonical, model_text, keys, model_keys,
+                                 "@" in folded and _MENTION.search(folded) is not None))
         found.extend(self._links(folded))
         if " . " in folded:  # a link spelt out letter by letter: "g i f t . x y z"
             found.extend(self._links(deobfuscated))
-        found.extend(self._spam(text, canonical))
+        found.extend(self._spam(text, canonical, keys))
         if in_game and self._game_violence is not None:
-            model_text = self._game_violence.sub(" ", model_text)
+            model_text = self._game_violence.sub(" ", model_text, model_keys)
         model_text = " ".join(model_text.split())
         if not found:
             return Assessment(None, 0.0, "", model_text)
@@ -239,7 +261,11 @@ class Lexicon:
     def _category(self, name: str) -> _Category:
         return self._by_name[name]
 
+    def _keys(self, text: str) -> LineKeys | None:
+        return line_keys(text, self._known_keys) if self._prefilter else None
+
     def _aimed(self, deobfuscated: str, canonical: str, harmless_removed: str,
+               keys: LineKeys | None, harmless_removed_keys: LineKeys | None,
                mentions: bool) -> list[tuple[float, str, str]]:
         """Insults and profanity: delete-strong when aimed at someone, else flag."""
         found: list[tuple[float, str, str]] = []
@@ -250,17 +276,20 @@ class Lexicon:
                  and not any(word in NOT_ADDRESSED for word in words)
                  and not _says_what_something_is(words))
         name_calling = short and EXCLAMATION.search(canonical) is None
-        aimed = name_calling or mentions or any(word in TARGET_WORDS for word in words)
-        canonical = harmless_removed
+        aimed = name_calling or mentions or not TARGET_WORDS.isdisjoint(words)
+        canonical, canonical_keys = harmless_removed, harmless_removed_keys
         if self._harmless is not None:
-            deobfuscated = self._harmless.sub(" ", deobfuscated)
-        strong = self._strong.search(deobfuscated) if self._strong else None
-        profane = self._category(PROFANITY).match(deobfuscated, canonical)
+            kept = self._harmless.sub(" ", deobfuscated, keys)
+            keys = keys if kept == deobfuscated else self._keys(kept)
+            deobfuscated = kept
+        strong = self._strong.search(deobfuscated, keys) if self._strong else None
+        profane = self._category(PROFANITY).match(deobfuscated, canonical, keys, canonical_keys)
         phrases = self._category(MILD_INSULT).patterns
-        mild_phrase = phrases.search(canonical) if phrases is not None else None
+        mild_phrase = phrases.search(canonical, canonical_keys) if phrases is not None else None
         mild = mild_phrase.group(0) if mild_phrase is not None else None
-        mild_word = self._mild_alone.search(deobfuscated) if self._mild_alone else None
-        target_word = self._needs_target.search(deobfuscated) if self._needs_target else None
+        mild_word = self._mild_alone.search(deobfuscated, keys) if self._mild_alone else None
+        target_word = (self._needs_target.search(deobfuscated, keys)
+                       if self._needs_target else None)
         # "que burro", "what a clown": a short exclamation is about someone too.
         insult = mild or (mild_word.group(0) if mild_word else None) or (
             target_word.group(0) if target_word and (aimed or short) else None)
@@ -278,6 +307,8 @@ class Lexicon:
 
     def _links(self, folded: str) -> list[tuple[float, str, str]]:
         found: list[tuple[float, str, str]] = []
+        if "." not in folded and ":" not in folded:
+            return found  # a link has "www." or "://" or a dotted name
         for match in URL.finditer(folded):
             link = match.group(0)
             host_match = URL_HOST.match(link)
@@ -293,17 +324,20 @@ class Lexicon:
                 found.append((self._scam_score, SCAM, link))
         return found
 
-    def _spam(self, text: str, canonical: str) -> list[tuple[float, str, str]]:
+    def _spam(self, text: str, canonical: str,
+              keys: LineKeys | None) -> list[tuple[float, str, str]]:
         words = canonical.split()
-        if words:
+        distinct = len(set(words))
+        if len(words) - distinct >= REPEATED_WORD_TIMES - 1:  # a word may be said 5 times
             word, times = Counter(words).most_common(1)[0]
             if times >= REPEATED_WORD_TIMES:
                 return [(self._spam_score, SPAM, word)]
         # A phrase said twice needs a word said twice: most lines have none.
-        phrase = _repeated_phrase(words) if len(set(words)) < len(words) else None
+        phrase = repeated_phrase(words) if distinct < len(words) else None
         if phrase is not None:
             return [(self._spam_score, SPAM, phrase)]
-        if len(words) >= SHOUTED_WORDS:  # the letters only of a line long enough to shout
+        # The letters only of a line long enough to shout (most lines have few capitals).
+        if len(words) >= SHOUTED_WORDS and sum(map(str.isupper, text)) >= SHOUTED_LETTERS:
             letters = [c for c in text if c.isalpha()]
             if len(letters) >= SHOUTED_LETTERS and all(c.isupper() for c in letters):
                 return [(self._spam_score, SPAM, text[:20])]
@@ -311,7 +345,7 @@ class Lexicon:
         for pattern in (REPEATED_PAIR, HELD_CHARACTER):
             if (found := pattern.search(casefolded)) is not None:
                 return [(self._spam_score, SPAM, found.group(0)[:20])]
-        matched = self._category(SPAM).match(canonical, canonical)
+        matched = self._category(SPAM).match(canonical, canonical, keys, keys)
         return [] if matched is None else [(self._spam_score, SPAM, matched)]
 
 
@@ -319,29 +353,6 @@ def _says_what_something_is(words: list[str]) -> bool:
     """ "lifes a bitch", "hes a clown": a subject, then "a" (not "what a", "such a")."""
     return any(word in ("a", "an") and words[index - 1] not in EXCLAIMING
                for index, word in enumerate(words) if index)
-
-
-def _repeated_phrase(words: list[str]) -> str | None:
-    """A phrase of :data:`REPEATED_PHRASE_WORDS` to :data:`LONGEST_REPEATED_PHRASE` words and
-    at least :data:`REPEATED_PHRASE_CHARS` characters said :data:`REPEATED_PHRASE_TIMES` times
-    (a pair of words: :data:`REPEATED_PAIR_TIMES`) or more without overlapping (copypasta,
-    "mods ban me ... mods ban me ..."); short chants ("gg wp gg wp") are not copypasta."""
-    words = [word.strip(".,!?;:") for word in words[:MAX_PHRASE_SCAN_WORDS]]
-    for size in range(REPEATED_PHRASE_WORDS - 1, LONGEST_REPEATED_PHRASE + 1):
-        needed = REPEATED_PHRASE_TIMES if size >= REPEATED_PHRASE_WORDS else REPEATED_PAIR_TIMES
-        last_start: dict[tuple[str, ...], int] = {}
-        times: Counter[tuple[str, ...]] = Counter()
-        for start in range(len(words) - size + 1):
-            gram = tuple(words[start:start + size])
-            if start - last_start.get(gram, -size) < size:
-                continue
-            last_start[gram] = start
-            times[gram] += 1
-            phrase = " ".join(gram)
-            if (times[gram] >= needed and len(phrase) >= REPEATED_PHRASE_CHARS
-                    and len(set(gram)) > 1):
-                return phrase
-    return None
 
 
 def _variant_pattern(variants: Mapping[str, Iterable[str]]) -> re.Pattern[str] | None:
