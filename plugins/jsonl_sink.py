@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import stat
 import sys
 import time
@@ -46,6 +47,7 @@ class JsonlSink(Sink[JsonlConfig]):
         self._file: BinaryIO | None = None
         self._reopen_requested = False
         self._inline = False  # a regular file: written without a worker thread
+        self._pipe = False  # a pipe: small batches written from the event loop once it has room
         self._lock = trio.Lock()
         self.written = 0
 
@@ -53,7 +55,8 @@ class JsonlSink(Sink[JsonlConfig]):
         try:
             file = sys.stdout.buffer if self.config.path == STDOUT else open(  # noqa: SIM115
                 self.config.path, "ab")
-            self._inline = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+            mode = os.fstat(file.fileno()).st_mode
+            self._inline, self._pipe = stat.S_ISREG(mode), stat.S_ISFIFO(mode)
         except OSError as exc:
             raise SinkError(f"cannot open {self.config.path}: {exc.strerror or exc}") from None
         return file
@@ -80,6 +83,12 @@ class JsonlSink(Sink[JsonlConfig]):
         data = b"".join(d.to_line(include_text=include_text) for d in decisions)
         async with self._lock:
             if self._inline and not self._reopen_requested:
+                self._write_blocking(data)
+            elif self._pipe and not self._reopen_requested and len(data) <= select.PIPE_BUF:
+                # Writable means a free pipe buffer, and a write of at most PIPE_BUF bytes
+                # then completes at once: no worker-thread round trip per decision.
+                assert self._file is not None
+                await trio.lowlevel.wait_writable(self._file)
                 self._write_blocking(data)
             else:
                 await trio.to_thread.run_sync(self._write_blocking, data)
