@@ -1,14 +1,23 @@
 """What chatmod adds in latency, and its memory with many messages in flight and over time.
 
-    .venv/bin/python bench/footprint.py latency [--rate 1000] [--seconds 10]
+    .venv/bin/python bench/footprint.py latency [--rate 1000] [--seconds 10] [--repeat 3]
+        [--realtime] [--before PYTHON] [--worst 5]
     .venv/bin/python bench/footprint.py in-flight [--window 10000] [--messages 40000]
     .venv/bin/python bench/footprint.py long [--messages 1000000]
 
-- latency: lines written to stdin at ``--rate`` per second, each timed until its decision
-  line is read from stdout; once through a plain Python loop (read, parse, write a decision
-  line, flush) and once through ``chatmod run`` (stdin jsonl -> wordlist engine with empty
-  lists, which answers at once -> jsonl sink on stdout). chatmod's p50/p99 minus the plain
-  loop's is what the pipeline adds (both pay the same pipes and the same reader).
+- latency: lines written to stdin at ``--rate`` per second, each timed from its write until
+  its decision line is read from stdout; through a plain Python loop (read, parse, write a
+  decision line, flush) and through ``chatmod run`` (stdin jsonl -> wordlist engine with
+  empty lists, which answers at once -> jsonl sink on stdout). Both pay the same pipes and
+  the same driver, so chatmod's percentile minus the plain loop's, in the same round, is
+  what chatmod adds. Each process is warmed up first (until a line comes back, then 1 s at
+  the rate, not counted); the measured process runs on CPU 1, the driver (one thread, one
+  ``select``) on CPU 0; rounds interleave the runs (the order reversed every other round)
+  and the spread over rounds is reported. ``--realtime`` runs the driver and the subjects
+  SCHED_FIFO, so that other work on a shared machine does not preempt them. ``--before``
+  adds the chatmod of another interpreter (an export of main with its own venv) to every
+  round. chatmod runs with a garbage collector trace: the slowest messages of each run are
+  listed with the collections that overlapped them.
 - in-flight: ``chatmod run`` against the Chatsight sandbox answering every request after 3 s,
   with ``--window`` messages allowed in flight: the daemon's RSS sampled every 50 ms, reported
   at its peak and when most messages were in flight (read from the input, not yet decided).
