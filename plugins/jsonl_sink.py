@@ -36,8 +36,10 @@ class JsonlSink(Sink[JsonlConfig]):
 
     A regular file is written from the event loop: a write into the page cache costs
     microseconds, a hand-off to a worker thread tens of them, and batches are small when
-    decisions trickle in. A pipe or terminal, whose reader may stall us, is written from a
-    worker thread. SIGHUP reopens the file, so logrotate can move it away.
+    decisions trickle in. A pipe is written from the event loop too when it has room and
+    the batch is at most PIPE_BUF bytes (such a write never blocks part-way); a larger batch,
+    a terminal or a socket, whose reader may stall us, is written from a worker thread.
+    SIGHUP reopens the file, so logrotate can move it away.
     """
 
     Config = JsonlConfig
