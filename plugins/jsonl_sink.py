@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import select
 import stat
 import sys
 import time
@@ -36,10 +35,8 @@ class JsonlSink(Sink[JsonlConfig]):
 
     A regular file is written from the event loop: a write into the page cache costs
     microseconds, a hand-off to a worker thread tens of them, and batches are small when
-    decisions trickle in. A pipe is written from the event loop too when it has room and
-    the batch is at most PIPE_BUF bytes (such a write never blocks part-way); a larger batch,
-    a terminal or a socket, whose reader may stall us, is written from a worker thread.
-    SIGHUP reopens the file, so logrotate can move it away.
+    decisions trickle in. A pipe or terminal, whose reader may stall us, is written from a
+    worker thread. SIGHUP reopens the file, so logrotate can move it away.
     """
 
     Config = JsonlConfig
@@ -49,8 +46,6 @@ class JsonlSink(Sink[JsonlConfig]):
         self._file: BinaryIO | None = None
         self._reopen_requested = False
         self._inline = False  # a regular file: written without a worker thread
-        self._pipe = False  # a pipe: small batches written from the event loop once it has room
-        self._room = select.poll()  # whether the pipe has room, without a trip through trio
         self._lock = trio.Lock()
         self.written = 0
 
@@ -58,11 +53,7 @@ class JsonlSink(Sink[JsonlConfig]):
         try:
             file = sys.stdout.buffer if self.config.path == STDOUT else open(  # noqa: SIM115
                 self.config.path, "ab")
-            mode = os.fstat(file.fileno()).st_mode
-            self._inline, self._pipe = stat.S_ISREG(mode), stat.S_ISFIFO(mode)
-            if self._pipe:
-                self._room = select.poll()
-                self._room.register(file, select.POLLOUT)
+            self._inline = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
         except OSError as exc:
             raise SinkError(f"cannot open {self.config.path}: {exc.strerror or exc}") from None
         return file
@@ -87,25 +78,11 @@ class JsonlSink(Sink[JsonlConfig]):
     async def write(self, decisions: Sequence[Decision]) -> None:
         include_text = self.config.include_text
         data = b"".join(d.to_line(include_text=include_text) for d in decisions)
-        # The sink stage yields at every batch it receives: taking a free lock need not.
-        try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
-        try:
+        async with self._lock:
             if self._inline and not self._reopen_requested:
-                self._write_blocking(data)
-            elif self._pipe and not self._reopen_requested and len(data) <= select.PIPE_BUF:
-                # Writable means a free pipe buffer, and a write of at most PIPE_BUF bytes
-                # then completes at once: no worker-thread round trip per decision.
-                assert self._file is not None
-                if not any(events & select.POLLOUT for _, events in self._room.poll(0)):
-                    await trio.lowlevel.wait_writable(self._file)
                 self._write_blocking(data)
             else:
                 await trio.to_thread.run_sync(self._write_blocking, data)
-        finally:
-            self._lock.release()
         self.written += len(decisions)
 
     async def write_alert(self, record: Mapping[str, Any]) -> None:
