@@ -90,7 +90,18 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(getattr(logging, level.upper()))
 
 
+def skip_unused_record_fields() -> None:
+    """No caller lookup (a walk up the stack), thread, process or multiprocessing names per
+    record: no format here shows them, and the log sink makes a record per decision, on the
+    decision path (the logging HOWTO's "Optimization": about a third of a record's cost)."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+
+
 def setup_logging(level: str = "info", *, debug: bool = False, fmt: str = "text") -> None:
+    skip_unused_record_fields()
     handler = logging.StreamHandler(sys.stderr)
     formatter = JsonFormatter() if fmt == "json" else None
     if stderr_is_journal():

@@ -28,13 +28,13 @@ from chatmod.policy.escalation import Escalation
 from chatmod.policy.live_control import LiveControl
 from chatmod.policy.rules import Policy
 from chatmod.review.service import ReviewQueue, ReviewSink
+from chatmod.runtime.collector import StartUpFreezer
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.metrics import metrics_endpoint
 from chatmod.runtime.stats_store import STATS_FILE, DecisionStats
 from chatmod.runtime.systemd import STATUS_INTERVAL, Notifier
 from chatmod.state.audit import AuditLog
 from chatmod.state.control import SOCKET_NAME, serve_control
-from chatmod.state.redis_store import RedisStrikeStore
 from chatmod.state.strikes import (
     STATE_FILE_NAME,
     MemoryStrikeStore,
@@ -81,6 +81,9 @@ def build_strike_store(config: Config) -> StrikeStore:
     section = config.state
     state = state_directory(config.daemon.state_dir)
     if section.backend == "redis":
+        # Imported here: the Redis client costs 17 MiB of memory, for deployments without it too.
+        from chatmod.state.redis_store import RedisStrikeStore
+
         return RedisStrikeStore(section)
     if section.backend == "sqlite" or (section.backend == "auto" and state is not None):
         if state is None:
@@ -137,6 +140,7 @@ class Service:
         self.pipeline.observers.append(self.decision_stats.count)
         self.api: StatusApi | None = None
         self.review = build_review(config, state, self.pipeline)
+        self.freezer = StartUpFreezer()
 
     async def serve(self) -> RunSummary:
         """Run until the sources end or a stop signal."""
@@ -170,6 +174,8 @@ class Service:
 
                 await nursery.start(run_pipeline)
                 await self._start_control(nursery)
+                # Everything is built: out of the cyclic collector's sight from now on.
+                await nursery.start(self.freezer.run)
                 self.ready = True
                 notifier.ready(self.status())
                 nursery.start_soon(self._report_status)
@@ -248,6 +254,8 @@ class Service:
             self.notifier.ready(f"reload refused: {exc}; {self.status()}")
             return
         applied = apply_config(self.pipeline, self.config, new, self.api)
+        if applied:  # what was replaced must be collectable
+            self.freezer.thaw()
         self.config = new
         self.reloads += 1
         log.info("SIGHUP: reopened output files; config reloaded (%s)",
