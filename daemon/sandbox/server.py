@@ -69,6 +69,7 @@ class Faults:
     """Switches for misbehaviour; change them while the sandbox runs."""
 
     latency: tuple[float, float] = (0.0, 0.0)  # seconds, per reply, uniform in the range
+    ws_delay: float = 0.0  # seconds more before each websocket reply (HTTP answers unaffected)
     cut_every: float = 0.0  # reset each websocket this many seconds after it opened; 0: never
     drop_rate: float = 0.0  # fraction of websocket requests never answered
     duplicate_rate: float = 0.0  # fraction answered twice
@@ -299,10 +300,11 @@ class Sandbox:
             frames.append(frame)
         self.stats["ws_replies"] += 1
         low, high = faults.latency
-        if high <= 0:
+        delay = (self.rng.uniform(low, high) if high > 0 else 0.0) + faults.ws_delay
+        if delay <= 0:
             out.extend(frames)
         else:
-            nursery.start_soon(self._send_later, self.rng.uniform(low, high), frames, send)
+            nursery.start_soon(self._send_later, delay, frames, send)
 
     async def _send_later(
         self, delay: float, frames: list[bytes], send: Callable[[bytes], Awaitable[None]]
