@@ -51,6 +51,9 @@ ROUTE_USERNAME_CACHED = "username-cache"
 USERNAME_CACHE_SIZE = 10_000
 DEFAULT_WS_URL = "wss://api.chatsight.ai:443/text/moderation"
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
+# Seconds between checks that the warm HTTP connections are still open. Chatsight does not
+# document how long it keeps an idle connection; this bounds the set-ups it can cost.
+HTTP_WARM_INTERVAL = 10.0
 # The text of the one moderation request that asks whether the key is refused, after the
 # websocket was cut right after opening (see ChatsightSocket).
 KEY_CHECK_TEXT = "chatmod API key check"
@@ -98,6 +101,10 @@ class ChatsightConfig:
                                                          "with no reply may be a refused key: "
                                                          "one HTTP request tells")
     http_concurrency: int = setting(32, min=1, max=10_000, help="HTTP requests at once")
+    http_warm_connections: int = setting(
+        8, min=0, max=10_000, help="HTTP connections kept open while the websocket works, so "
+                                   "the messages a cut moves to HTTP do not wait for "
+                                   "connection set-up (at most http_concurrency); 0: none")
     http_timeout: float = setting(5.0, min=0.001, help="seconds per HTTP request")
     http_retries: int = setting(
         2, min=0, max=20, help="retries after 5xx, 429 or a network error (never after 401/403)")
@@ -195,6 +202,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             try:
                 if config.use_websocket:
                     tasks.start_soon(self._expire_overdue)
+                    if config.http_warm_connections:
+                        tasks.start_soon(self._keep_http_warm, http)
                     await self.socket.run(task_status=task_status)
                 else:
                     task_status.started()
@@ -206,6 +215,13 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 # outstanding fails, so the engine chain's fallback decides it.
                 for settle in list(self._outstanding):
                     settle(EngineError(f"engine {self.name} stopped"))
+
+    async def _keep_http_warm(self, http: ChatsightHttp) -> None:
+        """``http_warm_connections`` open, checked every :data:`HTTP_WARM_INTERVAL` (the
+        server closes idle ones when it likes; those are replaced)."""
+        while True:
+            await http.warm(self.config.http_warm_connections)
+            await trio.sleep(HTTP_WARM_INTERVAL)
 
     async def moderate(self, message: Message) -> Verdict:
         """One message, awaited (when chatsight is not the primary engine)."""
@@ -249,7 +265,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 return
             except ConnectionLost:
                 self.race.not_sent(entry)
-        tasks.start_soon(self._over_http, message, settle, None)
+        tasks.start_soon(self._over_http, message, settle, None, metadata)
 
     async def _check_username(self, message: Message, on_result: ResultCallback) -> None:
         """A join: Chatsight's username check for the name, cached per name. Its answer is
@@ -355,20 +371,30 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     def _to_http(self, entry: InFlight) -> None:
         if self._tasks is not None:
-            self._tasks.start_soon(self._over_http, entry.message, entry.settle, entry)
+            self._tasks.start_soon(self._over_http, entry.message, entry.settle, entry,
+                                   self._metadata(entry.message)[0])
 
     async def _over_http(
         self, message: Message, settle: Settle, entry: InFlight | None,
+        metadata: Mapping[str, Any] | None,
     ) -> None:
-        with trio.CancelScope() as scope:
+        """``message`` over HTTP. One cancel scope bounds it by ``http_deadline`` and lets a
+        winning websocket reply call it off."""
+        deadline = self.config.http_deadline
+        with trio.CancelScope(deadline=trio.current_time() + deadline) as scope:
             if entry is not None:
                 entry.http_scope = scope
             try:
                 result: Verdict | EngineError = self._verdict(
-                    await self._via_http(message, self._metadata(message)[0]), ROUTE_HTTP)
+                    await self._via_http(message, metadata), ROUTE_HTTP)
             except EngineError as exc:
                 result = exc
             self.race.http_answered(entry, settle, result)
+        if scope.cancelled_caught and trio.current_time() >= scope.deadline:
+            # Past http_deadline (not called off by a websocket reply, which settled it).
+            self._http_failed()
+            self.race.http_answered(entry, settle, EngineError(
+                f"no HTTP answer within http_deadline ({deadline:g} s)"))
 
     def _verdict(self, result: ChatsightResult, route: str) -> Verdict:
         return Verdict(result.action, result.score, self.name, route, result.scores)
@@ -411,18 +437,13 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             # While Chatsight is down, waiting out retries for every message would only
             # delay the fallback's answer and pile up a backlog.
             raise EngineError("Chatsight HTTP is failing; skipped for now")
-        deadline = self.config.http_deadline
-        try:
-            with trio.fail_after(deadline):
-                result = await http.moderate(message.text, metadata)
-        except (trio.TooSlowError, EngineError) as exc:
+        try:  # bounded by http_deadline in _over_http
+            result = await http.moderate(message.text, metadata)
+        except EngineError as exc:
             self._http_failed()
             if isinstance(exc, AuthRejected) and not self._http_auth_failing:
                 self._http_auth_failing = True
                 self.log.error("%s; messages get the fallback's verdicts", exc)
-            if isinstance(exc, trio.TooSlowError):
-                raise EngineError(
-                    f"no HTTP answer within http_deadline ({deadline:g} s)") from None
             raise
         if self._http_auth_failing:
             self._http_auth_failing = False

@@ -85,6 +85,7 @@ class ChatsightHttp:
         self.username_url = base_url.rstrip("/") + USERNAME_PATH
         self._headers = {AUTH_HEADER: api_key, "content-type": "application/json"}
         self._limit = trio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self.retries = retries
         self.max_retry_wait = max_retry_wait
         self._backoff_template = backoff or Backoff(initial=0.2, cap=max_retry_wait)
@@ -113,6 +114,15 @@ class ChatsightHttp:
                 await self._poster.aclose()
             await self._client.aclose()
 
+    async def warm(self, connections: int) -> None:
+        """Have ``connections`` keep-alive connections open and idle (at most
+        ``concurrency``), so that a burst of requests (the websocket just closed) does not
+        wait for TCP and TLS set-up. Nothing on the httpx path; failures are ignored."""
+        if self._poster is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._poster.warm(min(connections, self._concurrency))
+
     async def moderate(
         self, text: str, metadata: Mapping[str, Any] | None = None
     ) -> ChatsightResult:
@@ -133,10 +143,16 @@ class ChatsightHttp:
             self.stats["retries"] += 1
             log.debug("retrying in %.2f s: %s", delay, outcome.reason)
 
-        async with self._limit:
+        try:  # a free slot without a checkpoint; the request itself has several
+            self._limit.acquire_nowait()
+        except trio.WouldBlock:
+            await self._limit.acquire()
+        try:
             outcome, attempts = await with_retries(
                 lambda: self._attempt(url, body, parse), retries=self.retries, backoff=backoff,
                 max_wait=self.max_retry_wait, on_retry=retrying)
+        finally:
+            self._limit.release()
         if isinstance(outcome, Retry):
             self.stats["gave_up"] += 1
             raise EngineError(
