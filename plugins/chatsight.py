@@ -102,7 +102,7 @@ class ChatsightConfig:
                                                          "one HTTP request tells")
     http_concurrency: int = setting(32, min=1, max=10_000, help="HTTP requests at once")
     http_warm_connections: int = setting(
-        8, min=0, max=10_000, help="HTTP connections kept open while the websocket works, so "
+        16, min=0, max=10_000, help="HTTP connections kept open while the websocket works, so "
                                    "the messages a cut moves to HTTP do not wait for "
                                    "connection set-up (at most http_concurrency); 0: none")
     http_timeout: float = setting(5.0, min=0.001, help="seconds per HTTP request")
