@@ -146,25 +146,27 @@ class KeepAlivePoster:
         self._closed = False
         self.connections_opened = 0
 
-    async def post(self, body: bytes) -> Answer:
-        """The answer to ``POST body``; :class:`ExchangeTimedOut` after ``timeout`` seconds,
-        :class:`ExchangeFailed` when the connection fails or the answer is invalid."""
+    async def post(self, body: bytes, deadline: float | None = None) -> Answer:
+        """The answer to ``POST body``; :class:`ExchangeTimedOut` after ``timeout`` seconds
+        or at ``deadline`` (trio time) if that comes first, :class:`ExchangeFailed` when the
+        connection fails or the answer is invalid."""
         if self._closed:
             raise ExchangeFailed("client closed")
-        try:
-            with trio.fail_after(self.timeout):
-                connection = self._take_idle()
-                if connection is not None:
-                    try:
-                        return await self._exchange(connection, body)
-                    except _NothingReceived:
-                        pass  # closed by the server as we took it: once more, on a new one
+        until = trio.current_time() + self.timeout
+        if deadline is not None and deadline < until:
+            until = deadline
+        with trio.CancelScope(deadline=until):
+            connection = self._take_idle()
+            if connection is not None:
                 try:
-                    return await self._exchange(await self._open(), body)
-                except _NothingReceived as exc:
-                    raise ExchangeFailed(str(exc)) from None
-        except trio.TooSlowError:
-            raise ExchangeTimedOut(f"no answer within {self.timeout:g} s") from None
+                    return await self._exchange(connection, body)
+                except _NothingReceived:
+                    pass  # closed by the server as we took it: once more, on a new one
+            try:
+                return await self._exchange(await self._open(), body)
+            except _NothingReceived as exc:
+                raise ExchangeFailed(str(exc)) from None
+        raise ExchangeTimedOut(f"no answer within {self.timeout:g} s")
 
     def _take_idle(self) -> _Connection | None:
         while self._idle:
