@@ -276,3 +276,24 @@ async def test_any_answer_is_an_answer_or_exchange_failed(answer_bytes: bytes) -
 def test_a_key_the_lean_path_cannot_send_keeps_httpx() -> None:
     assert ChatsightHttp("http://127.0.0.1:1", "bad\nkey")._poster is None
     assert ChatsightHttp("http://127.0.0.1:1", KEY)._poster is not None
+
+
+async def test_a_remembered_head_is_used_only_for_the_same_bytes(nursery: trio.Nursery) -> None:
+    # The pool remembers the last plain head it parsed (heads repeat but for the Date).
+    statuses = [200, 200, 503, 200]
+
+    async def alternating(stream: trio.SocketStream, _n: int) -> None:
+        server = h11.Connection(h11.SERVER)
+        while statuses and await read_request(stream, server) is not None:
+            await stream.send_all(answer(server, statuses.pop(0)))
+            server.start_next_cycle()
+
+    url, _ = await serve(nursery, alternating)
+    client = poster(url)
+    seen = [(await client.post(b"{}")).status for _ in range(4)]
+    assert seen == [200, 200, 503, 200]
+    assert client.connections_opened == 1
+    remembered = client._last_head[1]
+    assert remembered is not None
+    assert remembered.status == 200
+    await client.aclose()

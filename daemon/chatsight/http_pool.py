@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import h11
 import trio
 
-from chatmod.chatsight.http_answer import parse_plain_head
+from chatmod.chatsight.http_answer import PlainHead, parse_plain_head
 from chatmod.errors import ExchangeFailed, ExchangeTimedOut
 
 RECEIVE_SIZE = 64 * 1024
@@ -145,6 +145,7 @@ class KeepAlivePoster:
         self._idle: list[_Connection] = []
         self._closed = False
         self.connections_opened = 0
+        self._last_head: tuple[bytes, PlainHead | None] = (b"", None)
 
     async def post(self, body: bytes, deadline: float | None = None) -> Answer:
         """The answer to ``POST body``; :class:`ExchangeTimedOut` after ``timeout`` seconds
@@ -254,7 +255,7 @@ class KeepAlivePoster:
                 head_end = received.find(b"\r\n\r\n")
                 if head_end >= 0:
                     break
-            head = parse_plain_head(bytes(received[:head_end])) if head_end >= 0 else None
+            head = self._plain_head(bytes(received[:head_end])) if head_end >= 0 else None
             if head is None:
                 answer, reusable = await self._read_with_h11(connection, body, received)
             else:
@@ -266,7 +267,8 @@ class KeepAlivePoster:
                     if not data:
                         raise ExchangeFailed("connection closed before the answer ended")
                     received += data
-                answer = Answer(head.status, head.headers, bytes(received[head_end + 4:end]))
+                answer = Answer(head.status, list(head.headers),
+                                bytes(received[head_end + 4:end]))
                 # Bytes after the answer (a second answer?) would be read as the next
                 # request's, and an HTTP answer does not say which request it answers.
                 reusable = len(received) == end and not self._closed
@@ -286,6 +288,16 @@ class KeepAlivePoster:
         finally:
             if not reusable:
                 connection.close()
+
+    def _plain_head(self, head: bytes) -> PlainHead | None:
+        """:func:`parse_plain_head`, remembering the last plain head: a server's heads differ
+        only by their ``Date``, which changes once a second."""
+        if head == self._last_head[0]:
+            return self._last_head[1]
+        parsed = parse_plain_head(head)
+        if parsed is not None:
+            self._last_head = (head, parsed)
+        return parsed
 
     async def _read_with_h11(self, connection: _Connection, body: bytes, received: bytearray
                              ) -> tuple[Answer, bool]:
