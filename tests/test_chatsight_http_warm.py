@@ -7,6 +7,7 @@ websocket works, so those messages find connections ready.
 
 from __future__ import annotations
 
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -95,6 +96,47 @@ async def test_https_refuses_a_certificate_it_does_not_trust(nursery: trio.Nurse
         await client.post(b"{}")
     assert client.connections_opened == 0
     await client.aclose()
+
+
+async def test_a_warm_tls_connection_with_session_tickets_waiting_is_still_open(
+        tmp_path: Path) -> None:
+    # A TLS 1.3 server (OpenSSL's, through Python's ssl) sends session tickets right after
+    # the handshake: an idle connection is readable, yet not closed. Mistaken for closed,
+    # every warm connection was thrown away and set up again.
+    cert, key = certificate(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[ssl.SSLSocket] = []
+
+    def accept_two() -> None:  # handshakes (sending the tickets), then holds the connections
+        for _ in range(2):
+            accepted, _address = listener.accept()
+            held.append(context.wrap_socket(accepted, server_side=True))
+
+    client = poster(f"https://127.0.0.1:{listener.getsockname()[1]}/text/moderation")
+    client.tls = ssl.create_default_context(cafile=str(cert))
+    try:
+        with trio.fail_after(TIMEOUT):
+            async with trio.open_nursery() as both:
+                both.start_soon(trio.to_thread.run_sync, accept_two)
+                await client.warm(2)
+            for connection in client._idle:
+                assert connection.sock.version() == "TLSv1.3"
+                await trio.lowlevel.wait_readable(connection.sock)  # the tickets
+            assert [c.closed_while_idle() for c in client._idle] == [False, False]
+            await client.warm(2)
+        assert (client.connections_opened, len(client._idle)) == (2, 2)
+        held[0].close()  # the server closes one: that one is closed, the other is not
+        with trio.fail_after(TIMEOUT):
+            while not client._idle[-1].closed_while_idle():
+                await trio.lowlevel.wait_readable(client._idle[-1].sock)
+        assert not client._idle[0].closed_while_idle()
+    finally:
+        await client.aclose()
+        for sock in held:
+            sock.close()
+        listener.close()
 
 
 async def test_warm_connections_carry_a_burst_without_new_set_up(nursery: trio.Nursery) -> None:

@@ -82,11 +82,24 @@ class _Connection:
         """An idle keep-alive connection has nothing to read: if it has, the server closed
         it (or sent something unasked), so it cannot be reused."""
         sock = self.sock
+        tls = isinstance(sock, ssl.SSLSocket)
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
         poll = select.poll()
         poll.register(sock, select.POLLIN)
-        return bool(poll.poll(0))
+        if not poll.poll(0):
+            return False
+        if not tls:
+            return True
+        # TLS 1.3 servers send session tickets after the handshake: readable, yet nothing
+        # for us. Reading consumes such records; only data or the end means closed.
+        try:
+            sock.recv(1)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except OSError:
+            return True
+        return True
 
     def close(self) -> None:
         """Close without waiting: no TLS goodbye, which a failed or abandoned connection could
