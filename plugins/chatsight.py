@@ -43,7 +43,13 @@ from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import BatchResultCallback, ResultCallback, StreamingEngine
 from chatmod.core.model import JOIN_EVENT, Message, Verdict
-from chatmod.errors import AuthRejected, ConfigError, ConnectionLost, EngineError
+from chatmod.errors import (
+    AuthRejected,
+    ConfigError,
+    ConnectionLost,
+    EngineError,
+    EngineTimeout,
+)
 
 # A username check (someone joined): asked over HTTP, or answered from the per-name cache.
 ROUTE_USERNAME = "username"
@@ -52,6 +58,9 @@ ROUTE_USERNAME_CACHED = "username-cache"
 USERNAME_CACHE_SIZE = 10_000
 DEFAULT_WS_URL = "wss://api.chatsight.ai:443/text/moderation"
 DEFAULT_HTTP_URL = "https://api.chatsight.ai"
+# Seconds between checks that the warm HTTP connections are still open. Chatsight does not
+# document how long it keeps an idle connection; this bounds the set-ups it can cost.
+HTTP_WARM_INTERVAL = 10.0
 # The text of the one moderation request that asks whether the key is refused, after the
 # websocket was cut right after opening (see ChatsightSocket).
 KEY_CHECK_TEXT = "chatmod API key check"
@@ -104,6 +113,10 @@ class ChatsightConfig:
                                                          "with no reply may be a refused key: "
                                                          "one HTTP request tells")
     http_concurrency: int = setting(32, min=1, max=10_000, help="HTTP requests at once")
+    http_warm_connections: int = setting(
+        16, min=0, max=10_000, help="HTTP connections kept open while the websocket works, so "
+                                   "the messages a cut moves to HTTP do not wait for "
+                                   "connection set-up (at most http_concurrency); 0: none")
     http_timeout: float = setting(5.0, min=0.001, help="seconds per HTTP request")
     http_retries: int = setting(
         2, min=0, max=20, help="retries after 5xx, 429 or a network error (never after 401/403)")
@@ -211,6 +224,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             try:
                 if config.use_websocket:
                     tasks.start_soon(self._expire_overdue)
+                    if config.http_warm_connections:
+                        tasks.start_soon(self._keep_http_warm, http)
                     await self.socket.run(task_status=task_status)
                 else:
                     task_status.started()
@@ -222,6 +237,13 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 # outstanding fails, so the engine chain's fallback decides it.
                 for settle in list(self._outstanding):
                     settle(EngineError(f"engine {self.name} stopped"))
+
+    async def _keep_http_warm(self, http: ChatsightHttp) -> None:
+        """``http_warm_connections`` open, checked every :data:`HTTP_WARM_INTERVAL` (the
+        server closes idle ones when it likes; those are replaced)."""
+        while True:
+            await http.warm(self.config.http_warm_connections)
+            await trio.sleep(HTTP_WARM_INTERVAL)
 
     async def moderate(self, message: Message) -> Verdict:
         """One message, awaited (when chatsight is not the primary engine)."""
@@ -307,7 +329,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if tasks is None:  # stopped while this message waited for its window slot
             settle(EngineError(f"engine {self.name} is not running"))
         else:
-            tasks.start_soon(self._over_http, message, settle, None)
+            tasks.start_soon(self._over_http, message, settle, None, metadata)
         return False
 
     async def _check_username(self, message: Message, on_result: ResultCallback) -> None:
@@ -453,20 +475,30 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     def _to_http(self, entry: InFlight) -> None:
         if self._tasks is not None:
-            self._tasks.start_soon(self._over_http, entry.message, entry.settle, entry)
+            self._tasks.start_soon(self._over_http, entry.message, entry.settle, entry,
+                                   self._metadata(entry.message)[0])
 
     async def _over_http(
         self, message: Message, settle: Settle, entry: InFlight | None,
+        metadata: Mapping[str, Any] | None,
     ) -> None:
+        """``message`` over HTTP. A cancel scope (about a tenth of a request's CPU) only
+        where a winning websocket reply may call the request off: ``entry`` is its websocket
+        request."""
+        if entry is None:
+            self.race.http_answered(None, settle, await self._http_result(message, metadata))
+            return
         with trio.CancelScope() as scope:
-            if entry is not None:
-                entry.http_scope = scope
-            try:
-                result: Verdict | EngineError = self._verdict(
-                    await self._via_http(message, self._metadata(message)[0]), ROUTE_HTTP)
-            except EngineError as exc:
-                result = exc
-            self.race.http_answered(entry, settle, result)
+            entry.http_scope = scope
+            self.race.http_answered(entry, settle, await self._http_result(message, metadata))
+
+    async def _http_result(
+        self, message: Message, metadata: Mapping[str, Any] | None,
+    ) -> Verdict | EngineError:
+        try:
+            return self._verdict(await self._via_http(message, metadata), ROUTE_HTTP)
+        except EngineError as exc:
+            return exc
 
     def _verdict(self, result: ChatsightResult, route: str) -> Verdict:
         return Verdict(result.action, result.score, self.name, route, result.scores)
@@ -516,14 +548,14 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             raise EngineError("Chatsight HTTP is failing; skipped for now")
         deadline = self.config.http_deadline
         try:
-            with trio.fail_after(deadline):
-                result = await http.moderate(message.text, metadata)
-        except (trio.TooSlowError, EngineError) as exc:
+            result = await http.moderate(message.text, metadata,
+                                         deadline=trio.current_time() + deadline)
+        except EngineError as exc:
             self._http_failed()
             if isinstance(exc, AuthRejected) and not self._http_auth_failing:
                 self._http_auth_failing = True
                 self.log.error("%s; messages get the fallback's verdicts", exc)
-            if isinstance(exc, trio.TooSlowError):
+            if isinstance(exc, EngineTimeout):
                 raise EngineError(
                     f"no HTTP answer within http_deadline ({deadline:g} s)") from None
             raise

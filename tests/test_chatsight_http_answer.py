@@ -8,6 +8,7 @@ Examples per property: 200, or 10,000 with ``HYPOTHESIS_PROFILE=thorough``.
 from __future__ import annotations
 
 import itertools
+import socket
 from typing import Any
 
 import h11
@@ -66,7 +67,9 @@ async def h11_alone(stream: trio.SocketStream, client: KeepAlivePoster) -> tuple
 
 
 async def ours(stream: trio.SocketStream, client: KeepAlivePoster) -> tuple[Any, ...]:
-    connection = _Connection(stream)
+    plain = socket.socket(fileno=stream.socket.detach())  # the pool drives plain sockets
+    plain.setblocking(False)
+    connection = _Connection(plain)
     try:
         answer = await client._exchange(connection, BODY)
     except _NothingReceived:
@@ -75,6 +78,7 @@ async def ours(stream: trio.SocketStream, client: KeepAlivePoster) -> tuple[Any,
         return ("failed", False)
     reusable = connection in client._idle
     client._idle.clear()
+    connection.close()
     return ("answer", answer.status, answer.headers, answer.body, reusable)
 
 

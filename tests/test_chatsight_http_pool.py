@@ -9,6 +9,7 @@ Examples per property: 200, or 10,000 with ``HYPOTHESIS_PROFILE=thorough``.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 
 import h11
@@ -82,6 +83,13 @@ async def serve(nursery: trio.Nursery, handler: Handler) -> tuple[str, list[int]
     return f"http://127.0.0.1:{port}/text/moderation", accepted
 
 
+def plain_socket(sock: trio.socket.SocketType) -> socket.socket:
+    """The stdlib socket under a trio one, non-blocking, as the pool drives it."""
+    plain = socket.socket(fileno=sock.detach())
+    plain.setblocking(False)
+    return plain
+
+
 def poster(url: str, timeout: float = TIMEOUT) -> KeepAlivePoster:
     return KeepAlivePoster(url, [(b"x-chatsight-api-auth", KEY.encode())], timeout)
 
@@ -120,7 +128,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(
         assert len(accepted) == count
         (idle,) = client._idle
         with trio.fail_after(TIMEOUT):
-            await trio.lowlevel.wait_readable(idle.stream.socket)  # the server's close
+            await trio.lowlevel.wait_readable(idle.sock)  # the server's close
         assert idle.closed_while_idle()  # so the next post() opens a new one
     assert client._take_idle() is None
     assert client.connections_opened == 3
@@ -256,7 +264,7 @@ async def test_any_answer_is_an_answer_or_exchange_failed(answer_bytes: bytes) -
         await theirs.send(answer_bytes) if answer_bytes else None
         theirs.shutdown(trio.socket.SHUT_WR)
         try:
-            reply = await client._exchange(_Connection(trio.SocketStream(ours)), b"{}")
+            reply = await client._exchange(_Connection(plain_socket(ours)), b"{}")
         except ExchangeFailed:
             return
         finally:
@@ -268,3 +276,24 @@ async def test_any_answer_is_an_answer_or_exchange_failed(answer_bytes: bytes) -
 def test_a_key_the_lean_path_cannot_send_keeps_httpx() -> None:
     assert ChatsightHttp("http://127.0.0.1:1", "bad\nkey")._poster is None
     assert ChatsightHttp("http://127.0.0.1:1", KEY)._poster is not None
+
+
+async def test_a_remembered_head_is_used_only_for_the_same_bytes(nursery: trio.Nursery) -> None:
+    # The pool remembers the last plain head it parsed (heads repeat but for the Date).
+    statuses = [200, 200, 503, 200]
+
+    async def alternating(stream: trio.SocketStream, _n: int) -> None:
+        server = h11.Connection(h11.SERVER)
+        while statuses and await read_request(stream, server) is not None:
+            await stream.send_all(answer(server, statuses.pop(0)))
+            server.start_next_cycle()
+
+    url, _ = await serve(nursery, alternating)
+    client = poster(url)
+    seen = [(await client.post(b"{}")).status for _ in range(4)]
+    assert seen == [200, 200, 503, 200]
+    assert client.connections_opened == 1
+    remembered = client._last_head[1]
+    assert remembered is not None
+    assert remembered.status == 200
+    await client.aclose()

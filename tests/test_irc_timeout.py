@@ -53,8 +53,8 @@ async def test_a_timeout_bans_and_lifts_the_ban_also_after_the_sink_is_replaced(
     first = IrcActionSink("irc-actions", IrcSinkConfig(state_dir=str(tmp_path)))
     recorder = RecordingSink()
     pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
-                        Policy(policy), [recorder, first])
-    pipeline.escalation = Escalation(policy, MemoryStrikeStore())
+                        Policy(policy), [recorder, first],
+                        escalation=Escalation(policy, MemoryStrikeStore()))
     nursery.start_soon(pipeline.run)
     with trio.fail_after(30):
         await eventually(lambda: source.connection.session is not None

@@ -204,10 +204,9 @@ def abusive(n: int, author: str = "bob", channel: str = "#lobby") -> Message:
 def ladder_pipeline(source: Source, sink: RecordingSink, policy: PolicySection,
                     store: StrikeStore) -> Pipeline:
     engine = WordlistEngine("wordlist", WordlistConfig(delete=("idiot",), flag=("pizza",)))
-    pipeline = Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
-                        Policy(policy), [sink])
-    pipeline.escalation = Escalation(policy, store, clock=trio.current_time)
-    return pipeline
+    return Pipeline([source], [engine], EngineChain([engine], "flag", timeout=5),
+                    Policy(policy), [sink],
+                    escalation=Escalation(policy, store, clock=trio.current_time))
 
 
 async def decide(source: ChannelSource, sink: RecordingSink, message: Message) -> Decision:

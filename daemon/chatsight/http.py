@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -38,6 +39,7 @@ from chatmod.core.backoff import Backoff, Retry, with_retries
 from chatmod.errors import (
     AuthRejected,
     EngineError,
+    EngineTimeout,
     ExchangeFailed,
     ExchangeTimedOut,
     ProtocolError,
@@ -85,6 +87,7 @@ class ChatsightHttp:
         self.username_url = base_url.rstrip("/") + USERNAME_PATH
         self._headers = {AUTH_HEADER: api_key, "content-type": "application/json"}
         self._limit = trio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self.retries = retries
         self.max_retry_wait = max_retry_wait
         self._backoff_template = backoff or Backoff(initial=0.2, cap=max_retry_wait)
@@ -113,11 +116,24 @@ class ChatsightHttp:
                 await self._poster.aclose()
             await self._client.aclose()
 
+    async def warm(self, connections: int) -> None:
+        """Have ``connections`` keep-alive connections open and idle (at most
+        ``concurrency``), so that a burst of requests (the websocket just closed) does not
+        wait for TCP and TLS set-up. Nothing on the httpx path; failures are ignored."""
+        if self._poster is None:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._poster.warm(min(connections, self._concurrency))
+
     async def moderate(
-        self, text: str, metadata: Mapping[str, Any] | None = None
+        self, text: str, metadata: Mapping[str, Any] | None = None, *,
+        deadline: float | None = None,
     ) -> ChatsightResult:
-        """The result for ``text``; :class:`EngineError` once retries are spent."""
-        return await self._post(self.url, http_request(text, metadata), parse_http_reply)
+        """The result for ``text``; :class:`EngineError` once retries are spent,
+        :class:`EngineTimeout` at ``deadline`` (trio time; waiting for a free connection,
+        attempts and the waits between them included)."""
+        return await self._post(self.url, http_request(text, metadata), parse_http_reply,
+                                deadline)
 
     async def check_username(self, name: str) -> str:
         """Chatsight's username check (beta): ``allow``, ``reject``, ``undecided`` or
@@ -125,48 +141,76 @@ class ChatsightHttp:
         return await self._post(self.username_url, username_request(name),
                                 parse_username_reply)
 
-    async def _post(self, url: str, body: bytes, parse: Callable[[bytes], T]) -> T:
-        template = self._backoff_template
-        backoff = Backoff(template.initial, template.cap, jitter=template.jitter, rng=template.rng)
-
-        def retrying(outcome: Retry, delay: float) -> None:
-            self.stats["retries"] += 1
-            log.debug("retrying in %.2f s: %s", delay, outcome.reason)
-
-        async with self._limit:
-            outcome, attempts = await with_retries(
-                lambda: self._attempt(url, body, parse), retries=self.retries, backoff=backoff,
-                max_wait=self.max_retry_wait, on_retry=retrying)
+    async def _post(self, url: str, body: bytes, parse: Callable[[bytes], T],
+                    deadline: float | None = None) -> T:
+        # Cancel scopes cost about a tenth of a request's CPU: the first attempt bounds its
+        # own time by the deadline too; a scope covers the slot's wait and the retries only
+        # when there are any.
+        try:
+            self._limit.acquire_nowait()
+        except trio.WouldBlock:
+            acquired = False
+            with trio.CancelScope(deadline=math.inf if deadline is None else deadline):
+                await self._limit.acquire()
+                acquired = True
+            if not acquired:
+                raise EngineTimeout("no free HTTP connection before the deadline") from None
+        try:
+            first = await self._attempt(url, body, parse, deadline)
+            if not isinstance(first, Retry) or not self.retries:
+                outcome, attempts = first, 1
+            else:
+                outcome, attempts = await self._retry(first, url, body, parse, deadline)
+        finally:
+            self._limit.release()
         if isinstance(outcome, Retry):
             self.stats["gave_up"] += 1
             raise EngineError(
                 f"Chatsight HTTP failed after {attempts} attempt(s): {outcome.reason}")
         return outcome
 
-    async def _attempt(self, url: str, body: bytes, parse: Callable[[bytes], T]) -> T | Retry:
-        """One request: its result, a :class:`Retry`, or a final :class:`EngineError`."""
+    async def _retry(self, first: Retry, url: str, body: bytes, parse: Callable[[bytes], T],
+                     deadline: float | None) -> tuple[T | Retry, int]:
+        """The retries after a ``first`` attempt that asked for them, until ``deadline``."""
+        template = self._backoff_template
+        backoff = Backoff(template.initial, template.cap, jitter=template.jitter, rng=template.rng)
+        earlier = [first]
+
+        async def attempt() -> T | Retry:
+            if earlier:  # with_retries counts the first attempt, then waits as it asks
+                return earlier.pop()
+            return await self._attempt(url, body, parse, deadline)
+
+        def retrying(outcome: Retry, delay: float) -> None:
+            self.stats["retries"] += 1
+            log.debug("retrying in %.2f s: %s", delay, outcome.reason)
+
+        with trio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            return await with_retries(attempt, retries=self.retries, backoff=backoff,
+                                      max_wait=self.max_retry_wait, on_retry=retrying)
+        raise EngineTimeout("no HTTP answer before the deadline, retries included")
+
+    async def _attempt(self, url: str, body: bytes, parse: Callable[[bytes], T],
+                       deadline: float | None) -> T | Retry:
+        """One request: its result, a :class:`Retry`, or a final :class:`EngineError`
+        (:class:`EngineTimeout` at ``deadline``)."""
         self.stats["requests"] += 1
         if self._poster is not None and url == self.url:  # the hot path: text moderation
             try:
-                answer = await self._poster.post(body)
+                answer = await self._poster.post(body, deadline)
             except ExchangeTimedOut:
+                if deadline is not None and trio.current_time() >= deadline:
+                    raise EngineTimeout("no HTTP answer before the deadline") from None
                 self.stats["timeouts"] += 1
                 return Retry("timed out")
             except ExchangeFailed as exc:
                 self.stats["network_errors"] += 1
                 return Retry(str(exc))
         else:
-            try:
-                response = await self._client.send(
-                    post_request(self._client, url, body, self._headers))
-            except httpx.TimeoutException:
-                self.stats["timeouts"] += 1
-                return Retry("timed out")
-            except httpx.TransportError as exc:
-                self.stats["network_errors"] += 1
-                return Retry(f"{type(exc).__name__}: {exc}")
-            answer = Answer(response.status_code,
-                            [(k.lower(), v) for k, v in response.headers.raw], response.content)
+            sent = await self._send_with_httpx(url, body, deadline)
+            if isinstance(sent, Retry):
+                return sent
+            answer = sent
         status = answer.status
         self.stats[f"status_{status}"] += 1
         if status == 200:
@@ -180,3 +224,20 @@ class ChatsightHttp:
             return Retry(f"HTTP {status}", retry_after_seconds(answer.header(b"retry-after")))
         text = answer.body[:200].decode("utf-8", "replace")
         raise EngineError(f"Chatsight HTTP {status}: {text}")
+
+    async def _send_with_httpx(self, url: str, body: bytes, deadline: float | None
+                               ) -> Answer | Retry:
+        """The answer through httpx (a proxy, an injected transport, or another endpoint)."""
+        with trio.CancelScope(deadline=math.inf if deadline is None else deadline):
+            try:
+                response = await self._client.send(
+                    post_request(self._client, url, body, self._headers))
+            except httpx.TimeoutException:
+                self.stats["timeouts"] += 1
+                return Retry("timed out")
+            except httpx.TransportError as exc:
+                self.stats["network_errors"] += 1
+                return Retry(f"{type(exc).__name__}: {exc}")
+            return Answer(response.status_code,
+                          [(k.lower(), v) for k, v in response.headers.raw], response.content)
+        raise EngineTimeout("no HTTP answer before the deadline")

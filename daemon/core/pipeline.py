@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -29,6 +29,9 @@ from chatmod.core.report import PipelineReport, RunSummary
 from chatmod.core.stages import ModerationStages
 from chatmod.core.supervisor import ReportedStatus, Supervisor
 from chatmod.policy.rules import Policy
+
+if TYPE_CHECKING:
+    from chatmod.policy.escalation import Escalation
 
 log = logging.getLogger("chatmod.pipeline")
 
@@ -51,8 +54,11 @@ class Pipeline(SinkStage, ModerationStages, PipelineReport):
         queue_size: int = 256,
         stats_interval: float = 0.0,
         dead_letters: DeadLetters | None = None,
+        escalation: Escalation | None = None,
     ) -> None:
         self.dead_letters = dead_letters
+        # Strikes and ladder steps between the policy and the sinks (None: no ladder).
+        self.escalation = escalation
         self.sources = {source.name: source for source in sources}
         self.engines = list(engines)
         self.chain = chain

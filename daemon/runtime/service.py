@@ -62,8 +62,8 @@ def build_pipeline(config: Config) -> Pipeline:
         queue_size=config.daemon.queue_size,
         stats_interval=config.daemon.stats_interval,
         dead_letters=DeadLetters(config.dead_letters),
+        escalation=build_escalation(config),
     )
-    pipeline.escalation = build_escalation(config)
     return pipeline
 
 
