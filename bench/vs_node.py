@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/vs_node.py [--messages 60000] [--http-messages 10000] [--repeat 3]
                                       [--window 1024] [--skip-pipeline]
+                                      [--only ws|http|cuts] [--before PYTHONPATH]
 
 Installs what it needs on first use (``npm install`` into bench/node/node_modules, which git
 ignores). One run measures:
@@ -236,6 +237,9 @@ def main() -> None:
     parser.add_argument("--cut-rate", type=float, default=1000.0,
                         help="msgs/s for the latency run with the websocket reset every second")
     parser.add_argument("--cut-seconds", type=float, default=10.0)
+    parser.add_argument("--before", metavar="PYTHONPATH",
+                        help="also run chatmod with this PYTHONPATH (an export of an earlier "
+                             "commit, its daemon/ as chatmod/), interleaved: before vs after")
     args = parser.parse_args()
     ensure_node_modules()
     env = {**os.environ, "CHATSIGHT_API_KEY": KEY}
@@ -259,10 +263,11 @@ def main() -> None:
                 return lambda n: timed(pinned(CLIENT_CPU, [
                     "node", str(NODE_DIR / script), url, KEY, str(n), *extra]), None, env)
 
-            def chatmod(config: Path) -> Callable[[int], Run]:
+            def chatmod(config: Path, run_env: dict[str, str] = env) -> Callable[[int], Run]:
                 def measure(n: int) -> Run:
                     out.unlink(missing_ok=True)
-                    return timed(pinned(CLIENT_CPU, [*python, str(config)]), inputs[n], env)
+                    return timed(pinned(CLIENT_CPU, [*python, str(config)]), inputs[n],
+                                 run_env)
                 return measure
 
             def decisions(count: int, route: str) -> Callable[[], None]:
@@ -285,6 +290,14 @@ def main() -> None:
                 Row("chatmod: HTTP fallback (ws unreachable)", args.http_messages,
                     chatmod(http_config), decisions(args.http_messages, "http")),
             ]
+            if args.before:
+                before_env = {**env, "PYTHONPATH": args.before}
+                ws_rows.append(Row("chatmod before: stdin jsonl -> Chatsight ws -> jsonl file",
+                                   args.messages, chatmod(ws_config, before_env),
+                                   decisions(args.messages, "ws")))
+                http_rows.append(Row("chatmod before: HTTP fallback (ws unreachable)",
+                                     args.http_messages, chatmod(http_config, before_env),
+                                     decisions(args.http_messages, "http")))
             groups = [g for g, name in ((ws_rows, "ws"), (http_rows, "http"))
                       if args.only in (None, name)]
             for _ in range(args.repeat):  # interleaved: noise hits every row alike

@@ -28,7 +28,7 @@ import httpx
 import trio
 
 from chatmod.chatsight.engine import ROUTE_HTTP, ROUTE_WS, HttpBreaker, RouteRace
-from chatmod.chatsight.http import ChatsightHttp
+from chatmod.chatsight.http import ChatsightHttp, WorkerPool
 from chatmod.chatsight.inflight import InFlight, Settle
 from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
@@ -192,7 +192,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         )
         self._http_transport = http_transport
         self._http: ChatsightHttp | None = None
-        self._tasks: trio.Nursery | None = None  # HTTP requests, while the engine runs
+        self._tasks: trio.Nursery | None = None  # username checks, while the engine runs
+        self._http_workers = WorkerPool(config.http_concurrency)  # HTTP's messages
         self._window = trio.Semaphore(config.max_in_flight)
         self.routes: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()  # the race's and breaker's are theirs
@@ -218,8 +219,9 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             retries=config.http_retries,
             max_retry_wait=config.http_max_retry_wait,
             transport=self._http_transport,
-        ) as http, trio.open_nursery() as tasks:
+        ) as http, trio.open_nursery() as http_workers, trio.open_nursery() as tasks:
             self._http, self._tasks = http, tasks
+            self._http_workers.start_in(http_workers)
             tasks.start_soon(self._fail_held_too_long)
             try:
                 if config.use_websocket:
@@ -231,6 +233,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                     task_status.started()
                     await trio.sleep_forever()
             finally:
+                http_workers.cancel_scope.cancel()  # they answer nothing from here on
                 self._http, self._tasks = None, None
                 self._http_counts_before.update(http.stats)  # counters survive a restart
                 # Stopping must not leave a message waiting forever: each one still
@@ -329,7 +332,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if tasks is None:  # stopped while this message waited for its window slot
             settle(EngineError(f"engine {self.name} is not running"))
         else:
-            tasks.start_soon(self._over_http, message, settle, None, metadata)
+            self._http_workers.run_soon(self._over_http, message, settle, None, metadata,
+                                        now + self.config.http_deadline)
         return False
 
     async def _check_username(self, message: Message, on_result: ResultCallback) -> None:
@@ -475,28 +479,34 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     def _to_http(self, entry: InFlight) -> None:
         if self._tasks is not None:
-            self._tasks.start_soon(self._over_http, entry.message, entry.settle, entry,
-                                   self._metadata(entry.message)[0])
+            self._http_workers.run_soon(self._over_http, entry.message, entry.settle, entry,
+                                        self._metadata(entry.message)[0],
+                                        trio.current_time() + self.config.http_deadline)
 
     async def _over_http(
         self, message: Message, settle: Settle, entry: InFlight | None,
-        metadata: Mapping[str, Any] | None,
+        metadata: Mapping[str, Any] | None, deadline: float,
     ) -> None:
-        """``message`` over HTTP. A cancel scope (about a tenth of a request's CPU) only
-        where a winning websocket reply may call the request off: ``entry`` is its websocket
-        request."""
+        """``message`` over HTTP (run by one of the HTTP workers), answered by ``deadline``
+        (set when it was queued: the wait for a worker counts). A cancel scope (about a
+        tenth of a request's CPU) only where a winning websocket reply may call the request
+        off: ``entry`` is its websocket request."""
         if entry is None:
-            self.race.http_answered(None, settle, await self._http_result(message, metadata))
+            self.race.http_answered(
+                None, settle, await self._http_result(message, metadata, deadline))
             return
+        if settle not in self._outstanding:
+            return  # its websocket reply won while it waited for a worker: nothing to send
         with trio.CancelScope() as scope:
             entry.http_scope = scope
-            self.race.http_answered(entry, settle, await self._http_result(message, metadata))
+            self.race.http_answered(
+                entry, settle, await self._http_result(message, metadata, deadline))
 
     async def _http_result(
-        self, message: Message, metadata: Mapping[str, Any] | None,
+        self, message: Message, metadata: Mapping[str, Any] | None, deadline: float,
     ) -> Verdict | EngineError:
         try:
-            return self._verdict(await self._via_http(message, metadata), ROUTE_HTTP)
+            return self._verdict(await self._via_http(message, metadata, deadline), ROUTE_HTTP)
         except EngineError as exc:
             return exc
 
@@ -537,7 +547,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             context, left_out, MAX_METADATA_KEYS)
 
     async def _via_http(
-        self, message: Message, metadata: Mapping[str, Any] | None
+        self, message: Message, metadata: Mapping[str, Any] | None, deadline: float,
     ) -> ChatsightResult:
         http = self._http
         if http is None:
@@ -546,18 +556,16 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             # While Chatsight is down, waiting out retries for every message would only
             # delay the fallback's answer and pile up a backlog.
             raise EngineError("Chatsight HTTP is failing; skipped for now")
-        deadline = self.config.http_deadline
         try:
-            result = await http.moderate(message.text, metadata,
-                                         deadline=trio.current_time() + deadline)
+            result = await http.moderate(message.text, metadata, deadline=deadline)
         except EngineError as exc:
             self._http_failed()
             if isinstance(exc, AuthRejected) and not self._http_auth_failing:
                 self._http_auth_failing = True
                 self.log.error("%s; messages get the fallback's verdicts", exc)
             if isinstance(exc, EngineTimeout):
-                raise EngineError(
-                    f"no HTTP answer within http_deadline ({deadline:g} s)") from None
+                raise EngineError("no HTTP answer within http_deadline "
+                                  f"({self.config.http_deadline:g} s)") from None
             raise
         if self._http_auth_failing:
             self._http_auth_failing = False
