@@ -64,6 +64,11 @@ HTTP_WARM_INTERVAL = 10.0
 # The text of the one moderation request that asks whether the key is refused, after the
 # websocket was cut right after opening (see ChatsightSocket).
 KEY_CHECK_TEXT = "chatmod API key check"
+# Seconds beyond every path's own deadline after which a message still held is failed (to
+# the engine chain's fallback): a safety net, should some path ever lose its answer.
+HELD_MARGIN = 5.0
+# Seconds between checks for such messages while the engine holds none.
+HELD_CHECK_INTERVAL = 1.0
 
 # The websocket's and HTTP client's counters, listed at zero in statistics() so that their
 # /metrics series exist before their first increment.
@@ -195,7 +200,9 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         self._metadata_warned = False
         self._http_auth_failing = False
         self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
-        self._outstanding: set[Settle] = set()  # settles of messages not answered yet
+        # Settles of messages not answered yet -> since when (oldest first).
+        self._outstanding: dict[Settle, float] = {}
+        self._held_warned = False
         self._http_counts_before: Counter[str] = Counter()  # of earlier runs (restarts)
         # name -> (its username check's answer, remembered until)
         self._usernames: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -215,6 +222,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         ) as http, trio.open_nursery() as http_workers, trio.open_nursery() as tasks:
             self._http, self._tasks = http, tasks
             self._http_workers.start_in(http_workers)
+            tasks.start_soon(self._fail_held_too_long)
             try:
                 if config.use_websocket:
                     tasks.start_soon(self._expire_overdue)
@@ -269,7 +277,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             self._window.acquire_nowait()
         except trio.WouldBlock:
             await self._window.acquire()
-        if self._start(message, self._settler(on_result), trio.current_time()):
+        now = trio.current_time()
+        if self._start(message, self._settler(on_result, now), now):
             await self.socket.wait_drained()
 
     async def submit_many(
@@ -300,7 +309,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 now = None
             if now is None:
                 now = trio.current_time()
-            if self._start(message, self._settler(answer), now):
+            if self._start(message, self._settler(answer, now), now):
                 await self.socket.wait_drained()
                 now = None
 
@@ -360,8 +369,9 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         # Its own engine name: the verdict cache keeps only the primary's text verdicts.
         return Verdict(answer, None, f"{self.name}/username", route)
 
-    def _settler(self, on_result: ResultCallback) -> Settle:
-        """``on_result`` for the first answer only; frees the window slot with it."""
+    def _settler(self, on_result: ResultCallback, now: float) -> Settle:
+        """``on_result`` for the first answer only; frees the window slot with it. The
+        message is held from ``now``."""
         settled = False
 
         def settle(result: Verdict | EngineError) -> bool:
@@ -369,15 +379,53 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             if settled:
                 return False
             settled = True
-            self._outstanding.discard(settle)
+            self._outstanding.pop(settle, None)
             self._window.release()
             if isinstance(result, Verdict):
                 self.routes[result.route] += 1
             on_result(result)
             return True
 
-        self._outstanding.add(settle)
+        self._outstanding[settle] = now
         return settle
+
+    @property
+    def held_limit(self) -> float:
+        """Seconds a message may be held before it is failed to the fallback: its websocket
+        deadline, then HTTP twice (a racing request whose websocket error reply sends it
+        over HTTP again), then a margin."""
+        config = self.config
+        return config.verdict_timeout + 2 * config.http_deadline + HELD_MARGIN
+
+    async def _fail_held_too_long(self) -> None:
+        """The safety net: every path has its own deadline, so a message held past
+        :attr:`held_limit` lost its answer somewhere. It fails (the engine chain's fallback
+        decides it): counted, and logged once."""
+        limit = self.held_limit
+        outstanding = self._outstanding
+        while True:
+            oldest = next(iter(outstanding.values()), None)
+            if oldest is None:
+                await trio.sleep(HELD_CHECK_INTERVAL)
+                continue
+            await trio.sleep_until(oldest + limit)
+            expired_before = trio.current_time() - limit
+            expired = []
+            for settle, since in outstanding.items():  # oldest first
+                if since > expired_before:
+                    break
+                expired.append(settle)
+            if not expired:
+                continue
+            self.stats["held_too_long"] += len(expired)
+            if not self._held_warned:
+                self._held_warned = True
+                self.log.error(
+                    "%d message(s) held over %g s with no answer (a defect): failed to the "
+                    "fallback. Logged once; held_too_long counts them.", len(expired), limit)
+            error = EngineError(f"no answer within {limit:g} s")
+            for settle in expired:
+                settle(error)
 
     def _on_reply(self, reply: Reply) -> str:
         result = reply.result

@@ -580,12 +580,12 @@ async def test_late_websocket_reply_still_wins_the_race_with_http(
     stats = engine.statistics()
     assert stats["ws_won_race"] == 1
     assert stats["in_flight"] == 0
-    # HTTP was called off, not left to answer late: its task is gone (the overdue sweep and
-    # the warm HTTP connections' keeper stay).
+    # HTTP was called off, not left to answer late: its task is gone (the overdue sweep, the
+    # warm HTTP connections' keeper and the sweep of messages held too long stay).
     assert engine._tasks is not None
     await eventually(lambda: engine._tasks is not None and [
         t.name for t in engine._tasks.child_tasks if "_over_http" in t.name] == [])
-    assert len(engine._tasks.child_tasks) == 2
+    assert len(engine._tasks.child_tasks) == 3
     assert engine.statistics().get("http_answers_dropped", 0) == 0
 
 

@@ -181,6 +181,7 @@ class ChatsightSocket:
             with trio.move_on_after(DISCONNECT_TIMEOUT):
                 await ws.close()
         finally:
+            ws.ended()  # a sender waiting for the writer (backpressure) goes on now
             self._ws = None
             lost = self.on_closed(generation)
             self.stats["requests_moved_on_close"] += lost

@@ -237,6 +237,9 @@ class WsConnection:
         if self.close_code is not None:
             return
         self.close_code = code
+        # The writer may be gone (cancelled in a blocked send): a sender waiting for it to
+        # drain the queue would wait forever.
+        self._drained.set()
         try:
             self._frame_queued_texts()
             data = b"".join(self._outgoing) + self._protocol.send(CloseConnection(code=code))
@@ -244,6 +247,11 @@ class WsConnection:
             await self.stream.send_all(data)
         except (LocalProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+
+    def ended(self) -> None:
+        """The connection is over for its owner (however it ended): nothing more is queued,
+        and no sender waits for a writer that will not run again."""
+        self._lost()
 
     def _lost(self) -> None:
         if self.close_code is None:
