@@ -179,7 +179,9 @@ def wait_for_ids(path: Path, count: int, timeout: float = 15.0) -> list[dict[str
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.exists():
-            records = decision_lines(path.read_bytes())
+            data = path.read_bytes()
+            # Only whole lines: the daemon may be in the middle of writing the last one.
+            records = decision_lines(data[:data.rfind(b"\n") + 1])
             if len(records) >= count:
                 return records
         time.sleep(0.05)
