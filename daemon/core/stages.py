@@ -276,10 +276,11 @@ class ModerationStages:
             def answered(engine: Engine[Any], message: Message, started: float, lead: Lead,
                          result: Verdict | EngineError) -> None:
                 chain.release(engine)
-                settled(message, started, result)
-                if isinstance(result, Verdict):
+                if isinstance(result, Verdict):  # the usual answer: finished here, one call less
+                    finish(message, result, started)
                     chain.primary_answered(lead, result)
                 else:
+                    settled(message, started, result)
                     chain.primary_failed(lead, result)
 
             def settled(message: Message, started: float, result: Verdict | EngineError) -> None:
