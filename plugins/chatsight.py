@@ -429,17 +429,19 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     def _on_reply(self, reply: Reply) -> str:
         result = reply.result
-        outcome = self.race.ws_reply(reply.reference, answered=result is not None)
-        entry = outcome.entry
-        if entry is None:  # a stray reply: the socket counts it by its status
-            pass
-        elif result is None:  # an error reply: this request goes over HTTP now
-            self._to_http(entry)
-        else:
-            if outcome.cancel_http and entry.http_scope is not None:
+        if result is not None:  # the usual reply: no outcome object
+            entry = self.race.ws_answered(reply.reference)
+            if isinstance(entry, str):  # a stray reply: the socket counts it by its status
+                return entry
+            if entry.racing and entry.http_scope is not None:
                 entry.http_scope.cancel()
-            entry.settle(self._verdict(result, ROUTE_WS))
-        return outcome.status
+            entry.settle(Verdict(result.action, result.score, self.name, ROUTE_WS,
+                                 result.scores))
+            return "answered"
+        outcome = self.race.ws_reply(reply.reference, answered=False)
+        if outcome.entry is not None:  # an error reply: this request goes over HTTP now
+            self._to_http(outcome.entry)
+        return outcome.status  # a stray's: the socket counts it by its status
 
     async def _http_refuses_key(self) -> bool:
         """One moderation request over HTTP with the same key: True only when it is refused

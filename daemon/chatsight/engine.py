@@ -144,6 +144,15 @@ class RouteRace:
             self.stats["ws_won_race"] += 1
         return ReplyOutcome("answered", found, cancel_http=found.racing)
 
+    def ws_answered(self, reference: str | None) -> InFlight | Stray:
+        """:meth:`ws_reply` for a reply with a result, without an outcome object (once per
+        reply): the entry to settle (a racing one's HTTP request to be cancelled first), or
+        what kind of stray the reply is."""
+        found = self.table.take(reference)
+        if not isinstance(found, str) and found.racing:
+            self.stats["ws_won_race"] += 1
+        return found
+
     def http_answered(self, entry: InFlight | None, settle: Settle,
                       result: Verdict | EngineError) -> bool:
         """HTTP's answer (or failure) for a message (``entry``: its websocket request, if it

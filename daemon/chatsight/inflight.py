@@ -70,8 +70,11 @@ class InFlightTable:
         if reference is None:
             return "unknown"
         entry = self._entries.pop(reference, None)
-        if entry is not None:
-            self._remember(reference, "answered")
+        if entry is not None:  # once per reply: :meth:`_remember` inlined
+            settled = self._settled
+            settled[reference] = "answered"
+            if len(settled) > REMEMBERED_REFERENCES:
+                settled.popitem(last=False)
             return entry
         earlier = self._settled.get(reference)
         if earlier is None:

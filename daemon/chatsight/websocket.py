@@ -176,7 +176,7 @@ class ChatsightSocket:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(keep_alive, nursery.cancel_scope)
                 nursery.start_soon(ws.write)
-                await ws.read(self._handle_text, self._handle_binary)
+                await ws.read(self._handle_text, self._handle_binary, self._handle_texts)
                 nursery.cancel_scope.cancel()
             with trio.move_on_after(DISCONNECT_TIMEOUT):
                 await ws.close()
@@ -223,6 +223,26 @@ class ChatsightSocket:
         if outcome != "answered":
             stats[f"replies_{outcome}"] += 1
             log.debug("reply for reference %r: %s", reply.reference, outcome)
+
+    def _handle_texts(self, texts: list[str]) -> None:
+        """:meth:`_handle_text` for each reply of one read; the usual replies counted once."""
+        on_reply = self.on_reply
+        answered = 0
+        for data in texts:
+            try:
+                reply = parse_ws_reply(data)
+            except ProtocolError as exc:
+                self.stats["invalid_replies"] += 1
+                log.debug("ignored an invalid reply (%s): %.120r", exc, data)
+                continue
+            outcome = on_reply(reply)
+            if outcome == "answered":
+                answered += 1
+                continue
+            self.stats["replies"] += 1
+            self.stats[f"replies_{outcome}"] += 1
+            log.debug("reply for reference %r: %s", reply.reference, outcome)
+        self.stats["replies"] += answered
 
     def _handle_binary(self, data: bytes) -> None:
         self.stats["non_text_frames"] += 1

@@ -201,11 +201,16 @@ class WsConnection:
                 return
 
     async def read(
-        self, on_text: Callable[[str], None], on_binary: Callable[[bytes], None]
+        self, on_text: Callable[[str], None], on_binary: Callable[[bytes], None],
+        on_texts: Callable[[list[str]], None] | None = None,
     ) -> None:
         """The reader task: hands every message to the callbacks (sync, non-blocking), answers
         pings, and returns when the connection ends (``close_code`` says how). A message over
-        :data:`MAX_MESSAGE_SIZE` ends it with close code 1009."""
+        :data:`MAX_MESSAGE_SIZE` ends it with close code 1009. With ``on_texts``, the texts a
+        read decodes itself (all of them, usually) go to it as one list per read, in order;
+        ``on_text`` gets those wsproto assembles (fragmented ones)."""
+        if on_texts is None:
+            on_texts = _one_by_one(on_text)
         frames = IncomingFrames(MAX_MESSAGE_SIZE)
         events = _WsprotoEvents(self, on_text, on_binary)
         while True:
@@ -217,11 +222,18 @@ class WsConnection:
                 self._lost()
                 return
             try:
+                texts: list[str] = []
                 for item in frames.receive(bytes(data)):
                     if isinstance(item, str):
-                        on_text(item)
-                    elif events.feed(item):
+                        texts.append(item)
+                        continue
+                    if texts:  # before the frame: the order stays the stream's
+                        on_texts(texts)
+                        texts = []
+                    if events.feed(item):
                         break
+                if texts:
+                    on_texts(texts)
             except (RemoteProtocolError, LocalProtocolError):
                 self._lost()
                 return
@@ -257,6 +269,13 @@ class WsConnection:
         if self.close_code is None:
             self.close_code = ABNORMAL_CLOSURE
         self._drained.set()
+
+
+def _one_by_one(on_text: Callable[[str], None]) -> Callable[[list[str]], None]:
+    def each(texts: list[str]) -> None:
+        for text in texts:
+            on_text(text)
+    return each
 
 
 class _WsprotoEvents:

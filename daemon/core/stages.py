@@ -198,10 +198,45 @@ class ModerationStages:
         decisions_room: Room,
     ) -> None:
         """Feed the streaming primary engine a list at a time; its callbacks finish each
-        message. Only a failed message gets a task (for the fallback chain)."""
+        message. Only a failed message gets a task (for the fallback chain).
+
+        The callbacks collect decisions; one task hands them to the sink stage as one list
+        per wake-up (all the replies one read of the engine settled): one channel operation
+        per read, not per reply."""
         chain, slots, clock, intake_room = self.chain, self._slots, trio.current_time, \
             self._intake_room
+        pending: list[Decision] = []  # decided, not yet handed to the sink stage
+        wanted = trio.Event()  # set when ``pending`` gains its first decision
+
+        def hand_over() -> None:
+            nonlocal pending
+            if pending:
+                ready, pending = pending, []
+                try:
+                    # The slots bound what is in flight: the room is always there.
+                    decisions.send_nowait(ready)
+                    decisions_room.force(len(ready))
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    # Answers after the drain timeout stopped the stage: counted undecided.
+                    return
+            if self.in_flight == 0 and self._drained is not None:
+                self._drained.set()
+
+        async def deliver() -> None:
+            nonlocal wanted
+            while True:
+                await wanted.wait()
+                wanted = trio.Event()
+                hand_over()
+
         async with intake, decisions, trio.open_nursery() as fallbacks:
+            delivery = trio.CancelScope()
+
+            async def deliver_until_drained() -> None:
+                with delivery:
+                    await deliver()
+
+            fallbacks.start_soon(deliver_until_drained)
 
             def finish(message: Message, verdict: Verdict, started: float) -> None:
                 latency_ms = (clock() - started) * 1000.0
@@ -219,15 +254,9 @@ class ModerationStages:
                     except RuntimeError:  # the stage is gone (drain timeout): undecided
                         return
                     return
-                try:
-                    # The slots bound what is in flight: the room is always there.
-                    decisions.send_nowait([decision])
-                    decisions_room.force(1)
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    # An answer after the drain timeout stopped the stage: counted undecided.
-                    return
-                if self.in_flight == 0 and self._drained is not None:
-                    self._drained.set()
+                pending.append(decision)
+                if len(pending) == 1:
+                    wanted.set()
 
             async def retry(message: Message) -> None:
                 # The second and last attempt, through the awaited path; its slot is freed
@@ -247,10 +276,11 @@ class ModerationStages:
             def answered(engine: Engine[Any], message: Message, started: float, lead: Lead,
                          result: Verdict | EngineError) -> None:
                 chain.release(engine)
-                settled(message, started, result)
-                if isinstance(result, Verdict):
+                if isinstance(result, Verdict):  # the usual answer: finished here, one call less
+                    finish(message, result, started)
                     chain.primary_answered(lead, result)
                 else:
+                    settled(message, started, result)
                     chain.primary_failed(lead, result)
 
             def settled(message: Message, started: float, result: Verdict | EngineError) -> None:
@@ -311,6 +341,8 @@ class ModerationStages:
             if self.in_flight:
                 self._drained = trio.Event()
                 await self._drained.wait()
+            hand_over()  # decided after the last wake-up of ``deliver``
+            delivery.cancel()
 
 
 async def _submit(engine: Engine[Any], messages: list[Message],
