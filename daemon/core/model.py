@@ -37,7 +37,7 @@ _FrozenT = TypeVar("_FrozenT")
 _NOT_GIVEN = object()
 
 
-def _quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
+def quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
     """Give a frozen, slotted dataclass an ``__init__`` that fills each slot through its
     descriptor: the generated one calls ``object.__setattr__`` per field, which costs about
     twice as much, and every message, verdict and decision is made through it. Same
@@ -68,7 +68,7 @@ def _quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
     return cls
 
 
-@_quick_init
+@quick_init
 @dataclass(slots=True, frozen=True)
 class Message:
     """One chat line."""
@@ -93,7 +93,7 @@ class Message:
     event: str | None = None
 
 
-@_quick_init
+@quick_init
 @dataclass(slots=True, frozen=True)
 class Verdict:
     """What an engine says of a message.
@@ -109,7 +109,7 @@ class Verdict:
     scores: Mapping[str, Any] = field(default_factory=dict)
 
 
-@_quick_init
+@quick_init
 @dataclass(slots=True, frozen=True)
 class Decision:
     """A message, its verdict, the policy's action and how it was reached."""

@@ -8,16 +8,24 @@ from typing import Any
 
 import orjson
 
-from chatmod.core.model import JOIN_EVENT, JOIN_TEXT_PREFIX, Message, generate_message_id
+from chatmod.core.model import (
+    JOIN_EVENT,
+    JOIN_TEXT_PREFIX,
+    Message,
+    generate_message_id,
+    quick_init,
+)
 from chatmod.errors import InputError
 
 
+@quick_init  # a line per message: made as cheaply as the model's objects
 @dataclass(frozen=True, slots=True)
 class Line:
     number: int
     data: bytes
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class OversizedLine:
     number: int
