@@ -15,7 +15,7 @@ import trio
 
 from chatmod.config.schema import setting
 from chatmod.core.interfaces import Sink
-from chatmod.core.model import Decision, format_timestamp
+from chatmod.core.model import Decision, decision_lines, format_timestamp
 from chatmod.errors import SinkError
 
 STDOUT = "-"
@@ -76,9 +76,8 @@ class JsonlSink(Sink[JsonlConfig]):
             raise SinkError(f"cannot write {self.config.path}: {exc.strerror or exc}") from None
 
     async def write(self, decisions: Sequence[Decision]) -> None:
-        include_text = self.config.include_text
         # The batch as one bytes (one orjson.dumps per line, joined) and one write.
-        data = b"".join([d.to_line(include_text=include_text) for d in decisions])
+        data = decision_lines(decisions, include_text=self.config.include_text)
         async with self._lock:
             if self._inline and not self._reopen_requested:
                 self._write_blocking(data)

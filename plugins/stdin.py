@@ -13,7 +13,13 @@ from chatmod.config.schema import setting
 from chatmod.core.interfaces import Intake, Source
 from chatmod.core.model import Message, generate_message_id
 from chatmod.errors import InputError
-from chatmod.protocols.lines import Line, LineFramer, OversizedLine, decode_line, parse_input_line
+from chatmod.protocols.lines import (
+    Line,
+    LineFramer,
+    OversizedLine,
+    decode_line,
+    parse_input_data,
+)
 
 READ_CHUNK = 65536
 DEFAULT_MAX_LINE_BYTES = 65536
@@ -124,20 +130,18 @@ class StdinSource(Source[StdinConfig]):
 
     def _to_message(self, line: Line, intake: Intake) -> Message | None:
         self.lines += 1
-        text, replaced = decode_line(line.data)
-        if not text.strip():
-            return None
         if self.config.format == "text":
-            message = Message(
-                id=generate_message_id(),
-                text=text,
-                source=self.name,
-                author=self.config.author,
-                channel=self.config.channel,
+            text, replaced = decode_line(line.data)
+            if not text.strip():
+                return None
+            message: Message | None = Message(
+                generate_message_id(), text, self.name, self.config.author, self.config.channel
             )
         else:
             try:
-                message = parse_input_line(text, self.name, self.config.channel)
+                message, replaced = parse_input_data(line.data, self.name, self.config.channel)
+                if message is None:  # a blank line
+                    return None
             except InputError as exc:
                 # One report per line: a skipped line is not also reported for its UTF-8.
                 self.skipped += 1

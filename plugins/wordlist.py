@@ -32,6 +32,12 @@ def compile_words(words: tuple[str, ...]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
 
 
+def _patterns(config: WordlistConfig) -> tuple[tuple[str, re.Pattern[str]], ...]:
+    """The lists to search, in order (delete before flag), leaving out the empty ones."""
+    compiled = ((DELETE, compile_words(config.delete)), (FLAG, compile_words(config.flag)))
+    return tuple((action, pattern) for action, pattern in compiled if pattern is not None)
+
+
 class WordlistEngine(Engine[WordlistConfig]):
     """``delete`` if a delete-word appears, else ``flag`` if a flag-word appears, else ``pass``."""
 
@@ -42,13 +48,14 @@ class WordlistEngine(Engine[WordlistConfig]):
 
     def __init__(self, name: str, config: WordlistConfig) -> None:
         super().__init__(name, config)
-        self._delete = compile_words(config.delete)
-        self._flag = compile_words(config.flag)
+        self._patterns = _patterns(config)
+        # Most messages pass: they share one verdict (frozen, its empty scores never written)
+        # rather than each making its own.
+        self._pass = Verdict(PASS, 0.0, self.name, ROUTE_LOCAL)
 
     def reconfigure(self, config: WordlistConfig) -> bool:
         self.config = config
-        self._delete = compile_words(config.delete)
-        self._flag = compile_words(config.flag)
+        self._patterns = _patterns(config)
         return True
 
     async def moderate(self, message: Message) -> Verdict:
@@ -60,8 +67,8 @@ class WordlistEngine(Engine[WordlistConfig]):
         return [verdict_for(message.text) for message in messages]
 
     def verdict_for(self, text: str) -> Verdict:
-        for action, pattern in ((DELETE, self._delete), (FLAG, self._flag)):
-            if pattern is not None and (match := pattern.search(text)) is not None:
+        for action, pattern in self._patterns:
+            if (match := pattern.search(text)) is not None:
                 return Verdict(action, 1.0, self.name, ROUTE_LOCAL,
                                {"matched": match.group(0).lower()})
-        return Verdict(PASS, 0.0, self.name, ROUTE_LOCAL)
+        return self._pass

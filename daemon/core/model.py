@@ -6,7 +6,7 @@ import itertools
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, SupportsFloat, SupportsIndex, TypeVar
@@ -37,7 +37,7 @@ _FrozenT = TypeVar("_FrozenT")
 _NOT_GIVEN = object()
 
 
-def _quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
+def quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
     """Give a frozen, slotted dataclass an ``__init__`` that fills each slot through its
     descriptor: the generated one calls ``object.__setattr__`` per field, which costs about
     twice as much, and every message, verdict and decision is made through it. Same
@@ -68,7 +68,7 @@ def _quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
     return cls
 
 
-@_quick_init
+@quick_init
 @dataclass(slots=True, frozen=True)
 class Message:
     """One chat line."""
@@ -93,7 +93,7 @@ class Message:
     event: str | None = None
 
 
-@_quick_init
+@quick_init
 @dataclass(slots=True, frozen=True)
 class Verdict:
     """What an engine says of a message.
@@ -109,7 +109,7 @@ class Verdict:
     scores: Mapping[str, Any] = field(default_factory=dict)
 
 
-@_quick_init
+@quick_init
 @dataclass(slots=True, frozen=True)
 class Decision:
     """A message, its verdict, the policy's action and how it was reached."""
@@ -136,52 +136,76 @@ class Decision:
 
     def to_record(self, *, include_text: bool = True) -> dict[str, Any]:
         """The decision line as a dict, keys in the documented order."""
-        message, verdict = self.message, self.verdict
-        record: dict[str, Any] = {
-            "id": message.id,
-            "source": message.source,
-            "channel": message.channel,
-            "author": message.author,
-            "verdict": verdict.action,
-            "score": verdict.score,
-            "action": self.action,
-            "engine": verdict.engine,
-            "route": verdict.route,
-            "latency_ms": round(self.latency_ms, 3),
-            "ts": format_timestamp(self.ts),
-            "scores": verdict.scores,
-        }
-        if include_text:
-            record["text"] = message.text
-        if message.timestamp is not None:
-            record["timestamp"] = message.timestamp
-        if message.author_account is not None:
-            record["author_account"] = message.author_account
-        if message.event is not None:
-            record["event"] = message.event
-        # Only present when true, so the common line stays the documented one.
-        if self.shadow:
-            record["shadow"] = True
-        if self.exempt:
-            record["exempt"] = True
-        if self.step is not None:
-            record["strikes"] = self.strikes
-            record["step"] = self.step
-            if self.duration is not None:
-                record["duration"] = self.duration
-        if self.reason is not None:
-            record["reason"] = self.reason
-        if self.repeated:
-            record["repeated"] = True
-        return record
+        return _decision_record(self, round(self.latency_ms, 3), include_text)
 
     def to_line(self, *, include_text: bool = True) -> bytes:
         """The decision line: one JSON object and a newline."""
-        return orjson.dumps(
-            self.to_record(include_text=include_text),
-            option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS,
-            default=_json_default,
-        )
+        return orjson.dumps(self.to_record(include_text=include_text), option=_LINE_OPTIONS,
+                            default=_json_default)
+
+
+_LINE_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+
+
+def decision_lines(decisions: Iterable[Decision], *, include_text: bool = True) -> bytes:
+    """The decision lines of ``decisions``, joined: the bytes of each one's
+    :meth:`Decision.to_line`, with less work per decision (every decision comes through here).
+
+    A batch's decisions share their latency (one engine call), so it is rounded once.
+    """
+    dumps, record_of = orjson.dumps, _decision_record
+    lines: list[bytes] = []
+    last_latency: object = None
+    rounded = 0.0
+    for decision in decisions:
+        latency = decision.latency_ms
+        if latency is not last_latency:  # identity: 0.0 and -0.0 are equal, not the same
+            last_latency, rounded = latency, round(latency, 3)
+        lines.append(dumps(record_of(decision, rounded, include_text), option=_LINE_OPTIONS,
+                           default=_json_default))
+    return b"".join(lines)
+
+
+def _decision_record(decision: Decision, latency_ms: float, include_text: bool) -> dict[str, Any]:
+    """The decision line as a dict, keys in the documented order (``latency_ms`` rounded)."""
+    message, verdict = decision.message, decision.verdict
+    record: dict[str, Any] = {
+        "id": message.id,
+        "source": message.source,
+        "channel": message.channel,
+        "author": message.author,
+        "verdict": verdict.action,
+        "score": verdict.score,
+        "action": decision.action,
+        "engine": verdict.engine,
+        "route": verdict.route,
+        "latency_ms": latency_ms,
+        "ts": format_timestamp(decision.ts),
+        "scores": verdict.scores,
+    }
+    if include_text:
+        record["text"] = message.text
+    if message.timestamp is not None:
+        record["timestamp"] = message.timestamp
+    if message.author_account is not None:
+        record["author_account"] = message.author_account
+    if message.event is not None:
+        record["event"] = message.event
+    # Only present when true, so the common line stays the documented one.
+    if decision.shadow:
+        record["shadow"] = True
+    if decision.exempt:
+        record["exempt"] = True
+    if decision.step is not None:
+        record["strikes"] = decision.strikes
+        record["step"] = decision.step
+        if decision.duration is not None:
+            record["duration"] = decision.duration
+    if decision.reason is not None:
+        record["reason"] = decision.reason
+    if decision.repeated:
+        record["repeated"] = True
+    return record
 
 
 def format_timestamp(ts: float) -> str:

@@ -3,7 +3,7 @@ mode), exempt authors and shadow mode."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from chatmod.config.sections import DEFAULT_ACTIONS, FailMode, PolicySection
 from chatmod.core.engine_chain import ROUTE_FAIL_CLOSED, ROUTE_FAIL_OPEN
@@ -21,6 +21,13 @@ class _Rules:
     delete_score: float | None = None
     fail_mode: FailMode = "chain"
     name: str = "default"
+
+    #: No cut-off and no fail mode: the action follows the engine's verdict as it is said.
+    follows_engine: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "follows_engine", self.flag_score is None
+                           and self.delete_score is None and self.fail_mode == "chain")
 
     def judge(self, verdict: Verdict) -> tuple[str, str | None]:
         """The verdict the action follows, and why when it is not the engine's own."""
@@ -73,7 +80,10 @@ class Policy:
         if message.author is not None and message.author in rules.exempt_authors:
             return Decision(message, verdict, NO_ACTION, latency_ms,
                             shadow=rules.shadow, exempt=True)
-        judged, reason = rules.judge(verdict)
+        if rules.follows_engine:  # the common case: nothing to judge
+            judged, reason = verdict.action, None
+        else:
+            judged, reason = rules.judge(verdict)
         action = rules.actions.get(judged, self.unknown_verdict_action)
         if message.event == JOIN_EVENT:  # asked about the name: an action such as a kick
             reason = f"username check: {verdict.action}"

@@ -8,16 +8,24 @@ from typing import Any
 
 import orjson
 
-from chatmod.core.model import JOIN_EVENT, JOIN_TEXT_PREFIX, Message, generate_message_id
+from chatmod.core.model import (
+    JOIN_EVENT,
+    JOIN_TEXT_PREFIX,
+    Message,
+    generate_message_id,
+    quick_init,
+)
 from chatmod.errors import InputError
 
 
+@quick_init  # a line per message: made as cheaply as the model's objects
 @dataclass(frozen=True, slots=True)
 class Line:
     number: int
     data: bytes
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class OversizedLine:
     number: int
@@ -37,16 +45,22 @@ class LineFramer:
         self._line_number = 0
         self._discarding = 0  # bytes dropped so far of an oversized line; 0 when not dropping
 
-    def feed(self, data: bytes) -> Iterator[Line | OversizedLine]:
+    def feed(self, data: bytes) -> list[Line | OversizedLine]:
         """Lines completed by ``data``, in order."""
-        start = 0
-        while True:
-            newline = data.find(b"\n", start)
-            if newline < 0:
-                break
-            yield from self._complete_line(data[start:newline])
-            start = newline + 1
-        rest = data[start:]
+        pieces = data.split(b"\n")
+        rest = pieces.pop()
+        items: list[Line | OversizedLine] = []
+        if pieces:
+            # The first piece ends a line begun by earlier reads; the others are whole
+            # lines, framed here in one loop (a read brings hundreds of them).
+            items.extend(self._complete_line(pieces[0]))
+            number, limit = self._line_number, self.max_line_bytes
+            for index in range(1, len(pieces)):
+                piece = pieces[index]
+                number += 1
+                items.append(Line(number, piece) if len(piece) <= limit
+                             else OversizedLine(number, len(piece)))
+            self._line_number = number
         if self._discarding:
             self._discarding += len(rest)
         elif len(self._buffer) + len(rest) > self.max_line_bytes:
@@ -54,6 +68,7 @@ class LineFramer:
             self._buffer.clear()
         else:
             self._buffer += rest
+        return items
 
     def pending_bytes(self) -> int:
         """Bytes of a line begun and not yet ended (0 while an oversized one is dropped)."""
@@ -109,33 +124,44 @@ def parse_input_record(
     ``{"id", "text", "author", "channel", "metadata", "images"}``; only ``text`` is required.
     ``{"type": "join", "author", "channel"}`` is someone joining (their name is checked).
     """
+    # Every input line comes through here: the common case (plain strings, no metadata or
+    # images) takes one dict lookup per field; anything else goes to the general checks.
     if not isinstance(record, dict):
         raise InputError(f"expected a JSON object, found {type(record).__name__}")
-    kind = record.get("type")
-    if kind == JOIN_EVENT:
-        return _join_record(record, source, default_channel)
-    if kind not in (None, "message"):
-        raise InputError(f"'type' must be 'message' or 'join', found {str(kind)[:40]!r}")
-    text = record.get("text")
+    get = record.get
+    kind = get("type")
+    if kind is not None:
+        if kind == JOIN_EVENT:
+            return _join_record(record, source, default_channel)
+        if kind != "message":
+            raise InputError(f"'type' must be 'message' or 'join', found {str(kind)[:40]!r}")
+    text = get("text")
     if not isinstance(text, str):
         found = "nothing" if text is None else type(text).__name__
         raise InputError(f"'text' must be a string, found {found}")
-    metadata = record.get("metadata") or {}
+    metadata = get("metadata") or {}
     if not isinstance(metadata, dict):
         raise InputError(f"'metadata' must be an object, found {type(metadata).__name__}")
-    images = record.get("images") or []
-    if images and (not isinstance(images, list) or not all(isinstance(i, str) for i in images)):
-        raise InputError("'images' must be an array of URL strings")
-    channel = _optional_str(record, "channel")
-    return Message(
-        id=_optional_str(record, "id") or generate_message_id(),
-        text=text,
-        source=source,
-        author=_optional_str(record, "author"),
-        channel=channel if channel is not None else default_channel,
-        metadata=metadata,
-        images=tuple(images),
-    )
+    images = get("images")
+    if images:
+        if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
+            raise InputError("'images' must be an array of URL strings")
+        images = tuple(images)
+    else:
+        images = ()
+    channel = get("channel")
+    if channel is None:
+        channel = default_channel
+    elif type(channel) is not str:
+        channel = _optional_str(record, "channel")
+    message_id = get("id")
+    if type(message_id) is not str:
+        message_id = _optional_str(record, "id")
+    author = get("author")
+    if author is not None and type(author) is not str:
+        author = _optional_str(record, "author")
+    return Message(message_id or generate_message_id(), text, source, author, channel,
+                   metadata, images)
 
 
 def _join_record(record: dict[str, Any], source: str, default_channel: str | None) -> Message:
@@ -154,10 +180,33 @@ def _join_record(record: dict[str, Any], source: str, default_channel: str | Non
     )
 
 
-def parse_input_line(text: str, source: str, default_channel: str | None = None) -> Message:
-    """A message from one JSON input line; :class:`InputError` says what is wrong."""
+def parse_input_line(
+    text: str | bytes, source: str, default_channel: str | None = None
+) -> Message:
+    """A message from one JSON input line (text, or bytes of valid UTF-8); :class:`InputError`
+    says what is wrong."""
     try:
         record = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc}") from None
     return parse_input_record(record, source, default_channel)
+
+
+def parse_input_data(
+    data: bytes, source: str, default_channel: str | None = None
+) -> tuple[Message | None, bool]:
+    """The message of one framed JSON input line (None for a blank line), and whether invalid
+    UTF-8 was replaced; :class:`InputError` says what is wrong.
+
+    The same as :func:`decode_line`, a blank check and :func:`parse_input_line`, without
+    decoding the line first: orjson reads bytes of valid UTF-8 as it reads their text, and
+    refuses any other, which then takes that general path.
+    """
+    try:
+        record = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        text, replaced = decode_line(data)
+        if not text.strip():
+            return None, replaced
+        return parse_input_line(text, source, default_channel), replaced
+    return parse_input_record(record, source, default_channel), False
