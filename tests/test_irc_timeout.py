@@ -199,6 +199,10 @@ async def test_a_timeout_set_before_a_restart_is_lifted_by_the_restarted_daemon(
             assert not any(line.command == "MODE" and "-b" in line.params
                            for line in watcher.lines)
             assert [entry[:2] for entry in pending_unbans(tmp_path)] == [["#lobby", mask]]
+            # Until the server has closed the first bot's connection its nick is taken, and
+            # the second would (rightly) log in as modbot_: wait for the server's QUIT.
+            await watcher.wait_for(lambda line: line.command == "QUIT"
+                                   and line.hostmask.nickname == "modbot")
             second = IrcDaemon(tmp_path, oper_irc_server.port, "second")
             daemons.append(second)
             unban = await watcher.wait_for(
