@@ -28,6 +28,7 @@ from chatmod.policy.escalation import Escalation
 from chatmod.policy.live_control import LiveControl
 from chatmod.policy.rules import Policy
 from chatmod.review.service import ReviewQueue, ReviewSink
+from chatmod.runtime.allocator import keep_freed_heap
 from chatmod.runtime.collector import StartUpFreezer
 from chatmod.runtime.logsetup import set_level
 from chatmod.runtime.metrics import metrics_endpoint
@@ -148,6 +149,7 @@ class Service:
         # Connections (HTTP, IRC, Redis, Chatsight) must not run out of descriptors at 1024:
         # nothing here uses select(), so the hard limit is safe (systemd's advice, Go's habit).
         log.debug("open file limit: %d", raise_file_limit())
+        log.debug("C heap: %s", keep_freed_heap())
         with trio.open_signal_receiver(*STOP_SIGNALS, signal.SIGHUP) as signals:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._handle_signals, signals)
