@@ -174,9 +174,11 @@ decisions = st.builds(
 @given(batch=st.lists(decisions, max_size=6), include_text=st.booleans(), shared=st.booleans())
 def test_decision_lines_are_the_reference(batch: list[Decision], include_text: bool,
                                           shared: bool) -> None:
-    if shared and batch:  # as the pipeline makes them: one latency object for the batch
-        latency = batch[0].latency_ms
-        batch = [Decision(d.message, d.verdict, d.action, latency, d.ts) for d in batch]
+    if shared and batch:  # as the pipeline makes them: one latency and one ts for the batch
+        latency, ts = batch[0].latency_ms, batch[0].ts
+        batch = [Decision(d.message, d.verdict, d.action, latency, ts, d.shadow, d.exempt,
+                          d.strikes, d.step, d.duration, d.reason, d.repeated, d.judged)
+                 for d in batch]
     expected = reference_lines(batch, include_text)
     assert decision_lines(batch, include_text=include_text) == expected
     assert b"".join(d.to_line(include_text=include_text) for d in batch) == expected
