@@ -38,13 +38,24 @@ _NOT_GIVEN = object()
 
 
 def quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
-    """Give a frozen, slotted dataclass an ``__init__`` that fills each slot through its
-    descriptor: the generated one calls ``object.__setattr__`` per field, which costs about
-    twice as much, and every message, verdict and decision is made through it. Same
-    parameters, defaults and factories; the instances stay frozen."""
+    """Give a frozen, slotted dataclass a cheaper ``__init__`` (every message, verdict and
+    decision is made through it): same parameters, defaults and factories; the instances stay
+    frozen.
+
+    The generated ``__init__`` calls ``object.__setattr__`` per field. This one lends the new
+    instance a twin class with the same slots that is not frozen, fills each field with a
+    plain attribute store (which the interpreter specialises for slots), and gives the
+    instance its class back: two class swaps instead of a call per field, under half the
+    cost for a decision's 13 fields. An instance of a subclass (whose layout may differ) is
+    filled through the slots' descriptors instead."""
     target: Any = cls  # its __init__ is replaced below
-    namespace: dict[str, Any] = {"_NOT_GIVEN": _NOT_GIVEN}
-    parameters, body = [], []
+    twin = type(f"_{cls.__name__}Filling", (), {"__slots__": target.__slots__,
+                                                 "__module__": cls.__module__})
+    probe: Any = object.__new__(twin)
+    probe.__class__ = target  # raises TypeError now if the layouts differ
+    namespace: dict[str, Any] = {"_NOT_GIVEN": _NOT_GIVEN, "_cls": cls, "_twin": twin,
+                                 "_set_attribute": object.__setattr__}
+    parameters, fill, fill_subclass = [], [], []
     for spec in fields(target):
         name = spec.name
         namespace[f"_set_{name}"] = getattr(target, name).__set__  # the slot's descriptor
@@ -59,8 +70,17 @@ def quick_init(cls: type[_FrozenT]) -> type[_FrozenT]:
         else:
             parameters.append(name)
             value = name
-        body.append(f"    _set_{name}(self, {value})")
-    source = f"def __init__(self, {', '.join(parameters)}):\n" + "\n".join(body)
+        fill.append(f"        self.{name} = {value}")
+        fill_subclass.append(f"        _set_{name}(self, {value})")
+    source = "\n".join([
+        f"def __init__(self, {', '.join(parameters)}):",
+        "    if type(self) is _cls:",
+        "        _set_attribute(self, '__class__', _twin)",
+        *fill,
+        "        self.__class__ = _cls",
+        "    else:",
+        *fill_subclass,
+    ])
     exec(source, namespace)  # as dataclasses builds its own __init__
     init = namespace["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
