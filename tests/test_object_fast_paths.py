@@ -1,6 +1,9 @@
 """Differential tests of the pipeline's cheaper object creation (issue 14, round 3): the
 frozen dataclasses' ``__init__`` (:func:`chatmod.core.model.quick_init`) must build exactly
-what the dataclass's own ``__init__`` built, frozen as before.
+what the dataclass's own ``__init__`` built, frozen as before; the policy's batch
+(:meth:`~chatmod.policy.rules.Policy.decide_many`) must decide each message as
+:meth:`~chatmod.policy.rules.Policy.decide` does (the reference kept in
+tests/test_decision_fast_paths.py).
 
 The 10,000-example run: ``HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest
 tests/test_object_fast_paths.py``.
@@ -14,11 +17,23 @@ import pickle
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from chatmod.config.sections import ChannelPolicy, PolicySection
 from chatmod.core.model import Decision, Message, Verdict, quick_init
+from chatmod.policy.rules import Policy
 from chatmod.protocols.lines import Line, OversizedLine
+
+from .test_decision_fast_paths import (
+    actions_said,
+    latencies,
+    policy_sections,
+    reference_decide,
+    reference_lines,
+    verdicts,
+)
+from .test_decision_fast_paths import messages as decision_messages
 
 
 def reference_build(cls: type[Any], *args: Any, **kwargs: Any) -> Any:
@@ -139,3 +154,91 @@ def test_quick_init_refuses_a_class_without_slots() -> None:
 
     with pytest.raises(AttributeError):  # no __slots__ to lend a twin
         quick_init(Plain)
+
+
+# --- Policy.decide_many: each decision as Policy.decide makes it, one ts for the batch ------
+
+POISON = Verdict(["unhashable"], None, "buggy", "local")  # type: ignore[arg-type]
+# Sections the shortcut applies to (one set of rules, nothing to judge, nobody exempt), then
+# any section.
+plain_sections = st.builds(
+    PolicySection,
+    actions=st.dictionaries(actions_said, st.sampled_from(["none", "warn", "kick"]), max_size=2),
+    unknown_verdict_action=st.sampled_from(["flag", "warn"]), shadow=st.booleans())
+sections = plain_sections | policy_sections
+
+
+def as_line(decision: Decision) -> bytes:
+    return reference_lines([dataclasses.replace(decision, ts=0.0)], True)
+
+
+@given(section=sections, pairs=st.lists(
+    st.tuples(decision_messages, verdicts | st.just(POISON)), max_size=12),
+    latency=latencies)
+@example(section=PolicySection(), pairs=[(Message("m", "t", "s", "al", "#a"), POISON),
+                                         (Message("n", "t", "s"), Verdict("pass", 0.0, "w",
+                                                                          "local"))],
+         latency=0.5)
+def test_decide_many_is_decide_for_each(section: PolicySection,
+                                        pairs: list[tuple[Message, Verdict]],
+                                        latency: float) -> None:
+    policy = Policy(section)
+    expected: list[bytes] = []
+    expected_failed: list[Message] = []
+    for message, verdict in pairs:
+        try:
+            expected.append(as_line(reference_decide(policy, message, verdict, latency)))
+        except TypeError:  # the poison verdict's action cannot be looked up
+            expected_failed.append(message)
+    failed: list[tuple[Message, Exception]] = []
+    decided = policy.decide_many([m for m, _ in pairs], [v for _, v in pairs], latency, failed)
+    assert [as_line(d) for d in decided] == expected
+    assert [m for m, _ in failed] == expected_failed
+    assert all(isinstance(exc, TypeError) for _, exc in failed)
+    assert len({id(d.ts) for d in decided}) <= 1  # one float object for the batch
+    if decided:
+        assert decided[0].latency_ms is latency or latency != latency
+
+
+def test_the_shortcut_is_for_plain_rules_only() -> None:
+    assert Policy(PolicySection(shadow=True, actions={"flag": "warn"}))._plain
+    for section in (PolicySection(flag_score=0.5), PolicySection(fail_mode="open"),
+                    PolicySection(exempt_authors=("ann",)),
+                    PolicySection(channels={"#a": ChannelPolicy()})):
+        assert not Policy(section)._plain, section
+
+
+def test_decide_many_asks_a_subclass_decide() -> None:
+    class Counting(Policy):
+        def __init__(self) -> None:
+            super().__init__(PolicySection())
+            self.asked: list[str] = []
+
+        def decide(self, message: Message, verdict: Verdict, latency_ms: float) -> Decision:
+            self.asked.append(message.id)
+            if message.id == "bad":
+                raise RuntimeError("policy bug")
+            return super().decide(message, verdict, latency_ms)
+
+    policy = Counting()
+    batch = [Message(i, "t", "s") for i in ("a", "bad", "c")]
+    failed: list[tuple[Message, Exception]] = []
+    verdict = Verdict("pass", 0.0, "w", "local")
+    decided = policy.decide_many(batch, [verdict] * 3, 1.0, failed)
+    assert policy.asked == ["a", "bad", "c"]
+    assert [d.message.id for d in decided] == ["a", "c"]
+    assert [(m.id, str(exc)) for m, exc in failed] == [("bad", "policy bug")]
+    assert policy.decide_at(batch[0], verdict, 1.0, 5.0).action == "none"
+    assert policy.asked[-1] == "a"  # decide_at too goes through the subclass's decide
+    with pytest.raises(ValueError, match="2 verdicts for 3 messages"):
+        policy.decide_many(batch, [verdict] * 2, 1.0, failed)
+
+
+@given(section=sections, message=decision_messages, verdict=verdicts,
+       latency=latencies, ts=st.floats(0, 4e9))
+def test_decide_at_is_decide_at_that_time(section: PolicySection, message: Message,
+                                          verdict: Verdict, latency: float, ts: float) -> None:
+    policy = Policy(section)
+    decision = policy.decide_at(message, verdict, latency, ts)
+    assert decision.ts is ts
+    assert as_line(decision) == as_line(reference_decide(policy, message, verdict, latency))

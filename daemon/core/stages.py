@@ -10,6 +10,7 @@ others). A streaming primary is handed each list with one ``submit_many``.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -141,22 +142,18 @@ class ModerationStages:
             # A verdict the source brought is used as is (no engine was asked).
             verdicts = [message.verdict or next(answers) for message in batch]
             self.latency.record_batch(verdicts, latency_ms)
-            decide = self.policy.decide
-            decided: list[Decision] = []
-            failed: list[Message] = []
-            for message, verdict in zip(batch, verdicts, strict=True):
-                try:
-                    decided.append(decide(message, verdict, latency_ms))
-                except Exception as exc:  # a bug must cost one message, not the batch
-                    self.message_failures += 1
-                    failed.append(message)
-                    log.error("message %s failed (attempt 1 of %d): %s", message.id,
-                              MESSAGE_ATTEMPTS, describe(exc),
-                              exc_info=log.isEnabledFor(logging.DEBUG))
+            raised: list[tuple[Message, Exception]] = []
+            # A bug must cost one message, not the batch: those it raised for are left out.
+            decided = self.policy.decide_many(batch, verdicts, latency_ms, raised)
+            for message, error in raised:
+                self.message_failures += 1
+                log.error("message %s failed (attempt 1 of %d): %s", message.id,
+                          MESSAGE_ATTEMPTS, describe(error),
+                          exc_info=error if log.isEnabledFor(logging.DEBUG) else False)
         finally:
             self.in_flight -= count
-        if failed:
-            decided.extend(await self._decide_each(failed))
+        if raised:
+            decided.extend(await self._decide_each([message for message, _ in raised]))
         return decided
 
     async def _decide_each(self, messages: list[Message]) -> list[Decision]:
@@ -238,12 +235,17 @@ class ModerationStages:
 
             fallbacks.start_soon(deliver_until_drained)
 
+            stamp = 0.0  # the ts of the decisions in ``pending``: handed on together
+
             def finish(message: Message, verdict: Verdict, started: float) -> None:
+                nonlocal stamp
                 latency_ms = (clock() - started) * 1000.0
                 self.latency.record(verdict.engine, verdict.route, latency_ms)
                 self.in_flight -= 1
+                if not pending:
+                    stamp = time.time()
                 try:
-                    decision = self.policy.decide(message, verdict, latency_ms)
+                    decision = self.policy.decide_at(message, verdict, latency_ms, stamp)
                 except Exception as exc:  # runs in an engine's callback: never raise there
                     self.message_failures += 1
                     log.error("message %s failed: %s", message.id, describe(exc),
