@@ -18,7 +18,7 @@ from chatmod.protocols.lines import (
     LineFramer,
     OversizedLine,
     decode_line,
-    parse_input_data,
+    parse_input_lines,
 )
 
 READ_CHUNK = 65536
@@ -103,22 +103,36 @@ class StdinSource(Source[StdinConfig]):
 
     async def _submit_pending(self, intake: Intake) -> None:
         # Every complete line the read brought, handed over with one submit_many: cancelled
-        # part-way, the intake keeps what it had not taken (handed over later).
+        # part-way, the intake keeps what it had not taken (handed over later). The lines
+        # are made into messages with no checkpoint in between: taken all at once.
         pending = self._pending
-        messages: list[Message] = []
-        while pending:
-            item = pending.popleft()
-            if isinstance(item, Line):
-                message = self._to_message(item, intake)
-                if message is not None:
-                    messages.append(message)
-            else:
-                self.skipped += 1
-                intake.report_invalid(
-                    self.name,
-                    f"line {item.number}: {item.size} bytes is over max_line_bytes "
-                    f"({self.config.max_line_bytes}); skipped",
-                )
+        if not pending:
+            return
+        items = list(pending)
+        pending.clear()
+        lines = [item for item in items if type(item) is Line]
+        if len(lines) != len(items):
+            for item in items:
+                if isinstance(item, OversizedLine):
+                    self.skipped += 1
+                    intake.report_invalid(
+                        self.name,
+                        f"line {item.number}: {item.size} bytes is over max_line_bytes "
+                        f"({self.config.max_line_bytes}); skipped",
+                    )
+        self.lines += len(lines)
+        if self.config.format == "text":
+            messages = [message for line in lines
+                        if (message := self._text_message(line, intake)) is not None]
+        else:
+            problems: list[tuple[Line, InputError | None]] = []
+            messages = parse_input_lines(lines, self.name, self.config.channel, problems)
+            for line, error in problems:
+                if error is None:
+                    self._report_replaced(line, intake)
+                else:  # one report per line: a skipped line is not also reported for UTF-8
+                    self.skipped += 1
+                    intake.report_invalid(self.name, f"line {line.number}: {error}; skipped")
         if messages:
             await intake.submit_many(messages)
 
@@ -128,30 +142,17 @@ class StdinSource(Source[StdinConfig]):
         self._framer.max_line_bytes = config.max_line_bytes
         return True
 
-    def _to_message(self, line: Line, intake: Intake) -> Message | None:
-        self.lines += 1
-        if self.config.format == "text":
-            text, replaced = decode_line(line.data)
-            if not text.strip():
-                return None
-            message: Message | None = Message(
-                generate_message_id(), text, self.name, self.config.author, self.config.channel
-            )
-        else:
-            try:
-                message, replaced = parse_input_data(line.data, self.name, self.config.channel)
-                if message is None:  # a blank line
-                    return None
-            except InputError as exc:
-                # One report per line: a skipped line is not also reported for its UTF-8.
-                self.skipped += 1
-                intake.report_invalid(self.name, f"line {line.number}: {exc}; skipped")
-                return None
+    def _text_message(self, line: Line, intake: Intake) -> Message | None:
+        text, replaced = decode_line(line.data)
+        if not text.strip():
+            return None
         if replaced:
-            intake.report_invalid(
-                self.name, f"line {line.number}: invalid UTF-8 replaced with U+FFFD"
-            )
-        return message
+            self._report_replaced(line, intake)
+        return Message(generate_message_id(), text, self.name, self.config.author,
+                       self.config.channel)
+
+    def _report_replaced(self, line: Line, intake: Intake) -> None:
+        intake.report_invalid(self.name, f"line {line.number}: invalid UTF-8 replaced with U+FFFD")
 
     def statistics(self) -> dict[str, float]:
         return {"lines": self.lines, "skipped": self.skipped}

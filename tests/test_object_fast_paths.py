@@ -3,7 +3,9 @@ frozen dataclasses' ``__init__`` (:func:`chatmod.core.model.quick_init`) must bu
 what the dataclass's own ``__init__`` built, frozen as before; the policy's batch
 (:meth:`~chatmod.policy.rules.Policy.decide_many`) must decide each message as
 :meth:`~chatmod.policy.rules.Policy.decide` does (the reference kept in
-tests/test_decision_fast_paths.py).
+tests/test_decision_fast_paths.py); the input lines' batch
+(:func:`~chatmod.protocols.lines.parse_input_lines`) must make what the stdin source made of
+each line (the reference kept in tests/test_input_fast_paths.py).
 
 The 10,000-example run: ``HYPOTHESIS_PROFILE=thorough .venv/bin/python -m pytest
 tests/test_object_fast_paths.py``.
@@ -22,8 +24,9 @@ from hypothesis import strategies as st
 
 from chatmod.config.sections import ChannelPolicy, PolicySection
 from chatmod.core.model import Decision, Message, Verdict, quick_init
+from chatmod.errors import InputError
 from chatmod.policy.rules import Policy
-from chatmod.protocols.lines import Line, OversizedLine
+from chatmod.protocols.lines import Line, OversizedLine, parse_input_lines
 
 from .test_decision_fast_paths import (
     actions_said,
@@ -34,6 +37,14 @@ from .test_decision_fast_paths import (
     verdicts,
 )
 from .test_decision_fast_paths import messages as decision_messages
+from .test_input_fast_paths import (
+    default_channels,
+    encoded_lines,
+    framed_lines,
+    normalised,
+    outcome,
+    reference_stdin_line,
+)
 
 
 def reference_build(cls: type[Any], *args: Any, **kwargs: Any) -> Any:
@@ -242,3 +253,47 @@ def test_decide_at_is_decide_at_that_time(section: PolicySection, message: Messa
     decision = policy.decide_at(message, verdict, latency, ts)
     assert decision.ts is ts
     assert as_line(decision) == as_line(reference_decide(policy, message, verdict, latency))
+
+
+# --- parse_input_lines: what the stdin source made of each line, in one loop ----------------
+
+# Records of the usual shape and near misses (an empty id, a null or non-string author, one
+# key more), where the shortcut must hand over to the general path.
+usual_records = st.fixed_dictionaries(
+    {"id": st.text(max_size=6) | st.integers(0, 9), "text": st.text(max_size=12)},
+    optional={"author": st.text(max_size=6) | st.none() | st.integers(0, 9),
+              "channel": st.text(max_size=6) | st.none() | st.booleans(),
+              "metadata": st.just({"k": 1}), "type": st.just("message")},
+)
+stdin_lines = framed_lines | st.builds(encoded_lines, usual_records, st.just(b""), st.booleans())
+
+
+@given(datas=st.lists(stdin_lines, max_size=10), default_channel=default_channels)
+@example(datas=[b'{"id":"m-1","text":"hi","author":"ann","channel":"#a"}', b"",
+                b'{"id":"","text":"hi"}', b'{"id":"m","text":"x","author":null}',
+                b'{"id":"m","text":"\xff"}', b"{", b'{"id":"m","text":"t","channel":"#c"}\r'],
+         default_channel="#main")
+def test_parse_input_lines_is_the_stdin_reference(datas: list[bytes],
+                                                  default_channel: str | None) -> None:
+    lines = [Line(number, data) for number, data in enumerate(datas, start=1)]
+    expected_messages: list[Message | None] = []
+    expected_problems: list[tuple[int, str | None]] = []
+    for line in lines:
+        kind, result = outcome(reference_stdin_line, line.data, default_channel)
+        if kind == "error":
+            expected_problems.append((line.number, str(result)))
+            continue
+        assert isinstance(result, tuple)
+        message, replaced = result
+        if message is not None:
+            expected_messages.append(message)
+            if replaced:
+                expected_problems.append((line.number, None))
+    problems: list[tuple[Line, InputError | None]] = []
+    made = parse_input_lines(lines, "stdin", default_channel, problems)
+    assert [normalised(message) for message in made] == expected_messages
+    assert [(line.number, None if error is None else str(error))
+            for line, error in problems] == expected_problems
+    for message in made:
+        assert type(message) is Message
+        assert message.metadata is not made[0].metadata or message is made[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,7 @@ from chatmod.core.model import (
     JOIN_TEXT_PREFIX,
     Message,
     generate_message_id,
+    new_message,
     quick_init,
 )
 from chatmod.errors import InputError
@@ -210,3 +211,49 @@ def parse_input_data(
             return None, replaced
         return parse_input_line(text, source, default_channel), replaced
     return parse_input_record(record, source, default_channel), False
+
+
+def parse_input_lines(
+    lines: Iterable[Line], source: str, default_channel: str | None,
+    problems: list[tuple[Line, InputError | None]],
+) -> list[Message]:
+    """:func:`parse_input_data` for each framed JSON input line, in one loop: the messages (a
+    blank line has none). A line refused goes to ``problems`` with its error; a line whose
+    invalid UTF-8 was replaced goes there with None (and gives its message).
+
+    A line of the usual shape, an object of a non-empty string ``id``, a string ``text``
+    and maybe a string ``author`` and ``channel``, nothing else, is made into its message
+    here; any other takes the general path, with the same outcome."""
+    loads, decode_error, make = orjson.loads, orjson.JSONDecodeError, new_message
+    messages: list[Message] = []
+    append = messages.append
+    for line in lines:
+        try:
+            record = loads(line.data)
+        except decode_error:
+            try:  # not JSON, not UTF-8, or blank: the general path says which
+                message, replaced = parse_input_data(line.data, source, default_channel)
+            except InputError as exc:
+                problems.append((line, exc))
+                continue
+            if message is not None:
+                append(message)
+                if replaced:
+                    problems.append((line, None))
+            continue
+        if type(record) is dict:
+            get = record.get
+            message_id, text, author, channel = get("id"), get("text"), get("author"), \
+                get("channel")
+            if (type(message_id) is str and message_id and type(text) is str
+                    and (author is None or type(author) is str)
+                    and (channel is None or type(channel) is str)
+                    and len(record) == 2 + (author is not None) + (channel is not None)):
+                append(make(message_id, text, source, author,
+                            default_channel if channel is None else channel))
+                continue
+        try:
+            append(parse_input_record(record, source, default_channel))
+        except InputError as exc:
+            problems.append((line, exc))
+    return messages
