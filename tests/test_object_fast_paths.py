@@ -16,18 +16,32 @@ from __future__ import annotations
 import copy
 import dataclasses
 import pickle
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from chatmod.config.sections import ChannelPolicy, PolicySection
+from chatmod.core.engine_chain import EngineChain
+from chatmod.core.interfaces import (
+    BatchResultCallback,
+    Engine,
+    ResultCallback,
+    StreamingEngine,
+)
+from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message, Verdict, quick_init
+from chatmod.core.pipeline import Pipeline
 from chatmod.errors import InputError
+from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.policy.rules import Policy
 from chatmod.protocols.lines import Line, OversizedLine, parse_input_lines
+from chatmod.runtime.stats_store import DecisionStats
 
+from .helpers import ListSource, RecordingSink
 from .test_decision_fast_paths import (
     actions_said,
     latencies,
@@ -297,3 +311,112 @@ def test_parse_input_lines_is_the_stdin_reference(datas: list[bytes],
     for message in made:
         assert type(message) is Message
         assert message.metadata is not made[0].metadata or message is made[0]
+
+
+# --- per-batch counting: the decisions of a batch share a ts and mostly a verdict -----------
+
+def reference_count(decisions: list[Decision]) -> dict[int, list[int]]:
+    """DecisionStats.count as it was (1e50d7e): one minute lookup per decision."""
+    pending: dict[int, list[int]] = {}
+    for decision in decisions:
+        row = pending.setdefault(int(decision.ts) // 60 * 60, [0, 0, 0, 0])
+        column = {"pass": 0, "flag": 1, "delete": 2}.get(decision.verdict.action)
+        if column is not None:
+            row[column] += 1
+        row[3] += 1
+    return pending
+
+
+shared_verdicts = [Verdict("pass", 0.0, "w", "local"), Verdict("flag", 1.0, "w", "local"),
+                   Verdict("pass", 0.0, "w", "fallback"), Verdict("odd", None, "x", "local")]
+batch_verdicts = st.sampled_from(shared_verdicts) | st.builds(
+    Verdict, st.sampled_from(["pass", "flag", "delete", "x"]), st.none(),
+    st.sampled_from(["w", "x"]), st.sampled_from(["local", "fallback"]))
+# ts as the pipeline makes them (one float object for a run of decisions) or each its own.
+stamps = st.sampled_from([1764129599.5, 1764129600.0, 1764129659.99, 1764130000.25])
+
+
+@given(runs=st.lists(st.tuples(stamps, st.lists(batch_verdicts, max_size=6), st.booleans()),
+                     max_size=5))
+def test_stats_count_is_the_reference(runs: list[tuple[float, list[Verdict], bool]]) -> None:
+    message = Message("m", "t", "s")
+    decisions: list[Decision] = []
+    for ts, run_verdicts, shared in runs:
+        for verdict in run_verdicts:
+            # Shared: the same float object; else an equal float of its own for each.
+            decisions.append(Decision(message, verdict, "none", 0.5,
+                                      ts if shared else float(str(ts))))
+    stats = DecisionStats(None)
+    half = len(decisions) // 2
+    stats.count(decisions[:half])
+    stats.count(decisions[half:])
+    assert stats._pending == reference_count(decisions)
+
+
+@given(verdict_list=st.lists(batch_verdicts, max_size=12),
+       latency=st.sampled_from([0.05, 0.1, 3.0, 20000.0]))
+def test_record_batch_is_record_for_each(verdict_list: list[Verdict], latency: float) -> None:
+    batch, each = LatencyHistograms(), LatencyHistograms()
+    batch.record_batch(verdict_list, latency)
+    for verdict in verdict_list:
+        each.record(verdict.engine, verdict.route, latency)
+    assert [(e, r, h.counts, h.sum_ms) for e, r, h in batch.items()] == [
+        (e, r, h.counts, h.sum_ms) for e, r, h in each.items()]
+
+
+async def test_an_empty_word_list_passes_each_message_of_a_batch() -> None:
+    engine = WordlistEngine("w", WordlistConfig())
+    batch = [Message(str(i), text, "s") for i, text in enumerate(["", "idiot", "hi there"])]
+    assert await engine.moderate_many(batch) == [engine.verdict_for(m.text) for m in batch]
+    engine.reconfigure(WordlistConfig(delete=("idiot",)))
+    verdicts = await engine.moderate_many(batch)
+    assert [v.action for v in verdicts if isinstance(v, Verdict)] == ["pass", "delete", "pass"]
+
+
+# --- the stages: a batch's decisions share one ts (formatted once by the sink) --------------
+
+class BatchRecorder(RecordingSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[Decision]] = []
+
+    async def write(self, decisions: Sequence[Decision]) -> None:
+        self.batches.append(list(decisions))
+        await super().write(decisions)
+
+
+class AtOnceStreamer(StreamingEngine[None]):
+    """Streams: answers every message of a list before submit_many returns."""
+
+    def __init__(self) -> None:
+        super().__init__("streamer", None)
+
+    async def submit(self, message: Message, on_result: ResultCallback) -> None:
+        on_result(Verdict("pass", 0.1, self.name, "ws"))
+
+    async def submit_many(self, messages: Sequence[Message],
+                          on_result: BatchResultCallback) -> None:
+        for index in range(len(messages)):
+            on_result(index, Verdict("flag" if index % 3 else "pass", 0.1, self.name, "ws"))
+
+    async def moderate(self, message: Message) -> Verdict:
+        raise AssertionError("a streaming primary is fed through submit")
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["batches", "streaming"])
+async def test_the_decisions_handed_on_together_share_one_ts(streaming: bool) -> None:
+    engine: Engine[Any] = AtOnceStreamer() if streaming else WordlistEngine(
+        "wordlist", WordlistConfig(flag=("lol",)))
+    batch = [Message(f"m-{i}", "lol" if i % 2 else "hi", "src") for i in range(40)]
+    sink = BatchRecorder()
+    pipeline = Pipeline([ListSource("src", batch)], [engine],
+                        EngineChain([engine], "flag", timeout=5), Policy(PolicySection()),
+                        [sink])
+    assert pipeline.streaming is streaming
+    with trio.fail_after(20):
+        summary = await pipeline.run()
+    assert summary.decided == 40
+    assert sorted(d.message.id for d in sink.decisions) == sorted(m.id for m in batch)
+    assert max(len(written) for written in sink.batches) > 1
+    for written in sink.batches:
+        assert len({id(decision.ts) for decision in written}) == 1

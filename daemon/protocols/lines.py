@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from chatmod.core.model import (
     generate_message_id,
     new_message,
     quick_init,
+    quick_maker,
 )
 from chatmod.errors import InputError
 
@@ -31,6 +32,10 @@ class Line:
 class OversizedLine:
     number: int
     size: int
+
+
+#: ``Line(number, data)`` without the type call: the framer makes one per line.
+_new_line: Callable[[int, bytes], Line] = quick_maker(Line, ("number", "data"))
 
 
 class LineFramer:
@@ -55,11 +60,11 @@ class LineFramer:
             # The first piece ends a line begun by earlier reads; the others are whole
             # lines, framed here in one loop (a read brings hundreds of them).
             items.extend(self._complete_line(pieces[0]))
-            number, limit = self._line_number, self.max_line_bytes
+            number, limit, new_line = self._line_number, self.max_line_bytes, _new_line
             for index in range(1, len(pieces)):
                 piece = pieces[index]
                 number += 1
-                items.append(Line(number, piece) if len(piece) <= limit
+                items.append(new_line(number, piece) if len(piece) <= limit
                              else OversizedLine(number, len(piece)))
             self._line_number = number
         if self._discarding:
