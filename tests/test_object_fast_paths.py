@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import pickle
 from collections.abc import Sequence
 from typing import Any
@@ -38,7 +39,13 @@ from chatmod.core.pipeline import Pipeline
 from chatmod.errors import InputError
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.policy.rules import Policy
-from chatmod.protocols.lines import Line, OversizedLine, parse_input_lines
+from chatmod.protocols.lines import (
+    FramedLines,
+    Line,
+    LineFramer,
+    OversizedLine,
+    parse_input_lines,
+)
 from chatmod.runtime.stats_store import DecisionStats
 
 from .helpers import ListSource, RecordingSink
@@ -289,25 +296,24 @@ stdin_lines = framed_lines | st.builds(encoded_lines, usual_records, st.just(b""
          default_channel="#main")
 def test_parse_input_lines_is_the_stdin_reference(datas: list[bytes],
                                                   default_channel: str | None) -> None:
-    lines = [Line(number, data) for number, data in enumerate(datas, start=1)]
     expected_messages: list[Message | None] = []
     expected_problems: list[tuple[int, str | None]] = []
-    for line in lines:
-        kind, result = outcome(reference_stdin_line, line.data, default_channel)
+    for number, data in enumerate(datas, start=7):
+        kind, result = outcome(reference_stdin_line, data, default_channel)
         if kind == "error":
-            expected_problems.append((line.number, str(result)))
+            expected_problems.append((number, str(result)))
             continue
         assert isinstance(result, tuple)
         message, replaced = result
         if message is not None:
             expected_messages.append(message)
             if replaced:
-                expected_problems.append((line.number, None))
-    problems: list[tuple[Line, InputError | None]] = []
-    made = parse_input_lines(lines, "stdin", default_channel, problems)
+                expected_problems.append((number, None))
+    problems: list[tuple[int, InputError | None]] = []
+    made = parse_input_lines(FramedLines(7, datas, []), "stdin", default_channel, problems)
     assert [normalised(message) for message in made] == expected_messages
-    assert [(line.number, None if error is None else str(error))
-            for line, error in problems] == expected_problems
+    assert [(number, None if error is None else str(error))
+            for number, error in problems] == expected_problems
     for message in made:
         assert type(message) is Message
         assert message.metadata is not made[0].metadata or message is made[0]
@@ -420,3 +426,31 @@ async def test_the_decisions_handed_on_together_share_one_ts(streaming: bool) ->
     assert max(len(written) for written in sink.batches) > 1
     for written in sink.batches:
         assert len({id(decision.ts) for decision in written}) == 1
+
+
+@given(stream=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"defgh", b"\r", b"\xff"]),
+                       max_size=30).map(b"".join),
+       max_line_bytes=st.integers(0, 6), cuts=st.lists(st.integers(0, 80), max_size=8))
+def test_feed_lines_numbers_each_line_as_the_split_does(stream: bytes, max_line_bytes: int,
+                                                        cuts: list[int]) -> None:
+    pieces = stream.split(b"\n")
+    if pieces[-1] == b"":
+        pieces.pop()
+    framer = LineFramer(max_line_bytes)
+    runs: list[FramedLines] = []
+    bounds = [0, *sorted(min(cut, len(stream)) for cut in cuts), len(stream)]
+    for start, end in itertools.pairwise(bounds):
+        runs.append(framer.feed_lines(stream[start:end]))
+    runs.append(framer.end_lines())
+    numbered: dict[int, bytes] = {}
+    oversized: dict[int, int] = {}
+    expected_first = 1
+    for run in runs:
+        assert run.first == expected_first  # runs follow one another
+        expected_first += len(run.data)
+        numbered.update(enumerate(run.data, run.first))
+        oversized.update((item.number, item.size) for item in run.oversized)
+    assert numbered == {number: b"" if len(piece) > max_line_bytes else piece
+                        for number, piece in enumerate(pieces, start=1)}
+    assert oversized == {number: len(piece) for number, piece in enumerate(pieces, start=1)
+                         if len(piece) > max_line_bytes}
