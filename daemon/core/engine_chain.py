@@ -217,9 +217,10 @@ class EngineChain:
 
     def release(self, engine: Engine[Any]) -> None:
         """A message no longer waits on ``engine``."""
-        key = id(engine)
-        self._using[key] -= 1
-        if self._using[key] <= 0 and key in self._unused:
+        key, using = id(engine), self._using
+        left = using[key] - 1
+        using[key] = left
+        if left <= 0 and key in self._unused:
             self._unused.pop(key).set()
 
     async def wait_unused(self, engine: Engine[Any]) -> None:

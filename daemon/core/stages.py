@@ -202,8 +202,10 @@ class ModerationStages:
         The callbacks collect decisions; one task hands them to the sink stage as one list
         per wake-up (all the replies one read of the engine settled): one channel operation
         per read, not per reply."""
-        chain, slots, clock, intake_room = self.chain, self._slots, trio.current_time, \
-            self._intake_room
+        # The run's clock read directly: trio.current_time is the same reading, two calls
+        # deeper, and the stage reads it for each answer.
+        chain, slots, clock, intake_room = self.chain, self._slots, \
+            trio.lowlevel.current_clock().current_time, self._intake_room
         pending: list[Decision] = []  # decided, not yet handed to the sink stage
         wanted = trio.Event()  # set when ``pending`` gains its first decision
 

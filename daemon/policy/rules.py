@@ -101,6 +101,11 @@ class Policy:
         one ``ts``, formatted once)."""
         if self._own_decide:
             return self.decide(message, verdict, latency_ms)
+        if self._plain and message.event is None:  # as decide_many's shortcut
+            rules = self._default
+            return new_decision(message, verdict,
+                                rules.actions.get(verdict.action, self.unknown_verdict_action),
+                                latency_ms, ts, rules.shadow, None, None)
         return self._decide_at(message, verdict, latency_ms, ts)
 
     def decide_many(self, messages: Sequence[Message], verdicts: Sequence[Verdict],
