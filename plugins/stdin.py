@@ -14,11 +14,10 @@ from chatmod.core.interfaces import Intake, Source
 from chatmod.core.model import Message, generate_message_id
 from chatmod.errors import InputError
 from chatmod.protocols.lines import (
-    Line,
+    FramedLines,
     LineFramer,
-    OversizedLine,
     decode_line,
-    parse_input_data,
+    parse_input_lines,
 )
 
 READ_CHUNK = 65536
@@ -57,7 +56,7 @@ class StdinSource(Source[StdinConfig]):
         super().__init__(name, config)
         self.fd = fd
         self._framer = LineFramer(config.max_line_bytes)
-        self._pending: deque[Line | OversizedLine] = deque()
+        self._pending: deque[FramedLines] = deque()
         self._pollable = True
         self._ended = False
         self.lines = 0
@@ -82,7 +81,7 @@ class StdinSource(Source[StdinConfig]):
             await self._submit_pending(intake)
 
     def unsubmitted(self) -> int:
-        lines = sum(isinstance(item, Line) for item in self._pending)
+        lines = sum(len(framed.data) - len(framed.oversized) for framed in self._pending)
         return lines + (1 if not self._ended and self._framer.pending_bytes() else 0)
 
     async def _read(self, size: int) -> bytes:
@@ -97,28 +96,37 @@ class StdinSource(Source[StdinConfig]):
 
     def _take(self, chunk: bytes) -> None:
         framer = self._framer
-        self._pending.extend(framer.feed(chunk) if chunk else framer.end())
+        self._pending.append(framer.feed_lines(chunk) if chunk else framer.end_lines())
         if not chunk:
             self._ended = True
 
     async def _submit_pending(self, intake: Intake) -> None:
-        # Every complete line the read brought, handed over with one submit_many: cancelled
-        # part-way, the intake keeps what it had not taken (handed over later).
+        # Every complete line the reads brought, handed over with one submit_many: cancelled
+        # part-way, the intake keeps what it had not taken (handed over later). The lines
+        # are made into messages with no checkpoint in between: taken all at once.
         pending = self._pending
         messages: list[Message] = []
         while pending:
-            item = pending.popleft()
-            if isinstance(item, Line):
-                message = self._to_message(item, intake)
-                if message is not None:
-                    messages.append(message)
-            else:
+            framed = pending.popleft()
+            for item in framed.oversized:
                 self.skipped += 1
                 intake.report_invalid(
                     self.name,
                     f"line {item.number}: {item.size} bytes is over max_line_bytes "
                     f"({self.config.max_line_bytes}); skipped",
                 )
+            self.lines += len(framed.data) - len(framed.oversized)
+            if self.config.format == "text":
+                messages.extend(self._text_messages(framed, intake))
+                continue
+            problems: list[tuple[int, InputError | None]] = []
+            messages += parse_input_lines(framed, self.name, self.config.channel, problems)
+            for number, error in problems:
+                if error is None:
+                    self._report_replaced(number, intake)
+                else:  # one report per line: a skipped line is not also reported for UTF-8
+                    self.skipped += 1
+                    intake.report_invalid(self.name, f"line {number}: {error}; skipped")
         if messages:
             await intake.submit_many(messages)
 
@@ -128,30 +136,20 @@ class StdinSource(Source[StdinConfig]):
         self._framer.max_line_bytes = config.max_line_bytes
         return True
 
-    def _to_message(self, line: Line, intake: Intake) -> Message | None:
-        self.lines += 1
-        if self.config.format == "text":
-            text, replaced = decode_line(line.data)
-            if not text.strip():
-                return None
-            message: Message | None = Message(
-                generate_message_id(), text, self.name, self.config.author, self.config.channel
-            )
-        else:
-            try:
-                message, replaced = parse_input_data(line.data, self.name, self.config.channel)
-                if message is None:  # a blank line
-                    return None
-            except InputError as exc:
-                # One report per line: a skipped line is not also reported for its UTF-8.
-                self.skipped += 1
-                intake.report_invalid(self.name, f"line {line.number}: {exc}; skipped")
-                return None
-        if replaced:
-            intake.report_invalid(
-                self.name, f"line {line.number}: invalid UTF-8 replaced with U+FFFD"
-            )
-        return message
+    def _text_messages(self, framed: FramedLines, intake: Intake) -> list[Message]:
+        messages = []
+        for number, data in enumerate(framed.data, framed.first):
+            text, replaced = decode_line(data)
+            if not text.strip():  # blank, or left out as too long
+                continue
+            if replaced:
+                self._report_replaced(number, intake)
+            messages.append(Message(generate_message_id(), text, self.name, self.config.author,
+                                    self.config.channel))
+        return messages
+
+    def _report_replaced(self, number: int, intake: Intake) -> None:
+        intake.report_invalid(self.name, f"line {number}: invalid UTF-8 replaced with U+FFFD")
 
     def statistics(self) -> dict[str, float]:
         return {"lines": self.lines, "skipped": self.skipped}

@@ -63,6 +63,8 @@ class WordlistEngine(Engine[WordlistConfig]):
 
     async def moderate_many(self, messages: Sequence[Message]) -> list[Verdict | Exception]:
         # Answers at once: the pipeline hands it whole batches (no task per message).
+        if not self._patterns:  # no word to look for (the no-op engine): every one passes
+            return [self._pass] * len(messages)
         verdict_for = self.verdict_for
         return [verdict_for(message.text) for message in messages]
 

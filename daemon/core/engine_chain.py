@@ -90,6 +90,18 @@ class EngineChain:
         """:meth:`moderate` for each message, in order, for a primary that
         :func:`~chatmod.core.interfaces.takes_batches`: one call for the list, then the
         fallback chain for each message it failed (concurrently)."""
+        primary = self._engines[0]
+        if self.prejudge is None and (self._cache is None or not primary.worth_caching):
+            # The usual: every message asked in one call, and every one answered.
+            results = await self._ask_primary_many(primary, list(messages))
+            answered = [result for result in results if isinstance(result, Verdict)]
+            if len(answered) == len(results):
+                if answered and primary.name in self._failing:
+                    self._failing.discard(primary.name)
+                    log.warning("engine %s answers again", primary.name)
+                return answered
+            return await self._after_primary(messages, list(range(len(messages))), results,
+                                             [None] * len(messages))
         verdicts: list[Verdict | None] = [None] * len(messages)
         asked: list[int] = []
         prejudge = self.prejudge
@@ -98,7 +110,6 @@ class EngineChain:
                 verdicts[index] = verdict
             else:
                 asked.append(index)
-        primary = self._engines[0]
         if self._cache is not None and primary.worth_caching:
             # Identical texts share one request: each message through the cache on its own.
             async with trio.open_nursery() as asking:
@@ -106,21 +117,29 @@ class EngineChain:
                     asking.start_soon(self._moderate_into, verdicts, index, messages[index])
         elif asked:
             results = await self._ask_primary_many(primary, [messages[i] for i in asked])
-            failed: list[int] = []
-            for index, result in zip(asked, results, strict=True):
-                if isinstance(result, Verdict):
-                    verdicts[index] = result
-                else:
-                    self._engine_failed(primary, _reason(result), messages[index])
-                    failed.append(index)
-            if len(failed) < len(asked) and primary.name in self._failing:
-                self._failing.discard(primary.name)
-                log.warning("engine %s answers again", primary.name)
-            if failed:
-                async with trio.open_nursery() as asking:
-                    for index in failed:
-                        asking.start_soon(self._moderate_into, verdicts, index, messages[index],
-                                          1)
+            return await self._after_primary(messages, asked, results, verdicts)
+        return [v if v is not None else self._last_resort for v in verdicts]
+
+    async def _after_primary(self, messages: Sequence[Message], asked: list[int],
+                             results: list[Verdict | Exception],
+                             verdicts: list[Verdict | None]) -> list[Verdict]:
+        """:meth:`moderate_many` once the primary answered (``results``) for the messages at
+        ``asked``: the fallback chain for each it failed."""
+        primary = self._engines[0]
+        failed: list[int] = []
+        for index, result in zip(asked, results, strict=True):
+            if isinstance(result, Verdict):
+                verdicts[index] = result
+            else:
+                self._engine_failed(primary, _reason(result), messages[index])
+                failed.append(index)
+        if len(failed) < len(asked) and primary.name in self._failing:
+            self._failing.discard(primary.name)
+            log.warning("engine %s answers again", primary.name)
+        if failed:
+            async with trio.open_nursery() as asking:
+                for index in failed:
+                    asking.start_soon(self._moderate_into, verdicts, index, messages[index], 1)
         return [v if v is not None else self._last_resort for v in verdicts]
 
     async def _moderate_into(self, verdicts: list[Verdict | None], index: int,
@@ -179,6 +198,18 @@ class EngineChain:
         self._using[id(engine)] += 1
         return engine
 
+    def hold(self, engine: Engine[Any], count: int) -> None:
+        """:meth:`acquire_primary` for ``count`` messages at once: each is held by ``engine``
+        until its :meth:`release`."""
+        self._using[id(engine)] += count
+
+    @property
+    def claims_matter(self) -> bool:
+        """Whether :meth:`claim` may answer other than :data:`UNSHARED` (an allow-list, or a
+        cache for the primary's answers); when not, a streaming caller need not ask it."""
+        return self.prejudge is not None or (
+            self._cache is not None and self._engines[0].worth_caching)
+
     @property
     def last_resort_route(self) -> str:
         """The route of the answer given when every engine failed."""
@@ -186,9 +217,10 @@ class EngineChain:
 
     def release(self, engine: Engine[Any]) -> None:
         """A message no longer waits on ``engine``."""
-        key = id(engine)
-        self._using[key] -= 1
-        if self._using[key] <= 0 and key in self._unused:
+        key, using = id(engine), self._using
+        left = using[key] - 1
+        using[key] = left
+        if left <= 0 and key in self._unused:
             self._unused.pop(key).set()
 
     async def wait_unused(self, engine: Engine[Any]) -> None:

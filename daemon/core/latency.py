@@ -94,17 +94,19 @@ class LatencyHistograms:
     def record_batch(self, verdicts: Iterable[Verdict], latency_ms: float) -> None:
         """The same latency for each verdict's decision (a batch decided at once)."""
         bucket = bisect_left(LATENCY_BOUNDS_MS, latency_ms)
-        last: tuple[str, str] | None = None
-        histogram = None
+        # Most of a batch's verdicts are one object (an engine's shared pass) or of one
+        # series: a series is looked up only when the verdict's differs from the last one's.
+        last: Verdict | None = None
+        histogram = LatencyHistogram()  # replaced at the first verdict
         for verdict in verdicts:
-            series = (verdict.engine, verdict.route)
-            if series != last or histogram is None:
-                last = series
-                try:
-                    histogram = self._by_engine[series[0]][series[1]]
-                except KeyError:
-                    histogram = self._by_engine.setdefault(series[0], {}).setdefault(
-                        series[1], LatencyHistogram())
+            if verdict is not last:
+                if last is None or verdict.engine != last.engine or verdict.route != last.route:
+                    try:
+                        histogram = self._by_engine[verdict.engine][verdict.route]
+                    except KeyError:
+                        histogram = self._by_engine.setdefault(verdict.engine, {}).setdefault(
+                            verdict.route, LatencyHistogram())
+                last = verdict
             histogram.counts[bucket] += 1
             histogram.sum_ms += latency_ms
 

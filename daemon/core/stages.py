@@ -10,14 +10,14 @@ others). A streaming primary is handed each list with one ``submit_many``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from chatmod.core.cache import Lead
-from chatmod.core.engine_chain import EngineChain
+from chatmod.core.engine_chain import UNSHARED, EngineChain
 from chatmod.core.intake import Room, next_item, receive_batch, send_batch
 from chatmod.core.interfaces import Engine, StreamingEngine, takes_batches
 from chatmod.core.latency import LatencyHistograms
@@ -130,7 +130,7 @@ class ModerationStages:
         try:
             asked = [message for message in batch if message.verdict is None]
             try:
-                answers = iter(await self.chain.moderate_many(asked) if asked else ())
+                answers = await self.chain.moderate_many(asked) if asked else []
             except Exception as exc:  # a bug must cost one attempt, not the daemon
                 self.message_failures += count
                 log.error("a batch of %d message(s) failed (attempt 1 of %d): %s", count,
@@ -138,25 +138,24 @@ class ModerationStages:
                           exc_info=log.isEnabledFor(logging.DEBUG))
                 return await self._decide_each(batch)
             latency_ms = (clock() - started) * 1000.0
-            # A verdict the source brought is used as is (no engine was asked).
-            verdicts = [message.verdict or next(answers) for message in batch]
+            if len(asked) == count:  # the usual: no source brought a verdict
+                verdicts = answers
+            else:  # a verdict the source brought is used as is (no engine was asked)
+                answered = iter(answers)
+                verdicts = [message.verdict or next(answered) for message in batch]
             self.latency.record_batch(verdicts, latency_ms)
-            decide = self.policy.decide
-            decided: list[Decision] = []
-            failed: list[Message] = []
-            for message, verdict in zip(batch, verdicts, strict=True):
-                try:
-                    decided.append(decide(message, verdict, latency_ms))
-                except Exception as exc:  # a bug must cost one message, not the batch
-                    self.message_failures += 1
-                    failed.append(message)
-                    log.error("message %s failed (attempt 1 of %d): %s", message.id,
-                              MESSAGE_ATTEMPTS, describe(exc),
-                              exc_info=log.isEnabledFor(logging.DEBUG))
+            raised: list[tuple[Message, Exception]] = []
+            # A bug must cost one message, not the batch: those it raised for are left out.
+            decided = self.policy.decide_many(batch, verdicts, latency_ms, raised)
+            for message, error in raised:
+                self.message_failures += 1
+                log.error("message %s failed (attempt 1 of %d): %s", message.id,
+                          MESSAGE_ATTEMPTS, describe(error),
+                          exc_info=error if log.isEnabledFor(logging.DEBUG) else False)
         finally:
             self.in_flight -= count
-        if failed:
-            decided.extend(await self._decide_each(failed))
+        if raised:
+            decided.extend(await self._decide_each([message for message, _ in raised]))
         return decided
 
     async def _decide_each(self, messages: list[Message]) -> list[Decision]:
@@ -203,8 +202,10 @@ class ModerationStages:
         The callbacks collect decisions; one task hands them to the sink stage as one list
         per wake-up (all the replies one read of the engine settled): one channel operation
         per read, not per reply."""
-        chain, slots, clock, intake_room = self.chain, self._slots, trio.current_time, \
-            self._intake_room
+        # The run's clock read directly: trio.current_time is the same reading, two calls
+        # deeper, and the stage reads it for each answer.
+        chain, slots, clock, intake_room = self.chain, self._slots, \
+            trio.lowlevel.current_clock().current_time, self._intake_room
         pending: list[Decision] = []  # decided, not yet handed to the sink stage
         wanted = trio.Event()  # set when ``pending`` gains its first decision
 
@@ -238,12 +239,17 @@ class ModerationStages:
 
             fallbacks.start_soon(deliver_until_drained)
 
+            stamp = 0.0  # the ts of the decisions in ``pending``: handed on together
+
             def finish(message: Message, verdict: Verdict, started: float) -> None:
+                nonlocal stamp
                 latency_ms = (clock() - started) * 1000.0
                 self.latency.record(verdict.engine, verdict.route, latency_ms)
                 self.in_flight -= 1
+                if not pending:
+                    stamp = time.time()
                 try:
-                    decision = self.policy.decide(message, verdict, latency_ms)
+                    decision = self.policy.decide_at(message, verdict, latency_ms, stamp)
                 except Exception as exc:  # runs in an engine's callback: never raise there
                     self.message_failures += 1
                     log.error("message %s failed: %s", message.id, describe(exc),
@@ -273,16 +279,6 @@ class ModerationStages:
             async def fall_back(message: Message, started: float, error: EngineError) -> None:
                 finish(message, await chain.fall_back(message, error), started)
 
-            def answered(engine: Engine[Any], message: Message, started: float, lead: Lead,
-                         result: Verdict | EngineError) -> None:
-                chain.release(engine)
-                if isinstance(result, Verdict):  # the usual answer: finished here, one call less
-                    finish(message, result, started)
-                    chain.primary_answered(lead, result)
-                else:
-                    settled(message, started, result)
-                    chain.primary_failed(lead, result)
-
             def settled(message: Message, started: float, result: Verdict | EngineError) -> None:
                 if isinstance(result, Verdict):  # its own verdict, or an identical message's
                     finish(message, result, started)
@@ -292,14 +288,48 @@ class ModerationStages:
                 except RuntimeError:  # the stage is gone (drain timeout): undecided
                     return
 
+            async def submit(engine: Engine[Any], messages: list[Message], leads: list[Lead],
+                             started: float) -> None:
+                """``engine.submit_many`` (the messages held by it until answered): each
+                message's first answer finishes it; a bug in the engine (it raised) is each
+                message's engine failure (the fallback decides)."""
+                chain.hold(engine, len(messages))
+                answered = bytearray(len(messages))
+
+                def on_result(index: int, result: Verdict | EngineError) -> None:
+                    if answered[index]:  # told twice (a bug in the engine): the first stands
+                        return
+                    answered[index] = 1
+                    chain.release(engine)
+                    if isinstance(result, Verdict):  # the usual answer: finished here
+                        finish(messages[index], result, started)
+                        chain.primary_answered(leads[index], result)
+                    else:
+                        settled(messages[index], started, result)
+                        chain.primary_failed(leads[index], result)
+
+                if not isinstance(engine, StreamingEngine):  # replace_engine refuses
+                    for index in range(len(messages)):
+                        on_result(index, EngineError(f"engine {engine.name} does not stream"))
+                    return
+                try:
+                    await engine.submit_many(messages, on_result)
+                except Exception as exc:  # a bug in the engine: the fallback decides
+                    log.error("engine %s failed to take %d message(s): %s", engine.name,
+                              len(messages), describe(exc),
+                              exc_info=log.isEnabledFor(logging.DEBUG))
+                    for index in range(len(messages)):
+                        on_result(index, EngineError(describe(exc)))
+
             while True:
                 try:
                     batch = await receive_batch(intake, self.queue_size)
                 except trio.EndOfChannel:
                     break
-                engine: Engine[Any] | None = None
-                submitting: list[Message] = []
-                told: list[Callable[[Verdict | EngineError], None]] = []
+                # Read again after each wait: a reload may replace the primary or the cache.
+                primary, claims = chain.primary, chain.claims_matter
+                submitting: list[Message] = []  # for the primary, all since ``started``
+                leads: list[Lead] = []
                 taken = 0  # messages in flight whose intake room is not yet given back
                 started = clock()
                 for message in batch:
@@ -309,59 +339,34 @@ class ModerationStages:
                         # Hand over what is claimed first: its answers free the slots.
                         intake_room.give_back(taken)
                         taken = 0
-                        if engine is not None and submitting:
-                            await _submit(engine, submitting, told)
-                            submitting, told = [], []
+                        if submitting:
+                            await submit(primary, submitting, leads, started)
+                            submitting, leads = [], []
                         await slots.take(1)
                         started = clock()
+                        primary, claims = chain.primary, chain.claims_matter
                     taken += 1
                     self.in_flight += 1
                     if message.verdict is not None:  # the source brought it: no engine asked
                         finish(message, message.verdict, started)
                         continue
-                    claim = chain.claim(message, partial(settled, message, started))
-                    if isinstance(claim, Verdict):
-                        finish(message, claim, started)
-                    elif claim is not None:  # it leads: identical messages wait for its answer
-                        primary = chain.acquire_primary()  # each time: a reload may replace it
-                        on_result = partial(answered, primary, message, started, claim)
-                        if not isinstance(primary, StreamingEngine):  # replace_engine refuses
-                            on_result(EngineError(f"engine {primary.name} does not stream"))
+                    if claims:
+                        claim = chain.claim(message, partial(settled, message, started))
+                        if isinstance(claim, Verdict):
+                            finish(message, claim, started)
                             continue
-                        if primary is not engine:
-                            if engine is not None and submitting:
-                                await _submit(engine, submitting, told)
-                                submitting, told = [], []
-                            engine = primary
-                        submitting.append(message)
-                        told.append(on_result)
+                        if claim is None:  # an identical message leads: it waits for that
+                            continue
+                    else:  # nothing to share the answer with (no allow-list, no cache)
+                        claim = UNSHARED
+                    submitting.append(message)
+                    leads.append(claim)
                 intake_room.give_back(taken)
-                if engine is not None and submitting:
-                    await _submit(engine, submitting, told)
+                if submitting:
+                    await submit(primary, submitting, leads, started)
             if self.in_flight:
                 self._drained = trio.Event()
                 await self._drained.wait()
             hand_over()  # decided after the last wake-up of ``deliver``
             delivery.cancel()
 
-
-async def _submit(engine: Engine[Any], messages: list[Message],
-                  told: Sequence[Callable[[Verdict | EngineError], None]]) -> None:
-    """``engine.submit_many``: each message's callback told once; a bug in the engine
-    (it raised) is each message's engine failure (the fallback decides)."""
-    assert isinstance(engine, StreamingEngine)
-    answered = bytearray(len(messages))
-
-    def on_result(index: int, result: Verdict | EngineError) -> None:
-        if answered[index]:  # told twice (a bug in the engine): the first answer stands
-            return
-        answered[index] = 1
-        told[index](result)
-
-    try:
-        await engine.submit_many(messages, on_result)
-    except Exception as exc:  # a bug in the engine: the fallback decides
-        log.error("engine %s failed to take %d message(s): %s", engine.name, len(messages),
-                  describe(exc), exc_info=log.isEnabledFor(logging.DEBUG))
-        for index in range(len(messages)):
-            on_result(index, EngineError(describe(exc)))

@@ -3,11 +3,23 @@ mode), exempt authors and shadow mode."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 
 from chatmod.config.sections import DEFAULT_ACTIONS, FailMode, PolicySection
 from chatmod.core.engine_chain import ROUTE_FAIL_CLOSED, ROUTE_FAIL_OPEN
-from chatmod.core.model import DELETE, FLAG, JOIN_EVENT, PASS, Decision, Message, Verdict
+from chatmod.core.model import (
+    DELETE,
+    FLAG,
+    JOIN_EVENT,
+    PASS,
+    Decision,
+    Message,
+    Verdict,
+    new_decision,
+)
 
 NO_ACTION = "none"
 
@@ -74,11 +86,86 @@ class Policy:
             )
             for channel, override in section.channels.items()
         }
+        #: :meth:`decide_many`'s shortcut applies: one set of rules for every channel, no
+        #: exempt author, the action follows the engine's verdict as it is said.
+        self._plain = not self._channels and base.follows_engine and not base.exempt_authors
+        #: A subclass's own :meth:`decide` (a test's failing policy) is what decides.
+        self._own_decide = type(self).decide is not Policy.decide
 
     def decide(self, message: Message, verdict: Verdict, latency_ms: float) -> Decision:
+        return self._decide_at(message, verdict, latency_ms, time.time())
+
+    def decide_at(self, message: Message, verdict: Verdict, latency_ms: float,
+                  ts: float) -> Decision:
+        """:meth:`decide`, the decision made at ``ts`` (decisions handed on together share
+        one ``ts``, formatted once)."""
+        if self._own_decide:
+            return self.decide(message, verdict, latency_ms)
+        if self._plain and message.event is None:  # as decide_many's shortcut
+            rules = self._default
+            return new_decision(message, verdict,
+                                rules.actions.get(verdict.action, self.unknown_verdict_action),
+                                latency_ms, ts, rules.shadow, None, None)
+        return self._decide_at(message, verdict, latency_ms, ts)
+
+    def decide_many(self, messages: Sequence[Message], verdicts: Sequence[Verdict],
+                    latency_ms: float, failed: list[tuple[Message, Exception]]) -> list[Decision]:
+        """:meth:`decide` for each message and its verdict, in order, with one ``ts`` (the
+        same float) for all. A message whose decision raised is left out and put in
+        ``failed`` with the exception: a bug costs that message, not the others."""
+        start, count = 0, len(messages)
+        if len(verdicts) != count:
+            raise ValueError(f"{len(verdicts)} verdicts for {count} messages")
+        ts = time.time()
+        decided: list[Decision] = []
+        while start < count:
+            made = len(decided)
+            try:
+                self._decide_from(start, messages, verdicts, latency_ms, ts, decided)
+                return decided
+            except Exception as exc:  # the message after the last one decided raised
+                at = start + len(decided) - made
+                failed.append((messages[at], exc))
+                start = at + 1
+        return decided
+
+    def _decide_from(self, start: int, messages: Sequence[Message],
+                     verdicts: Sequence[Verdict], latency_ms: float, ts: float,
+                     decided: list[Decision]) -> None:
+        """Append the decisions from ``messages[start]`` on to ``decided``, stopping at the
+        first that raises."""
+        append = decided.append
+        pairs = zip(islice(messages, start, None), islice(verdicts, start, None), strict=True)
+        if self._own_decide:
+            decide = self.decide
+            for message, verdict in pairs:
+                append(decide(message, verdict, latency_ms))
+            return
+        if not self._plain:
+            decide_at = self._decide_at
+            for message, verdict in pairs:
+                append(decide_at(message, verdict, latency_ms, ts))
+            return
+        # The usual case: nothing to judge, only the action of the verdict (the same verdict
+        # object for most messages of a batch: looked up once for them).
+        rules = self._default
+        actions, shadow = rules.actions, rules.shadow
+        unknown, make = self.unknown_verdict_action, new_decision
+        last_verdict: Verdict | None = None
+        action = unknown
+        for message, verdict in pairs:
+            if message.event is not None:
+                append(self._decide_at(message, verdict, latency_ms, ts))
+                continue
+            if verdict is not last_verdict:
+                last_verdict, action = verdict, actions.get(verdict.action, unknown)
+            append(make(message, verdict, action, latency_ms, ts, shadow, None, None))
+
+    def _decide_at(self, message: Message, verdict: Verdict, latency_ms: float,
+                   ts: float) -> Decision:
         rules = self._channels.get(message.channel or "", self._default)
         if message.author is not None and message.author in rules.exempt_authors:
-            return Decision(message, verdict, NO_ACTION, latency_ms,
+            return Decision(message, verdict, NO_ACTION, latency_ms, ts,
                             shadow=rules.shadow, exempt=True)
         if rules.follows_engine:  # the common case: nothing to judge
             judged, reason = verdict.action, None
@@ -87,5 +174,5 @@ class Policy:
         action = rules.actions.get(judged, self.unknown_verdict_action)
         if message.event == JOIN_EVENT:  # asked about the name: an action such as a kick
             reason = f"username check: {verdict.action}"
-        return Decision(message, verdict, action, latency_ms, shadow=rules.shadow,
-                        reason=reason, judged=judged if judged != verdict.action else None)
+        return new_decision(message, verdict, action, latency_ms, ts, rules.shadow, reason,
+                            judged if judged != verdict.action else None)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -13,6 +13,7 @@ from chatmod.core.model import (
     JOIN_TEXT_PREFIX,
     Message,
     generate_message_id,
+    new_message,
     quick_init,
 )
 from chatmod.errors import InputError
@@ -32,6 +33,16 @@ class OversizedLine:
     size: int
 
 
+class FramedLines(NamedTuple):
+    """The lines one read completed: ``data[i]`` is line ``first + i`` without its newline,
+    or ``b""`` in place of a line too long (its bytes were dropped; it is in ``oversized``).
+    """
+
+    first: int
+    data: list[bytes]
+    oversized: list[OversizedLine]
+
+
 class LineFramer:
     """Splits a byte stream into lines of at most ``max_line_bytes``.
 
@@ -47,20 +58,30 @@ class LineFramer:
 
     def feed(self, data: bytes) -> list[Line | OversizedLine]:
         """Lines completed by ``data``, in order."""
+        return _items(self.feed_lines(data))
+
+    def feed_lines(self, data: bytes) -> FramedLines:
+        """The lines completed by ``data``, as bytes (no object per line: a read brings
+        hundreds of them)."""
         pieces = data.split(b"\n")
         rest = pieces.pop()
-        items: list[Line | OversizedLine] = []
+        first = self._line_number + 1
+        oversized: list[OversizedLine] = []
         if pieces:
-            # The first piece ends a line begun by earlier reads; the others are whole
-            # lines, framed here in one loop (a read brings hundreds of them).
-            items.extend(self._complete_line(pieces[0]))
-            number, limit = self._line_number, self.max_line_bytes
-            for index in range(1, len(pieces)):
-                piece = pieces[index]
-                number += 1
-                items.append(Line(number, piece) if len(piece) <= limit
-                             else OversizedLine(number, len(piece)))
-            self._line_number = number
+            # The first piece ends a line begun by earlier reads; the others are whole lines.
+            head = self._complete_line(pieces[0])
+            if isinstance(head, OversizedLine):
+                oversized.append(head)
+                pieces[0] = b""
+            else:
+                pieces[0] = head
+            limit = self.max_line_bytes
+            if len(data) > limit:  # else no whole line in it can be too long
+                for index in range(1, len(pieces)):
+                    if len(pieces[index]) > limit:
+                        oversized.append(OversizedLine(first + index, len(pieces[index])))
+                        pieces[index] = b""
+            self._line_number += len(pieces) - 1
         if self._discarding:
             self._discarding += len(rest)
         elif len(self._buffer) + len(rest) > self.max_line_bytes:
@@ -68,33 +89,46 @@ class LineFramer:
             self._buffer.clear()
         else:
             self._buffer += rest
-        return items
+        return FramedLines(first, pieces, oversized)
 
     def pending_bytes(self) -> int:
         """Bytes of a line begun and not yet ended (0 while an oversized one is dropped)."""
         return len(self._buffer)
 
-    def end(self) -> Iterator[Line | OversizedLine]:
+    def end(self) -> list[Line | OversizedLine]:
         """The last line, if the stream did not end with a newline."""
-        if self._buffer or self._discarding:
-            yield from self._complete_line(b"")
+        return _items(self.end_lines())
 
-    def _complete_line(self, tail: bytes) -> Iterator[Line | OversizedLine]:
+    def end_lines(self) -> FramedLines:
+        """:meth:`end` as :meth:`feed_lines` gives lines."""
+        if not self._buffer and not self._discarding:
+            return FramedLines(self._line_number + 1, [], [])
+        last = self._complete_line(b"")
+        if isinstance(last, OversizedLine):
+            return FramedLines(last.number, [b""], [last])
+        return FramedLines(self._line_number, [last], [])
+
+    def _complete_line(self, tail: bytes) -> bytes | OversizedLine:
         self._line_number += 1
         if self._discarding:
             size = self._discarding + len(tail)
             self._discarding = 0
-            yield OversizedLine(self._line_number, size)
-            return
+            return OversizedLine(self._line_number, size)
         if self._buffer:
             line = bytes(self._buffer) + tail
             self._buffer.clear()
         else:
             line = tail
         if len(line) > self.max_line_bytes:
-            yield OversizedLine(self._line_number, len(line))
-        else:
-            yield Line(self._line_number, line)
+            return OversizedLine(self._line_number, len(line))
+        return line
+
+
+def _items(framed: FramedLines) -> list[Line | OversizedLine]:
+    """The lines as objects, each with its number."""
+    oversized = {item.number: item for item in framed.oversized}
+    return [oversized.get(number) or Line(number, data)
+            for number, data in enumerate(framed.data, framed.first)]
 
 
 def decode_line(data: bytes) -> tuple[str, bool]:
@@ -210,3 +244,50 @@ def parse_input_data(
             return None, replaced
         return parse_input_line(text, source, default_channel), replaced
     return parse_input_record(record, source, default_channel), False
+
+
+def parse_input_lines(
+    lines: FramedLines, source: str, default_channel: str | None,
+    problems: list[tuple[int, InputError | None]],
+) -> list[Message]:
+    """:func:`parse_input_data` for each framed JSON input line, in one loop: the messages (a
+    blank line, or one left out as too long, has none). A line refused goes to ``problems``
+    as its number and error; a line whose invalid UTF-8 was replaced goes there with None
+    (and gives its message).
+
+    A line of the usual shape, an object of a non-empty string ``id``, a string ``text``
+    and maybe a string ``author`` and ``channel``, nothing else, is made into its message
+    here; any other takes the general path, with the same outcome."""
+    loads, decode_error, make = orjson.loads, orjson.JSONDecodeError, new_message
+    messages: list[Message] = []
+    append = messages.append
+    for number, data in enumerate(lines.data, lines.first):
+        try:
+            record = loads(data)
+        except decode_error:
+            try:  # not JSON, not UTF-8, or blank: the general path says which
+                message, replaced = parse_input_data(data, source, default_channel)
+            except InputError as exc:
+                problems.append((number, exc))
+                continue
+            if message is not None:
+                append(message)
+                if replaced:
+                    problems.append((number, None))
+            continue
+        if type(record) is dict:
+            get = record.get
+            message_id, text, author, channel = get("id"), get("text"), get("author"), \
+                get("channel")
+            if (type(message_id) is str and message_id and type(text) is str
+                    and (author is None or type(author) is str)
+                    and (channel is None or type(channel) is str)
+                    and len(record) == 2 + (author is not None) + (channel is not None)):
+                append(make(message_id, text, source, author,
+                            default_channel if channel is None else channel))
+                continue
+        try:
+            append(parse_input_record(record, source, default_channel))
+        except InputError as exc:
+            problems.append((number, exc))
+    return messages

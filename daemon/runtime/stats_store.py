@@ -69,14 +69,22 @@ class DecisionStats:
         self.flush_failures = 0
 
     def count(self, decisions: Sequence[Decision]) -> None:
-        """Count a batch of decisions (called on the decision path: no I/O)."""
-        pending = self._pending
+        """Count a batch of decisions (called on the decision path: no I/O).
+
+        The decisions of a batch share their ``ts`` (the same float): its minute's row is
+        looked up once for them."""
+        pending, column_of = self._pending, _COLUMN.get
+        stamp: float | None = None
+        row = [0, 0, 0, 0]  # replaced before use: the first decision's ts is not None
         for decision in decisions:
-            minute = int(decision.ts) // 60 * 60
-            row = pending.get(minute)
-            if row is None:
-                row = pending[minute] = [0, 0, 0, 0]
-            column = _COLUMN.get(decision.verdict.action)
+            if decision.ts is not stamp:
+                stamp = decision.ts
+                minute = int(stamp) // 60 * 60
+                found = pending.get(minute)
+                if found is None:
+                    found = pending[minute] = [0, 0, 0, 0]
+                row = found
+            column = column_of(decision.verdict.action)
             if column is not None:
                 row[column] += 1
             row[3] += 1
