@@ -21,6 +21,12 @@ from chatmod.errors import EngineError
 
 # Delivers the first answer for a message; False (and nothing done) for any later one.
 Settle = Callable[[Verdict | EngineError], bool]
+# Told a message's answer with the message's index in its batch (an engine's batch callback).
+Answer = Callable[[int, Verdict | EngineError], None]
+
+
+def no_answer(index: int, result: Verdict | EngineError) -> None:
+    """The :data:`Answer` of an entry that has a ``settle``: never told."""
 
 # References remembered after they settle, to tell late and duplicate replies from strays.
 REMEMBERED_REFERENCES = 65536
@@ -31,15 +37,19 @@ Stray = Literal["duplicate", "late", "unknown"]
 @dataclass(slots=True, eq=False)
 class InFlight:
     """One request. ``racing``: it is overdue and HTTP was asked too; ``settle`` takes the
-    first answer."""
+    first answer. Without ``settle``, its owner delivers the first answer itself, to
+    ``answer(index, ...)``, and marks it ``settled``: no callable made per message."""
 
     reference: str
     message: Message
     deadline: float
     connection: int
-    settle: Settle
+    settle: Settle | None
+    answer: Answer = no_answer
+    index: int = 0
     racing: bool = False
     http_scope: trio.CancelScope | None = None
+    settled: bool = False
 
 
 class InFlightTable:
@@ -56,10 +66,10 @@ class InFlightTable:
 
     def add(
         self, message: Message, deadline: float, connection: int,
-        settle: Settle,
+        settle: Settle | None, answer: Answer = no_answer, index: int = 0,
     ) -> InFlight:
         reference = f"{self._prefix}-{next(self._counter)}"
-        entry = InFlight(reference, message, deadline, connection, settle)
+        entry = InFlight(reference, message, deadline, connection, settle, answer, index)
         self._entries[reference] = entry
         return entry
 
