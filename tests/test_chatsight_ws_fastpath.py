@@ -5,6 +5,8 @@
   group), give exactly what the parser before them gave (kept here verbatim as the oracle),
   for every input hypothesis makes (300 examples, 10,000 with ``HYPOTHESIS_PROFILE=thorough``).
 - orjson never makes a non-finite float (what lets the fast path skip the finite test).
+- Stray replies (duplicate, late, unknown) told apart as before with nothing written down
+  per answered reply.
 - The settle path without a callable per message: a websocket request's in-flight entry holds
   its answer; the first answer wins, the window slot comes back once, the routes are counted
   once, the held-too-long net and stopping still fail what is held.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -21,7 +24,8 @@ import trio
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chatmod.chatsight.inflight import InFlight
+from chatmod.chatsight import inflight
+from chatmod.chatsight.inflight import InFlight, InFlightTable
 from chatmod.chatsight.protocol import (
     KNOWN_ACTIONS,
     SCORE_GROUPS,
@@ -281,3 +285,103 @@ async def test_an_entry_waiting_for_an_http_worker_is_not_sent_once_answered(
         await engine._over_http(entry.message, engine._entry_settle(entry), entry, None, 10.0)
     assert asked == ([] if settled_first else ["m-1"])
     assert [result.route for _, result in told] == ["ws" if settled_first else "http"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Strays told apart with no write per answered reply
+
+
+class OldTable:
+    """InFlightTable's bookkeeping of settled references before this round (main 1e50d7e):
+    each one answered or abandoned written down, the oldest forgotten first."""
+
+    def __init__(self, prefix: str, remembered: int) -> None:
+        self.prefix, self.remembered, self.count = prefix, remembered, 0
+        self.entries: set[str] = set()
+        self.settled: OrderedDict[str, str] = OrderedDict()
+
+    def add(self) -> str:
+        self.count += 1
+        reference = f"{self.prefix}-{self.count}"
+        self.entries.add(reference)
+        return reference
+
+    def take(self, reference: str | None) -> str:
+        if reference is None:
+            return "unknown"
+        if reference in self.entries:
+            self.entries.remove(reference)
+            self.remember(reference, "answered")
+            return "entry"
+        earlier = self.settled.get(reference)
+        if earlier is None:
+            return "unknown"
+        return "duplicate" if earlier == "answered" else "late"
+
+    def abandon(self, reference: str) -> None:
+        if reference in self.entries:
+            self.entries.remove(reference)
+            self.remember(reference, "abandoned")
+
+    def remember(self, reference: str, how: str) -> None:
+        self.settled[reference] = how
+        if len(self.settled) > self.remembered:
+            self.settled.popitem(last=False)
+
+
+def odd_reference(prefix: str) -> st.SearchStrategy[str | None]:
+    """References a peer could send that are not one of ours as we spell them."""
+    return (st.none() | st.text(max_size=10)
+            | st.sampled_from(["0", "00", "+1", " 1", "1 ", "٣", "1_0", "-1", "1.0", "1e0", ""])
+            .map(lambda tail: f"{prefix}-{tail}")
+            | st.integers(0, 5).map(lambda n: f"{prefix}-0{n}")
+            | st.integers(0, 5).map(lambda n: f"x{prefix}-{n}"))
+
+
+@fuzz
+@given(st.data())
+def test_strays_are_told_apart_as_before_while_none_is_forgotten(data: st.DataObject) -> None:
+    table = InFlightTable()
+    old = OldTable(table._prefix, remembered=10_000)
+    references: list[str] = []
+    entries: dict[str, InFlight] = {}
+    message = Message(id="m", text="t", source="test")
+    for _ in range(data.draw(st.integers(0, 60))):
+        operation = data.draw(st.sampled_from(["add", "take", "abandon", "odd", "future"]))
+        if operation == "add" or not references:
+            entry = table.add(message, 1.0, 1, None)
+            assert entry.reference == old.add()
+            references.append(entry.reference)
+            entries[entry.reference] = entry
+            continue
+        sent: str = data.draw(st.sampled_from(references))
+        if operation == "abandon":
+            table.abandon(entries[sent])
+            old.abandon(sent)
+            continue
+        reference: str | None = sent
+        if operation == "odd":
+            reference = data.draw(odd_reference(table._prefix))
+        elif operation == "future":
+            reference = f"{table._prefix}-{len(references) + data.draw(st.integers(1, 3))}"
+        found = table.take(reference)
+        assert (found if isinstance(found, str) else "entry") == old.take(reference)
+        if not isinstance(found, str):
+            assert found is entries[found.reference]
+
+
+def test_only_the_latest_references_sent_are_told_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inflight, "REMEMBERED_REFERENCES", 4)
+    table = InFlightTable()
+    message = Message(id="m", text="t", source="test")
+    entries = [table.add(message, 1.0, 1, None) for _ in range(6)]
+    assert table.take(entries[5].reference) is entries[5]  # answered last: still told
+    table.abandon(entries[4])
+    for entry in entries[:4]:
+        assert table.take(entry.reference) is entry
+    # Sent 6, the latest 4 (3 to 6) told apart; 1 and 2 were answered but are too old.
+    assert [table.take(e.reference) for e in entries] == [
+        "unknown", "unknown", "duplicate", "duplicate", "late", "duplicate"]
+    assert table.take(f"{table._prefix}-7") == "unknown"  # not sent yet
+    assert table.take(f"{table._prefix}-0") == "unknown"  # never: the first is 1
+    assert len(table._abandoned) == 1
