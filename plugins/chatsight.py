@@ -207,6 +207,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         self._metadata_warned = False
         self._http_auth_failing = False
         self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
+        self._sweep_idle = False  # the sweep waits for _sent (set only then: once, not per send)
         # Messages not answered yet -> since when (oldest first): a websocket request's
         # in-flight entry (settled by :meth:`_settle_entry`), or a Settle (HTTP's messages).
         self._outstanding: dict[InFlight | Settle, float] = {}
@@ -325,15 +326,21 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         at ``now``, or over HTTP; its first answer goes to ``answer(index, ...)``. True when
         the socket's queue is full: the caller waits for
         :meth:`ChatsightSocket.wait_drained` before sending more."""
-        metadata, left_out = self._metadata(message)
-        if left_out:  # here only: once per message, whichever routes it then takes
-            self._metadata_trimmed(message, metadata, left_out)
+        metadata: Mapping[str, Any] | None
+        if message.metadata or not self.config.send_metadata:
+            metadata, left_out = self._metadata(message)
+            if left_out:  # here only: once per message, whichever routes it then takes
+                self._metadata_trimmed(message, metadata, left_out)
+        else:  # the usual message: its context is all its metadata (no call, no tuple)
+            metadata = _context(message)
         socket = self.socket
         if self.race.route(socket.is_open) == ROUTE_WS:
             # The in-flight entry holds the answer: no callable per message.
             entry = self.race.sent_over_ws(message, now, socket.generation, None, answer, index)
             self._outstanding[entry] = now
-            self._sent.set()
+            if self._sweep_idle:
+                self._sweep_idle = False
+                self._sent.set()
             try:
                 return socket.queue(ws_request(message.text, entry.reference, metadata))
             except ConnectionLost:
@@ -514,6 +521,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             deadline = self.race.next_deadline()
             if deadline is None:
                 self._sent = trio.Event()
+                self._sweep_idle = True
                 await self._sent.wait()
                 continue
             await trio.sleep_until(deadline)

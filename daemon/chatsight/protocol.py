@@ -79,10 +79,9 @@ def trim_metadata(
 
 def ws_request(text: str, reference: str, metadata: Mapping[str, Any] | None = None) -> bytes:
     """A websocket moderation request. ``metadata`` must already be trimmed."""
-    payload: dict[str, Any] = {"sample": text, "reference": reference}
-    if metadata:
-        payload["metadata"] = metadata
-    return orjson.dumps(payload)
+    if metadata:  # the usual request (chatmod's context): one dict, built whole
+        return orjson.dumps({"sample": text, "reference": reference, "metadata": metadata})
+    return orjson.dumps({"sample": text, "reference": reference})
 
 
 def http_request(text: str, metadata: Mapping[str, Any] | None = None) -> bytes:
