@@ -32,6 +32,10 @@ KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 MAX_CONTROL_PAYLOAD = 125
 LENGTH_16, LENGTH_64 = 126, 127
 MASK_SIZE = 4
+# The 2-byte headers of masked text frames under 126 bytes, by size, and the zeros that leave
+# such a header and its masking key unmasked.
+_SHORT_HEADERS = [bytes((FIN_TEXT, MASK_BIT | size)) for size in range(LENGTH_16)]
+_SHORT_HEADER_ZEROS = bytes(2 + MASK_SIZE)
 
 
 def encode_text_frames(payloads: Sequence[bytes], mask_keys: bytes | None = None) -> bytes:
@@ -43,15 +47,23 @@ def encode_text_frames(payloads: Sequence[bytes], mask_keys: bytes | None = None
     keys = os.urandom(MASK_SIZE * len(payloads)) if mask_keys is None else mask_keys
     frames: list[bytes] = []
     masks: list[bytes] = []  # zero under each header, the repeated key under each payload
-    for index, payload in enumerate(payloads):
+    add_frame, add_mask = frames.append, masks.append
+    start = 0
+    for payload in payloads:
         size = len(payload)
-        if size < LENGTH_16:
-            header = bytes((FIN_TEXT, MASK_BIT | size))
-        elif size < 0x10000:
+        key = keys[start:start + MASK_SIZE]
+        start += MASK_SIZE
+        if size < LENGTH_16:  # nearly every request: headers made once, appends (no tuples)
+            add_frame(_SHORT_HEADERS[size])
+            add_frame(key)
+            add_frame(payload)
+            add_mask(_SHORT_HEADER_ZEROS)
+            add_mask((key * (size // MASK_SIZE + 1))[:size])
+            continue
+        if size < 0x10000:
             header = struct.pack("!BBH", FIN_TEXT, MASK_BIT | LENGTH_16, size)
         else:
             header = struct.pack("!BBQ", FIN_TEXT, MASK_BIT | LENGTH_64, size)
-        key = keys[MASK_SIZE * index:MASK_SIZE * (index + 1)]
         frames += (header, key, payload)
         masks += (bytes(len(header) + MASK_SIZE), (key * (size // MASK_SIZE + 1))[:size])
     plain = b"".join(frames)
