@@ -90,8 +90,30 @@ class IncomingFrames:
         buffer = self._buffer + data if self._buffer else data
         out: list[str | bytes] = []
         position, end = 0, len(buffer)
+        max_size = self.max_frame_size
         while end - position >= 2:
             first, second = buffer[position], buffer[position + 1]
+            if first == FIN_TEXT and not self._in_fragmented_message:
+                # A whole unmasked text frame with its length in 1 or 3 bytes: nearly every
+                # reply, decoded with the fewest steps. Anything else about it (a length in
+                # too many bytes, over the limit) is left to the general path below.
+                if second < LENGTH_16:
+                    header, length = 2, second
+                elif second == LENGTH_16 and end - position >= 4:
+                    length = buffer[position + 2] << 8 | buffer[position + 3]
+                    header = 4 if length >= LENGTH_16 else 0
+                else:
+                    header = length = 0
+                if header and length <= max_size:
+                    frame_end = position + header + length
+                    if frame_end > end:
+                        break
+                    try:
+                        out.append(buffer[position + header:frame_end].decode())
+                    except UnicodeDecodeError:
+                        out.append(buffer[position:frame_end])  # wsproto closes with 1007
+                    position = frame_end
+                    continue
             opcode = first & OPCODE_BITS
             length = second & 0x7F
             is_control = opcode >= 0x8
@@ -113,7 +135,7 @@ class IncomingFrames:
                 header = 10
                 if length < 0x10000 or length >> 63:
                     return self._delegate(out, buffer[position:])
-            if length > self.max_frame_size:
+            if length > max_size:
                 # wsproto streams such a frame in parts, and the reader's size limit trips.
                 return self._delegate(out, buffer[position:])
             frame_end = position + header + length
