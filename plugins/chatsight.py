@@ -29,7 +29,7 @@ import trio
 
 from chatmod.chatsight.engine import ROUTE_HTTP, ROUTE_WS, HttpBreaker, RouteRace
 from chatmod.chatsight.http import ChatsightHttp, WorkerPool
-from chatmod.chatsight.inflight import InFlight, Settle
+from chatmod.chatsight.inflight import Answer, InFlight, Settle
 from chatmod.chatsight.protocol import (
     MAX_METADATA_KEYS,
     SUBPROTOCOL,
@@ -142,6 +142,13 @@ class ChatsightConfig:
             raise ConfigError("reconnect_max: expected a number >= reconnect_initial")
 
 
+def _one_answer(on_result: ResultCallback) -> Answer:
+    """A :data:`ResultCallback` as a batch's callback (the index ignored)."""
+    def answer(index: int, result: Verdict | EngineError) -> None:
+        on_result(result)
+    return answer
+
+
 def _context(message: Message) -> dict[str, str]:
     """The message's context sent as metadata: its id, source, channel and author (if any)."""
     # Spelled out: a comprehension over pairs costs twice as much, once per message.
@@ -200,8 +207,10 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         self._metadata_warned = False
         self._http_auth_failing = False
         self._sent = trio.Event()  # wakes the overdue sweep when it had nothing to watch
-        # Settles of messages not answered yet -> since when (oldest first).
-        self._outstanding: dict[Settle, float] = {}
+        self._sweep_idle = False  # the sweep waits for _sent (set only then: once, not per send)
+        # Messages not answered yet -> since when (oldest first): a websocket request's
+        # in-flight entry (settled by :meth:`_settle_entry`), or a Settle (HTTP's messages).
+        self._outstanding: dict[InFlight | Settle, float] = {}
         self._held_warned = False
         self._http_counts_before: Counter[str] = Counter()  # of earlier runs (restarts)
         # name -> (its username check's answer, remembered until)
@@ -238,8 +247,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 self._http_counts_before.update(http.stats)  # counters survive a restart
                 # Stopping must not leave a message waiting forever: each one still
                 # outstanding fails, so the engine chain's fallback decides it.
-                for settle in list(self._outstanding):
-                    settle(EngineError(f"engine {self.name} stopped"))
+                for held in list(self._outstanding):
+                    self._fail_held(held, EngineError(f"engine {self.name} stopped"))
 
     async def _keep_http_warm(self, http: ChatsightHttp) -> None:
         """``http_warm_connections`` open, checked every :data:`HTTP_WARM_INTERVAL` (the
@@ -277,8 +286,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             self._window.acquire_nowait()
         except trio.WouldBlock:
             await self._window.acquire()
-        now = trio.current_time()
-        if self._start(message, self._settler(on_result, now), now):
+        if self._start(message, _one_answer(on_result), 0, trio.current_time()):
             await self.socket.wait_drained()
 
     async def submit_many(
@@ -294,13 +302,13 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         now: float | None = None
         window = self._window
         for index, message in enumerate(messages):
-            answer = functools.partial(on_result, index)
             tasks = self._tasks
             if tasks is None:
-                answer(EngineError(f"engine {self.name} is not running"))
+                on_result(index, EngineError(f"engine {self.name} is not running"))
                 continue
             if message.event == JOIN_EVENT:
-                tasks.start_soon(self._check_username, message, answer)
+                tasks.start_soon(self._check_username, message,
+                                 functools.partial(on_result, index))
                 continue
             try:
                 window.acquire_nowait()
@@ -309,25 +317,37 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 now = None
             if now is None:
                 now = trio.current_time()
-            if self._start(message, self._settler(answer, now), now):
+            if self._start(message, on_result, index, now):
                 await self.socket.wait_drained()
                 now = None
 
-    def _start(self, message: Message, settle: Settle, now: float) -> bool:
+    def _start(self, message: Message, answer: Answer, index: int, now: float) -> bool:
         """Send ``message`` (its window slot taken) over the websocket, queued to be sent
-        at ``now``, or over HTTP. True when the socket's queue is full: the caller waits for
+        at ``now``, or over HTTP; its first answer goes to ``answer(index, ...)``. True when
+        the socket's queue is full: the caller waits for
         :meth:`ChatsightSocket.wait_drained` before sending more."""
-        metadata, left_out = self._metadata(message)
-        if left_out:  # here only: once per message, whichever routes it then takes
-            self._metadata_trimmed(message, metadata, left_out)
+        metadata: Mapping[str, Any] | None
+        if message.metadata or not self.config.send_metadata:
+            metadata, left_out = self._metadata(message)
+            if left_out:  # here only: once per message, whichever routes it then takes
+                self._metadata_trimmed(message, metadata, left_out)
+        else:  # the usual message: its context is all its metadata (no call, no tuple)
+            metadata = _context(message)
         socket = self.socket
         if self.race.route(socket.is_open) == ROUTE_WS:
-            entry = self.race.sent_over_ws(message, now, socket.generation, settle)
-            self._sent.set()
+            # The in-flight entry holds the answer: no callable per message.
+            entry = self.race.sent_over_ws(message, now, socket.generation, None, answer, index)
+            self._outstanding[entry] = now
+            if self._sweep_idle:
+                self._sweep_idle = False
+                self._sent.set()
             try:
                 return socket.queue(ws_request(message.text, entry.reference, metadata))
             except ConnectionLost:
                 self.race.not_sent(entry)
+                settle = self._entry_settle(entry)
+        else:
+            settle = self._settler(functools.partial(answer, index), now)
         tasks = self._tasks
         if tasks is None:  # stopped while this message waited for its window slot
             settle(EngineError(f"engine {self.name} is not running"))
@@ -389,6 +409,31 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         self._outstanding[settle] = now
         return settle
 
+    def _settle_entry(self, entry: InFlight, result: Verdict | EngineError) -> bool:
+        """:meth:`_settler`'s settle for a websocket request's entry (made by :meth:`_start`):
+        ``entry.answer`` gets the first answer only; frees the window slot with it."""
+        if entry.settled:
+            return False
+        entry.settled = True
+        del self._outstanding[entry]
+        self._window.release()
+        if isinstance(result, Verdict):
+            self.routes[result.route] += 1
+        entry.answer(entry.index, result)
+        return True
+
+    def _entry_settle(self, entry: InFlight) -> Settle:
+        """The Settle of ``entry``, for the paths that need a callable (HTTP's)."""
+        if entry.settle is not None:
+            return entry.settle
+        return functools.partial(self._settle_entry, entry)
+
+    def _fail_held(self, held: InFlight | Settle, error: EngineError) -> None:
+        if isinstance(held, InFlight):
+            self._settle_entry(held, error)
+        else:
+            held(error)
+
     @property
     def held_limit(self) -> float:
         """Seconds a message may be held before it is failed to the fallback: its websocket
@@ -411,10 +456,10 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             await trio.sleep_until(oldest + limit)
             expired_before = trio.current_time() - limit
             expired = []
-            for settle, since in outstanding.items():  # oldest first
+            for held, since in outstanding.items():  # oldest first
                 if since > expired_before:
                     break
-                expired.append(settle)
+                expired.append(held)
             if not expired:
                 continue
             self.stats["held_too_long"] += len(expired)
@@ -424,8 +469,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                     "%d message(s) held over %g s with no answer (a defect): failed to the "
                     "fallback. Logged once; held_too_long counts them.", len(expired), limit)
             error = EngineError(f"no answer within {limit:g} s")
-            for settle in expired:
-                settle(error)
+            for held in expired:
+                self._fail_held(held, error)
 
     def _on_reply(self, reply: Reply) -> str:
         result = reply.result
@@ -435,8 +480,11 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 return entry
             if entry.racing and entry.http_scope is not None:
                 entry.http_scope.cancel()
-            entry.settle(Verdict(result.action, result.score, self.name, ROUTE_WS,
-                                 result.scores))
+            verdict = Verdict(result.action, result.score, self.name, ROUTE_WS, result.scores)
+            if entry.settle is None:
+                self._settle_entry(entry, verdict)
+            else:
+                entry.settle(verdict)
             return "answered"
         outcome = self.race.ws_reply(reply.reference, answered=False)
         if outcome.entry is not None:  # an error reply: this request goes over HTTP now
@@ -473,6 +521,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             deadline = self.race.next_deadline()
             if deadline is None:
                 self._sent = trio.Event()
+                self._sweep_idle = True
                 await self._sent.wait()
                 continue
             await trio.sleep_until(deadline)
@@ -481,7 +530,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     def _to_http(self, entry: InFlight) -> None:
         if self._tasks is not None:
-            self._http_workers.run_soon(self._over_http, entry.message, entry.settle, entry,
+            self._http_workers.run_soon(self._over_http, entry.message,
+                                        self._entry_settle(entry), entry,
                                         self._metadata(entry.message)[0],
                                         trio.current_time() + self.config.http_deadline)
 
@@ -497,7 +547,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             self.race.http_answered(
                 None, settle, await self._http_result(message, metadata, deadline))
             return
-        if settle not in self._outstanding:
+        held: InFlight | Settle = entry if entry.settle is None else settle
+        if held not in self._outstanding:
             return  # its websocket reply won while it waited for a worker: nothing to send
         with trio.CancelScope() as scope:
             entry.http_scope = scope

@@ -16,7 +16,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from chatmod.chatsight.inflight import InFlight, InFlightTable, Settle, Stray
+from chatmod.chatsight.inflight import (
+    Answer,
+    InFlight,
+    InFlightTable,
+    Settle,
+    Stray,
+    no_answer,
+)
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import EngineError
 
@@ -107,10 +114,13 @@ class RouteRace:
         return ROUTE_WS if socket_open else ROUTE_HTTP
 
     def sent_over_ws(self, message: Message, now: float, connection: int,
-                     settle: Settle) -> InFlight:
+                     settle: Settle | None, answer: Answer = no_answer,
+                     index: int = 0) -> InFlight:
         """``message`` is being sent on websocket ``connection``: its reply is awaited until
-        ``now + verdict_timeout``."""
-        return self.table.add(message, now + self.verdict_timeout, connection, settle)
+        ``now + verdict_timeout``. Its first answer goes to ``settle``, or (None) to
+        ``answer(index, ...)`` through its owner (see :class:`InFlight`)."""
+        return self.table.add(message, now + self.verdict_timeout, connection, settle,
+                              answer, index)
 
     def not_sent(self, entry: InFlight) -> None:
         """The websocket closed before ``entry`` was sent: it goes over HTTP alone."""

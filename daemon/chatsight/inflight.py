@@ -7,7 +7,6 @@ counted instead of producing a second decision. Sync throughout: it never blocks
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,8 +20,16 @@ from chatmod.errors import EngineError
 
 # Delivers the first answer for a message; False (and nothing done) for any later one.
 Settle = Callable[[Verdict | EngineError], bool]
+# Told a message's answer with the message's index in its batch (an engine's batch callback).
+Answer = Callable[[int, Verdict | EngineError], None]
 
-# References remembered after they settle, to tell late and duplicate replies from strays.
+
+def no_answer(index: int, result: Verdict | EngineError) -> None:
+    """The :data:`Answer` of an entry that has a ``settle``: never told."""
+
+# How many of the latest references sent are told apart when a stray reply names one: a
+# second reply for one answered (duplicate), or a reply after it was given up on (late).
+# Older ones are unknown, as are references never sent.
 REMEMBERED_REFERENCES = 65536
 
 Stray = Literal["duplicate", "late", "unknown"]
@@ -31,15 +38,19 @@ Stray = Literal["duplicate", "late", "unknown"]
 @dataclass(slots=True, eq=False)
 class InFlight:
     """One request. ``racing``: it is overdue and HTTP was asked too; ``settle`` takes the
-    first answer."""
+    first answer. Without ``settle``, its owner delivers the first answer itself, to
+    ``answer(index, ...)``, and marks it ``settled``: no callable made per message."""
 
     reference: str
     message: Message
     deadline: float
     connection: int
-    settle: Settle
+    settle: Settle | None
+    answer: Answer = no_answer
+    index: int = 0
     racing: bool = False
     http_scope: trio.CancelScope | None = None
+    settled: bool = False
 
 
 class InFlightTable:
@@ -47,19 +58,22 @@ class InFlightTable:
 
     def __init__(self) -> None:
         self._entries: dict[str, InFlight] = {}
-        self._settled: OrderedDict[str, Literal["answered", "abandoned"]] = OrderedDict()
+        # Those given up on, latest last. One answered is not written down: a reference of
+        # ours among the latest sent that is neither in flight nor here was answered.
+        self._abandoned: OrderedDict[str, None] = OrderedDict()
         self._prefix = os.urandom(3).hex()
-        self._counter = itertools.count(1)
+        self._sent = 0  # references made; the latest is f"{prefix}-{sent}"
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def add(
         self, message: Message, deadline: float, connection: int,
-        settle: Settle,
+        settle: Settle | None, answer: Answer = no_answer, index: int = 0,
     ) -> InFlight:
-        reference = f"{self._prefix}-{next(self._counter)}"
-        entry = InFlight(reference, message, deadline, connection, settle)
+        self._sent = sent = self._sent + 1
+        reference = f"{self._prefix}-{sent}"
+        entry = InFlight(reference, message, deadline, connection, settle, answer, index)
         self._entries[reference] = entry
         return entry
 
@@ -70,21 +84,28 @@ class InFlightTable:
         if reference is None:
             return "unknown"
         entry = self._entries.pop(reference, None)
-        if entry is not None:  # once per reply: :meth:`_remember` inlined
-            settled = self._settled
-            settled[reference] = "answered"
-            if len(settled) > REMEMBERED_REFERENCES:
-                settled.popitem(last=False)
+        if entry is not None:  # the usual reply: nothing more to write down
             return entry
-        earlier = self._settled.get(reference)
-        if earlier is None:
+        return self._stray(reference)
+
+    def _stray(self, reference: str) -> Stray:
+        """What a reply for a reference not in flight is (see :meth:`take`)."""
+        prefix, _, digits = reference.rpartition("-")
+        if prefix != self._prefix or not (digits.isascii() and digits.isdigit()):
             return "unknown"
-        return "duplicate" if earlier == "answered" else "late"
+        number = int(digits)
+        if (str(number) != digits or not 0 < number <= self._sent
+                or number <= self._sent - REMEMBERED_REFERENCES):
+            return "unknown"  # never sent (not as we spell them), or too old to tell
+        return "late" if reference in self._abandoned else "duplicate"
 
     def abandon(self, entry: InFlight) -> None:
         """Stop waiting on the websocket for ``entry``; a reply after this counts as late."""
         if self._entries.pop(entry.reference, None) is not None:
-            self._remember(entry.reference, "abandoned")
+            abandoned = self._abandoned
+            abandoned[entry.reference] = None
+            if len(abandoned) > REMEMBERED_REFERENCES:
+                abandoned.popitem(last=False)
 
     def take_connection(self, connection: int) -> list[InFlight]:
         """Remove every entry sent on ``connection`` (it closed). Returns those not already
@@ -112,8 +133,3 @@ class InFlightTable:
                 entry.racing = True
                 found.append(entry)
         return found
-
-    def _remember(self, reference: str, how: Literal["answered", "abandoned"]) -> None:
-        self._settled[reference] = how
-        if len(self._settled) > REMEMBERED_REFERENCES:
-            self._settled.popitem(last=False)

@@ -32,6 +32,10 @@ KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 MAX_CONTROL_PAYLOAD = 125
 LENGTH_16, LENGTH_64 = 126, 127
 MASK_SIZE = 4
+# The 2-byte headers of masked text frames under 126 bytes, by size, and the zeros that leave
+# such a header and its masking key unmasked.
+_SHORT_HEADERS = [bytes((FIN_TEXT, MASK_BIT | size)) for size in range(LENGTH_16)]
+_SHORT_HEADER_ZEROS = bytes(2 + MASK_SIZE)
 
 
 def encode_text_frames(payloads: Sequence[bytes], mask_keys: bytes | None = None) -> bytes:
@@ -43,15 +47,23 @@ def encode_text_frames(payloads: Sequence[bytes], mask_keys: bytes | None = None
     keys = os.urandom(MASK_SIZE * len(payloads)) if mask_keys is None else mask_keys
     frames: list[bytes] = []
     masks: list[bytes] = []  # zero under each header, the repeated key under each payload
-    for index, payload in enumerate(payloads):
+    add_frame, add_mask = frames.append, masks.append
+    start = 0
+    for payload in payloads:
         size = len(payload)
-        if size < LENGTH_16:
-            header = bytes((FIN_TEXT, MASK_BIT | size))
-        elif size < 0x10000:
+        key = keys[start:start + MASK_SIZE]
+        start += MASK_SIZE
+        if size < LENGTH_16:  # nearly every request: headers made once, appends (no tuples)
+            add_frame(_SHORT_HEADERS[size])
+            add_frame(key)
+            add_frame(payload)
+            add_mask(_SHORT_HEADER_ZEROS)
+            add_mask((key * (size // MASK_SIZE + 1))[:size])
+            continue
+        if size < 0x10000:
             header = struct.pack("!BBH", FIN_TEXT, MASK_BIT | LENGTH_16, size)
         else:
             header = struct.pack("!BBQ", FIN_TEXT, MASK_BIT | LENGTH_64, size)
-        key = keys[MASK_SIZE * index:MASK_SIZE * (index + 1)]
         frames += (header, key, payload)
         masks += (bytes(len(header) + MASK_SIZE), (key * (size // MASK_SIZE + 1))[:size])
     plain = b"".join(frames)
@@ -78,8 +90,30 @@ class IncomingFrames:
         buffer = self._buffer + data if self._buffer else data
         out: list[str | bytes] = []
         position, end = 0, len(buffer)
+        max_size = self.max_frame_size
         while end - position >= 2:
             first, second = buffer[position], buffer[position + 1]
+            if first == FIN_TEXT and not self._in_fragmented_message:
+                # A whole unmasked text frame with its length in 1 or 3 bytes: nearly every
+                # reply, decoded with the fewest steps. Anything else about it (a length in
+                # too many bytes, over the limit) is left to the general path below.
+                if second < LENGTH_16:
+                    header, length = 2, second
+                elif second == LENGTH_16 and end - position >= 4:
+                    length = buffer[position + 2] << 8 | buffer[position + 3]
+                    header = 4 if length >= LENGTH_16 else 0
+                else:
+                    header = length = 0
+                if header and length <= max_size:
+                    frame_end = position + header + length
+                    if frame_end > end:
+                        break
+                    try:
+                        out.append(buffer[position + header:frame_end].decode())
+                    except UnicodeDecodeError:
+                        out.append(buffer[position:frame_end])  # wsproto closes with 1007
+                    position = frame_end
+                    continue
             opcode = first & OPCODE_BITS
             length = second & 0x7F
             is_control = opcode >= 0x8
@@ -101,7 +135,7 @@ class IncomingFrames:
                 header = 10
                 if length < 0x10000 or length >> 63:
                     return self._delegate(out, buffer[position:])
-            if length > self.max_frame_size:
+            if length > max_size:
                 # wsproto streams such a frame in parts, and the reader's size limit trips.
                 return self._delegate(out, buffer[position:])
             frame_end = position + header + length
