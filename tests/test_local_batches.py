@@ -227,3 +227,25 @@ async def test_what_a_stopped_engine_holds_fails_at_once() -> None:
                         "one": "local model failed: the local engine stopped",
                         "after": "the local engine is not running"}
     assert predictor.sizes() == [2]
+
+
+def test_the_lexicon_reuses_the_normalisation_made_for_the_cache_key() -> None:
+    # The daemon normalises a line for the verdict cache's key, then the engine's lexicon
+    # does again in its worker thread: the second is a lookup.
+    from chatmod import textnorm
+    from chatmod.abuse.detect import Lexicon
+    from chatmod.core.cache import normalise
+
+    memo = textnorm._fold_and_deobfuscate_memo
+    lexicon = Lexicon.shipped()
+    text = "y o u  are a fuuuucking 1d10t, said test_local_batches"
+    before = memo.cache_info()
+    key = normalise(text)
+    lexicon.assess(text)
+    after = memo.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    assert key == textnorm.squeeze_repeats(textnorm._fold_and_deobfuscate(text)[1])
+    # A line longer than chat's is not kept: what the memo holds stays small.
+    long_line = "x" * (textnorm.FOLD_MEMO_MAX_CHARS + 1)
+    assert textnorm.fold_and_deobfuscate(long_line) == textnorm._fold_and_deobfuscate(long_line)
+    assert memo.cache_info().misses == after.misses
