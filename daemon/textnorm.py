@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 # Cyrillic and Greek letters drawn like Latin ones, and Latin variants (dotless i, script
 # g and l); lower case only, as folding comes first.
@@ -140,8 +141,22 @@ def deobfuscate(text: str) -> str:
     return fold_and_deobfuscate(text)[1]
 
 
+# A line is normalised twice on its way through the daemon, moments apart: for the verdict
+# cache's key (on the event loop) and by the embedded engine's lexicon (in its worker thread).
+# The latest lines' results are kept (a few batches of the default concurrency, 256), so the
+# second costs a lookup; only chat-sized lines, so what is kept stays small.
+FOLD_MEMO_SIZE = 1024
+FOLD_MEMO_MAX_CHARS = 500
+
+
 def fold_and_deobfuscate(text: str) -> tuple[str, str]:
     """:func:`fold` and :func:`deobfuscate` of ``text``, folding it once."""
+    if len(text) <= FOLD_MEMO_MAX_CHARS:
+        return _fold_and_deobfuscate_memo(text)
+    return _fold_and_deobfuscate(text)
+
+
+def _fold_and_deobfuscate(text: str) -> tuple[str, str]:
     # Two or more spaces part words spelt out letter by letter: "f u c k  y o u".
     groups = []
     parts = _WIDE_SPACE.split(text)
@@ -159,6 +174,10 @@ def fold_and_deobfuscate(text: str) -> tuple[str, str]:
     # One group (no wide space) folds as the whole text does.
     folded_text = folded_parts[0] if len(parts) == 1 else fold(text)
     return folded_text, " ".join(g for g in groups if g)
+
+
+# lru_cache is thread-safe: the event loop and the engine's worker thread share it.
+_fold_and_deobfuscate_memo = lru_cache(maxsize=FOLD_MEMO_SIZE)(_fold_and_deobfuscate)
 
 
 def squeeze_repeats(text: str) -> str:

@@ -18,7 +18,6 @@ lexicon), on normalised text unless ``normalise = false``.
 from __future__ import annotations
 
 import importlib.util
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,13 +71,24 @@ class LocalConfig:
             )
 
 
-@dataclass(slots=True)
-class _Pending:
-    text: str
+# What the model made of one text: its score and details, or why the model failed.
+Scored = tuple[float, dict[str, Any]]
+Outcome = Scored | str
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    """The texts of one call (``moderate`` or ``moderate_many``), scored in one model call or
+    split across several; ``done`` is set once each text has its outcome."""
+
+    texts: list[str]
+    outcomes: list[Outcome | None]
+    left: int
     done: trio.Event = field(default_factory=trio.Event)
-    score: float = math.nan
-    details: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
+
+
+# A batch is made of parts: texts ``start:stop`` of a request.
+_Part = tuple[_Request, int, int]
 
 
 def score_batch(texts: Sequence[str], predictor: Predictor, lexicon: Lexicon | None,
@@ -182,7 +192,10 @@ class LocalEngine(Engine[LocalConfig]):
         super().__init__(name, config)
         self._predictor = predictor
         self._lexicon: Lexicon | None = None
-        self._send, self._receive = trio.open_memory_channel[_Pending](config.batch_size * 4)
+        self._send, self._receive = trio.open_memory_channel[_Request](config.batch_size * 4)
+        # The rest of a request larger than the batch's room: first in the next batch.
+        self._carried: _Part | None = None
+        self._gathering: list[_Part] = []
         self.batches = 0
         self.predicted = 0
         self.largest_batch = 0
@@ -194,49 +207,107 @@ class LocalEngine(Engine[LocalConfig]):
         self._lexicon = await trio.to_thread.run_sync(Lexicon.shipped)
         task_status.started()
         async with self._receive:
-            while True:
-                await self._predict_batch(await self._gather_batch())
+            try:
+                while True:
+                    await self._predict_batch(await self._gather_batch())
+            finally:
+                # Stopped (a reload retires it): what it holds fails now, to the fallback,
+                # rather than when the chain's timeout runs out.
+                self._fail_held("the local engine stopped")
 
-    async def _gather_batch(self) -> list[_Pending]:
-        batch = [await self._receive.receive()]
-        size = self.config.batch_size
+    async def _gather_batch(self) -> list[_Part]:
+        """Texts of the waiting requests, up to ``batch_size``: a larger request is split (its
+        rest carried to the next batch), smaller ones arriving within ``batch_window`` join."""
+        parts: list[_Part] = []
+        self._gathering = parts
+        room = self.config.batch_size
+        carried, self._carried = self._carried, None
+        request, start = carried[:2] if carried is not None else (
+            await self._receive.receive(), 0)
+        room = self._take(parts, request, start, room)
         with trio.move_on_after(self.config.batch_window):
-            while len(batch) < size:
-                batch.append(await self._receive.receive())
-        return batch
+            while room > 0:
+                room = self._take(parts, await self._receive.receive(), 0, room)
+        self._gathering = []
+        return parts
 
-    async def _predict_batch(self, batch: list[_Pending]) -> None:
+    def _take(self, parts: list[_Part], request: _Request, start: int, room: int) -> int:
+        """Add ``request``'s texts from ``start`` to ``parts``, at most ``room`` of them (the
+        rest is carried); the room left."""
+        stop = min(len(request.texts), start + room)
+        parts.append((request, start, stop))
+        if stop < len(request.texts):
+            self._carried = (request, stop, len(request.texts))
+        return room - (stop - start)
+
+    async def _predict_batch(self, parts: list[_Part]) -> None:
         predictor = self._predictor
         assert predictor is not None
         config = self.config  # one batch, one config, even across a reload
         lexicon = self._lexicon if config.rules else None
+        texts = [text for request, start, stop in parts for text in request.texts[start:stop]]
+        outcomes: Sequence[Outcome]
         try:
-            scored = await trio.to_thread.run_sync(
-                score_batch, [p.text for p in batch], predictor, lexicon, config.normalise)
-            for pending, (score, details) in zip(batch, scored, strict=True):
-                pending.score, pending.details = score, details
+            outcomes = await trio.to_thread.run_sync(
+                score_batch, texts, predictor, lexicon, config.normalise)
+            if len(outcomes) != len(texts):
+                raise RuntimeError(f"{len(outcomes)} scores for {len(texts)} texts")
         except Exception as exc:  # the model failing is an engine failure, not a crash
-            for pending in batch:
-                pending.error = f"{type(exc).__name__}: {exc}"
-        finally:
-            for pending in batch:
-                pending.done.set()
+            outcomes = [f"{type(exc).__name__}: {exc}"] * len(texts)
+        position = 0
+        for request, start, stop in parts:
+            end = position + stop - start
+            _settle(request, start, stop, outcomes[position:end])
+            position = end
         self.batches += 1
-        self.predicted += len(batch)
-        self.largest_batch = max(self.largest_batch, len(batch))
+        self.predicted += len(texts)
+        self.largest_batch = max(self.largest_batch, len(texts))
+
+    def _fail_held(self, error: str) -> None:
+        """Every text not scored yet (gathered, carried or queued) fails with ``error``."""
+        held = list(self._gathering)
+        if self._carried is not None:
+            held.append(self._carried)
+        self._gathering, self._carried = [], None
+        while True:
+            try:
+                request = self._receive.receive_nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                break
+            held.append((request, 0, len(request.texts)))
+        for request, start, stop in held:
+            _settle(request, start, stop, [error] * (stop - start))
 
     def reconfigure(self, config: LocalConfig) -> bool:
         # Thresholds and batching apply to the next batch; the loaded model stays.
         self.config = config
         return True
 
+    async def _score(self, texts: list[str]) -> list[Outcome | None]:
+        """Each text's outcome, scored with the texts of concurrent calls."""
+        request = _Request(texts, [None] * len(texts), len(texts))
+        try:
+            await self._send.send(request)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            raise EngineError("the local engine is not running") from None
+        await request.done.wait()
+        return request.outcomes
+
     async def moderate(self, message: Message) -> Verdict:
-        pending = _Pending(message.text)
-        await self._send.send(pending)
-        await pending.done.wait()
-        if pending.error is not None:
-            raise EngineError(f"local model failed: {pending.error}")
-        return self.verdict_for(pending.score, pending.details)
+        outcome = (await self._score([message.text]))[0]
+        if isinstance(outcome, tuple):
+            return self.verdict_for(*outcome)
+        raise EngineError(f"local model failed: {outcome}")
+
+    async def moderate_many(self, messages: Sequence[Message]) -> list[Verdict | Exception]:
+        # One request for the list (no waiting task or event per message): as primary the
+        # pipeline hands it each intake batch in one call.
+        if not messages:
+            return []
+        verdict_for = self.verdict_for
+        return [verdict_for(*outcome) if isinstance(outcome, tuple)
+                else EngineError(f"local model failed: {outcome}")
+                for outcome in await self._score([message.text for message in messages])]
 
     def verdict_for(self, score: float, details: dict[str, Any] | None = None) -> Verdict:
         """``delete`` / ``flag`` / ``pass`` for a score, by the configured thresholds."""
@@ -261,3 +332,12 @@ class LocalEngine(Engine[LocalConfig]):
             "predicted": self.predicted,
             "largest_batch": self.largest_batch,
         }
+
+
+def _settle(request: _Request, start: int, stop: int, outcomes: Sequence[Outcome]) -> None:
+    """Texts ``start:stop`` of ``request`` have their outcomes; the caller is woken once all
+    its texts have."""
+    request.outcomes[start:stop] = outcomes
+    request.left -= stop - start
+    if request.left == 0:
+        request.done.set()

@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import trio
@@ -111,10 +112,8 @@ class EngineChain:
             else:
                 asked.append(index)
         if self._cache is not None and primary.worth_caching:
-            # Identical texts share one request: each message through the cache on its own.
-            async with trio.open_nursery() as asking:
-                for index in asked:
-                    asking.start_soon(self._moderate_into, verdicts, index, messages[index])
+            if asked:
+                await self._moderate_many_cached(self._cache, primary, messages, asked, verdicts)
         elif asked:
             results = await self._ask_primary_many(primary, [messages[i] for i in asked])
             return await self._after_primary(messages, asked, results, verdicts)
@@ -141,6 +140,65 @@ class EngineChain:
                 for index in failed:
                     asking.start_soon(self._moderate_into, verdicts, index, messages[index], 1)
         return [v if v is not None else self._last_resort for v in verdicts]
+
+    async def _moderate_many_cached(self, cache: VerdictCache, primary: Engine[Any],
+                                    messages: Sequence[Message], asked: list[int],
+                                    verdicts: list[Verdict | None]) -> None:
+        """:meth:`moderate_many` through the cache, as :meth:`VerdictCache.get_or_ask` does for
+        one message: a text the cache answers or an identical request is asking about costs no
+        engine call; the others (the leads) go to the primary in one call."""
+        leading: list[int] = []
+        leads: list[Lead] = []
+        told: dict[int, Verdict | EngineError] = {}
+        waiting = 0
+        all_told = trio.Event()
+
+        def tell(index: int, outcome: Verdict | EngineError) -> None:
+            told[index] = outcome
+            if len(told) == waiting:
+                all_told.set()
+
+        for index in asked:
+            claim = cache.claim(messages[index].text, partial(tell, index))
+            if isinstance(claim, Verdict):
+                verdicts[index] = claim
+            elif claim is None:
+                waiting += 1
+            else:
+                leading.append(index)
+                leads.append(claim)
+        failed: list[int] = []
+        settled = 0
+        try:
+            results = (await self._ask_primary_many(primary, [messages[i] for i in leading])
+                       if leading else [])
+            for index, lead, result in zip(leading, leads, results, strict=True):
+                if isinstance(result, Verdict):
+                    keep = self._cacheable(result)
+                    cache.settle(lead, result if keep else EngineError("no verdict worth sharing"),
+                                 keep=keep)
+                    verdicts[index] = result
+                else:
+                    cache.settle(lead, EngineError("the shared request failed"), keep=False)
+                    self._engine_failed(primary, _reason(result), messages[index])
+                    failed.append(index)
+                settled += 1
+        finally:  # cancelled: the identical texts waiting on these leads ask on their own
+            for lead in leads[settled:]:
+                cache.settle(lead, EngineError("the shared request failed"), keep=False)
+        if len(failed) < len(leading) and primary.name in self._failing:
+            self._failing.discard(primary.name)
+            log.warning("engine %s answers again", primary.name)
+        async with trio.open_nursery() as asking:
+            for index in failed:
+                asking.start_soon(self._moderate_into, verdicts, index, messages[index], 1)
+            if len(told) < waiting:
+                await all_told.wait()
+            for index, outcome in told.items():
+                if isinstance(outcome, Verdict):
+                    verdicts[index] = outcome
+                else:  # the shared request gave nothing to reuse: ask on its own
+                    asking.start_soon(self._moderate_into, verdicts, index, messages[index], 0)
 
     async def _moderate_into(self, verdicts: list[Verdict | None], index: int,
                              message: Message, first: int | None = None) -> None:
