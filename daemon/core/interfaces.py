@@ -214,11 +214,12 @@ class Engine(Plugin[ConfigT], abc.ABC):
         """The verdict for each message, in order, or the exception (an
         :class:`~chatmod.errors.EngineError` when no verdict can be had) it ended with.
 
-        An engine that answers a list at once (in-process, in microseconds) overrides it: as
-        primary it is then handed everything the intake holds in one call (see
-        :func:`takes_batches`). The default asks :meth:`moderate` for each, concurrently;
-        the pipeline does not use it as primary: it keeps a task per message for such an
-        engine, so one slow message never holds the others.
+        An engine that answers a list at once (in-process: a word list in microseconds, the
+        local model in one batch) overrides it: as primary it is then handed everything the
+        intake holds in one call (see :func:`takes_batches`), each list in its own task, so
+        lists overlap up to the pipeline's concurrency. The default asks :meth:`moderate` for
+        each, concurrently; the pipeline does not use it as primary: it keeps a task per
+        message for such an engine, so one slow message never holds the others.
         """
         results: list[Verdict | Exception] = [EngineError("not asked")] * len(messages)
 
