@@ -195,6 +195,7 @@ class LocalEngine(Engine[LocalConfig]):
         self._send, self._receive = trio.open_memory_channel[_Request](config.batch_size * 4)
         # The rest of a request larger than the batch's room: first in the next batch.
         self._carried: _Part | None = None
+        # The batch being gathered or scored: held until each of its texts has its outcome.
         self._gathering: list[_Part] = []
         self.batches = 0
         self.predicted = 0
@@ -228,8 +229,7 @@ class LocalEngine(Engine[LocalConfig]):
         with trio.move_on_after(self.config.batch_window):
             while room > 0:
                 room = self._take(parts, await self._receive.receive(), 0, room)
-        self._gathering = []
-        return parts
+        return parts  # still held (``_gathering``) until :meth:`_predict_batch` settles it
 
     def _take(self, parts: list[_Part], request: _Request, start: int, room: int) -> int:
         """Add ``request``'s texts from ``start`` to ``parts``, at most ``room`` of them (the
@@ -259,6 +259,9 @@ class LocalEngine(Engine[LocalConfig]):
             end = position + stop - start
             _settle(request, start, stop, outcomes[position:end])
             position = end
+        # Settled: no longer held. Until here a stop (cancelled waiting for a worker thread,
+        # before the model call began) fails the batch's texts (:meth:`_fail_held`).
+        self._gathering = []
         self.batches += 1
         self.predicted += len(texts)
         self.largest_batch = max(self.largest_batch, len(texts))

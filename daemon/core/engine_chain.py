@@ -101,8 +101,8 @@ class EngineChain:
                     self._failing.discard(primary.name)
                     log.warning("engine %s answers again", primary.name)
                 return answered
-            return await self._after_primary(messages, list(range(len(messages))), results,
-                                             [None] * len(messages))
+            return await self._after_primary(primary, messages, list(range(len(messages))),
+                                             results, [None] * len(messages))
         verdicts: list[Verdict | None] = [None] * len(messages)
         asked: list[int] = []
         prejudge = self.prejudge
@@ -116,15 +116,15 @@ class EngineChain:
                 await self._moderate_many_cached(self._cache, primary, messages, asked, verdicts)
         elif asked:
             results = await self._ask_primary_many(primary, [messages[i] for i in asked])
-            return await self._after_primary(messages, asked, results, verdicts)
+            return await self._after_primary(primary, messages, asked, results, verdicts)
         return [v if v is not None else self._last_resort for v in verdicts]
 
-    async def _after_primary(self, messages: Sequence[Message], asked: list[int],
-                             results: list[Verdict | Exception],
+    async def _after_primary(self, primary: Engine[Any], messages: Sequence[Message],
+                             asked: list[int], results: list[Verdict | Exception],
                              verdicts: list[Verdict | None]) -> list[Verdict]:
-        """:meth:`moderate_many` once the primary answered (``results``) for the messages at
-        ``asked``: the fallback chain for each it failed."""
-        primary = self._engines[0]
+        """:meth:`moderate_many` once ``primary`` answered (``results``) for the messages at
+        ``asked``: the fallback chain for each it failed. ``primary`` is the engine asked (a
+        reload may have replaced it since)."""
         failed: list[int] = []
         for index, result in zip(asked, results, strict=True):
             if isinstance(result, Verdict):
