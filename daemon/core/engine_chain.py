@@ -97,9 +97,8 @@ class EngineChain:
             results = await self._ask_primary_many(primary, list(messages))
             answered = [result for result in results if isinstance(result, Verdict)]
             if len(answered) == len(results):
-                if answered and primary.name in self._failing:
-                    self._failing.discard(primary.name)
-                    log.warning("engine %s answers again", primary.name)
+                if answered:
+                    self._engine_answered(primary)
                 return answered
             return await self._after_primary(primary, messages, list(range(len(messages))),
                                              results, [None] * len(messages))
@@ -132,9 +131,8 @@ class EngineChain:
             else:
                 self._engine_failed(primary, _reason(result), messages[index])
                 failed.append(index)
-        if len(failed) < len(asked) and primary.name in self._failing:
-            self._failing.discard(primary.name)
-            log.warning("engine %s answers again", primary.name)
+        if len(failed) < len(asked):
+            self._engine_answered(primary)
         if failed:
             async with trio.open_nursery() as asking:
                 for index in failed:
@@ -186,9 +184,8 @@ class EngineChain:
         finally:  # cancelled: the identical texts waiting on these leads ask on their own
             for lead in leads[settled:]:
                 cache.settle(lead, EngineError("the shared request failed"), keep=False)
-        if len(failed) < len(leading) and primary.name in self._failing:
-            self._failing.discard(primary.name)
-            log.warning("engine %s answers again", primary.name)
+        if len(failed) < len(leading):
+            self._engine_answered(primary)
         async with trio.open_nursery() as asking:
             for index in failed:
                 asking.start_soon(self._moderate_into, verdicts, index, messages[index], 1)
@@ -301,9 +298,8 @@ class EngineChain:
 
     def primary_answered(self, lead: Lead, verdict: Verdict) -> None:
         """Streaming: the primary's answer for ``lead``; the messages waiting on it get it."""
-        if self._failing and self._engines[0].name in self._failing:
-            self._failing.discard(self._engines[0].name)
-            log.warning("engine %s answers again", self._engines[0].name)
+        if self._failing:
+            self._engine_answered(self._engines[0])
         if self._cache is not None and lead is not UNSHARED:
             self._cache.settle(lead, verdict, keep=self._cacheable(verdict))
 
@@ -345,11 +341,15 @@ class EngineChain:
                 continue
             finally:
                 self.release(engine)
-            if engine.name in self._failing:
-                self._failing.discard(engine.name)
-                log.warning("engine %s answers again", engine.name)
+            self._engine_answered(engine)
             return verdict if position == 0 else replace(verdict, route=ROUTE_FALLBACK)
         return self._last_resort
+
+    def _engine_answered(self, engine: Engine[Any]) -> None:
+        """``engine`` gave a verdict: if it was failing, one warning that it is back."""
+        if engine.name in self._failing:
+            self._failing.discard(engine.name)
+            log.warning("engine %s answers again", engine.name)
 
     def _engine_failed(self, engine: Engine[Any], reason: str, message: Message) -> None:
         self.failures[engine.name] += 1
