@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from chatmod.errors import ProtocolError
@@ -156,45 +157,86 @@ def action_name(action: str) -> str:
     return folded if folded in KNOWN_ACTIONS else action
 
 
+# The parts of a websocket reply the usual one is read by, typed for msgspec, which builds
+# these and skips the rest of the reply (patches, insights, the other metadata) unbuilt. A
+# score group's values are typed: a reply whose group holds an object or an array, or any
+# other shape these types refuse, is read whole by orjson instead. Not tracked by the garbage
+# collector: they hold no cycles.
+_GroupValues = dict[str, float | str | bool | None] | None
+
+
+class _ReplyMetadata(msgspec.Struct, gc=False):
+    self_reference: Any = None
+
+
+class _ReplyResponse(msgspec.Struct, gc=False, rename={"suggested": "suggestedAction"}):
+    suggested: Any = None
+    metadata: _ReplyMetadata | None = None
+    engine1: _GroupValues = None
+    engine2: _GroupValues = None
+    engine3: _GroupValues = None
+
+
+class _ReplyEnvelope(msgspec.Struct, gc=False):
+    success: Any = None
+    response: _ReplyResponse | None = None
+
+
+_decode_usual_reply = msgspec.json.Decoder(_ReplyEnvelope).decode
+
+
 def parse_ws_reply(data: bytes | str) -> Reply:
-    """A websocket reply. :class:`ProtocolError` when it is not a reply at all."""
+    """A websocket reply. :class:`ProtocolError` when it is not a reply at all.
+
+    The usual reply (a reference of ours, ``["<action>", <float>]``) is read with msgspec
+    into the few parts a decision needs; any other reply is read whole by orjson, as
+    :func:`parse_result` reads an HTTP one. Both read the usual reply the same way. One
+    difference (tests/test_chatsight_ws_fastpath.py): a number beyond a double's range in a
+    part chatmod does not read (e.g. ``patches``) no longer voids the reply; orjson refuses
+    the whole document for it.
+    """
     try:
-        envelope = orjson.loads(data)
+        envelope = _decode_usual_reply(data)
+    # Not JSON, not the usual shape, or a text no UTF-8 can spell (a lone surrogate: not
+    # from a websocket frame, which is UTF-8): read whole below, by orjson's rules.
+    except (msgspec.MsgspecError, UnicodeEncodeError):
+        return _ws_reply(_loads(data))
+    response = envelope.response
+    if response is not None and envelope.success is not False:
+        metadata = response.metadata
+        suggested = response.suggested
+        if metadata is not None and type(suggested) is list and len(suggested) == 2:
+            reference = metadata.self_reference
+            action, score = suggested
+            # msgspec's floats are finite (it refuses a number beyond a double's range).
+            if type(reference) is str and type(action) is str and type(score) is float:
+                return Reply(reference, ChatsightResult(
+                    action if action in KNOWN_ACTIONS else action_name(action), score,
+                    _typed_scores(response)))
+    return _ws_reply(_loads(data))
+
+
+def _loads(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProtocolError("reply is not JSON") from None
-    # The usual reply (a reference of ours, ["<action>", <float>]) read with as few lookups
-    # and calls as it takes, once per message; any other shape takes the general path, which
-    # reads this one the same way. orjson makes exact dicts, lists and floats (no subclass),
-    # and never a non-finite float (it refuses NaN, Infinity and numbers that overflow).
-    if type(envelope) is dict:
-        response = envelope.get("response")
-        if type(response) is dict and envelope.get("success") is not False:
-            metadata = response.get("metadata")
-            suggested = response.get("suggestedAction")
-            if type(metadata) is dict and type(suggested) is list and len(suggested) == 2:
-                reference = metadata.get("self_reference")
-                action, score = suggested
-                if type(reference) is str and type(action) is str and type(score) is float:
-                    return Reply(reference, ChatsightResult(
-                        action if action in KNOWN_ACTIONS else action_name(action), score,
-                        _json_scores(response)))
-    return _ws_reply(envelope)
 
 
-def _json_scores(response: dict[str, Any]) -> dict[str, Any]:
-    """The scores of a ``response`` parsed by orjson: :func:`parse_result`'s, with no test
-    that a float is finite (orjson's always are) and no call per group."""
+def _typed_scores(response: _ReplyResponse) -> dict[str, Any]:
+    """The scores of a reply read by msgspec: :func:`parse_result`'s, with no test that a
+    float is finite and no call per group. Each value a float (finite, an integer
+    already made one), a text, a boolean or None."""
     scores: dict[str, Any] = {}
-    for group in SCORE_GROUPS:
-        values = response.get(group)
-        if type(values) is dict:
+    for group, values in (("engine1", response.engine1), ("engine2", response.engine2),
+                          ("engine3", response.engine3)):
+        if values:
             numbers: dict[str, float] = {}
             for key, value in values.items():
                 if type(value) is float:
                     numbers[key] = value
-                elif type(value) is not bool and value is not None:
-                    number = (_text_number(value)
-                              if type(value) is str and len(value) <= TEXT_NUMBER_MAX_LENGTH
+                elif type(value) is str:
+                    number = (_text_number(value) if len(value) <= TEXT_NUMBER_MAX_LENGTH
                               else as_number(value))
                     if number is not None:
                         numbers[key] = number
