@@ -437,3 +437,10 @@ def test_only_the_latest_references_sent_are_told_apart(monkeypatch: pytest.Monk
     assert table.take(f"{table._prefix}-7") == "unknown"  # not sent yet
     assert table.take(f"{table._prefix}-0") == "unknown"  # never: the first is 1
     assert len(table._abandoned) == 1
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**1024])
+def test_an_integer_beyond_a_double_is_not_a_score(value: int) -> None:
+    # msgspec (and TOML) keep such a number as a Python int, which float() cannot take.
+    assert as_number(value) is None
+    assert as_number(2**1023) == float(2**1023)

@@ -28,7 +28,10 @@ def as_number(value: Any) -> float | None:
     elif isinstance(value, bool):
         return None
     elif isinstance(value, int):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # beyond a double (a Python int has no bound): not a score
+            return None
     elif isinstance(value, str):
         try:
             number = float(value)
