@@ -15,7 +15,11 @@ import trio.testing
 
 from chatmod.config.load import load_config
 from chatmod.plugins.stdin import StdinSource
-from chatmod.runtime.collector import StartUpFreezer, freeze_survivors
+from chatmod.runtime.collector import (
+    YOUNG_COLLECTION_THRESHOLD,
+    StartUpFreezer,
+    freeze_survivors,
+)
 from chatmod.runtime.service import Service
 from chatmod.runtime.systemd import Notifier
 
@@ -53,6 +57,17 @@ def test_start_up_garbage_is_collected_before_the_freeze() -> None:
     assert gone() is None  # not frozen forever
     # What was frozen is out of the collector's sight: a full collection no longer walks it.
     assert len(gc.get_objects(generation=2)) < gc.get_freeze_count()
+
+
+async def test_once_started_the_young_generation_is_collected_less_often() -> None:
+    before = gc.get_threshold()
+    freezer = StartUpFreezer()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(freezer.run)
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *before[1:])
+        assert before[0] < YOUNG_COLLECTION_THRESHOLD
+        nursery.cancel_scope.cancel()
+    assert gc.get_threshold() == before  # the interpreter as it was
 
 
 async def test_a_reload_thaws_and_freezes_again_after_the_delay(

@@ -8,6 +8,14 @@ a pause every message in flight waits through. Start-up objects live as long as 
 daemon, so once it has started they are moved out of the collector's sight
 (``gc.freeze()``): full collections then walk only what came after.
 
+The youngest generation is collected every 700 new container objects by default. With
+thousands of messages in flight that is once every few dozen messages, each collection
+walking what is still alive (the in-flight messages' objects): 2 ms of CPU a thousand
+messages in a websocket run at full speed. Once started, it is collected every
+:data:`YOUNG_COLLECTION_THRESHOLD` instead: a collection walks about the same survivors, so
+its pause is about as long (0.13 -> 0.17 ms on average), and comes a tenth as often (0.5 ms
+a thousand messages).
+
 A reload replaces components (engines, sinks) that were frozen with the rest; frozen
 garbage is never collected. So a reload thaws everything (the collector sees it all again),
 and the daemon freezes again once the replaced components have had time to retire.
@@ -26,6 +34,9 @@ log = logging.getLogger("chatmod.gc")
 # Seconds after a reload before freezing again: a replaced engine may answer for up to a
 # minute (the pipeline's ENGINE_RETIRE_GRACE) and old sinks get a few seconds to close.
 REFREEZE_DELAY = 90.0
+# New container objects (net of those freed) between two collections of the youngest
+# generation once started; Python's default is 700.
+YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
 def freeze_survivors() -> int:
@@ -55,6 +66,8 @@ class StartUpFreezer:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
         self._freeze()
+        thresholds = gc.get_threshold()
+        gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, *thresholds[1:])
         task_status.started()
         try:
             while True:
@@ -67,6 +80,7 @@ class StartUpFreezer:
         finally:
             # Stopped (the daemon exits, or a test): leave the interpreter as it was.
             gc.unfreeze()
+            gc.set_threshold(*thresholds)
 
     def thaw(self) -> None:
         """Make every frozen object collectable again (components are being replaced)."""
