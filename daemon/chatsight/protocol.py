@@ -225,24 +225,34 @@ def _loads(data: bytes | str) -> Any:
 
 def _typed_scores(response: _ReplyResponse) -> dict[str, Any]:
     """The scores of a reply read by msgspec: :func:`parse_result`'s, with no test that a
-    float is finite and no call per group. Each value a float (finite, an integer
-    already made one), a text, a boolean or None."""
+    float is finite. A group at a time, spelled out (a loop over the three measured 0.3 µs
+    a reply slower)."""
     scores: dict[str, Any] = {}
-    for group, values in (("engine1", response.engine1), ("engine2", response.engine2),
-                          ("engine3", response.engine3)):
-        if values:
-            numbers: dict[str, float] = {}
-            for key, value in values.items():
-                if type(value) is float:
-                    numbers[key] = value
-                elif type(value) is str:
-                    number = (_text_number(value) if len(value) <= TEXT_NUMBER_MAX_LENGTH
-                              else as_number(value))
-                    if number is not None:
-                        numbers[key] = number
-            if numbers:
-                scores[group] = numbers
+    values = response.engine1
+    if values and (numbers := _typed_numbers(values)):
+        scores["engine1"] = numbers
+    values = response.engine2
+    if values and (numbers := _typed_numbers(values)):
+        scores["engine2"] = numbers
+    values = response.engine3
+    if values and (numbers := _typed_numbers(values)):
+        scores["engine3"] = numbers
     return scores
+
+
+def _typed_numbers(values: dict[str, float | str | bool | None]) -> dict[str, float]:
+    """:func:`_numbers` of a group read by msgspec: each value a finite float (an integer
+    already made one), a text, a boolean or None."""
+    numbers: dict[str, float] = {}
+    for key, value in values.items():
+        if type(value) is float:
+            numbers[key] = value
+        elif type(value) is str:
+            number = (_text_number(value) if len(value) <= TEXT_NUMBER_MAX_LENGTH
+                      else as_number(value))
+            if number is not None:
+                numbers[key] = number
+    return numbers
 
 
 def _ws_reply(envelope: Any) -> Reply:
