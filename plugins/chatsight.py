@@ -42,7 +42,7 @@ from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.interfaces import BatchResultCallback, ResultCallback, StreamingEngine
-from chatmod.core.model import JOIN_EVENT, Message, Verdict
+from chatmod.core.model import JOIN_EVENT, Message, Verdict, new_verdict
 from chatmod.errors import (
     AuthRejected,
     ConfigError,
@@ -480,7 +480,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 return entry
             if entry.racing and entry.http_scope is not None:
                 entry.http_scope.cancel()
-            verdict = Verdict(result.action, result.score, self.name, ROUTE_WS, result.scores)
+            verdict = new_verdict(result.action, result.score, self.name, ROUTE_WS,
+                                  result.scores)
             if entry.settle is None:
                 self._settle_entry(entry, verdict)
             else:

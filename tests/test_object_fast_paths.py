@@ -34,7 +34,15 @@ from chatmod.core.interfaces import (
     StreamingEngine,
 )
 from chatmod.core.latency import LatencyHistograms
-from chatmod.core.model import Decision, Message, Verdict, quick_init
+from chatmod.core.model import (
+    Decision,
+    Message,
+    Verdict,
+    new_decision,
+    new_message,
+    new_verdict,
+    quick_init,
+)
 from chatmod.core.pipeline import Pipeline
 from chatmod.errors import InputError
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
@@ -146,6 +154,25 @@ def test_quick_init_builds_what_the_dataclass_built(
         reference = dataclasses.replace(reference, ts=decision.ts)
     same_object(decision, reference)
     assert decision == reference
+
+
+@given(messages_args, verdict_args, st.floats(allow_nan=False), st.booleans(),
+       optional_text, optional_text)
+def test_the_quick_makers_build_what_the_dataclass_built(
+        message_kwargs: dict[str, Any], verdict_kwargs: dict[str, Any], ts: float,
+        shadow: bool, reason: str | None, judged: str | None) -> None:
+    made_args = [message_kwargs.get(name)
+                 for name in ("id", "text", "source", "author", "channel")]
+    message = new_message(*made_args)
+    same_object(message, reference_build(Message, *made_args))
+    verdict_values = [verdict_kwargs.get(name, {}) for name in
+                      ("action", "score", "engine", "route", "scores")]
+    verdict = new_verdict(*verdict_values)
+    same_object(verdict, reference_build(Verdict, *verdict_values))
+    assert verdict == Verdict(*verdict_values)
+    decision = new_decision(message, verdict, "none", 1.5, ts, shadow, reason, judged)
+    same_object(decision, reference_build(Decision, message, verdict, "none", 1.5, ts, shadow,
+                                          reason=reason, judged=judged))
 
 
 def test_the_instances_stay_frozen_and_copyable() -> None:

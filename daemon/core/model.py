@@ -172,6 +172,12 @@ class Verdict:
     scores: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: ``Verdict(action, score, engine, route, scores)``: a streaming engine's verdict per reply
+#: (0.36 µs, 0.52 through the class's call).
+new_verdict: Callable[[str, float | None, str, str, Mapping[str, Any]], Verdict] = quick_maker(
+    Verdict, ("action", "score", "engine", "route", "scores"))
+
+
 @quick_init
 @dataclass(slots=True, frozen=True)
 class Decision:
