@@ -1,0 +1,81 @@
+"""``decision_lines`` (every decision line is written through it, a batch at a time, first
+without the options only odd records need) writes exactly what each decision's
+:meth:`~chatmod.core.model.Decision.to_line` writes, odd records included."""
+
+from __future__ import annotations
+
+import decimal
+import enum
+from typing import Any
+
+import orjson
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from chatmod.core.model import Decision, Message, Verdict, decision_lines
+
+
+class Shade(enum.Enum):
+    DARK = "dark"
+
+
+class Score(float):
+    """A float subclass, as numpy's float64 is: orjson has no type for it."""
+
+
+# Score values and keys as engines may hand them over: JSON's own types, and odd ones.
+ODD_VALUES = st.sampled_from([Score(0.5), decimal.Decimal("0.25"), {1, 2}, (1, "a"), b"raw",
+                              Shade.DARK, object(), float("nan")])
+VALUES = st.floats() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5) | st.none() \
+    | st.booleans() | ODD_VALUES
+KEYS = st.text(max_size=5) | st.integers(-5, 5) | st.sampled_from([1.5, None, True])
+SCORES = st.dictionaries(st.text(max_size=6), st.dictionaries(KEYS, VALUES, max_size=3)
+                         | VALUES, max_size=3) | st.dictionaries(KEYS, VALUES, max_size=3)
+
+messages = st.builds(
+    Message, id=st.text(max_size=6), text=st.text(max_size=12), source=st.just("stdin"),
+    author=st.none() | st.text(max_size=4), channel=st.none() | st.text(max_size=4),
+    timestamp=st.none() | st.text(max_size=4), author_account=st.none() | st.text(max_size=4),
+    event=st.none() | st.just("join"))
+verdicts = st.builds(Verdict, action=st.sampled_from(["pass", "flag", "delete", "odd"]),
+                     score=st.none() | st.floats(allow_nan=False), engine=st.just("e"),
+                     route=st.just("ws"), scores=SCORES)
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[Decision]:
+    """Decisions as a batch has them: most share a latency and a ts, some do not."""
+    latency = draw(st.floats(0, 1e4))
+    ts = draw(st.floats(0, 4e9))
+    made = []
+    for message, verdict in draw(st.lists(st.tuples(messages, verdicts), max_size=5)):
+        made.append(Decision(
+            message, verdict, draw(st.sampled_from(["none", "delete"])),
+            draw(st.just(latency) | st.floats(0, 1e4)), draw(st.just(ts) | st.floats(0, 4e9)),
+            shadow=draw(st.booleans()), exempt=draw(st.booleans()),
+            strikes=draw(st.none() | st.integers(0, 5)),
+            step=draw(st.none() | st.just("warn")), duration=draw(st.none() | st.floats(0, 60)),
+            reason=draw(st.none() | st.text(max_size=5)), repeated=draw(st.booleans())))
+    return made
+
+
+def lines_of(decisions: list[Decision], include_text: bool) -> bytes:
+    return b"".join(decision.to_line(include_text=include_text) for decision in decisions)
+
+
+@settings(max_examples=300, deadline=None)
+@given(batches(), st.booleans())
+@example([Decision(Message("m", "t", "stdin"), Verdict("pass", 0.1, "e", "ws",
+                                                       {"g": {1: Score(0.5)}}), "none", 1.0)],
+         True)
+@example([Decision(Message("m", "t", "stdin"), Verdict("pass", 0.1, "e", "ws",
+                                                       {"g": {"a": 0.5}}), "none", 1.0)],
+         False)
+def test_decision_lines_are_each_decisions_line(decisions: list[Decision],
+                                                include_text: bool) -> None:
+    written = decision_lines(decisions, include_text=include_text)
+    assert written == lines_of(decisions, include_text)
+    for line, decision in zip(written.splitlines(), decisions, strict=True):
+        record: dict[str, Any] = orjson.loads(line)
+        assert record["id"] == decision.message.id
+        assert ("text" in record) is include_text
