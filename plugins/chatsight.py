@@ -429,7 +429,13 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         return functools.partial(self._settle_entry, entry)
 
     def _fail_held(self, held: InFlight | Settle, error: EngineError) -> None:
+        """Answer ``held`` with ``error`` (if nothing answered it yet). A websocket request
+        is given up first: it leaves the in-flight table (so a reply after this is a stray,
+        counted as late) and its HTTP request, if one runs, is called off."""
         if isinstance(held, InFlight):
+            self.race.given_up(held)
+            if held.http_scope is not None:
+                held.http_scope.cancel()
             self._settle_entry(held, error)
         else:
             held(error)
@@ -445,7 +451,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
     async def _fail_held_too_long(self) -> None:
         """The safety net: every path has its own deadline, so a message held past
         :attr:`held_limit` lost its answer somewhere. It fails (the engine chain's fallback
-        decides it): counted, and logged once."""
+        decides it; see :meth:`_fail_held`): counted, and logged once."""
         limit = self.held_limit
         outstanding = self._outstanding
         while True:

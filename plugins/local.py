@@ -193,6 +193,7 @@ class LocalEngine(Engine[LocalConfig]):
         self._predictor = predictor
         self._lexicon: Lexicon | None = None
         self._send, self._receive = trio.open_memory_channel[_Request](config.batch_size * 4)
+        self._receive_closed = False  # by a run that ended (see :meth:`run`)
         # The rest of a request larger than the batch's room: first in the next batch.
         self._carried: _Part | None = None
         # The batch being gathered or scored: held until each of its texts has its outcome.
@@ -202,19 +203,28 @@ class LocalEngine(Engine[LocalConfig]):
         self.largest_batch = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        if self._predictor is None:
-            # The import loads scikit-learn and the model: do it once, off the event loop.
-            self._predictor = await trio.to_thread.run_sync(load_predictor)
-        self._lexicon = await trio.to_thread.run_sync(Lexicon.shipped)
-        task_status.started()
+        if self._receive_closed:
+            # An earlier run ended (it failed, and the supervisor starts it again). It closed
+            # its channel, so that requests made meanwhile failed rather than waited on an
+            # engine that was not running; this run takes them on a fresh one.
+            self._send, self._receive = trio.open_memory_channel[_Request](
+                self.config.batch_size * 4)
+            self._receive_closed = False
         async with self._receive:
             try:
+                if self._predictor is None:
+                    # The import loads scikit-learn and the model: do it once, off the loop.
+                    self._predictor = await trio.to_thread.run_sync(load_predictor)
+                self._lexicon = await trio.to_thread.run_sync(Lexicon.shipped)
+                task_status.started()
                 while True:
                     await self._predict_batch(await self._gather_batch())
             finally:
-                # Stopped (a reload retires it): what it holds fails now, to the fallback,
-                # rather than when the chain's timeout runs out.
+                # Stopped (a reload retires it) or failed: what it holds fails now, to the
+                # fallback, rather than when the chain's timeout runs out; the channel closes
+                # (requests made from now on fail) until a run starts again.
                 self._fail_held("the local engine stopped")
+                self._receive_closed = True
 
     async def _gather_batch(self) -> list[_Part]:
         """Texts of the waiting requests, up to ``batch_size``: a larger request is split (its
@@ -253,7 +263,7 @@ class LocalEngine(Engine[LocalConfig]):
             if len(outcomes) != len(texts):
                 raise RuntimeError(f"{len(outcomes)} scores for {len(texts)} texts")
         except Exception as exc:  # the model failing is an engine failure, not a crash
-            outcomes = [f"{type(exc).__name__}: {exc}"] * len(texts)
+            outcomes = [_describe_failure(exc)] * len(texts)
         position = 0
         for request, start, stop in parts:
             end = position + stop - start
@@ -267,8 +277,10 @@ class LocalEngine(Engine[LocalConfig]):
         self.largest_batch = max(self.largest_batch, len(texts))
 
     def _fail_held(self, error: str) -> None:
-        """Every text not scored yet (gathered, carried or queued) fails with ``error``."""
-        held = list(self._gathering)
+        """Every text not scored yet (gathered, carried or queued) fails with ``error``; a
+        part of the batch that was already settled (the run failed while it settled the
+        batch) keeps its outcomes: one answer per text."""
+        held = [part for part in self._gathering if part[0].outcomes[part[1]] is None]
         if self._carried is not None:
             held.append(self._carried)
         self._gathering, self._carried = [], None
@@ -335,6 +347,15 @@ class LocalEngine(Engine[LocalConfig]):
             "predicted": self.predicted,
             "largest_batch": self.largest_batch,
         }
+
+
+def _describe_failure(exc: Exception) -> str:
+    """``Type: text`` of the model's error; its type alone when its text cannot be had (an
+    error whose ``__str__`` fails must not end the engine's run)."""
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
 
 
 def _settle(request: _Request, start: int, stop: int, outcomes: Sequence[Outcome]) -> None:

@@ -132,3 +132,66 @@ async def test_message_held_past_every_deadline_fails_to_the_fallback(
     # The engine still works.
     verdict = await engine.moderate(Message(id="after", text="hello", source="t"))
     assert verdict.route == "ws"
+
+
+@pytest.mark.time_limit(40)
+async def test_a_message_the_safety_net_failed_leaves_the_in_flight_table(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A websocket request whose reply does not come (the sandbox reads nothing while half
+    # open) goes over HTTP when overdue, and HTTP loses its answer (injected: it never
+    # returns). The safety net fails the message: it must leave the in-flight table too, its
+    # HTTP request is called off, and the reply that comes at last is a late stray, counted
+    # as such, that does not answer the message a second time.
+    sandbox = await start_sandbox(nursery)
+    engine = engine_for(sandbox, verdict_timeout=0.2, http_deadline=0.2, ping_interval=60.0,
+                        ping_timeout=60.0)
+    http_called_off = trio.Event()
+    http_calls: list[str] = []
+
+    async def http_loses_its_answer(message: Message, *_: Any) -> Verdict | EngineError:
+        http_calls.append(message.id)
+        try:
+            await trio.sleep_forever()
+        finally:
+            http_called_off.set()
+
+    monkeypatch.setattr(engine, "_http_result", http_loses_its_answer)
+    await nursery.start(engine.run)
+    first = await engine.moderate(Message(id="first", text="hello", source="t"))
+    assert first.route == "ws"  # the websocket is open
+    sandbox.half_open = True
+
+    results: list[Verdict | EngineError] = []
+    answered = trio.Event()
+
+    def on_result(result: Verdict | EngineError) -> None:
+        results.append(result)
+        answered.set()
+
+    held_limit = engine.held_limit
+    started = trio.current_time()
+    await engine.submit(Message(id="lost", text="hello again", source="t"), on_result)
+    assert len(engine.table) == 1
+    with trio.fail_after(held_limit + 10.0):
+        await answered.wait()
+    assert trio.current_time() - started >= held_limit - 0.1
+    assert [type(r) for r in results] == [EngineError]
+    assert http_calls == ["lost"]  # it did go over HTTP, racing
+    stats = engine.statistics()
+    assert stats["held_too_long"] == 1
+    assert stats["in_flight"] == 0
+    assert len(engine.table) == 0
+    assert engine._window.value == engine.config.max_in_flight
+    with trio.fail_after(5.0):
+        await http_called_off.wait()
+
+    replies_before = engine.socket.stats["replies"]
+    sandbox.half_open = False  # the sandbox reads the request now, and answers it
+    await eventually(lambda: engine.socket.stats["replies"] == replies_before + 1)
+    assert engine.socket.stats["replies_late"] == 1
+    assert [type(r) for r in results] == [EngineError]  # answered once
+    assert engine.routes["ws"] == 1  # the first message's only
+    # The engine still works.
+    verdict = await engine.moderate(Message(id="after", text="hello", source="t"))
+    assert verdict.route == "ws"

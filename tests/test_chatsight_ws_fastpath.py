@@ -299,9 +299,12 @@ def test_an_entry_failed_by_the_safety_net_ignores_its_late_reply() -> None:
     assert [(index, type(result)) for index, result in told] == [(7, EngineError)]
     assert engine._window.value == free + 1
     assert engine._outstanding == {}
-    # Still in the table (the net does not take it): its reply finds it, and changes nothing.
+    # Out of the table too (no memory held, not counted in flight): its reply is a late stray,
+    # and changes nothing.
+    assert len(engine.table) == 0
+    assert engine.statistics()["in_flight"] == 0
     assert engine._on_reply(Reply(entry.reference, ChatsightResult("pass", 0.1, {}))) == (
-        "answered")
+        "late")
     assert len(told) == 1
     assert engine._window.value == free + 1
     assert engine.routes == {}  # an error is no route's verdict

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.errors import InputError
 from chatmod.protocols.lines import (
-    Line,
-    LineFramer,
     OversizedLine,
     decode_line,
     parse_input_line,
     parse_input_record,
 )
+
+from .per_line import Line, PerLineFramer
 
 # Bytes rich in what framing must get right: newlines, CRs, NULs, invalid UTF-8.
 stream_pieces = st.one_of(
@@ -74,7 +74,7 @@ def test_framing_any_chunking_gives_the_reference_split(
     else:
         cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     bounds = [0, *cuts, len(stream)]
-    framer = LineFramer(max_line_bytes)
+    framer = PerLineFramer(max_line_bytes)
     produced: list[Line | OversizedLine] = []
     for start, end in itertools.pairwise(bounds):
         produced.extend(framer.feed(stream[start:end]))

@@ -4,15 +4,15 @@ import pytest
 
 from chatmod.errors import InputError
 from chatmod.protocols.lines import (
-    Line,
-    LineFramer,
     OversizedLine,
     decode_line,
     parse_input_line,
 )
 
+from .per_line import Line, PerLineFramer
 
-def feed_all(framer: LineFramer, *chunks: bytes) -> list[Line | OversizedLine]:
+
+def feed_all(framer: PerLineFramer, *chunks: bytes) -> list[Line | OversizedLine]:
     out: list[Line | OversizedLine] = []
     for chunk in chunks:
         out.extend(framer.feed(chunk))
@@ -21,12 +21,12 @@ def feed_all(framer: LineFramer, *chunks: bytes) -> list[Line | OversizedLine]:
 
 
 def test_lines_split_across_chunks() -> None:
-    items = feed_all(LineFramer(100), b"hel", b"lo\nwor", b"ld\n", b"last")
+    items = feed_all(PerLineFramer(100), b"hel", b"lo\nwor", b"ld\n", b"last")
     assert items == [Line(1, b"hello"), Line(2, b"world"), Line(3, b"last")]
 
 
 def test_oversized_line_is_reported_with_its_size_and_never_buffered_whole() -> None:
-    framer = LineFramer(10)
+    framer = PerLineFramer(10)
     items = list(framer.feed(b"ok\n" + b"x" * 8))
     assert items == [Line(1, b"ok")]
     for _ in range(1000):
@@ -37,16 +37,16 @@ def test_oversized_line_is_reported_with_its_size_and_never_buffered_whole() -> 
 
 
 def test_line_exactly_at_the_limit_is_kept_and_one_over_is_not() -> None:
-    items = feed_all(LineFramer(4), b"abcd\nabcde\n")
+    items = feed_all(PerLineFramer(4), b"abcd\nabcde\n")
     assert items == [Line(1, b"abcd"), OversizedLine(2, 5)]
 
 
 def test_oversized_last_line_without_newline() -> None:
-    assert feed_all(LineFramer(4), b"abcdefgh") == [OversizedLine(1, 8)]
+    assert feed_all(PerLineFramer(4), b"abcdefgh") == [OversizedLine(1, 8)]
 
 
 def test_empty_input_has_no_lines() -> None:
-    assert feed_all(LineFramer(4)) == []
+    assert feed_all(PerLineFramer(4)) == []
 
 
 def test_decode_line_replaces_invalid_utf8_and_strips_cr() -> None:

@@ -49,7 +49,6 @@ from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.policy.rules import Policy
 from chatmod.protocols.lines import (
     FramedLines,
-    Line,
     LineFramer,
     OversizedLine,
     parse_input_lines,
@@ -57,6 +56,7 @@ from chatmod.protocols.lines import (
 from chatmod.runtime.stats_store import DecisionStats
 
 from .helpers import ListSource, RecordingSink
+from .per_line import Line
 from .test_decision_fast_paths import (
     actions_said,
     latencies,

@@ -126,6 +126,12 @@ class RouteRace:
         """The websocket closed before ``entry`` was sent: it goes over HTTP alone."""
         self.table.abandon(entry)
 
+    def given_up(self, entry: InFlight) -> None:
+        """``entry`` was answered otherwise (failed by the engine's safety net, or as the
+        engine stopped): it leaves the table, and its websocket reply, should it ever come,
+        is ``late``."""
+        self.table.abandon(entry)
+
     def next_deadline(self) -> float | None:
         """When the next websocket request falls overdue (None: none is waiting)."""
         return self.table.next_deadline()

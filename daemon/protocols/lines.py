@@ -19,13 +19,6 @@ from chatmod.core.model import (
 from chatmod.errors import InputError
 
 
-@quick_init  # a line per message: made as cheaply as the model's objects
-@dataclass(frozen=True, slots=True)
-class Line:
-    number: int
-    data: bytes
-
-
 @quick_init
 @dataclass(frozen=True, slots=True)
 class OversizedLine:
@@ -55,10 +48,6 @@ class LineFramer:
         self._buffer = bytearray()
         self._line_number = 0
         self._discarding = 0  # bytes dropped so far of an oversized line; 0 when not dropping
-
-    def feed(self, data: bytes) -> list[Line | OversizedLine]:
-        """Lines completed by ``data``, in order."""
-        return _items(self.feed_lines(data))
 
     def feed_lines(self, data: bytes) -> FramedLines:
         """The lines completed by ``data``, as bytes (no object per line: a read brings
@@ -95,12 +84,9 @@ class LineFramer:
         """Bytes of a line begun and not yet ended (0 while an oversized one is dropped)."""
         return len(self._buffer)
 
-    def end(self) -> list[Line | OversizedLine]:
-        """The last line, if the stream did not end with a newline."""
-        return _items(self.end_lines())
-
     def end_lines(self) -> FramedLines:
-        """:meth:`end` as :meth:`feed_lines` gives lines."""
+        """The last line, if the stream did not end with a newline, as :meth:`feed_lines`
+        gives lines."""
         if not self._buffer and not self._discarding:
             return FramedLines(self._line_number + 1, [], [])
         last = self._complete_line(b"")
@@ -122,13 +108,6 @@ class LineFramer:
         if len(line) > self.max_line_bytes:
             return OversizedLine(self._line_number, len(line))
         return line
-
-
-def _items(framed: FramedLines) -> list[Line | OversizedLine]:
-    """The lines as objects, each with its number."""
-    oversized = {item.number: item for item in framed.oversized}
-    return [oversized.get(number) or Line(number, data)
-            for number, data in enumerate(framed.data, framed.first)]
 
 
 def decode_line(data: bytes) -> tuple[str, bool]:
