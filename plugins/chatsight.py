@@ -194,6 +194,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             ),
             Backoff(config.reconnect_initial, config.reconnect_max),
             on_reply=self._on_reply,
+            on_answer=self._on_answer,
             on_closed=self._on_closed,
             key_refused=self._http_refuses_key,
         )
@@ -478,21 +479,26 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             for held in expired:
                 self._fail_held(held, error)
 
+    def _on_answer(self, reference: str | None, action: str, score: float | None,
+                   scores: Mapping[str, Any]) -> str:
+        """A reply with a result (the usual one, taken apart by the socket's reader: no
+        reply or outcome object): its request's verdict, or the stray's status."""
+        entry = self.race.ws_answered(reference)
+        if isinstance(entry, str):  # a stray reply: the socket counts it by its status
+            return entry
+        if entry.racing and entry.http_scope is not None:
+            entry.http_scope.cancel()
+        verdict = new_verdict(action, score, self.name, ROUTE_WS, scores)
+        if entry.settle is None:
+            self._settle_entry(entry, verdict)
+        else:
+            entry.settle(verdict)
+        return "answered"
+
     def _on_reply(self, reply: Reply) -> str:
         result = reply.result
-        if result is not None:  # the usual reply: no outcome object
-            entry = self.race.ws_answered(reply.reference)
-            if isinstance(entry, str):  # a stray reply: the socket counts it by its status
-                return entry
-            if entry.racing and entry.http_scope is not None:
-                entry.http_scope.cancel()
-            verdict = new_verdict(result.action, result.score, self.name, ROUTE_WS,
-                                  result.scores)
-            if entry.settle is None:
-                self._settle_entry(entry, verdict)
-            else:
-                entry.settle(verdict)
-            return "answered"
+        if result is not None:
+            return self._on_answer(reply.reference, result.action, result.score, result.scores)
         outcome = self.race.ws_reply(reply.reference, answered=False)
         if outcome.entry is not None:  # an error reply: this request goes over HTTP now
             self._to_http(outcome.entry)

@@ -185,6 +185,10 @@ class _ReplyEnvelope(msgspec.Struct, gc=False):
 _decode_usual_reply = msgspec.json.Decoder(_ReplyEnvelope).decode
 
 
+#: The usual reply's answer: its reference, action, score and scores (no objects made).
+UsualAnswer = tuple[str, str, float, dict[str, Any]]
+
+
 def parse_ws_reply(data: bytes | str) -> Reply:
     """A websocket reply. :class:`ProtocolError` when it is not a reply at all.
 
@@ -195,6 +199,16 @@ def parse_ws_reply(data: bytes | str) -> Reply:
     part chatmod does not read (e.g. ``patches``) no longer voids the reply; orjson refuses
     the whole document for it.
     """
+    read = read_ws_reply(data)
+    if isinstance(read, Reply):
+        return read
+    reference, action, score, scores = read
+    return Reply(reference, ChatsightResult(action, score, scores))
+
+
+def read_ws_reply(data: bytes | str) -> UsualAnswer | Reply:
+    """:func:`parse_ws_reply`, the usual reply's answer as a tuple (the socket's reader
+    takes it apart: no reply and result objects made, once per message)."""
     try:
         envelope = _decode_usual_reply(data)
     # Not JSON, not the usual shape, or a text no UTF-8 can spell (a lone surrogate: not
@@ -210,9 +224,8 @@ def parse_ws_reply(data: bytes | str) -> Reply:
             action, score = suggested
             # msgspec's floats are finite (it refuses a number beyond a double's range).
             if type(reference) is str and type(action) is str and type(score) is float:
-                return Reply(reference, ChatsightResult(
-                    action if action in KNOWN_ACTIONS else action_name(action), score,
-                    _typed_scores(response)))
+                return (reference, action if action in KNOWN_ACTIONS else action_name(action),
+                        score, _typed_scores(response))
     return _ws_reply(_loads(data))
 
 

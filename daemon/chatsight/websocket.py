@@ -18,10 +18,17 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
-from chatmod.chatsight.protocol import AUTH_HEADER, Reply, parse_ws_reply
+from chatmod.chatsight.protocol import (
+    AUTH_HEADER,
+    ChatsightResult,
+    Reply,
+    parse_ws_reply,
+    read_ws_reply,
+)
 from chatmod.chatsight.ws_client import (
     ABNORMAL_CLOSURE,
     WsConnection,
@@ -56,6 +63,13 @@ class SocketSettings:
     auth_backoff: float
 
 
+def _as_reply(on_reply: Callable[[Reply], str]) -> Callable[[str, str, float, dict[str, Any]], str]:
+    """An ``on_answer`` that hands the usual reply's answer to ``on_reply`` as its Reply."""
+    def on_answer(reference: str, action: str, score: float, scores: dict[str, Any]) -> str:
+        return on_reply(Reply(reference, ChatsightResult(action, score, scores)))
+    return on_answer
+
+
 class ChatsightSocket:
     """Keeps one websocket open and hands its replies to ``on_reply``."""
 
@@ -66,10 +80,13 @@ class ChatsightSocket:
         on_reply: Callable[[Reply], str],
         on_closed: Callable[[int], int],
         key_refused: KeyCheck,
+        on_answer: Callable[[str, str, float, dict[str, Any]], str] | None = None,
     ) -> None:
         self.settings = settings
         self.backoff = backoff
         self.on_reply = on_reply  # returns how the reply was used, for the counters
+        # The usual reply's answer, taken apart (``on_reply`` of its Reply when not given).
+        self.on_answer = on_answer if on_answer is not None else _as_reply(on_reply)
         self.on_closed = on_closed  # returns how many requests it moved to HTTP
         self.key_refused = key_refused  # asked after a cut right after opening
         self.generation = 0  # increases with every connection; in-flight entries carry it
@@ -226,22 +243,27 @@ class ChatsightSocket:
 
     def _handle_texts(self, texts: list[str]) -> None:
         """:meth:`_handle_text` for each reply of one read; the usual replies counted once."""
-        on_reply = self.on_reply
+        on_reply, on_answer = self.on_reply, self.on_answer
         answered = 0
         for data in texts:
             try:
-                reply = parse_ws_reply(data)
+                read = read_ws_reply(data)
             except ProtocolError as exc:
                 self.stats["invalid_replies"] += 1
                 log.debug("ignored an invalid reply (%s): %.120r", exc, data)
                 continue
-            outcome = on_reply(reply)
+            if isinstance(read, Reply):
+                outcome = on_reply(read)
+                reference = read.reference
+            else:  # the usual reply
+                outcome = on_answer(*read)
+                reference = read[0]
             if outcome == "answered":
                 answered += 1
                 continue
             self.stats["replies"] += 1
             self.stats[f"replies_{outcome}"] += 1
-            log.debug("reply for reference %r: %s", reply.reference, outcome)
+            log.debug("reply for reference %r: %s", reference, outcome)
         self.stats["replies"] += answered
 
     def _handle_binary(self, data: bytes) -> None:
