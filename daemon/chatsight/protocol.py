@@ -209,24 +209,35 @@ def parse_ws_reply(data: bytes | str) -> Reply:
 def read_ws_reply(data: bytes | str) -> UsualAnswer | Reply:
     """:func:`parse_ws_reply`, the usual reply's answer as a tuple (the socket's reader
     takes it apart: no reply and result objects made, once per message)."""
+    usual = _usual_reply(data)
+    if usual is not None:
+        response, action, score = usual
+        metadata = response.metadata
+        if metadata is not None and type(reference := metadata.self_reference) is str:
+            return reference, action, score, _typed_scores(response)
+    return _ws_reply(_loads(data))
+
+
+def _usual_reply(data: bytes | str) -> tuple[_ReplyResponse, str, float] | None:
+    """The usual reply's response, action (its usual spelling) and score, read by msgspec
+    (:func:`parse_ws_reply` says how); None for any other reply, read whole by orjson."""
     try:
         envelope = _decode_usual_reply(data)
     # Not JSON, not the usual shape, or a text no UTF-8 can spell (a lone surrogate: not
-    # from a websocket frame, which is UTF-8): read whole below, by orjson's rules.
+    # from a websocket frame, which is UTF-8).
     except (msgspec.MsgspecError, UnicodeEncodeError):
-        return _ws_reply(_loads(data))
+        return None
     response = envelope.response
-    if response is not None and envelope.success is not False:
-        metadata = response.metadata
-        suggested = response.suggested
-        if metadata is not None and type(suggested) is list and len(suggested) == 2:
-            reference = metadata.self_reference
-            action, score = suggested
-            # msgspec's floats are finite (it refuses a number beyond a double's range).
-            if type(reference) is str and type(action) is str and type(score) is float:
-                return (reference, action if action in KNOWN_ACTIONS else action_name(action),
-                        score, _typed_scores(response))
-    return _ws_reply(_loads(data))
+    if response is None or envelope.success is False:
+        return None
+    suggested = response.suggested
+    if type(suggested) is not list or len(suggested) != 2:
+        return None
+    action, score = suggested
+    # msgspec's floats are finite (it refuses a number beyond a double's range).
+    if type(action) is not str or type(score) is not float:
+        return None
+    return response, action if action in KNOWN_ACTIONS else action_name(action), score
 
 
 def _loads(data: bytes | str) -> Any:
@@ -294,7 +305,12 @@ def _ws_reply(envelope: Any) -> Reply:
 
 
 def parse_http_reply(data: bytes | str) -> ChatsightResult:
-    """An HTTP moderation reply; :class:`ProtocolError` says what is wrong with it."""
+    """An HTTP moderation reply; :class:`ProtocolError` says what is wrong with it. The
+    usual one is read as the websocket's is (:func:`parse_ws_reply`)."""
+    usual = _usual_reply(data)
+    if usual is not None:
+        response, action, score = usual
+        return ChatsightResult(action, score, _typed_scores(response))
     envelope = json_object(data, ProtocolError)
     if envelope.get("success") is False:
         detail = envelope.get("response")
