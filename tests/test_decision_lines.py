@@ -1,6 +1,8 @@
 """``decision_lines`` (every decision line is written through it, a batch at a time, first
 without the options only odd records need) writes exactly what each decision's
-:meth:`~chatmod.core.model.Decision.to_line` writes, odd records included."""
+:meth:`~chatmod.core.model.Decision.to_line` writes, odd records included; and no record
+fails its line (before round 4, an integer beyond 64 bits among an engine's scores failed
+the whole batch's lines)."""
 
 from __future__ import annotations
 
@@ -25,10 +27,10 @@ class Score(float):
 
 # Score values and keys as engines may hand them over: JSON's own types, and odd ones.
 ODD_VALUES = st.sampled_from([Score(0.5), decimal.Decimal("0.25"), {1, 2}, (1, "a"), b"raw",
-                              Shade.DARK, object(), float("nan")])
+                              Shade.DARK, object(), float("nan"), 2**70, -(2**65)])
 VALUES = st.floats() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=5) | st.none() \
     | st.booleans() | ODD_VALUES
-KEYS = st.text(max_size=5) | st.integers(-5, 5) | st.sampled_from([1.5, None, True])
+KEYS = st.text(max_size=5) | st.integers(-5, 5) | st.sampled_from([1.5, None, True, 2**64])
 SCORES = st.dictionaries(st.text(max_size=6), st.dictionaries(KEYS, VALUES, max_size=3)
                          | VALUES, max_size=3) | st.dictionaries(KEYS, VALUES, max_size=3)
 
@@ -79,3 +81,23 @@ def test_decision_lines_are_each_decisions_line(decisions: list[Decision],
         record: dict[str, Any] = orjson.loads(line)
         assert record["id"] == decision.message.id
         assert ("text" in record) is include_text
+
+
+def cyclic_scores() -> dict[str, Any]:
+    scores: dict[str, Any] = {"a": 0.5}
+    scores["itself"] = scores
+    return scores
+
+
+def test_a_record_orjson_refuses_is_still_written_with_its_odd_values_as_text() -> None:
+    message = Message("m-1", "hello", "stdin")
+    decisions = [Decision(message, Verdict("pass", 0.1, "e", "ws", scores), "none", 1.0, 0.0)
+                 for scores in ({"g": {"big": 2**70}}, {2**64: -(2**65)}, cyclic_scores(),
+                                {"g": {"a": 0.5}})]
+    lines = decision_lines(decisions).splitlines()
+    records = [orjson.loads(line) for line in lines]
+    assert [r["id"] for r in records] == ["m-1"] * 4  # one line each, none lost
+    assert records[0]["scores"] == {"g": {"big": str(2**70)}}
+    assert records[1]["scores"] == {str(2**64): str(-(2**65))}
+    assert records[2]["scores"]["a"] == 0.5  # the cycle cut where it gets too deep
+    assert records[3]["scores"] == {"g": {"a": 0.5}}

@@ -209,8 +209,7 @@ class Decision:
 
     def to_line(self, *, include_text: bool = True) -> bytes:
         """The decision line: one JSON object and a newline."""
-        return orjson.dumps(self.to_record(include_text=include_text), option=_LINE_OPTIONS,
-                            default=_json_default)
+        return _odd_line(self.to_record(include_text=include_text))
 
 
 #: ``Decision(message, verdict, action, latency_ms, ts, shadow, reason=reason,
@@ -252,8 +251,45 @@ def decision_lines(decisions: Iterable[Decision], *, include_text: bool = True) 
         try:
             lines.append(dumps(record, option=_PLAIN_LINE))
         except refused:  # a key that is no text, or a value JSON has no type for
-            lines.append(dumps(record, option=_LINE_OPTIONS, default=_json_default))
+            lines.append(_odd_line(record))
     return b"".join(lines)
+
+
+def _odd_line(record: dict[str, Any]) -> bytes:
+    """The line of a record that may hold keys that are not text or values JSON has no type
+    for (an engine's raw scores); one orjson still refuses (an integer beyond 64 bits, a
+    cycle) is written with those values as text: a decision line never fails."""
+    try:
+        return orjson.dumps(record, option=_LINE_OPTIONS, default=_json_default)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(_json_safe(record, MAX_ODD_DEPTH), option=_LINE_OPTIONS,
+                            default=_json_default)
+
+
+# How deep :func:`_json_safe` goes into an odd record before writing what is left as text.
+MAX_ODD_DEPTH = 32
+
+
+def _json_safe(value: object, depth: int) -> object:
+    """``value`` with every integer orjson cannot write (beyond 64 bits) as text, and what
+    lies deeper than ``depth`` (a cycle) as text."""
+    if isinstance(value, int) and not isinstance(value, bool) and not (
+            -(2**63) <= value < 2**64):
+        return str(value)
+    if depth <= 0:
+        return str(value) if isinstance(value, dict | list | tuple | set | frozenset) else value
+    if isinstance(value, dict):
+        return {key if isinstance(key, str) else _json_key(key): _json_safe(item, depth - 1)
+                for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(item, depth - 1) for item in value]
+    return value
+
+
+def _json_key(key: object) -> object:
+    # A key orjson cannot write as it is (OPT_NON_STR_KEYS takes numbers, None, booleans).
+    return str(key) if isinstance(key, int) and not isinstance(key, bool) and not (
+        -(2**63) <= key < 2**64) else key
 
 
 def _decision_record(decision: Decision, latency_ms: float, include_text: bool,
