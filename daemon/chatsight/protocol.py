@@ -221,11 +221,20 @@ def read_ws_reply(data: bytes | str) -> UsualAnswer | Reply:
 def _usual_reply(data: bytes | str) -> tuple[_ReplyResponse, str, float] | None:
     """The usual reply's response, action (its usual spelling) and score, read by msgspec
     (:func:`parse_ws_reply` says how); None for any other reply, read whole by orjson."""
+    if not isinstance(data, str):
+        # msgspec checks UTF-8 only in the texts it builds (a skipped one may be anything,
+        # and a built one raises UnicodeDecodeError); orjson refuses the whole document.
+        try:
+            data = data.decode()
+        except UnicodeDecodeError:
+            return None
     try:
         envelope = _decode_usual_reply(data)
-    # Not JSON, not the usual shape, or a text no UTF-8 can spell (a lone surrogate: not
-    # from a websocket frame, which is UTF-8).
-    except (msgspec.MsgspecError, UnicodeEncodeError):
+    # Not JSON, not the usual shape, a text no UTF-8 can spell (a lone surrogate: not from
+    # a websocket frame, which is UTF-8), or nested deeper than msgspec's recursion goes
+    # from here (it skips an unread part by recursion, so how deep depends on the caller's
+    # stack; orjson's limit is fixed, 1024).
+    except (msgspec.MsgspecError, UnicodeEncodeError, RecursionError):
         return None
     response = envelope.response
     if response is None or envelope.success is False:
