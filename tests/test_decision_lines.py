@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import decimal
 import enum
+import os
 from typing import Any
 
 import orjson
@@ -65,7 +66,11 @@ def lines_of(decisions: list[Decision], include_text: bool) -> bytes:
     return b"".join(decision.to_line(include_text=include_text) for decision in decisions)
 
 
-@settings(max_examples=300, deadline=None)
+# Explicit settings override the loaded profile: the thorough count is asked for here.
+EXAMPLES = 10_000 if os.environ.get("HYPOTHESIS_PROFILE") == "thorough" else 300
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
 @given(batches(), st.booleans())
 @example([Decision(Message("m", "t", "stdin"), Verdict("pass", 0.1, "e", "ws",
                                                        {"g": {1: Score(0.5)}}), "none", 1.0)],
