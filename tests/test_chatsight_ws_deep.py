@@ -1,5 +1,6 @@
-"""The msgspec fast path for websocket replies (round 4) against what a peer can send: replies
-nested deep in a part chatmod does not read, and bytes that are not UTF-8.
+"""The msgspec fast path for Chatsight replies (round 4: the websocket's, then HTTP's) against
+what a peer can send: replies nested deep in a part chatmod does not read, and bytes that are
+not UTF-8.
 
 orjson refuses a document nested deeper than 1024 (a ``JSONDecodeError``: an invalid reply)
 and reads one less deep. msgspec skips an unread part by recursion, so how deep it goes
@@ -18,7 +19,9 @@ import pytest
 import trio
 from wsproto.events import TextMessage
 
-from chatmod.chatsight.protocol import parse_ws_reply
+from chatmod.chatsight.protocol import parse_http_reply, parse_result, parse_ws_reply
+from chatmod.errors import ProtocolError
+from chatmod.protocols.replies import json_object
 from chatmod.sandbox import server as sandbox_server
 from chatmod.sandbox.answers import moderation_reply
 
@@ -118,3 +121,41 @@ async def test_a_deep_frame_from_the_peer_costs_no_decision_and_no_restart(
     else:
         assert stats["ws.invalid_replies"] == 20
     assert stats["ws.reconnects"] == 0
+
+
+def orjson_http_outcome(data: bytes | str) -> tuple[Any, ...]:
+    """How an HTTP reply read before msgspec came (orjson, whole), as :func:`http_outcome`."""
+    try:
+        envelope = json_object(data, ProtocolError)
+        if envelope.get("success") is False:
+            raise ProtocolError("success: false")
+        result = parse_result(envelope.get("response"))
+    except ProtocolError as exc:
+        return ("error", str(exc))
+    return ("result", result.action, result.score, result.scores)
+
+
+def http_outcome(data: bytes | str) -> tuple[Any, ...]:
+    try:
+        result = parse_http_reply(data)
+    except ProtocolError as exc:
+        return ("error", str(exc))
+    return ("result", result.action, result.score, result.scores)
+
+
+@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("stack", [0, 600])
+def test_an_http_reply_nested_deep_where_not_read_reads_as_orjson_reads_it(
+        depth: int, stack: int) -> None:
+    data = reply_with_unread(depth).encode()  # HTTP bodies come as bytes
+    expected = orjson_http_outcome(data)
+    assert expected[0] == ("result" if depth <= 1020 else "error")
+    assert in_a_deep_stack(stack, lambda: http_outcome(data)) == expected
+
+
+@pytest.mark.parametrize("data", [
+    b'{"response": {' + USUAL.encode() + b', "patches": "\xff"}}',
+    b'{"response": {' + USUAL.encode() + b', "engine1": {"\xed\xa0\x80": 0.5}}}',
+])
+def test_an_http_reply_not_utf8_is_no_reply_as_before(data: bytes) -> None:
+    assert http_outcome(data) == orjson_http_outcome(data) == ("error", "reply is not JSON")
