@@ -221,9 +221,10 @@ def read_ws_reply(data: bytes | str) -> UsualAnswer | Reply:
 def _usual_reply(data: bytes | str) -> tuple[_ReplyResponse, str, float] | None:
     """The usual reply's response, action (its usual spelling) and score, read by msgspec
     (:func:`parse_ws_reply` says how); None for any other reply, read whole by orjson."""
-    if not isinstance(data, str):
+    if not isinstance(data, str) and not data.isascii():
         # msgspec checks UTF-8 only in the texts it builds (a skipped one may be anything,
         # and a built one raises UnicodeDecodeError); orjson refuses the whole document.
+        # ASCII (nearly every reply) is UTF-8: read as it is, without the copy.
         try:
             data = data.decode()
         except UnicodeDecodeError:
