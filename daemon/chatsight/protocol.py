@@ -157,11 +157,11 @@ def action_name(action: str) -> str:
     return folded if folded in KNOWN_ACTIONS else action
 
 
-# The parts of a websocket reply the usual one is read by, typed for msgspec, which builds
-# these and skips the rest of the reply (patches, insights, the other metadata) unbuilt. A
-# score group's values are typed: a reply whose group holds an object or an array, or any
-# other shape these types refuse, is read whole by orjson instead. Not tracked by the garbage
-# collector: they hold no cycles.
+# The parts of a reply (websocket or HTTP) the usual one is read by, typed for msgspec,
+# which builds these and skips the rest of the reply (patches, insights, the other metadata)
+# unbuilt. A score group's values are typed: a reply whose group holds an object or an
+# array, or any other shape these types refuse, is read whole by orjson instead. Not tracked
+# by the garbage collector: they hold no cycles.
 _GroupValues = dict[str, float | str | bool | None] | None
 
 
