@@ -54,6 +54,19 @@ def msgs(*texts: str) -> list[Message]:
     return [Message(id=str(i), text=text, source="t") for i, text in enumerate(texts)]
 
 
+async def start_stoppable(nursery: trio.Nursery, engine: LocalEngine) -> trio.CancelScope:
+    """Start ``engine.run`` in ``nursery``; cancelling the scope returned stops the engine
+    alone (as a reload retires it), the rest of the test going on."""
+    running = trio.CancelScope()
+
+    async def run(task_status: trio.TaskStatus[None]) -> None:
+        with running:
+            await engine.run(task_status=task_status)
+
+    await nursery.start(run)
+    return running
+
+
 def actions(results: Sequence[Verdict | Exception]) -> list[str]:
     return [r.action if isinstance(r, Verdict) else type(r).__name__ for r in results]
 
@@ -207,13 +220,7 @@ async def test_what_a_stopped_engine_holds_fails_at_once() -> None:
 
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
-            running = trio.CancelScope()
-
-            async def run(task_status: trio.TaskStatus[None]) -> None:
-                with running:
-                    await engine.run(task_status=task_status)
-
-            await nursery.start(run)
+            running = await start_stoppable(nursery, engine)
             nursery.start_soon(ask_many, "scoring", ["ok", "bad"])
             await eventually(lambda: len(predictor.batches) == 1)  # in the model now
             nursery.start_soon(ask_many, "queued", ["bad", "ok", "bad"])

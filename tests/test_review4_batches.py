@@ -11,7 +11,7 @@ from chatmod.core.model import Message
 from chatmod.plugins.local import LocalConfig, LocalEngine
 
 from .test_chain_cached_batches import Backup, ListEngine
-from .test_local_batches import Recorder, actions, msgs
+from .test_local_batches import Recorder, actions, msgs, start_stoppable
 
 DEADLINE = 10
 # What a stopped engine holds fails with no engine work: far under the chain's timeout.
@@ -59,13 +59,7 @@ async def test_a_batch_stopped_before_its_model_call_started_fails_at_once() -> 
 
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
-            running = trio.CancelScope()
-
-            async def run(task_status: trio.TaskStatus[None]) -> None:
-                with running:
-                    await engine.run(task_status=task_status)
-
-            await nursery.start(run)
+            running = await start_stoppable(nursery, engine)
             tokens = limiter.total_tokens
             limiter.total_tokens = 1
             await limiter.acquire()  # every worker thread busy
