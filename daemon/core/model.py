@@ -273,23 +273,23 @@ MAX_ODD_DEPTH = 32
 def _json_safe(value: object, depth: int) -> object:
     """``value`` with every integer orjson cannot write (beyond 64 bits) as text, and what
     lies deeper than ``depth`` (a cycle) as text."""
-    if isinstance(value, int) and not isinstance(value, bool) and not (
-            -(2**63) <= value < 2**64):
+    if _beyond_orjson(value):
         return str(value)
     if depth <= 0:
         return str(value) if isinstance(value, dict | list | tuple | set | frozenset) else value
     if isinstance(value, dict):
-        return {key if isinstance(key, str) else _json_key(key): _json_safe(item, depth - 1)
+        # A key orjson cannot write as it is (OPT_NON_STR_KEYS takes numbers, None, booleans).
+        return {str(key) if _beyond_orjson(key) else key: _json_safe(item, depth - 1)
                 for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_json_safe(item, depth - 1) for item in value]
     return value
 
 
-def _json_key(key: object) -> object:
-    # A key orjson cannot write as it is (OPT_NON_STR_KEYS takes numbers, None, booleans).
-    return str(key) if isinstance(key, int) and not isinstance(key, bool) and not (
-        -(2**63) <= key < 2**64) else key
+def _beyond_orjson(value: object) -> bool:
+    """An integer orjson cannot write (beyond 64 bits)."""
+    return isinstance(value, int) and not isinstance(value, bool) and not (
+        -(2**63) <= value < 2**64)
 
 
 def _decision_record(decision: Decision, latency_ms: float, include_text: bool,
