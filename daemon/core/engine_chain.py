@@ -92,7 +92,7 @@ class EngineChain:
         :func:`~chatmod.core.interfaces.takes_batches`: one call for the list, then the
         fallback chain for each message it failed (concurrently)."""
         primary = self._engines[0]
-        if self.prejudge is None and (self._cache is None or not primary.worth_caching):
+        if not self.claims_matter:
             # The usual: every message asked in one call, and every one answered.
             results = await self._ask_primary_many(primary, list(messages))
             answered = [result for result in results if isinstance(result, Verdict)]

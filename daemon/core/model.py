@@ -258,7 +258,7 @@ def decision_lines(decisions: Iterable[Decision], *, include_text: bool = True) 
 def _odd_line(record: dict[str, Any]) -> bytes:
     """The line of a record that may hold keys that are not text or values JSON has no type
     for (an engine's raw scores); one orjson still refuses (an integer beyond 64 bits, a
-    cycle) is written with those values as text: a decision line never fails."""
+    cycle) is written with those values as text."""
     try:
         return orjson.dumps(record, option=_LINE_OPTIONS, default=_json_default)
     except orjson.JSONEncodeError:
