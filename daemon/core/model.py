@@ -11,6 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, SupportsFloat, SupportsIndex, TypeVar
 
+import msgspec
 import orjson
 
 # Verdicts an engine may suggest; any other string is kept as it was said.
@@ -224,18 +225,58 @@ _LINE_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 _PLAIN_LINE = orjson.OPT_APPEND_NEWLINE
 
 
+class _UsualLine(msgspec.Struct, omit_defaults=True, gc=False):
+    """A usual decision line (no ladder step), its fields in the record's order: msgspec
+    writes a batch of these as lines in one call, and leaves out each optional field at its
+    default (None, False), as :func:`_decision_record` does. The scores come as orjson
+    wrote them. A struct and one call for the batch cost less than a record dict and an
+    orjson call per line (decision_lines: 1.7-2.6 against 1.4-2.1 µs a line)."""
+
+    id: Any
+    source: Any
+    channel: Any
+    author: Any
+    verdict: Any
+    score: Any
+    action: Any
+    engine: Any
+    route: Any
+    latency_ms: Any
+    ts: Any
+    scores: msgspec.Raw
+    text: Any = None
+    timestamp: Any = None
+    author_account: Any = None
+    event: Any = None
+    shadow: bool = False
+    exempt: bool = False
+    reason: Any = None
+    repeated: bool = False
+
+
+_encode_lines = msgspec.json.Encoder().encode_lines
+# msgspec writes a float of this size or more as 1e16, orjson as 1e+16: such a score takes
+# the record's path, so both paths write the same bytes.
+_SAME_FLOAT_TEXT = 1e16
+
+
 def decision_lines(decisions: Iterable[Decision], *, include_text: bool = True) -> bytes:
     """The decision lines of ``decisions``, joined: the bytes of each one's
     :meth:`Decision.to_line`, with less work per decision (every decision comes through here).
 
-    A batch's decisions share their latency (one engine call), so it is rounded once, and
-    the policy gives them one time, so it is formatted once. A line is first written with
-    no option that only odd records need (keys that are not text, values JSON has no type
-    for), which halves orjson's time; the odd record is written again with them, as
-    :meth:`Decision.to_line` writes it.
+    The usual decision is written by msgspec from a :class:`_UsualLine`, its scores by
+    orjson, the batch in one call; a decision with a ladder step, scores orjson writes only
+    with options, or an odd score is written as :meth:`Decision.to_line` writes it (and
+    carried as msgspec's raw JSON). A batch with a value msgspec cannot write (a text no
+    UTF-8 can spell, a type it does not know) is written the record's way whole. A batch's
+    decisions share their latency (one engine call), so it is rounded once, and the policy
+    gives them one time, so it is formatted once.
     """
-    dumps, record_of, refused = orjson.dumps, _decision_record, orjson.JSONEncodeError
-    lines: list[bytes] = []
+    if not isinstance(decisions, list | tuple):
+        decisions = list(decisions)
+    dumps, refused, raw, line = orjson.dumps, orjson.JSONEncodeError, msgspec.Raw, _UsualLine
+    items: list[_UsualLine | msgspec.Raw] = []
+    add = items.append
     last_latency: object = None
     rounded = 0.0
     last_ts: object = None
@@ -247,12 +288,45 @@ def decision_lines(decisions: Iterable[Decision], *, include_text: bool = True) 
         ts = decision.ts
         if ts is not last_ts:
             last_ts, ts_text = ts, format_timestamp(ts)
-        record = record_of(decision, rounded, include_text, ts_text)
-        try:
-            lines.append(dumps(record, option=_PLAIN_LINE))
-        except refused:  # a key that is no text, or a value JSON has no type for
-            lines.append(_odd_line(record))
-    return b"".join(lines)
+        message, verdict = decision.message, decision.verdict
+        score = verdict.score
+        if decision.step is None and (score is None or type(score) is float and (
+                -_SAME_FLOAT_TEXT < score < _SAME_FLOAT_TEXT)):
+            try:
+                scores = raw(dumps(verdict.scores))
+            except refused:  # a key that is no text, or a value JSON has no type for
+                pass
+            else:
+                add(line(message.id, message.source, message.channel, message.author,
+                         verdict.action, score, decision.action, verdict.engine,
+                         verdict.route, rounded, ts_text, scores,
+                         message.text if include_text else None, message.timestamp,
+                         message.author_account, message.event, decision.shadow,
+                         decision.exempt, decision.reason, decision.repeated))
+                continue
+        add(raw(_record_line(_decision_record(decision, rounded, include_text, ts_text))[:-1]))
+    try:
+        return _encode_lines(items)
+    except Exception:  # noqa: BLE001 - any value msgspec refuses: the record's way
+        return _record_lines(decisions, include_text)
+
+
+def _record_lines(decisions: Iterable[Decision], include_text: bool) -> bytes:
+    """The lines of ``decisions``, each written from its record (:func:`decision_lines`
+    without msgspec)."""
+    return b"".join([_record_line(_decision_record(
+        decision, round(decision.latency_ms, 3), include_text, format_timestamp(decision.ts)))
+        for decision in decisions])
+
+
+def _record_line(record: dict[str, Any]) -> bytes:
+    """A record's line: written first with no option that only odd records need (keys that
+    are not text, values JSON has no type for), which halves orjson's time; the odd record
+    again with them, as :meth:`Decision.to_line` writes it."""
+    try:
+        return orjson.dumps(record, option=_PLAIN_LINE)
+    except orjson.JSONEncodeError:
+        return _odd_line(record)
 
 
 def _odd_line(record: dict[str, Any]) -> bytes:
