@@ -18,6 +18,7 @@ is skipped) are decided by :class:`~chatmod.chatsight.engine.RouteRace` and
 from __future__ import annotations
 
 import functools
+import logging
 import urllib.parse
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
@@ -35,12 +36,14 @@ from chatmod.chatsight.protocol import (
     SUBPROTOCOL,
     ChatsightResult,
     Reply,
+    UsualAnswer,
     trim_metadata,
     ws_request,
 )
-from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
+from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings, Unanswered
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
+from chatmod.core.intake import Room
 from chatmod.core.interfaces import BatchResultCallback, ResultCallback, StreamingEngine
 from chatmod.core.model import JOIN_EVENT, Message, Verdict, new_verdict
 from chatmod.errors import (
@@ -194,7 +197,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             ),
             Backoff(config.reconnect_initial, config.reconnect_max),
             on_reply=self._on_reply,
-            on_answer=self._on_answer,
+            on_answers=self._on_answers,
             on_closed=self._on_closed,
             key_refused=self._http_refuses_key,
         )
@@ -202,7 +205,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         self._http: ChatsightHttp | None = None
         self._tasks: trio.Nursery | None = None  # username checks, while the engine runs
         self._http_workers = WorkerPool(config.http_concurrency)  # HTTP's messages
-        self._window = trio.Semaphore(config.max_in_flight)
+        self._window = Room(config.max_in_flight)  # requests outstanding
         self.routes: Counter[str] = Counter()
         self.stats: Counter[str] = Counter()  # the race's and breaker's are theirs
         self._metadata_warned = False
@@ -283,10 +286,11 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if message.event == JOIN_EVENT:
             tasks.start_soon(self._check_username, message, on_result)
             return
-        try:
-            self._window.acquire_nowait()
-        except trio.WouldBlock:
-            await self._window.acquire()
+        window = self._window
+        if window.free > 0:
+            window.free -= 1
+        else:
+            await window.take(1)
         if self._start(message, _one_answer(on_result), 0, trio.current_time()):
             await self.socket.wait_drained()
 
@@ -311,10 +315,10 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 tasks.start_soon(self._check_username, message,
                                  functools.partial(on_result, index))
                 continue
-            try:
-                window.acquire_nowait()
-            except trio.WouldBlock:
-                await window.acquire()
+            if window.free > 0:
+                window.free -= 1
+            else:
+                await window.take(1)
                 now = None
             if now is None:
                 now = trio.current_time()
@@ -401,7 +405,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 return False
             settled = True
             self._outstanding.pop(settle, None)
-            self._window.release()
+            self._window.give_back(1)
             if isinstance(result, Verdict):
                 self.routes[result.route] += 1
             on_result(result)
@@ -417,7 +421,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             return False
         entry.settled = True
         del self._outstanding[entry]
-        self._window.release()
+        self._window.give_back(1)
         if isinstance(result, Verdict):
             self.routes[result.route] += 1
         entry.answer(entry.index, result)
@@ -481,8 +485,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     def _on_answer(self, reference: str | None, action: str, score: float | None,
                    scores: Mapping[str, Any]) -> str:
-        """A reply with a result (the usual one, taken apart by the socket's reader: no
-        reply or outcome object): its request's verdict, or the stray's status."""
+        """A reply with a result: its request's verdict, or the stray's status."""
         entry = self.race.ws_answered(reference)
         if isinstance(entry, str):  # a stray reply: the socket counts it by its status
             return entry
@@ -494,6 +497,40 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         else:
             entry.settle(verdict)
         return "answered"
+
+    def _on_answers(self, answers: list[UsualAnswer]) -> Unanswered:
+        """:meth:`_on_answer` for each usual reply of one read (taken apart by the socket's
+        reader: no reply or outcome object), in one loop: the entries taken from the table
+        at once, each first answer told, the window's slots freed together. Returns the
+        strays, each with its status (the socket counts them). An answer's callback that
+        raises (a bug) is logged; the other replies are still answered."""
+        strays: Unanswered = []
+        found = self.race.ws_answered_many([answer[0] for answer in answers])
+        name, outstanding, make = self.name, self._outstanding, new_verdict
+        freed = 0
+        for (reference, action, score, scores), entry in zip(answers, found, strict=True):
+            if isinstance(entry, str):
+                strays.append((reference, entry))
+                continue
+            if entry.racing and entry.http_scope is not None:
+                entry.http_scope.cancel()
+            verdict = make(action, score, name, ROUTE_WS, scores)
+            try:
+                if entry.settle is not None:
+                    entry.settle(verdict)
+                elif not entry.settled:  # :meth:`_settle_entry`, spelled out
+                    entry.settled = True
+                    del outstanding[entry]
+                    freed += 1
+                    entry.answer(entry.index, verdict)
+            except Exception as exc:
+                self.stats["answer_failures"] += 1
+                self.log.error("a verdict's callback failed (a defect): %s", exc,
+                               exc_info=self.log.isEnabledFor(logging.DEBUG))
+        if freed:
+            self.routes[ROUTE_WS] += freed
+            self._window.give_back(freed)
+        return strays
 
     def _on_reply(self, reply: Reply) -> str:
         result = reply.result

@@ -115,9 +115,9 @@ async def test_message_held_past_every_deadline_fails_to_the_fallback(
     # A message whose answer no path will deliver: registered as held, never sent.
     results: list[Verdict | EngineError] = []
     lost = [engine._settler(results.append, trio.current_time()) for _ in range(3)]
-    assert engine._window.value == engine.config.max_in_flight  # no window slot taken
+    assert engine._window.free == engine.config.max_in_flight  # no window slot taken
     for _ in lost:
-        await engine._window.acquire()  # as _start's callers do
+        await engine._window.take(1)  # as _start's callers take a slot
     caplog.set_level(logging.ERROR, logger="chatmod.engine")
     held_limit = engine.held_limit
     started = trio.current_time()
@@ -126,7 +126,7 @@ async def test_message_held_past_every_deadline_fails_to_the_fallback(
     assert trio.current_time() - started >= held_limit - 0.1
     assert all(isinstance(r, EngineError) for r in results)
     assert engine.statistics()["held_too_long"] == 3
-    assert engine._window.value == engine.config.max_in_flight  # their slots came back
+    assert engine._window.free == engine.config.max_in_flight  # their slots came back
     held_logs = [r for r in caplog.records if "held" in r.getMessage()]
     assert len(held_logs) == 1  # logged once, counted each time
     # The engine still works.
@@ -182,7 +182,7 @@ async def test_a_message_the_safety_net_failed_leaves_the_in_flight_table(
     assert stats["held_too_long"] == 1
     assert stats["in_flight"] == 0
     assert len(engine.table) == 0
-    assert engine._window.value == engine.config.max_in_flight
+    assert engine._window.free == engine.config.max_in_flight
     with trio.fail_after(5.0):
         await http_called_off.wait()
 

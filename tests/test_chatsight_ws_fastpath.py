@@ -41,7 +41,9 @@ from chatmod.chatsight.protocol import (
     parse_http_reply,
     parse_ws_reply,
 )
+from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings
 from chatmod.config.schema import Secret
+from chatmod.core.backoff import Backoff
 from chatmod.core.model import Message, Verdict
 from chatmod.errors import EngineError, ProtocolError
 from chatmod.plugins.chatsight import ChatsightConfig, ChatsightEngine
@@ -282,7 +284,7 @@ def engine_and_entry() -> tuple[ChatsightEngine, InFlight, list[tuple[int, Any]]
     engine = ChatsightEngine("chatsight", ChatsightConfig(api_key=Secret("t", "key")))
     told: list[tuple[int, Any]] = []
     message = Message(id="m-1", text="hello", source="test")
-    engine._window.acquire_nowait()  # as _start's callers do
+    engine._window.force(1)  # as _start's callers take a slot
     entry = engine.race.sent_over_ws(message, 0.0, 1, None,
                                      lambda index, result: told.append((index, result)), 7)
     engine._outstanding[entry] = 0.0  # as _start does
@@ -291,12 +293,12 @@ def engine_and_entry() -> tuple[ChatsightEngine, InFlight, list[tuple[int, Any]]
 
 def test_an_entry_is_settled_by_its_first_answer_only() -> None:
     engine, entry, told = engine_and_entry()
-    free = engine._window.value
+    free = engine._window.free
     answer = Verdict("pass", 0.1, "chatsight", "ws")
     assert engine._on_reply(Reply(entry.reference, ChatsightResult("pass", 0.1, {}))) == (
         "answered")
     assert told == [(7, answer)]
-    assert engine._window.value == free + 1  # released once
+    assert engine._window.free == free + 1  # released once
     assert entry not in engine._outstanding
     assert engine.routes == {"ws": 1}
     # Every later answer is dropped: HTTP's (counted), the safety net's, a duplicate reply.
@@ -307,16 +309,16 @@ def test_an_entry_is_settled_by_its_first_answer_only() -> None:
     assert engine._on_reply(Reply(entry.reference, ChatsightResult("flag", 1.0, {}))) == (
         "duplicate")
     assert told == [(7, answer)]
-    assert engine._window.value == free + 1
+    assert engine._window.free == free + 1
     assert engine.routes == {"ws": 1}
 
 
 def test_an_entry_failed_by_the_safety_net_ignores_its_late_reply() -> None:
     engine, entry, told = engine_and_entry()
-    free = engine._window.value
+    free = engine._window.free
     engine._fail_held(entry, EngineError("no answer within 1 s"))
     assert [(index, type(result)) for index, result in told] == [(7, EngineError)]
-    assert engine._window.value == free + 1
+    assert engine._window.free == free + 1
     assert engine._outstanding == {}
     # Out of the table too (no memory held, not counted in flight): its reply is a late stray,
     # and changes nothing.
@@ -325,7 +327,7 @@ def test_an_entry_failed_by_the_safety_net_ignores_its_late_reply() -> None:
     assert engine._on_reply(Reply(entry.reference, ChatsightResult("pass", 0.1, {}))) == (
         "late")
     assert len(told) == 1
-    assert engine._window.value == free + 1
+    assert engine._window.free == free + 1
     assert engine.routes == {}  # an error is no route's verdict
 
 
@@ -339,6 +341,55 @@ def test_http_answering_an_entry_settles_it_through_its_answer() -> None:
     assert engine._on_reply(Reply(entry.reference, ChatsightResult("pass", 0.1, {}))) == (
         "late")
     assert told == [(7, verdict)]
+
+
+def test_one_reads_replies_are_settled_together_as_one_by_one() -> None:
+    """The socket hands a read's usual replies over at once: each entry's first answer, the
+    slots freed together, the routes counted, a racing request's HTTP call called off, and
+    the strays (a second reply in the same read, a reference never sent) returned."""
+    engine, first, told = engine_and_entry()
+    engine._window.force(1)
+    second = engine.race.sent_over_ws(Message(id="m-2", text="hi", source="test"), 0.0, 1,
+                                      None, lambda index, result: told.append((index, result)),
+                                      8)
+    engine._outstanding[second] = 0.0
+    second.racing = True
+    second.http_scope = trio.CancelScope()
+    free = engine._window.free
+    strays = engine._on_answers([
+        (first.reference, "pass", 0.1, {}),
+        (first.reference, "flag", 0.9, {}),
+        ("someone-else", "pass", 0.1, {}),
+        (second.reference, "delete", 1.0, {"engine1": {"vulgar": 1.0}}),
+    ])
+    assert strays == [(first.reference, "duplicate"), ("someone-else", "unknown")]
+    assert told == [(7, Verdict("pass", 0.1, "chatsight", "ws")),
+                    (8, Verdict("delete", 1.0, "chatsight", "ws", {"engine1": {"vulgar": 1.0}}))]
+    assert engine._window.free == free + 2
+    assert engine._outstanding == {}
+    assert engine.routes == {"ws": 2}
+    assert second.http_scope.cancel_called
+    assert engine.race.stats["ws_won_race"] == 1
+
+
+def test_a_failing_answer_callback_leaves_the_other_replies_answered() -> None:
+    engine, first, told = engine_and_entry()
+
+    def broken(index: int, result: object) -> None:
+        raise RuntimeError("a defect in the stage")
+
+    first.answer = broken
+    engine._window.force(1)
+    second = engine.race.sent_over_ws(Message(id="m-2", text="hi", source="test"), 0.0, 1,
+                                      None, lambda index, result: told.append((index, result)),
+                                      8)
+    engine._outstanding[second] = 0.0
+    free = engine._window.free
+    assert engine._on_answers([(first.reference, "pass", 0.1, {}),
+                               (second.reference, "pass", 0.1, {})]) == []
+    assert told == [(8, Verdict("pass", 0.1, "chatsight", "ws"))]
+    assert engine._window.free == free + 2  # neither slot is lost
+    assert engine.stats["answer_failures"] == 1
 
 
 @pytest.mark.parametrize("settled_first", [False, True])
@@ -421,12 +472,18 @@ def test_strays_are_told_apart_as_before_while_none_is_forgotten(data: st.DataOb
     entries: dict[str, InFlight] = {}
     message = Message(id="m", text="t", source="test")
     for _ in range(data.draw(st.integers(0, 60))):
-        operation = data.draw(st.sampled_from(["add", "take", "abandon", "odd", "future"]))
+        operation = data.draw(st.sampled_from(["add", "take", "abandon", "odd", "future",
+                                               "many"]))
         if operation == "add" or not references:
             entry = table.add(message, 1.0, 1, None)
             assert entry.reference == old.add()
             references.append(entry.reference)
             entries[entry.reference] = entry
+            continue
+        if operation == "many":  # one read's replies, some twice
+            read = data.draw(st.lists(st.sampled_from(references), max_size=4))
+            for replied, found in zip(read, table.take_many(read), strict=True):
+                assert (found if isinstance(found, str) else "entry") == old.take(replied)
             continue
         sent: str = data.draw(st.sampled_from(references))
         if operation == "abandon":
@@ -466,3 +523,39 @@ def test_an_integer_beyond_a_double_is_not_a_score(value: int) -> None:
     # msgspec (and TOML) keep such a number as a Python int, which float() cannot take.
     assert as_number(value) is None
     assert as_number(2**1023) == float(2**1023)
+
+
+def test_a_reads_replies_reach_the_engine_in_the_order_they_came() -> None:
+    """The usual replies before another kind (an error reply) are handed over first, and
+    every reply is counted once: answered, stray or invalid."""
+    calls: list[Any] = []
+
+    def on_answers(answers: list[Any]) -> list[tuple[str, str]]:
+        calls.append([answer[0] for answer in answers])
+        return [(reference, "unknown") for reference, *_ in answers if reference == "stray"]
+
+    def on_reply(reply: Reply) -> str:
+        calls.append(reply.reference)
+        return "failed"
+
+    settings = SocketSettings(url="ws://127.0.0.1:9/text/moderation", api_key="k",
+                              subprotocol=None, connect_timeout=1, ping_interval=10,
+                              ping_timeout=5, auth_cut_window=1, auth_backoff=1)
+
+    async def key_refused() -> bool:
+        return False
+
+    socket = ChatsightSocket(settings, Backoff(1, 2), on_reply=on_reply,
+                             on_closed=lambda connection: 0, key_refused=key_refused,
+                             on_answers=on_answers)
+
+    def usual(reference: str) -> str:
+        return orjson.dumps({"success": True, "response": {
+            "suggestedAction": ["pass", 0.1], "metadata": {"self_reference": reference}}}).decode()
+
+    error = orjson.dumps({"success": False, "response": "overloaded",
+                          "metadata": {"self_reference": "b"}}).decode()
+    socket._handle_texts([usual("a"), error, usual("c"), "not json", usual("stray")])
+    assert calls == [["a"], None, ["c", "stray"]]
+    assert socket.stats == {"replies": 4, "replies_failed": 1, "replies_unknown": 1,
+                            "invalid_replies": 1}

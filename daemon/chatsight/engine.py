@@ -169,6 +169,17 @@ class RouteRace:
             self.stats["ws_won_race"] += 1
         return found
 
+    def ws_answered_many(self, references: list[str]) -> list[InFlight | Stray]:
+        """:meth:`ws_answered` for each reply of one read, in order."""
+        found = self.table.take_many(references)
+        won = 0
+        for entry in found:
+            if not isinstance(entry, str) and entry.racing:
+                won += 1
+        if won:
+            self.stats["ws_won_race"] += won
+        return found
+
     def http_answered(self, entry: InFlight | None, settle: Settle,
                       result: Verdict | EngineError) -> bool:
         """HTTP's answer (or failure) for a message (``entry``: its websocket request, if it

@@ -88,6 +88,16 @@ class InFlightTable:
             return entry
         return self._stray(reference)
 
+    def take_many(self, references: list[str]) -> list[InFlight | Stray]:
+        """:meth:`take` for each of ``references`` (one read's replies), in order."""
+        pop = self._entries.pop
+        found: list[InFlight | Stray] = []
+        add = found.append
+        for reference in references:
+            entry = pop(reference, None)
+            add(entry if entry is not None else self._stray(reference))
+        return found
+
     def _stray(self, reference: str) -> Stray:
         """What a reply for a reference not in flight is (see :meth:`take`)."""
         prefix, _, digits = reference.rpartition("-")

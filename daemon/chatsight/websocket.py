@@ -18,7 +18,6 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -26,6 +25,7 @@ from chatmod.chatsight.protocol import (
     AUTH_HEADER,
     ChatsightResult,
     Reply,
+    UsualAnswer,
     parse_ws_reply,
     read_ws_reply,
 )
@@ -63,11 +63,21 @@ class SocketSettings:
     auth_backoff: float
 
 
-def _as_reply(on_reply: Callable[[Reply], str]) -> Callable[[str, str, float, dict[str, Any]], str]:
-    """An ``on_answer`` that hands the usual reply's answer to ``on_reply`` as its Reply."""
-    def on_answer(reference: str, action: str, score: float, scores: dict[str, Any]) -> str:
-        return on_reply(Reply(reference, ChatsightResult(action, score, scores)))
-    return on_answer
+#: What a batch of usual replies' handler says of those it did not answer: each one's
+#: reference and outcome (a stray's status). Nearly always empty.
+Unanswered = list[tuple[str, str]]
+
+
+def _one_by_one(on_reply: Callable[[Reply], str]) -> Callable[[list[UsualAnswer]], Unanswered]:
+    """An ``on_answers`` that hands each usual reply's answer to ``on_reply`` as its Reply."""
+    def on_answers(answers: list[UsualAnswer]) -> Unanswered:
+        unanswered = []
+        for reference, action, score, scores in answers:
+            outcome = on_reply(Reply(reference, ChatsightResult(action, score, scores)))
+            if outcome != "answered":
+                unanswered.append((reference, outcome))
+        return unanswered
+    return on_answers
 
 
 class ChatsightSocket:
@@ -80,13 +90,14 @@ class ChatsightSocket:
         on_reply: Callable[[Reply], str],
         on_closed: Callable[[int], int],
         key_refused: KeyCheck,
-        on_answer: Callable[[str, str, float, dict[str, Any]], str] | None = None,
+        on_answers: Callable[[list[UsualAnswer]], Unanswered] | None = None,
     ) -> None:
         self.settings = settings
         self.backoff = backoff
         self.on_reply = on_reply  # returns how the reply was used, for the counters
-        # The usual reply's answer, taken apart (``on_reply`` of its Reply when not given).
-        self.on_answer = on_answer if on_answer is not None else _as_reply(on_reply)
+        # The usual replies of one read, taken apart, at once (``on_reply`` of each one's
+        # Reply when not given).
+        self.on_answers = on_answers if on_answers is not None else _one_by_one(on_reply)
         self.on_closed = on_closed  # returns how many requests it moved to HTTP
         self.key_refused = key_refused  # asked after a cut right after opening
         self.generation = 0  # increases with every connection; in-flight entries carry it
@@ -242,29 +253,38 @@ class ChatsightSocket:
             log.debug("reply for reference %r: %s", reply.reference, outcome)
 
     def _handle_texts(self, texts: list[str]) -> None:
-        """:meth:`_handle_text` for each reply of one read; the usual replies counted once."""
-        on_reply, on_answer = self.on_reply, self.on_answer
-        answered = 0
+        """:meth:`_handle_text` for each reply of one read: the usual replies handed to
+        ``on_answers`` together (those before another kind of reply first, so the replies
+        are settled in the order they came) and counted once."""
+        on_reply, stats = self.on_reply, self.stats
+        answers: list[UsualAnswer] = []
         for data in texts:
             try:
                 read = read_ws_reply(data)
             except ProtocolError as exc:
-                self.stats["invalid_replies"] += 1
+                stats["invalid_replies"] += 1
                 log.debug("ignored an invalid reply (%s): %.120r", exc, data)
                 continue
             if isinstance(read, Reply):
+                if answers:
+                    self._answer(answers)
+                    answers = []
                 outcome = on_reply(read)
-                reference = read.reference
+                stats["replies"] += 1
+                if outcome != "answered":
+                    stats[f"replies_{outcome}"] += 1
+                    log.debug("reply for reference %r: %s", read.reference, outcome)
             else:  # the usual reply
-                outcome = on_answer(*read)
-                reference = read[0]
-            if outcome == "answered":
-                answered += 1
-                continue
-            self.stats["replies"] += 1
-            self.stats[f"replies_{outcome}"] += 1
+                answers.append(read)
+        if answers:
+            self._answer(answers)
+
+    def _answer(self, answers: list[UsualAnswer]) -> None:
+        stats = self.stats
+        stats["replies"] += len(answers)
+        for reference, outcome in self.on_answers(answers):
+            stats[f"replies_{outcome}"] += 1
             log.debug("reply for reference %r: %s", reference, outcome)
-        self.stats["replies"] += answered
 
     def _handle_binary(self, data: bytes) -> None:
         self.stats["non_text_frames"] += 1

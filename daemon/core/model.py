@@ -290,8 +290,8 @@ def decision_lines(decisions: Iterable[Decision], *, include_text: bool = True) 
             last_ts, ts_text = ts, format_timestamp(ts)
         message, verdict = decision.message, decision.verdict
         score = verdict.score
-        if decision.step is None and (score is None or type(score) is float and (
-                -_SAME_FLOAT_TEXT < score < _SAME_FLOAT_TEXT)):
+        if decision.step is None and (score is None or (type(score) is float and (
+                -_SAME_FLOAT_TEXT < score < _SAME_FLOAT_TEXT))):
             try:
                 scores = raw(dumps(verdict.scores))
             except refused:  # a key that is no text, or a value JSON has no type for
@@ -307,7 +307,7 @@ def decision_lines(decisions: Iterable[Decision], *, include_text: bool = True) 
         add(raw(_record_line(_decision_record(decision, rounded, include_text, ts_text))[:-1]))
     try:
         return _encode_lines(items)
-    except Exception:  # noqa: BLE001 - any value msgspec refuses: the record's way
+    except Exception:
         return _record_lines(decisions, include_text)
 
 
