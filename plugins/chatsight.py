@@ -21,9 +21,9 @@ import functools
 import logging
 import urllib.parse
 from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import trio
@@ -44,7 +44,12 @@ from chatmod.chatsight.websocket import ChatsightSocket, SocketSettings, Unanswe
 from chatmod.config.schema import Secret, setting
 from chatmod.core.backoff import Backoff
 from chatmod.core.intake import Room
-from chatmod.core.interfaces import BatchResultCallback, ResultCallback, StreamingEngine
+from chatmod.core.interfaces import (
+    BatchResultCallback,
+    ResultCallback,
+    StreamingEngine,
+    VerdictsCallback,
+)
 from chatmod.core.model import JOIN_EVENT, Message, Verdict, new_verdict
 from chatmod.errors import (
     AuthRejected,
@@ -53,6 +58,9 @@ from chatmod.errors import (
     EngineError,
     EngineTimeout,
 )
+
+# What a verdict's callback is told: one verdict, or a list of them with their indexes.
+_Told = TypeVar("_Told")
 
 # A username check (someone joined): asked over HTTP, or answered from the per-name cache.
 ROUTE_USERNAME = "username"
@@ -294,12 +302,16 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if self._start(message, _one_answer(on_result), 0, trio.current_time()):
             await self.socket.wait_drained()
 
+    settles_in_lists = True
+
     async def submit_many(
-        self, messages: Sequence[Message], on_result: BatchResultCallback
+        self, messages: Sequence[Message], on_result: BatchResultCallback,
+        on_verdicts: VerdictsCallback | None = None,
     ) -> None:
         """:meth:`submit` for each message, in order, with one clock read while nothing
         waits (the websocket's deadlines need no finer time) and no coroutine per message;
-        ``on_result(index, result)`` gets each first answer. Waits, as :meth:`submit` does,
+        ``on_result(index, result)`` gets each first answer, or ``on_verdicts`` (when given)
+        the verdicts of one read's replies together. Waits, as :meth:`submit` does,
         while ``max_in_flight`` requests are outstanding or the socket's queue is full; what
         was queued before the wait is being sent meanwhile. Cancelled during such a wait, the
         messages not reached yet get no answer (they were not taken, as with :meth:`submit`);
@@ -322,13 +334,15 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 now = None
             if now is None:
                 now = trio.current_time()
-            if self._start(message, on_result, index, now):
+            if self._start(message, on_result, index, now, on_verdicts):
                 await self.socket.wait_drained()
                 now = None
 
-    def _start(self, message: Message, answer: Answer, index: int, now: float) -> bool:
+    def _start(self, message: Message, answer: Answer, index: int, now: float,
+               answers: VerdictsCallback | None = None) -> bool:
         """Send ``message`` (its window slot taken) over the websocket, queued to be sent
-        at ``now``, or over HTTP; its first answer goes to ``answer(index, ...)``. True when
+        at ``now``, or over HTTP; its first answer goes to ``answer(index, ...)`` (or, a
+        websocket reply's verdict, to ``answers`` with others of one read). True when
         the socket's queue is full: the caller waits for
         :meth:`ChatsightSocket.wait_drained` before sending more."""
         metadata: Mapping[str, Any] | None
@@ -342,6 +356,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if self.race.route(socket.is_open) == ROUTE_WS:
             # The in-flight entry holds the answer: no callable per message.
             entry = self.race.sent_over_ws(message, now, socket.generation, None, answer, index)
+            entry.answers = answers
             self._outstanding[entry] = now
             if self._sweep_idle:
                 self._sweep_idle = False
@@ -501,13 +516,16 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
     def _on_answers(self, answers: list[UsualAnswer]) -> Unanswered:
         """:meth:`_on_answer` for each usual reply of one read (taken apart by the socket's
         reader: no reply or outcome object), in one loop: the entries taken from the table
-        at once, each first answer told, the window's slots freed together. Returns the
-        strays, each with its status (the socket counts them). An answer's callback that
-        raises (a bug) is logged; the other replies are still answered."""
+        at once, the window's slots freed together, and the verdicts of the requests one
+        list sent told together (``entry.answers``). Returns the strays, each with its
+        status (the socket counts them). A callback that raises (a bug) is logged; the
+        other replies are still answered."""
         strays: Unanswered = []
         found = self.race.ws_answered_many([answer[0] for answer in answers])
         name, outstanding, make = self.name, self._outstanding, new_verdict
         freed = 0
+        told: list[tuple[int, Verdict]] = []  # for ``tell``: the verdicts of one list
+        tell: VerdictsCallback | None = None
         for (reference, action, score, scores), entry in zip(answers, found, strict=True):
             if isinstance(entry, str):
                 strays.append((reference, entry))
@@ -515,22 +533,39 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             if entry.racing and entry.http_scope is not None:
                 entry.http_scope.cancel()
             verdict = make(action, score, name, ROUTE_WS, scores)
-            try:
-                if entry.settle is not None:
-                    entry.settle(verdict)
-                elif not entry.settled:  # :meth:`_settle_entry`, spelled out
-                    entry.settled = True
-                    del outstanding[entry]
-                    freed += 1
-                    entry.answer(entry.index, verdict)
-            except Exception as exc:
-                self.stats["answer_failures"] += 1
-                self.log.error("a verdict's callback failed (a defect): %s", exc,
-                               exc_info=self.log.isEnabledFor(logging.DEBUG))
+            if entry.settle is not None:
+                self._answer_safely(entry.settle, verdict)
+                continue
+            if entry.settled:
+                continue
+            entry.settled = True  # :meth:`_settle_entry`, spelled out
+            del outstanding[entry]
+            freed += 1
+            answers_of_entry = entry.answers
+            if answers_of_entry is None:
+                self._answer_safely(functools.partial(entry.answer, entry.index), verdict)
+                continue
+            if answers_of_entry is not tell:
+                if tell is not None:
+                    self._answer_safely(tell, told)
+                    told = []
+                tell = answers_of_entry
+            told.append((entry.index, verdict))
+        if tell is not None:
+            self._answer_safely(tell, told)
         if freed:
             self.routes[ROUTE_WS] += freed
             self._window.give_back(freed)
         return strays
+
+    def _answer_safely(self, answer: Callable[[_Told], object], told: _Told) -> None:
+        """``answer(told)``; one that raises (a bug in the stage) is logged and counted."""
+        try:
+            answer(told)
+        except Exception as exc:
+            self.stats["answer_failures"] += 1
+            self.log.error("a verdict's callback failed (a defect): %s", exc,
+                           exc_info=self.log.isEnabledFor(logging.DEBUG))
 
     def _on_reply(self, reply: Reply) -> str:
         result = reply.result

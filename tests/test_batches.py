@@ -25,6 +25,7 @@ from chatmod.core.interfaces import (
     ResultCallback,
     Source,
     StreamingEngine,
+    VerdictsCallback,
     takes_batches,
 )
 from chatmod.core.model import Decision, Message, Verdict
@@ -304,6 +305,58 @@ async def test_a_streaming_batch_each_message_decided_once(
     else:
         assert routes["5"] == ("streamer", "pass")  # the first answer stands
     assert pipeline.in_flight == 0
+
+
+class VerdictListStreamer(ListStreamer):
+    """Settles in lists (as Chatsight's engine settles one read's replies): each list's
+    verdicts told at once through ``on_verdicts``, in two parts, the first message told twice
+    (once in each part); a "fail" text is told its error through ``on_result``."""
+
+    settles_in_lists = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told_at_once: list[list[int]] = []
+
+    async def submit_many(self, messages: Sequence[Message], on_result: BatchResultCallback,
+                          on_verdicts: VerdictsCallback | None = None) -> None:
+        assert on_verdicts is not None
+        told = []
+        for index, message in enumerate(messages):
+            if "fail" in message.text:
+                on_result(index, EngineError("no verdict"))
+            else:
+                told.append((index, Verdict("pass", 0.1, self.name, "ws")))
+        half = len(told) // 2
+        for part in (told[:half] + told[:1], told[half:] + told[:1]):
+            self.told_at_once.append([index for index, _ in part])
+            on_verdicts(part)
+
+
+async def test_verdicts_told_in_lists_decide_each_message_once() -> None:
+    primary = VerdictListStreamer()
+    fallback = WordlistEngine("fallback", WordlistConfig())
+    batch = [Message(id=str(i), text="fail" if i == 2 else "ok", source="batch")
+             for i in range(7)]
+    source = BatchSource(batch)
+    sink = RecordingSink()
+    pipeline = Pipeline([source], [primary, fallback],
+                        EngineChain([primary, fallback], "flag", timeout=5),
+                        PolicyFailingFor({"4"}, 1), [sink])
+    with trio.fail_after(DEADLINE):
+        summary = await pipeline.run()
+    assert (summary.decided, summary.undecided) == (7, 0)
+    routes = {d.message.id: d.verdict.engine for d in sink.decisions}
+    assert sorted(routes, key=int) == [str(i) for i in range(7)]  # each once
+    assert len(sink.decisions) == 7
+    assert routes["2"] == "fallback"
+    assert {routes[str(i)] for i in (0, 1, 3, 5, 6)} == {"streamer"}
+    # "4": the policy raised in the list's loop; the retry decided it, the others went on.
+    assert pipeline.message_failures == 1
+    assert routes["4"] in {"streamer", "fallback"}
+    assert primary.told_at_once == [[0, 1, 3, 0], [4, 5, 6, 0]]
+    assert pipeline.in_flight == 0
+    assert sorted(source.acknowledged, key=int) == [str(i) for i in range(7)]
 
 
 def test_only_an_engine_whose_moderate_many_is_its_latest_word_takes_batches() -> None:

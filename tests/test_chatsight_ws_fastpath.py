@@ -372,6 +372,32 @@ def test_one_reads_replies_are_settled_together_as_one_by_one() -> None:
     assert engine.race.stats["ws_won_race"] == 1
 
 
+def test_the_verdicts_of_one_list_are_told_together_in_the_order_they_came() -> None:
+    engine = ChatsightEngine("chatsight", ChatsightConfig(api_key=Secret("t", "key")))
+    calls: list[tuple[str, list[int]]] = []
+
+    def list_of(name: str) -> Any:
+        def answers(told: list[tuple[int, Verdict]]) -> None:
+            calls.append((name, [index for index, _ in told]))
+        return answers
+
+    first_list, second_list = list_of("first"), list_of("second")
+    entries = []
+    for index, answers in enumerate([first_list, first_list, second_list, first_list]):
+        engine._window.force(1)
+        entry = engine.race.sent_over_ws(Message(id=f"m-{index}", text="t", source="test"),
+                                         0.0, 1, None, inflight.no_answer, index)
+        entry.answers = answers
+        engine._outstanding[entry] = 0.0
+        entries.append(entry)
+    free = engine._window.free
+    replies = [(entry.reference, "pass", 0.1, {}) for entry in entries]
+    assert engine._on_answers(replies + replies[:1]) == [(entries[0].reference, "duplicate")]
+    assert calls == [("first", [0, 1]), ("second", [2]), ("first", [3])]
+    assert engine._window.free == free + 4
+    assert engine.routes == {"ws": 4}
+
+
 def test_a_failing_answer_callback_leaves_the_other_replies_answered() -> None:
     engine, first, told = engine_and_entry()
 

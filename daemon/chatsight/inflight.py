@@ -48,6 +48,9 @@ class InFlight:
     settle: Settle | None
     answer: Answer = no_answer
     index: int = 0
+    #: Told this entry's verdict with others of one read, as ``answers([(index, verdict)])``
+    #: (the owner's batch form of ``answer``), when set.
+    answers: Callable[[list[tuple[int, Verdict]]], None] | None = None
     racing: bool = False
     http_scope: trio.CancelScope | None = None
     settled: bool = False

@@ -270,10 +270,10 @@ class EngineChain:
         """The route of the answer given when every engine failed."""
         return self._last_resort.route
 
-    def release(self, engine: Engine[Any]) -> None:
-        """A message no longer waits on ``engine``."""
+    def release(self, engine: Engine[Any], count: int = 1) -> None:
+        """``count`` messages no longer wait on ``engine``."""
         key, using = id(engine), self._using
-        left = using[key] - 1
+        left = using[key] - count
         using[key] = left
         if left <= 0 and key in self._unused:
             self._unused.pop(key).set()
@@ -302,6 +302,16 @@ class EngineChain:
             self._engine_answered(self._engines[0])
         if self._cache is not None and lead is not UNSHARED:
             self._cache.settle(lead, verdict, keep=self._cacheable(verdict))
+
+    def primary_answered_many(self, leads: list[Lead], verdicts: list[Verdict]) -> None:
+        """:meth:`primary_answered` for each lead and its verdict (one read's answers)."""
+        if self._failing:
+            self._engine_answered(self._engines[0])
+        cache = self._cache
+        if cache is not None:
+            for lead, verdict in zip(leads, verdicts, strict=True):
+                if lead is not UNSHARED:
+                    cache.settle(lead, verdict, keep=self._cacheable(verdict))
 
     def primary_failed(self, lead: Lead, error: EngineError) -> None:
         """Streaming: the primary failed for ``lead``; the messages waiting on it get

@@ -27,6 +27,9 @@ ResultCallback = Callable[[Verdict | EngineError], None]
 #: ``StreamingEngine.submit_many``'s callback: the index of the message in the list, then
 #: what :data:`ResultCallback` is told.
 BatchResultCallback = Callable[[int, Verdict | EngineError], None]
+#: ``on_result(index, verdict)`` for each ``(index, verdict)`` pair, in order, in one call: a
+#: streaming engine that settles many answers at once (one read) may use it instead.
+VerdictsCallback = Callable[[list[tuple[int, Verdict]]], None]
 
 #: A plugin's config type (its ``Config`` dataclass).
 ConfigT = TypeVar("ConfigT")
@@ -264,13 +267,20 @@ class StreamingEngine(Engine[ConfigT], abc.ABC):
         :class:`Verdict` or an :class:`~chatmod.errors.EngineError`. ``on_result`` is sync and
         never blocks. Waiting here (e.g. to send) is backpressure."""
 
+    #: True for an engine whose :meth:`submit_many` takes ``on_verdicts`` (the stage passes
+    #: it only then: an engine written before it need not know of it).
+    settles_in_lists = False
+
     async def submit_many(
-        self, messages: Sequence[Message], on_result: BatchResultCallback
+        self, messages: Sequence[Message], on_result: BatchResultCallback,
+        on_verdicts: VerdictsCallback | None = None,
     ) -> None:
         """:meth:`submit` for each of ``messages``: ``on_result(index, result)`` is called
         exactly once per message. It does not raise: a message it could not take is told an
         :class:`~chatmod.errors.EngineError`. The default submits them one by one; an engine
-        that can send a list at once (one write) overrides it."""
+        that can send a list at once (one write) overrides it. An engine that sets
+        :attr:`settles_in_lists` may tell many verdicts at once through ``on_verdicts``
+        instead (each message still told exactly once, through one or the other)."""
         for index, message in enumerate(messages):
             try:
                 await self.submit(message, partial(on_result, index))

@@ -251,18 +251,42 @@ class ModerationStages:
                 try:
                     decision = self.policy.decide_at(message, verdict, latency_ms, stamp)
                 except Exception as exc:  # runs in an engine's callback: never raise there
-                    self.message_failures += 1
-                    log.error("message %s failed: %s", message.id, describe(exc),
-                              exc_info=log.isEnabledFor(logging.DEBUG))
-                    self.in_flight += 1  # until the retry below has decided it
-                    try:
-                        fallbacks.start_soon(retry, message)
-                    except RuntimeError:  # the stage is gone (drain timeout): undecided
-                        return
+                    undecided(message, exc)
                     return
                 pending.append(decision)
                 if len(pending) == 1:
                     wanted.set()
+
+            def finish_many(decided: list[Message], verdicts: list[Verdict],
+                            started: float) -> None:
+                """:meth:`finish` for each message and its verdict (one engine call's
+                answers: one latency)."""
+                nonlocal stamp
+                latency_ms = (clock() - started) * 1000.0
+                self.latency.record_batch(verdicts, latency_ms)
+                self.in_flight -= len(decided)
+                waiting = bool(pending)
+                if not waiting:
+                    stamp = time.time()
+                decide, add = self.policy.decide_at, pending.append
+                for message, verdict in zip(decided, verdicts, strict=True):
+                    try:
+                        add(decide(message, verdict, latency_ms, stamp))
+                    except Exception as exc:  # runs in an engine's callback: never raise
+                        undecided(message, exc)
+                if not waiting and pending:
+                    wanted.set()
+
+            def undecided(message: Message, exc: Exception) -> None:
+                """The policy failed on ``message`` (a bug): it is tried once more."""
+                self.message_failures += 1
+                log.error("message %s failed: %s", message.id, describe(exc),
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+                self.in_flight += 1  # until the retry below has decided it
+                try:
+                    fallbacks.start_soon(retry, message)
+                except RuntimeError:  # the stage is gone (drain timeout): undecided
+                    return
 
             async def retry(message: Message) -> None:
                 # The second and last attempt, through the awaited path; its slot is freed
@@ -308,12 +332,30 @@ class ModerationStages:
                         settled(messages[index], started, result)
                         chain.primary_failed(leads[index], result)
 
+                def on_verdicts(told: list[tuple[int, Verdict]]) -> None:
+                    """``on_result`` for each index and verdict, as one batch."""
+                    decided, verdicts, decided_leads = [], [], []
+                    for index, verdict in told:
+                        if answered[index]:
+                            continue
+                        answered[index] = 1
+                        decided.append(messages[index])
+                        verdicts.append(verdict)
+                        decided_leads.append(leads[index])
+                    if decided:
+                        chain.release(engine, len(decided))
+                        finish_many(decided, verdicts, started)
+                        chain.primary_answered_many(decided_leads, verdicts)
+
                 if not isinstance(engine, StreamingEngine):  # replace_engine refuses
                     for index in range(len(messages)):
                         on_result(index, EngineError(f"engine {engine.name} does not stream"))
                     return
                 try:
-                    await engine.submit_many(messages, on_result)
+                    if engine.settles_in_lists:
+                        await engine.submit_many(messages, on_result, on_verdicts)
+                    else:
+                        await engine.submit_many(messages, on_result)
                 except Exception as exc:  # a bug in the engine: the fallback decides
                     log.error("engine %s failed to take %d message(s): %s", engine.name,
                               len(messages), describe(exc),
