@@ -317,7 +317,13 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         messages not reached yet get no answer (they were not taken, as with :meth:`submit`);
         each one reached gets exactly one."""
         now: float | None = None
-        window = self._window
+        window, socket, race, outstanding = self._window, self.socket, self.race, \
+            self._outstanding
+        send_metadata = self.config.send_metadata
+        # The usual messages' requests, queued together before the next wait (the socket
+        # cannot close meanwhile: nothing else runs), and their entries.
+        requests: list[bytes] = []
+        entries: list[InFlight] = []
         for index, message in enumerate(messages):
             tasks = self._tasks
             if tasks is None:
@@ -330,13 +336,52 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             if window.free > 0:
                 window.free -= 1
             else:
+                if requests:
+                    await self._queue_requests(entries, requests)
+                    requests, entries = [], []
                 await window.take(1)
                 now = None
             if now is None:
                 now = trio.current_time()
+            if send_metadata and not message.metadata and socket.is_open:
+                # The usual message, as :meth:`_start` sends it: its context is all its
+                # metadata; the in-flight entry holds the answer (no callable per message).
+                entry = race.sent_over_ws(message, now, socket.generation, None, on_result,
+                                          index)
+                entry.answers = on_verdicts
+                outstanding[entry] = now
+                entries.append(entry)
+                requests.append(ws_request(message.text, entry.reference, _context(message)))
+                continue
+            if requests:
+                await self._queue_requests(entries, requests)
+                requests, entries = [], []
+                now = trio.current_time()  # the wait may have taken a while
             if self._start(message, on_result, index, now, on_verdicts):
-                await self.socket.wait_drained()
+                await socket.wait_drained()
                 now = None
+        if requests:
+            await self._queue_requests(entries, requests)
+
+    async def _queue_requests(self, entries: list[InFlight], requests: list[bytes]) -> None:
+        """Queue the usual messages' ``requests`` (their ``entries`` made, in flight) on the
+        socket together, waiting while its queue is full. Should the socket have closed
+        (it cannot, between the waits that precede this), they go over HTTP as in
+        :meth:`_start`."""
+        if self._sweep_idle:
+            self._sweep_idle = False
+            self._sent.set()
+        try:
+            full = self.socket.queue_many(requests)
+        except ConnectionLost:
+            for entry in entries:
+                self.race.not_sent(entry)
+                self._over_http_soon(entry.message, self._entry_settle(entry),
+                                     _context(entry.message), entry.deadline
+                                     - self.config.verdict_timeout)
+            return
+        if full:
+            await self.socket.wait_drained()
 
     def _start(self, message: Message, answer: Answer, index: int, now: float,
                answers: VerdictsCallback | None = None) -> bool:
@@ -368,13 +413,17 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 settle = self._entry_settle(entry)
         else:
             settle = self._settler(functools.partial(answer, index), now)
-        tasks = self._tasks
-        if tasks is None:  # stopped while this message waited for its window slot
+        self._over_http_soon(message, settle, metadata, now)
+        return False
+
+    def _over_http_soon(self, message: Message, settle: Settle,
+                        metadata: Mapping[str, Any] | None, now: float) -> None:
+        """``message`` to an HTTP worker, held from ``now`` (its deadline counted from it)."""
+        if self._tasks is None:  # stopped while this message waited for its window slot
             settle(EngineError(f"engine {self.name} is not running"))
         else:
             self._http_workers.run_soon(self._over_http, message, settle, None, metadata,
                                         now + self.config.http_deadline)
-        return False
 
     async def _check_username(self, message: Message, on_result: ResultCallback) -> None:
         """A join: Chatsight's username check for the name, cached per name. Its answer is

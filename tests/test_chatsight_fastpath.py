@@ -310,6 +310,39 @@ async def test_submit_many_with_the_socket_off_goes_over_http_and_answers_joins(
     assert sandbox.stats["ws_requests"] == 0
 
 
+async def test_requests_queued_together_go_over_http_if_the_socket_refuses_them(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The usual messages' requests are queued at once; should the socket refuse them (it
+    closed), each goes over HTTP as a message sent alone does, none is lost or told twice.
+    A message with metadata of its own between them is sent alone (after those before it)."""
+    sandbox = await start_sandbox(nursery)
+    engine = engine_for(sandbox)
+    await nursery.start(engine.run)
+    with trio.fail_after(10):
+        await eventually(lambda: engine.socket.is_open, within=10)
+    free = engine._window.free
+    queued: list[int] = []
+
+    def closed(payloads: list[bytes]) -> bool:
+        queued.append(len(payloads))
+        raise ConnectionLost("websocket closed", peer="test")
+
+    monkeypatch.setattr(engine.socket, "queue_many", closed)
+    answers, on_result = collector()
+    batch = [*texts(3), Message(id="own", text="hi", source="test", metadata={"k": "v"}),
+             *texts(2)]
+    with trio.fail_after(30):
+        await engine.submit_many(batch, by_index(batch, on_result))
+        await eventually(lambda: len(answers) == len(batch), within=30)
+    assert queued == [3, 2]
+    assert Counter(mid for mid, _ in answers) == Counter(m.id for m in batch)
+    routes = {mid: result.route for mid, result in answers if isinstance(result, Verdict)}
+    assert routes == {**{m.id: "http" for m in batch if m.id != "own"}, "own": "ws"}
+    assert len(engine.table) == 0
+    assert engine._window.free == free
+
+
 async def test_submit_many_on_a_stopped_engine_fails_each_message(
     nursery: trio.Nursery,
 ) -> None:

@@ -135,6 +135,16 @@ class ChatsightSocket:
         except ConnectionLost:
             raise ConnectionLost("websocket closed", peer=PEER) from None
 
+    def queue_many(self, payloads: list[bytes]) -> bool:
+        """:meth:`queue` for each of ``payloads``, at once."""
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLost("websocket not connected", peer=PEER)
+        try:
+            return ws.queue_texts(payloads)
+        except ConnectionLost:
+            raise ConnectionLost("websocket closed", peer=PEER) from None
+
     async def wait_drained(self) -> None:
         """Until the connection's writer took what is queued (at once when it closed)."""
         ws = self._ws

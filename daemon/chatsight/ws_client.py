@@ -156,6 +156,15 @@ class WsConnection:
         self._has_output.set()
         return self._queued_bytes > HIGH_WATER
 
+    def queue_texts(self, payloads: list[bytes]) -> bool:
+        """:meth:`queue_text` for each of ``payloads`` (a list of requests), at once."""
+        if self.close_code is not None:
+            raise ConnectionLost(f"connection closed ({self.close_code})", peer=PEER)
+        self._texts += payloads
+        self._queued_bytes += sum(map(len, payloads))
+        self._has_output.set()
+        return self._queued_bytes > HIGH_WATER
+
     async def wait_drained(self) -> None:
         """Until the writer took what is queued, or the connection ended."""
         if self._queued_bytes > HIGH_WATER and self.close_code is None:
