@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chatmod.core.model import quick_init
+from chatmod.core.quick import quick_init
 from chatmod.protocols.lines import FramedLines, LineFramer, OversizedLine
 
 

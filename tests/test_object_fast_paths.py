@@ -1,5 +1,5 @@
 """Differential tests of the pipeline's cheaper object creation (issue 14, round 3): the
-frozen dataclasses' ``__init__`` (:func:`chatmod.core.model.quick_init`) must build exactly
+frozen dataclasses' ``__init__`` (:func:`chatmod.core.quick.quick_init`) must build exactly
 what the dataclass's own ``__init__`` built, frozen as before; the policy's batch
 (:meth:`~chatmod.policy.rules.Policy.decide_many`) must decide each message as
 :meth:`~chatmod.policy.rules.Policy.decide` does (the reference kept in
@@ -41,9 +41,9 @@ from chatmod.core.model import (
     new_decision,
     new_message,
     new_verdict,
-    quick_init,
 )
 from chatmod.core.pipeline import Pipeline
+from chatmod.core.quick import quick_init
 from chatmod.errors import InputError
 from chatmod.plugins.wordlist import WordlistConfig, WordlistEngine
 from chatmod.policy.rules import Policy

@@ -26,7 +26,7 @@ from chatmod.core.interfaces import Engine, SharedConnections, Sink, Source, Str
 from chatmod.core.latency import LatencyHistograms
 from chatmod.core.model import Decision, Message
 from chatmod.core.report import PipelineReport, RunSummary
-from chatmod.core.stages import ModerationStages
+from chatmod.core.stages.streaming import StreamingStages
 from chatmod.core.supervisor import ReportedStatus, Supervisor
 from chatmod.policy.rules import Policy
 
@@ -39,7 +39,7 @@ log = logging.getLogger("chatmod.pipeline")
 ENGINE_RETIRE_GRACE = 60.0
 
 
-class Pipeline(SinkStage, ModerationStages, PipelineReport):
+class Pipeline(SinkStage, StreamingStages, PipelineReport):
     """Runs the sources, the engines, the policy and the sinks until the sources end."""
 
     def __init__(

@@ -14,8 +14,8 @@ from chatmod.core.model import (
     Message,
     generate_message_id,
     new_message,
-    quick_init,
 )
+from chatmod.core.quick import quick_init
 from chatmod.errors import InputError
 
 
