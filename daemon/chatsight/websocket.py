@@ -127,13 +127,7 @@ class ChatsightSocket:
         """:meth:`send` without waiting: queue one request (UTF-8 JSON). True when too much is
         queued: the caller must then await :meth:`wait_drained` before queueing more.
         :class:`ConnectionLost` if there is no open connection."""
-        ws = self._ws
-        if ws is None:
-            raise ConnectionLost("websocket not connected", peer=PEER)
-        try:
-            return ws.queue_text(payload)
-        except ConnectionLost:
-            raise ConnectionLost("websocket closed", peer=PEER) from None
+        return self.queue_many([payload])
 
     def queue_many(self, payloads: list[bytes]) -> bool:
         """:meth:`queue` for each of ``payloads``, at once."""

@@ -149,12 +149,7 @@ class WsConnection:
         per message. True when more than :data:`HIGH_WATER` bytes are queued: the caller must
         then :meth:`wait_drained` before queueing more (backpressure).
         :class:`~chatmod.errors.ConnectionLost` when the connection is closed."""
-        if self.close_code is not None:
-            raise ConnectionLost(f"connection closed ({self.close_code})", peer=PEER)
-        self._texts.append(payload)
-        self._queued_bytes += len(payload)
-        self._has_output.set()
-        return self._queued_bytes > HIGH_WATER
+        return self.queue_texts([payload])
 
     def queue_texts(self, payloads: list[bytes]) -> bool:
         """:meth:`queue_text` for each of ``payloads`` (a list of requests), at once."""
