@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from chatmod.core.model import (
@@ -225,6 +226,31 @@ def parse_input_data(
     return parse_input_record(record, source, default_channel), False
 
 
+# A key the line does not have (msgspec leaves the default, this very object, in its place).
+_ABSENT = msgspec.Raw()
+
+
+class _InputLine(msgspec.Struct, forbid_unknown_fields=True, gc=False,
+                 rename={"kind": "type"}):
+    """An input line of the fields :func:`parse_input_record` reads, the usual ones of the
+    type it takes without a conversion: msgspec refuses any other line (a key more, an
+    integer id, a value of another type), which then takes the general path. ``metadata``,
+    ``images`` and ``type`` are only seen, not read: a line with any of them takes the
+    general path too (orjson reads them: it refuses an integer beyond 64 bits, which
+    msgspec would take and the request's JSON could then not hold)."""
+
+    text: str
+    id: str | None = None
+    author: str | None = None
+    channel: str | None = None
+    metadata: msgspec.Raw = _ABSENT
+    images: msgspec.Raw = _ABSENT
+    kind: msgspec.Raw = _ABSENT
+
+
+_decode_input_line = msgspec.json.Decoder(_InputLine).decode
+
+
 def parse_input_lines(
     lines: FramedLines, source: str, default_channel: str | None,
     problems: list[tuple[int, InputError | None]],
@@ -234,39 +260,31 @@ def parse_input_lines(
     as its number and error; a line whose invalid UTF-8 was replaced goes there with None
     (and gives its message).
 
-    A line of the usual shape, an object of a non-empty string ``id``, a string ``text``
-    and maybe a string ``author`` and ``channel``, nothing else, is made into its message
-    here; any other takes the general path, with the same outcome."""
-    loads, decode_error, make = orjson.loads, orjson.JSONDecodeError, new_message
+    A line of the usual shape (a string ``text``, maybe a string or null ``id``, ``author``
+    and ``channel``, nothing else) is read by msgspec straight into its message's parts (no
+    dict, no lookups: half the time of orjson and the checks); any other line takes the
+    general path, with the same outcome."""
+    decode, refused, make = _decode_input_line, (
+        msgspec.MsgspecError, UnicodeDecodeError, RecursionError), new_message
     messages: list[Message] = []
     append = messages.append
     for number, data in enumerate(lines.data, lines.first):
         try:
-            record = loads(data)
-        except decode_error:
-            try:  # not JSON, not UTF-8, or blank: the general path says which
-                message, replaced = parse_input_data(data, source, default_channel)
-            except InputError as exc:
-                problems.append((number, exc))
+            line = decode(data)
+        except refused:
+            pass
+        else:
+            if line.metadata is _ABSENT and line.images is _ABSENT and line.kind is _ABSENT:
+                append(make(line.id or generate_message_id(), line.text, source, line.author,
+                            default_channel if line.channel is None else line.channel))
                 continue
-            if message is not None:
-                append(message)
-                if replaced:
-                    problems.append((number, None))
-            continue
-        if type(record) is dict:
-            get = record.get
-            message_id, text, author, channel = get("id"), get("text"), get("author"), \
-                get("channel")
-            if (type(message_id) is str and message_id and type(text) is str
-                    and (author is None or type(author) is str)
-                    and (channel is None or type(channel) is str)
-                    and len(record) == 2 + (author is not None) + (channel is not None)):
-                append(make(message_id, text, source, author,
-                            default_channel if channel is None else channel))
-                continue
-        try:
-            append(parse_input_record(record, source, default_channel))
+        try:  # not JSON, not UTF-8, blank, a join, metadata, or not of the usual types
+            message, replaced = parse_input_data(data, source, default_channel)
         except InputError as exc:
             problems.append((number, exc))
+            continue
+        if message is not None:
+            append(message)
+            if replaced:
+                problems.append((number, None))
     return messages
