@@ -376,9 +376,9 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     async def _queue_requests(self, entries: list[InFlight], requests: list[bytes]) -> None:
         """Queue the usual messages' ``requests`` (their ``entries`` made, in flight) on the
-        socket together, waiting while its queue is full. Should the socket have closed
-        (it cannot, between the waits that precede this), they go over HTTP as in
-        :meth:`_start`."""
+        socket together, waiting while its queue is full. Should the socket refuse them
+        (its connection ended before the list's loop could see it), they go over HTTP as
+        in :meth:`_start`."""
         if self._sweep_idle:
             self._sweep_idle = False
             self._sent.set()
