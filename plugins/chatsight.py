@@ -558,21 +558,6 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
             for held in expired:
                 self._fail_held(held, error)
 
-    def _on_answer(self, reference: str | None, action: str, score: float | None,
-                   scores: Mapping[str, Any]) -> str:
-        """A reply with a result: its request's verdict, or the stray's status."""
-        entry = self.race.ws_answered(reference)
-        if isinstance(entry, str):  # a stray reply: the socket counts it by its status
-            return entry
-        if entry.racing and entry.http_scope is not None:
-            entry.http_scope.cancel()
-        verdict = new_verdict(action, score, self.name, ROUTE_WS, scores)
-        if entry.settle is None:
-            self._settle_entry(entry, verdict)
-        else:
-            entry.settle(verdict)
-        return "answered"
-
     def _on_answers(self, answers: list[UsualAnswer]) -> Unanswered:
         """:meth:`_on_answer` for each usual reply of one read (taken apart by the socket's
         reader: no reply or outcome object), in one loop: the entries taken from the table
@@ -629,8 +614,12 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
 
     def _on_reply(self, reply: Reply) -> str:
         result = reply.result
-        if result is not None:
-            return self._on_answer(reply.reference, result.action, result.score, result.scores)
+        if result is not None:  # as the usual replies of a read are answered
+            if reply.reference is None:
+                return "unknown"
+            strays = self._on_answers([(reply.reference, result.action, result.score,
+                                        result.scores)])
+            return strays[0][1] if strays else "answered"
         outcome = self.race.ws_reply(reply.reference, answered=False)
         if outcome.entry is not None:  # an error reply: this request goes over HTTP now
             self._to_http(outcome.entry)

@@ -185,8 +185,8 @@ class _ReplyEnvelope(msgspec.Struct, gc=False):
 _decode_usual_reply = msgspec.json.Decoder(_ReplyEnvelope).decode
 
 
-#: The usual reply's answer: its reference, action, score and scores (no objects made).
-UsualAnswer = tuple[str, str, float, dict[str, Any]]
+#: A reply's answer: its reference, action, score and scores (the usual reply's: no objects made).
+UsualAnswer = tuple[str, str, float | None, Mapping[str, Any]]
 
 
 def parse_ws_reply(data: bytes | str) -> Reply:

@@ -26,7 +26,6 @@ from chatmod.chatsight.protocol import (
     ChatsightResult,
     Reply,
     UsualAnswer,
-    parse_ws_reply,
     read_ws_reply,
 )
 from chatmod.chatsight.ws_client import (
@@ -243,18 +242,8 @@ class ChatsightSocket:
         return delay
 
     def _handle_text(self, data: str) -> None:
-        stats = self.stats
-        try:
-            reply = parse_ws_reply(data)
-        except ProtocolError as exc:
-            stats["invalid_replies"] += 1
-            log.debug("ignored an invalid reply (%s): %.120r", exc, data)
-            return
-        outcome = self.on_reply(reply)
-        stats["replies"] += 1
-        if outcome != "answered":
-            stats[f"replies_{outcome}"] += 1
-            log.debug("reply for reference %r: %s", reply.reference, outcome)
+        """One reply (a frame wsproto parsed): as one read's replies are handled."""
+        self._handle_texts([data])
 
     def _handle_texts(self, texts: list[str]) -> None:
         """:meth:`_handle_text` for each reply of one read: the usual replies handed to

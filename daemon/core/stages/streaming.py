@@ -77,20 +77,7 @@ class StreamingStages(ModerationStages):
             stamp = 0.0  # the ts of the decisions in ``pending``: handed on together
 
             def finish(message: Message, verdict: Verdict, started: float) -> None:
-                nonlocal stamp
-                latency_ms = (clock() - started) * 1000.0
-                self.latency.record(verdict.engine, verdict.route, latency_ms)
-                self.in_flight -= 1
-                if not pending:
-                    stamp = time.time()
-                try:
-                    decision = self.policy.decide_at(message, verdict, latency_ms, stamp)
-                except Exception as exc:  # runs in an engine's callback: never raise there
-                    undecided(message, exc)
-                    return
-                pending.append(decision)
-                if len(pending) == 1:
-                    wanted.set()
+                finish_many([message], [verdict], started)
 
             def finish_many(decided: list[Message], verdicts: list[Verdict],
                             started: float) -> None:
