@@ -18,12 +18,12 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from chatmod.chatsight.http_answer import parse_plain_head
+from chatmod.chatsight.http_connection import Connection
 from chatmod.chatsight.http_pool import (
     MAX_ANSWER_SIZE,
     RECEIVE_SIZE,
     ExchangeFailed,
     KeepAlivePoster,
-    _Connection,
     _NothingReceived,
 )
 
@@ -69,7 +69,7 @@ async def h11_alone(stream: trio.SocketStream, client: KeepAlivePoster) -> tuple
 async def ours(stream: trio.SocketStream, client: KeepAlivePoster) -> tuple[Any, ...]:
     plain = socket.socket(fileno=stream.socket.detach())  # the pool drives plain sockets
     plain.setblocking(False)
-    connection = _Connection(plain)
+    connection = Connection(plain)
     try:
         answer = await client._exchange(connection, BODY)
     except _NothingReceived:

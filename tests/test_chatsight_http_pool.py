@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 
 from chatmod.chatsight import http_pool
 from chatmod.chatsight.http import ChatsightHttp
+from chatmod.chatsight.http_connection import Connection
 from chatmod.chatsight.http_pool import (
     ExchangeFailed,
     ExchangeTimedOut,
     KeepAlivePoster,
-    _Connection,
 )
 from chatmod.errors import EngineError
 from chatmod.sandbox.answers import moderation_reply
@@ -264,7 +264,7 @@ async def test_any_answer_is_an_answer_or_exchange_failed(answer_bytes: bytes) -
         await theirs.send(answer_bytes) if answer_bytes else None
         theirs.shutdown(trio.socket.SHUT_WR)
         try:
-            reply = await client._exchange(_Connection(plain_socket(ours)), b"{}")
+            reply = await client._exchange(Connection(plain_socket(ours)), b"{}")
         except ExchangeFailed:
             return
         finally:

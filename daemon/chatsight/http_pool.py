@@ -16,15 +16,13 @@ arrives is replaced by a fresh one once, as a server may close it at the moment 
 :meth:`KeepAlivePoster.warm` opens connections ahead of need, so that a burst (the websocket
 just closed) does not wait for TCP and TLS set-up.
 
-A connection is a plain non-blocking socket (an ``ssl.SSLSocket`` for https) driven with
-trio's low-level waits: a request is one ``send`` and, per read, one wait for the socket to be
-readable. trio's streams cost about 25 µs more per request (a checkpoint around every call,
-conflict detectors, context managers), a third of this module's CPU on the bench.
+A request is one ``send`` and, per read, one wait for the socket to be readable
+(http_connection: a plain non-blocking socket driven with trio's low-level waits), bounded in
+time by the poster's watchdog, not a cancel scope of its own; only connecting has one.
 """
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import urllib.parse
@@ -35,9 +33,9 @@ import h11
 import trio
 
 from chatmod.chatsight.http_answer import PlainHead, parse_plain_head
+from chatmod.chatsight.http_connection import RECEIVE_SIZE, Connection, ExchangeWatchdog
 from chatmod.errors import ExchangeFailed, ExchangeTimedOut
 
-RECEIVE_SIZE = 64 * 1024
 # Bytes an answer's body may hold; Chatsight's are a few KB. A peer must not grow memory
 # without bound.
 MAX_ANSWER_SIZE = 4 * 1024 * 1024
@@ -69,71 +67,6 @@ def proxy_configured(url: str) -> bool:
     return not urllib.request.proxy_bypass(parts.hostname or "")
 
 
-class _Connection:
-    """One keep-alive connection: a connected non-blocking socket (``ssl.SSLSocket`` over
-    TLS, its handshake done)."""
-
-    __slots__ = ("_readable", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        # Made once: a poll object and its registration per reuse cost 2% of a request.
-        self._readable = select.poll()
-        self._readable.register(sock, select.POLLIN)
-
-    def closed_while_idle(self) -> bool:
-        """An idle keep-alive connection has nothing to read: if it has, the server closed
-        it (or sent something unasked), so it cannot be reused."""
-        sock = self.sock
-        tls = isinstance(sock, ssl.SSLSocket)
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
-            return True
-        if not self._readable.poll(0):
-            return False
-        if not tls:
-            return True
-        # TLS 1.3 servers send session tickets after the handshake: readable, yet nothing
-        # for us. Reading consumes such records; only data or the end means closed.
-        try:
-            sock.recv(1)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return False
-        except OSError:
-            return True
-        return True
-
-    def close(self) -> None:
-        """Close without waiting: no TLS goodbye, which a failed or abandoned connection could
-        block on."""
-        self.sock.close()
-
-    async def send_all(self, data: bytes) -> None:
-        """Write ``data``; waits only when the socket's buffer is full."""
-        sock = self.sock
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[sock.send(view):]
-            except (BlockingIOError, ssl.SSLWantWriteError):
-                await trio.lowlevel.wait_writable(sock)
-            except ssl.SSLWantReadError:  # TLS renegotiation
-                await trio.lowlevel.wait_readable(sock)
-
-    async def receive(self, wait_first: bool = False) -> bytes:
-        """The next bytes read (``b""``: closed by the server). ``wait_first``: nothing can
-        have arrived yet (the request was just sent), so wait before trying."""
-        sock = self.sock
-        if wait_first:
-            await trio.lowlevel.wait_readable(sock)
-        while True:
-            try:
-                return sock.recv(RECEIVE_SIZE)
-            except (BlockingIOError, ssl.SSLWantReadError):
-                await trio.lowlevel.wait_readable(sock)
-            except ssl.SSLWantWriteError:  # TLS renegotiation
-                await trio.lowlevel.wait_writable(sock)
-
-
 class KeepAlivePoster:
     """``POST`` to one URL over keep-alive connections. Close with :meth:`aclose`."""
 
@@ -156,10 +89,13 @@ class KeepAlivePoster:
         self._head = (f"POST {self.target} HTTP/1.1\r\n".encode() + b"".join(
             name + b": " + value + b"\r\n" for name, value in self.headers))
         self.timeout = timeout
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._closed = False
         self.connections_opened = 0
         self._last_head: tuple[bytes, PlainHead | None] = (b"", None)
+        # Ends exchanges past their time: a cancel scope per request cost about a tenth of
+        # the request's CPU.
+        self._watchdog = ExchangeWatchdog()
 
     async def post(self, body: bytes, deadline: float | None = None) -> Answer:
         """The answer to ``POST body``; :class:`ExchangeTimedOut` after ``timeout`` seconds
@@ -170,20 +106,39 @@ class KeepAlivePoster:
         until = trio.current_time() + self.timeout
         if deadline is not None and deadline < until:
             until = deadline
-        with trio.CancelScope(deadline=until):
-            connection = self._take_idle()
-            if connection is not None:
-                try:
-                    return await self._exchange(connection, body)
-                except _NothingReceived:
-                    pass  # closed by the server as we took it: once more, on a new one
+        connection = self._take_idle()
+        if connection is not None:
             try:
-                return await self._exchange(await self._open(), body)
-            except _NothingReceived as exc:
-                raise ExchangeFailed(str(exc)) from None
-        raise ExchangeTimedOut(f"no answer within {self.timeout:g} s")
+                return await self._timed_exchange(connection, body, until)
+            except _NothingReceived:
+                pass  # closed by the server as we took it: once more, on a new one
+        opened: Connection | None = None
+        with trio.CancelScope(deadline=until):  # connecting: rare, so a scope is cheap
+            opened = await self._open()
+        if opened is None:
+            raise ExchangeTimedOut(f"no answer within {self.timeout:g} s")
+        try:
+            return await self._timed_exchange(opened, body, until)
+        except _NothingReceived as exc:
+            raise ExchangeFailed(str(exc)) from None
 
-    def _take_idle(self) -> _Connection | None:
+    async def _timed_exchange(self, connection: Connection, body: bytes, until: float
+                              ) -> Answer:
+        """:meth:`_exchange`, ended by the watchdog at ``until`` (trio time)."""
+        busy = self._watchdog.busy
+        busy[connection] = until
+        if until < self._watchdog.wakes_at:
+            self._watchdog.wake_by(until)
+        try:
+            return await self._exchange(connection, body)
+        except trio.ClosedResourceError:
+            if not connection.expired:
+                raise
+            raise ExchangeTimedOut(f"no answer within {self.timeout:g} s") from None
+        finally:
+            del busy[connection]
+
+    def _take_idle(self) -> Connection | None:
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed_while_idle():
@@ -207,13 +162,14 @@ class KeepAlivePoster:
                     break
         await trio.lowlevel.checkpoint()
 
-    def _add_warm(self, connection: _Connection) -> None:
+    def _add_warm(self, connection: Connection) -> None:
         if self._closed:  # closed while it was opening
             connection.close()
         else:
             self._idle.insert(0, connection)  # behind the connections used last
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> Connection:
+        """A new connection; cancelled, it leaves nothing open."""
         try:
             stream = await trio.open_tcp_stream(self.host, self.port)
         except OSError as exc:
@@ -226,7 +182,7 @@ class KeepAlivePoster:
         if self.tls is not None:
             sock = await self._tls_handshake(sock)
         self.connections_opened += 1
-        return _Connection(sock)
+        return Connection(sock)
 
     async def _tls_handshake(self, raw: socket.socket) -> ssl.SSLSocket:
         assert self.tls is not None
@@ -252,7 +208,7 @@ class KeepAlivePoster:
             sock.close()
             raise
 
-    async def _exchange(self, connection: _Connection, body: bytes) -> Answer:
+    async def _exchange(self, connection: Connection, body: bytes) -> Answer:
         received = bytearray()
         reusable = False
         try:
@@ -313,7 +269,7 @@ class KeepAlivePoster:
             self._last_head = (head, parsed)
         return parsed
 
-    async def _read_with_h11(self, connection: _Connection, body: bytes, received: bytearray
+    async def _read_with_h11(self, connection: Connection, body: bytes, received: bytearray
                              ) -> tuple[Answer, bool]:
         """Any answer that is not a plain one, read by h11 from what ``received`` holds on;
         the answer and whether the connection can be reused. ``received`` grows with what is
@@ -352,6 +308,7 @@ class KeepAlivePoster:
         self._closed = True
         while self._idle:
             self._idle.pop().close()
+        self._watchdog.close()
         await trio.lowlevel.checkpoint()
 
 
