@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import stat
 import sys
 import time
@@ -35,8 +36,11 @@ class JsonlSink(Sink[JsonlConfig]):
 
     A regular file is written from the event loop: a write into the page cache costs
     microseconds, a hand-off to a worker thread tens of them, and batches are small when
-    decisions trickle in. A pipe or terminal, whose reader may stall us, is written from a
-    worker thread. SIGHUP reopens the file, so logrotate can move it away.
+    decisions trickle in. A pipe, whose reader may stall us, is written from the event loop
+    too when that cannot block: the batch fits in ``PIPE_BUF`` (the kernel then writes it
+    whole into one free buffer) and the pipe has a free buffer (polled). Otherwise, and for a
+    terminal, a worker thread writes it. SIGHUP reopens the file, so logrotate can move it
+    away.
     """
 
     Config = JsonlConfig
@@ -46,6 +50,7 @@ class JsonlSink(Sink[JsonlConfig]):
         self._file: BinaryIO | None = None
         self._reopen_requested = False
         self._inline = False  # a regular file: written without a worker thread
+        self._pipe_room: select.poll | None = None  # a pipe: polled for a free buffer
         self._lock = trio.Lock()
         self.written = 0
 
@@ -53,7 +58,12 @@ class JsonlSink(Sink[JsonlConfig]):
         try:
             file = sys.stdout.buffer if self.config.path == STDOUT else open(  # noqa: SIM115
                 self.config.path, "ab")
-            self._inline = stat.S_ISREG(os.fstat(file.fileno()).st_mode)
+            mode = os.fstat(file.fileno()).st_mode
+            self._inline = stat.S_ISREG(mode)
+            self._pipe_room = None
+            if stat.S_ISFIFO(mode):
+                self._pipe_room = select.poll()
+                self._pipe_room.register(file.fileno(), select.POLLOUT)
         except OSError as exc:
             raise SinkError(f"cannot open {self.config.path}: {exc.strerror or exc}") from None
         return file
@@ -79,7 +89,10 @@ class JsonlSink(Sink[JsonlConfig]):
         # The batch as one bytes (one orjson.dumps per line, joined) and one write.
         data = decision_lines(decisions, include_text=self.config.include_text)
         async with self._lock:
-            if self._inline and not self._reopen_requested:
+            if self._reopen_requested:
+                await trio.to_thread.run_sync(self._write_blocking, data)
+            elif self._inline or (len(data) <= select.PIPE_BUF and self._pipe_room is not None
+                                  and self._pipe_room.poll(0)):
                 self._write_blocking(data)
             else:
                 await trio.to_thread.run_sync(self._write_blocking, data)

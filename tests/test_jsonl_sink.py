@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import os
+import select
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import trio
+import trio.testing
 
 from chatmod.core.model import Decision, Message, Verdict
 from chatmod.errors import SinkError
@@ -46,3 +51,95 @@ async def test_sink_reports_write_errors(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="cannot write /dev/full"):
         await sink.write([decision(1)])
     await sink.aclose()  # must not raise although the buffered line can never be flushed
+
+
+def open_fifo(tmp_path: Path) -> tuple[Path, int]:
+    """A named pipe and its reading end (opened first, so the sink's open does not block)."""
+    path = tmp_path / "decisions.fifo"
+    os.mkfifo(path)
+    return path, os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+
+
+def read_available(fd: int) -> bytes:
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def read_lines(fd: int, count: int) -> bytes:
+    """Blocking reads until ``count`` lines came."""
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+async def test_a_pipe_with_room_is_written_without_a_worker_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, reader = open_fifo(tmp_path)
+    sink = JsonlSink("jsonl", JsonlConfig(path=str(path)))
+    await sink.run()
+    hand_offs: list[object] = []
+    real_run_sync = trio.to_thread.run_sync
+
+    async def counted(function: Any, *args: Any) -> Any:
+        hand_offs.append(function)
+        return await real_run_sync(function, *args)
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", counted)
+    await sink.write([decision(1)])
+    await sink.write([decision(2), decision(3)])
+    assert hand_offs == []
+    assert [orjson.loads(x)["id"] for x in read_available(reader).splitlines()] == [
+        "m-1", "m-2", "m-3"]
+    # A batch over PIPE_BUF may not fit whole: a worker thread writes it.
+    big = [decision(i) for i in range(4, 4 + select.PIPE_BUF // 100)]
+    await sink.write(big)
+    assert len(hand_offs) == 1
+    assert len(read_available(reader).splitlines()) == len(big)
+    await sink.aclose()
+    os.close(reader)
+
+
+async def test_a_full_pipe_waits_in_a_worker_thread_and_loses_nothing(tmp_path: Path) -> None:
+    # The reader stalls: the event loop must keep running, and every line must arrive, in
+    # order, once it reads again.
+    path, reader = open_fifo(tmp_path)
+    sink = JsonlSink("jsonl", JsonlConfig(path=str(path), include_text=False))
+    await sink.run()
+    written = 0
+    probe = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # polled only, never written
+    room = select.poll()
+    room.register(probe, select.POLLOUT)
+    while room.poll(0):  # fill the pipe through the sink until it has no free buffer
+        await sink.write([decision(written)])
+        written += 1
+    blocked_write_done = trio.Event()
+
+    async def write_one_more() -> None:
+        await sink.write([decision(written)])
+        blocked_write_done.set()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_one_more)
+            await trio.testing.wait_all_tasks_blocked()
+            assert not blocked_write_done.is_set()  # waiting for the reader, loop alive
+            os.set_blocking(reader, True)
+            received = await trio.to_thread.run_sync(
+                read_lines, reader, written + 1, abandon_on_cancel=True)
+            await blocked_write_done.wait()
+    ids = [orjson.loads(x)["id"] for x in received.splitlines()]
+    assert ids == [f"m-{i}" for i in range(written + 1)]
+    await sink.aclose()
+    os.close(probe)
+    os.close(reader)

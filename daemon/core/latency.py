@@ -73,6 +73,9 @@ class LatencyHistogram:
         return LATENCY_BOUNDS_MS[-1]
 
 
+_NO_SERIES = LatencyHistogram()  # a placeholder, never counted in
+
+
 class LatencyHistograms:
     """One :class:`LatencyHistogram` per (engine, route) the pipeline has seen or was told
     of. Label values come from configured engine names and the code's route constants, so
@@ -97,7 +100,7 @@ class LatencyHistograms:
         # Most of a batch's verdicts are one object (an engine's shared pass) or of one
         # series: a series is looked up only when the verdict's differs from the last one's.
         last: Verdict | None = None
-        histogram = LatencyHistogram()  # replaced at the first verdict
+        histogram = _NO_SERIES  # replaced at the first verdict
         for verdict in verdicts:
             if verdict is not last:
                 if last is None or verdict.engine != last.engine or verdict.route != last.route:
