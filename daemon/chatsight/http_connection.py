@@ -17,6 +17,7 @@ only adds and removes its entry.
 
 from __future__ import annotations
 
+import logging
 import math
 import select
 import socket
@@ -25,6 +26,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from trio.lowlevel import current_root_task
+
+log = logging.getLogger("chatmod.engine.chatsight.http")
 
 RECEIVE_SIZE = 64 * 1024
 
@@ -146,7 +149,7 @@ class ExchangeWatchdog:
                     if until <= now:
                         if not connection.expired:
                             connection.expired = True
-                            trio.lowlevel.notify_closing(connection.sock)
+                            _notify_closing(connection)
                     elif until < earliest:
                         earliest = until
                 self.wakes_at = earliest
@@ -156,3 +159,13 @@ class ExchangeWatchdog:
         finally:
             if self._run is run:  # the next exchange (in another run) starts another task
                 self._run, self._scope, self.wakes_at = None, None, math.inf
+
+
+def _notify_closing(connection: Connection) -> None:
+    """Wake the task waiting on ``connection``'s socket. The watchdog is a system task: an
+    exception from it would end the whole run, so none may leave here (a socket closed
+    meanwhile, a defect) -- the exchange then still sees ``expired`` at its next wait."""
+    try:
+        trio.lowlevel.notify_closing(connection.sock)
+    except Exception as exc:
+        log.error("HTTP watchdog: could not wake an expired exchange: %r", exc)
