@@ -59,11 +59,14 @@ async def test_a_reused_connection_that_stops_answering_times_out_and_is_closed(
 async def test_a_sooner_deadline_wakes_the_watchdog_sooner(nursery: trio.Nursery) -> None:
     # The first exchange sets the watchdog's wake at its own end, 60 s away; the second must
     # end at its deadline, 0.2 s away, not then.
+    first_request_read = trio.Event()
+
     async def never_answer(stream: trio.SocketStream, _n: int) -> None:
         await read_request(stream, h11.Connection(h11.SERVER))
+        first_request_read.set()
         await trio.sleep_forever()
 
-    url, accepted = await serve(nursery, never_answer)
+    url, _ = await serve(nursery, never_answer)
     client = poster(url, timeout=60.0)
     first_done = trio.Event()
 
@@ -74,8 +77,7 @@ async def test_a_sooner_deadline_wakes_the_watchdog_sooner(nursery: trio.Nursery
 
     nursery.start_soon(first)
     with trio.fail_after(TIMEOUT):
-        while not client._watchdog.busy:
-            await trio.sleep(0.01)  # real sockets: wait until the first one is sent
+        await first_request_read.wait()
         started = trio.current_time()
         with pytest.raises(ExchangeTimedOut):
             await client.post(b"{}", deadline=started + 0.2)
@@ -86,10 +88,13 @@ async def test_a_sooner_deadline_wakes_the_watchdog_sooner(nursery: trio.Nursery
 
 
 async def test_an_answer_in_time_is_not_cut_when_others_expire(nursery: trio.Nursery) -> None:
+    first_request_read = trio.Event()
+
     async def slow_then_fine(stream: trio.SocketStream, n: int) -> None:
         server = h11.Connection(h11.SERVER)
         await read_request(stream, server)
         if n == 1:
+            first_request_read.set()
             await trio.sleep_forever()  # the first connection never answers
         await stream.send_all(answer(server))
 
@@ -106,8 +111,7 @@ async def test_an_answer_in_time_is_not_cut_when_others_expire(nursery: trio.Nur
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as requests:
             requests.start_soon(one)
-            while not client._watchdog.busy:
-                await trio.sleep(0.01)
+            await first_request_read.wait()  # the second request gets its own connection
             requests.start_soon(one)
     assert sorted(outcomes) == ["200", "timed out"]
     await client.aclose()
