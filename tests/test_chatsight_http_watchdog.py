@@ -117,6 +117,32 @@ async def test_an_answer_in_time_is_not_cut_when_others_expire(nursery: trio.Nur
     await client.aclose()
 
 
+async def test_a_connection_expired_as_its_answer_came_is_not_reused(
+        nursery: trio.Nursery) -> None:
+    # The watchdog flags a connection whose answer has already arrived, before the
+    # exchange's task runs again: the answer stands, the connection is closed.
+    class ExpiresAsItsAnswerComes(Connection):
+        async def receive(self, wait_first: bool = False) -> bytes:
+            data = await super().receive(wait_first)
+            self.expired = True
+            return data
+
+    url, accepted = await serve(nursery, keep_alive_server)
+    client = poster(url)
+    port = int(url.split(":")[2].split("/")[0])
+    sock = trio.socket.socket()
+    await sock.connect(("127.0.0.1", port))
+    connection = ExpiresAsItsAnswerComes(plain_socket(sock))
+    with trio.fail_after(TIMEOUT):
+        assert (await client._exchange(connection, b"{}")).status == 200
+    assert client._idle == []
+    assert connection.sock.fileno() == -1  # closed
+    with trio.fail_after(TIMEOUT):
+        assert (await client.post(b"{}")).status == 200  # on a new connection
+    assert len(accepted) == 2
+    await client.aclose()
+
+
 async def test_the_watchdog_ends_after_aclose_once_nothing_is_under_way(
         nursery: trio.Nursery) -> None:
     url, _ = await serve(nursery, keep_alive_server)

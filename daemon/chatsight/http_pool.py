@@ -244,8 +244,12 @@ class KeepAlivePoster:
                 reusable = len(received) == end and not self._closed
             if reusable and isinstance(connection.sock, ssl.SSLSocket):
                 reusable = not connection.sock.pending()
-            if reusable:
+            # Expired as its answer came in (the watchdog ran before this task did): the
+            # answer stands, but the watchdog told trio the socket is closing.
+            if reusable and not connection.expired:
                 self._idle.append(connection)
+            else:
+                reusable = False
             return answer
         except OSError as exc:  # ssl.SSLError included
             if not received:
