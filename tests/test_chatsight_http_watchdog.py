@@ -3,15 +3,20 @@ caller's deadline when sooner) without a cancel scope of its own, on real loopba
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+import time
 
 import h11
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 
+from chatmod.chatsight import http_pool
 from chatmod.chatsight.http_connection import Connection
-from chatmod.errors import ExchangeTimedOut
+from chatmod.errors import ExchangeFailed, ExchangeTimedOut
 
 from .test_chatsight_http_pool import (
     TIMEOUT,
@@ -153,6 +158,135 @@ async def test_the_watchdog_ends_after_aclose_once_nothing_is_under_way(
         await client.aclose()
         await trio.testing.wait_all_tasks_blocked()
     assert watchdog_tasks() == []
+
+
+async def test_the_watchdog_ends_after_aclose_once_the_last_exchange_times_out(
+        nursery: trio.Nursery) -> None:
+    request_read = trio.Event()
+
+    async def never_answer(stream: trio.SocketStream, _n: int) -> None:
+        await read_request(stream, h11.Connection(h11.SERVER))
+        request_read.set()
+        await trio.sleep_forever()
+
+    url, _ = await serve(nursery, never_answer)
+    client = poster(url, timeout=0.3)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as requests:
+
+            async def one() -> None:
+                with pytest.raises(ExchangeTimedOut):
+                    await client.post(b"{}")
+
+            requests.start_soon(one)
+            await request_read.wait()
+            await client.aclose()  # the exchange under way keeps its bound
+        await trio.testing.wait_all_tasks_blocked()
+    assert client._watchdog.busy == {}
+    assert watchdog_tasks() == []
+
+
+async def test_an_exchange_expired_as_its_caller_cancels_it_is_cancelled(
+        nursery: trio.Nursery) -> None:
+    # A websocket reply wins the race as the request's time runs out: the caller's
+    # cancellation, not a timeout (which the engine would count as an HTTP failure).
+    url, _ = await serve(nursery, keep_alive_server)
+    client = poster(url)
+    port = int(url.split(":")[2].split("/")[0])
+    sock = trio.socket.socket()
+    await sock.connect(("127.0.0.1", port))
+    connection = Connection(plain_socket(sock))
+    with trio.fail_after(TIMEOUT):
+        with trio.CancelScope() as caller:
+            caller.cancel()
+            connection.expired = True  # flagged by the watchdog in the same moment
+            await client._timed_exchange(connection, b"{}", trio.current_time())
+    assert caller.cancelled_caught
+    assert client._watchdog.busy == {}
+    await client.aclose()
+
+
+def flooding_server(flood: tuple[bytes, bytes], seconds: float
+                    ) -> tuple[int, threading.Thread]:
+    """A server on its own thread (the client's run may not let a trio one run): reads one
+    request, sends ``flood``'s first part, then its second over and over for ``seconds``
+    or until the client goes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def serve_one() -> None:
+        with listener:
+            listener.settimeout(TIMEOUT)
+            connection, _ = listener.accept()
+            with connection, contextlib.suppress(OSError):
+                connection.recv(65536)
+                first, repeated = flood
+                connection.sendall(first)
+                end = time.monotonic() + seconds
+                while time.monotonic() < end:
+                    connection.sendall(repeated)
+
+    thread = threading.Thread(target=serve_one, daemon=True)
+    thread.start()
+    return listener.getsockname()[1], thread
+
+
+FLOODS = {  # what is sent first, then what is sent again and again
+    "endless-1xx": (b"", b"HTTP/1.1 100 Continue\r\n\r\n" * 4000),  # informational, no end
+    "padded-chunks": (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                      (b"1;" + b"x" * 60000 + b"\r\na\r\n") * 4),  # a byte, long extension
+}
+
+
+async def post_to_a_flood(flood: tuple[bytes, bytes]) -> tuple[Exception, float, int]:
+    """What ``post`` raised, how long it took, and how often another task ran meanwhile."""
+    port, thread = flooding_server(flood, seconds=10.0)
+    client = poster(f"http://127.0.0.1:{port}/text/moderation", timeout=0.3)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.lowlevel.checkpoint()
+
+    started = time.monotonic()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tick)
+        with pytest.raises((ExchangeTimedOut, ExchangeFailed)) as raised:
+            await client.post(b"{}")
+        nursery.cancel_scope.cancel()
+    took = time.monotonic() - started
+    await client.aclose()
+    thread.join(TIMEOUT + 10.0)  # the server stops writing once the client has closed
+    assert not thread.is_alive()
+    return raised.value, took, ticks
+
+
+@pytest.mark.parametrize("flood", FLOODS.values(), ids=FLOODS.keys())
+async def test_an_endless_answer_is_cut_at_the_size_limit(
+        flood: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every byte of an answer counts against MAX_ANSWER_SIZE, framing and 1xx included
+    # (lowered here so that it, not the 0.3 s timeout, ends the exchange).
+    monkeypatch.setattr(http_pool, "MAX_ANSWER_SIZE", 300_000)
+    error, took, _ = await post_to_a_flood(flood)
+    assert isinstance(error, ExchangeFailed)
+    assert "answer over" in str(error)
+    assert took < TIMEOUT
+
+
+@pytest.mark.parametrize("flood", FLOODS.values(), ids=FLOODS.keys())
+async def test_a_server_that_keeps_the_socket_full_cannot_hold_the_run(
+        flood: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    # recv never has to wait: without a pause per read, neither the watchdog nor any other
+    # task would run until the server stopped (10 s here). The size limit is lifted so that
+    # only the time bounds it.
+    monkeypatch.setattr(http_pool, "MAX_ANSWER_SIZE", 1 << 40)
+    error, took, ticks = await post_to_a_flood(flood)
+    assert isinstance(error, ExchangeTimedOut)
+    assert took < TIMEOUT  # its 0.3 s timeout, not the flood's 10 s
+    assert ticks > 10  # the other task ran all along
 
 
 def test_one_client_is_watched_in_each_trio_run_it_is_used_in() -> None:

@@ -87,10 +87,15 @@ class Connection:
 
     async def receive(self, wait_first: bool = False) -> bytes:
         """The next bytes read (``b""``: closed by the server). ``wait_first``: nothing can
-        have arrived yet (the request was just sent), so wait before trying."""
+        have arrived yet (the request was just sent), so wait before trying. Any later read
+        of an answer lets other tasks run first: a server that keeps the socket full would
+        otherwise never make this task wait, and nothing else (the watchdog included) would
+        run until it stopped."""
         sock = self.sock
         if wait_first:
             await self._wait(trio.lowlevel.wait_readable)
+        else:
+            await self._wait(_let_others_run)
         while True:
             try:
                 return sock.recv(RECEIVE_SIZE)
@@ -99,12 +104,16 @@ class Connection:
             except ssl.SSLWantWriteError:  # TLS renegotiation
                 await self._wait(trio.lowlevel.wait_writable)
 
-    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+    async def _wait(self, wait: Callable[[socket.socket], Awaitable[object]]) -> None:
         # The watchdog may have expired the exchange while this task was not waiting (it
         # was about to run): its notice reached no one, so look before waiting again.
         if self.expired:
             raise trio.ClosedResourceError("exchange expired")
         await wait(self.sock)
+
+
+async def _let_others_run(_sock: socket.socket) -> None:
+    await trio.lowlevel.checkpoint()
 
 
 class ExchangeWatchdog:
@@ -133,10 +142,20 @@ class ExchangeWatchdog:
             self._scope.deadline = until
         self.wakes_at = until
 
+    def finished(self, connection: Connection) -> None:
+        """``connection``'s exchange ended (in time or not)."""
+        busy = self.busy
+        del busy[connection]
+        if self._closed and not busy:
+            self._wake_to_end()
+
     def close(self) -> None:
         """Let the task end once no exchange is under way (those under way keep their
         bounds)."""
         self._closed = True
+        self._wake_to_end()
+
+    def _wake_to_end(self) -> None:
         if self._scope is not None and self._run is current_root_task():
             self._scope.cancel()
 

@@ -125,18 +125,21 @@ class KeepAlivePoster:
     async def _timed_exchange(self, connection: Connection, body: bytes, until: float
                               ) -> Answer:
         """:meth:`_exchange`, ended by the watchdog at ``until`` (trio time)."""
-        busy = self._watchdog.busy
-        busy[connection] = until
-        if until < self._watchdog.wakes_at:
-            self._watchdog.wake_by(until)
+        watchdog = self._watchdog
+        watchdog.busy[connection] = until
+        if until < watchdog.wakes_at:
+            watchdog.wake_by(until)
         try:
             return await self._exchange(connection, body)
         except trio.ClosedResourceError:
             if not connection.expired:
                 raise
+            # Expired and cancelled at once (a websocket reply won the race as the time
+            # ran out): the caller's cancellation, not a timeout it would count as a failure.
+            await trio.lowlevel.checkpoint_if_cancelled()
             raise ExchangeTimedOut(f"no answer within {self.timeout:g} s") from None
         finally:
-            del busy[connection]
+            watchdog.finished(connection)
 
     def _take_idle(self) -> Connection | None:
         while self._idle:
@@ -290,6 +293,10 @@ class KeepAlivePoster:
             if event is h11.NEED_DATA:
                 data = await connection.receive()
                 received += data
+                # Every byte counts, not only the body's: endless 1xx answers or chunk
+                # extensions must not grow memory either.
+                if len(received) > MAX_ANSWER_SIZE:
+                    raise ExchangeFailed(f"answer over {MAX_ANSWER_SIZE} bytes")
                 protocol.receive_data(data)
             elif isinstance(event, h11.Response):
                 status, headers = event.status_code, list(event.headers)
