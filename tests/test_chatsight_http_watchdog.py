@@ -20,6 +20,7 @@ from chatmod.errors import ExchangeFailed, ExchangeTimedOut
 
 from .test_chatsight_http_pool import (
     TIMEOUT,
+    Handler,
     answer,
     keep_alive_server,
     plain_socket,
@@ -37,6 +38,22 @@ def watchdog_tasks() -> list[trio.lowlevel.Task]:
     assert root is not None
     return [task for nursery in root.child_nurseries for task in nursery.child_tasks
             if task.name == WATCHDOG]
+
+
+async def connected_socket(url: str) -> socket.socket:
+    """A plain socket connected to ``url``'s server, as the pool drives its connections."""
+    sock = trio.socket.socket()
+    await sock.connect(("127.0.0.1", int(url.split(":")[2].split("/")[0])))
+    return plain_socket(sock)
+
+
+def never_answering(request_read: trio.Event) -> Handler:
+    """A server handler that reads the request, sets ``request_read``, and never answers."""
+    async def never_answer(stream: trio.SocketStream, _n: int) -> None:
+        await read_request(stream, h11.Connection(h11.SERVER))
+        request_read.set()
+        await trio.sleep_forever()
+    return never_answer
 
 
 async def answers_once_then_never(stream: trio.SocketStream, _n: int) -> None:
@@ -65,13 +82,7 @@ async def test_a_sooner_deadline_wakes_the_watchdog_sooner(nursery: trio.Nursery
     # The first exchange sets the watchdog's wake at its own end, 60 s away; the second must
     # end at its deadline, 0.2 s away, not then.
     first_request_read = trio.Event()
-
-    async def never_answer(stream: trio.SocketStream, _n: int) -> None:
-        await read_request(stream, h11.Connection(h11.SERVER))
-        first_request_read.set()
-        await trio.sleep_forever()
-
-    url, _ = await serve(nursery, never_answer)
+    url, _ = await serve(nursery, never_answering(first_request_read))
     client = poster(url, timeout=60.0)
     first_done = trio.Event()
 
@@ -134,10 +145,7 @@ async def test_a_connection_expired_as_its_answer_came_is_not_reused(
 
     url, accepted = await serve(nursery, keep_alive_server)
     client = poster(url)
-    port = int(url.split(":")[2].split("/")[0])
-    sock = trio.socket.socket()
-    await sock.connect(("127.0.0.1", port))
-    connection = ExpiresAsItsAnswerComes(plain_socket(sock))
+    connection = ExpiresAsItsAnswerComes(await connected_socket(url))
     with trio.fail_after(TIMEOUT):
         assert (await client._exchange(connection, b"{}")).status == 200
     assert client._idle == []
@@ -163,13 +171,7 @@ async def test_the_watchdog_ends_after_aclose_once_nothing_is_under_way(
 async def test_the_watchdog_ends_after_aclose_once_the_last_exchange_times_out(
         nursery: trio.Nursery) -> None:
     request_read = trio.Event()
-
-    async def never_answer(stream: trio.SocketStream, _n: int) -> None:
-        await read_request(stream, h11.Connection(h11.SERVER))
-        request_read.set()
-        await trio.sleep_forever()
-
-    url, _ = await serve(nursery, never_answer)
+    url, _ = await serve(nursery, never_answering(request_read))
     client = poster(url, timeout=0.3)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as requests:
@@ -192,10 +194,7 @@ async def test_an_exchange_expired_as_its_caller_cancels_it_is_cancelled(
     # cancellation, not a timeout (which the engine would count as an HTTP failure).
     url, _ = await serve(nursery, keep_alive_server)
     client = poster(url)
-    port = int(url.split(":")[2].split("/")[0])
-    sock = trio.socket.socket()
-    await sock.connect(("127.0.0.1", port))
-    connection = Connection(plain_socket(sock))
+    connection = Connection(await connected_socket(url))
     with trio.fail_after(TIMEOUT):
         with trio.CancelScope() as caller:
             caller.cancel()
@@ -295,12 +294,8 @@ def test_one_client_is_watched_in_each_trio_run_it_is_used_in() -> None:
     client = poster("http://127.0.0.1:1/text/moderation", timeout=0.2)
 
     async def one_run() -> None:
-        async def never_answer(stream: trio.SocketStream, _n: int) -> None:
-            await read_request(stream, h11.Connection(h11.SERVER))
-            await trio.sleep_forever()
-
         async with trio.open_nursery() as nursery:
-            url, _ = await serve(nursery, never_answer)
+            url, _ = await serve(nursery, never_answering(trio.Event()))
             port = url.split(":")[2].split("/")[0]
             client.port = int(port)  # the same client, this run's server
             with trio.fail_after(TIMEOUT), pytest.raises(ExchangeTimedOut):
