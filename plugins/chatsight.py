@@ -559,7 +559,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
                 self._fail_held(held, error)
 
     def _on_answers(self, answers: list[UsualAnswer]) -> Unanswered:
-        """:meth:`_on_answer` for each usual reply of one read (taken apart by the socket's
+        """Each usual reply of one read answered (taken apart by the socket's
         reader: no reply or outcome object), in one loop: the entries taken from the table
         at once, the window's slots freed together, and the verdicts of the requests one
         list sent told together (``entry.answers``). Returns the strays, each with its

@@ -89,14 +89,17 @@ class JsonlSink(Sink[JsonlConfig]):
         # The batch as one bytes (one orjson.dumps per line, joined) and one write.
         data = decision_lines(decisions, include_text=self.config.include_text)
         async with self._lock:
-            if self._reopen_requested:
-                await trio.to_thread.run_sync(self._write_blocking, data)
-            elif self._inline or (len(data) <= select.PIPE_BUF and self._pipe_room is not None
-                                  and self._pipe_room.poll(0)):
+            if not self._reopen_requested and (self._inline or self._pipe_takes(data)):
                 self._write_blocking(data)
             else:
                 await trio.to_thread.run_sync(self._write_blocking, data)
         self.written += len(decisions)
+
+    def _pipe_takes(self, data: bytes) -> bool:
+        """Whether ``data`` goes into the pipe at once: it fits in ``PIPE_BUF`` and the pipe
+        has a free buffer."""
+        room = self._pipe_room
+        return room is not None and len(data) <= select.PIPE_BUF and bool(room.poll(0))
 
     async def write_alert(self, record: Mapping[str, Any]) -> None:
         data = orjson.dumps({**record, "ts": format_timestamp(time.time())},

@@ -18,9 +18,10 @@ def test_answered_references_are_remembered_up_to_the_bound(
     entries = [race.sent_over_ws(Message(id=f"m-{n}", text="hi", source="test"), 0.0, 1,
                                  lambda result: True) for n in range(5)]
     for entry in entries[:4]:
-        assert race.ws_answered(entry.reference) is entry
+        [found] = race.ws_answered_many([entry.reference])
+        assert found is entry
     race.table.abandon(entries[4])
     # Five settled, three remembered: the two oldest are forgotten.
-    assert [race.ws_answered(e.reference) for e in entries] == [
+    assert race.ws_answered_many([e.reference for e in entries]) == [
         "unknown", "unknown", "duplicate", "duplicate", "late"]
     assert race.ws_reply(entries[3].reference, answered=True).status == "duplicate"

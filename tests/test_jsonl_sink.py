@@ -143,3 +143,15 @@ async def test_a_full_pipe_waits_in_a_worker_thread_and_loses_nothing(tmp_path: 
     assert ids == ["m-0", "m-1"]
     await sink.aclose()
     os.close(reader)
+
+
+async def test_a_pipe_whose_reader_went_away_is_a_sink_error(tmp_path: Path) -> None:
+    # The reader exits: the write from the event loop fails as a thread's would, as a
+    # SinkError (the pipeline logs it and hands the batch to the dead letters).
+    path, reader = open_fifo(tmp_path)
+    sink = JsonlSink("jsonl", JsonlConfig(path=str(path)))
+    await sink.run()
+    os.close(reader)
+    with trio.fail_after(10), pytest.raises(SinkError, match="cannot write .*decisions.fifo"):
+        await sink.write([decision(1)])
+    await sink.aclose()

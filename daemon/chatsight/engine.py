@@ -160,17 +160,10 @@ class RouteRace:
             self.stats["ws_won_race"] += 1
         return ReplyOutcome("answered", found, cancel_http=found.racing)
 
-    def ws_answered(self, reference: str | None) -> InFlight | Stray:
-        """:meth:`ws_reply` for a reply with a result, without an outcome object (once per
-        reply): the entry to settle (a racing one's HTTP request to be cancelled first), or
-        what kind of stray the reply is."""
-        found = self.table.take(reference)
-        if not isinstance(found, str) and found.racing:
-            self.stats["ws_won_race"] += 1
-        return found
-
     def ws_answered_many(self, references: list[str]) -> list[InFlight | Stray]:
-        """:meth:`ws_answered` for each reply of one read, in order."""
+        """:meth:`ws_reply` for each reply with a result of one read, in order, without an
+        outcome object (once per reply): the entry to settle (a racing one's HTTP request to
+        be cancelled first), or what kind of stray the reply is."""
         found = self.table.take_many(references)
         won = 0
         for entry in found:

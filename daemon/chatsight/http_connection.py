@@ -7,7 +7,7 @@ per request (a checkpoint around every call, conflict detectors, context manager
 
 :class:`ExchangeWatchdog` bounds every exchange's time without a cancel scope per request
 (entering and leaving one with a deadline cost about 7 µs, near a tenth of a request's CPU on
-the bench): an exchange notes its connection and end time in :attr:`ExchangeWatchdog.busy`,
+the bench): an exchange notes its connection and end time (:meth:`ExchangeWatchdog.watch`),
 and one task sleeps until the earliest end. At an end it flags the connection ``expired`` and
 wakes the task waiting on its socket with ``trio.lowlevel.notify_closing``; that wait, and any
 later one on the connection, raises ``trio.ClosedResourceError``, and the exchange closes the
@@ -52,7 +52,7 @@ class Connection:
         it (or sent something unasked), so it cannot be reused."""
         sock = self.sock
         tls = isinstance(sock, ssl.SSLSocket)
-        if isinstance(sock, ssl.SSLSocket) and sock.pending():
+        if isinstance(sock, ssl.SSLSocket) and sock.pending():  # narrowed for mypy
             return True
         if not self._readable.poll(0):
             return False
@@ -125,13 +125,19 @@ class ExchangeWatchdog:
     def __init__(self) -> None:
         self.busy: dict[Connection, float] = {}
         # When the task wakes next; inf also when it does not run (in this run). An exchange
-        # that must end before then calls :meth:`wake_by`.
+        # that must end before then moves it (:meth:`watch`).
         self.wakes_at = math.inf
         self._run: object = None  # the root task of the run the task runs in
         self._scope: trio.CancelScope | None = None
         self._closed = False
 
-    def wake_by(self, until: float) -> None:
+    def watch(self, connection: Connection, until: float) -> None:
+        """``connection``'s exchange must end at ``until`` (trio time)."""
+        self.busy[connection] = until
+        if until < self.wakes_at:
+            self._wake_by(until)
+
+    def _wake_by(self, until: float) -> None:
         """Look at the exchanges by ``until`` at the latest (the task started first, if it
         does not run in this run)."""
         run = current_root_task()

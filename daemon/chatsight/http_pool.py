@@ -126,9 +126,7 @@ class KeepAlivePoster:
                               ) -> Answer:
         """:meth:`_exchange`, ended by the watchdog at ``until`` (trio time)."""
         watchdog = self._watchdog
-        watchdog.busy[connection] = until
-        if until < watchdog.wakes_at:
-            watchdog.wake_by(until)
+        watchdog.watch(connection, until)
         try:
             return await self._exchange(connection, body)
         except trio.ClosedResourceError:
