@@ -152,6 +152,6 @@ async def test_a_pipe_whose_reader_went_away_is_a_sink_error(tmp_path: Path) -> 
     sink = JsonlSink("jsonl", JsonlConfig(path=str(path)))
     await sink.run()
     os.close(reader)
-    with trio.fail_after(10), pytest.raises(SinkError, match="cannot write .*decisions.fifo"):
+    with trio.fail_after(10), pytest.raises(SinkError, match=r"cannot write .*decisions\.fifo"):
         await sink.write([decision(1)])
     await sink.aclose()
