@@ -129,6 +129,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused(
         (idle,) = client._idle
         with trio.fail_after(TIMEOUT):
             await trio.lowlevel.wait_readable(idle.sock)  # the server's close
+            await trio.testing.wait_all_tasks_blocked()  # seen by the watchdog too
         assert idle.closed_while_idle()  # so the next post() opens a new one
     assert client._take_idle() is None
     assert client.connections_opened == 3

@@ -13,10 +13,18 @@ wakes the task waiting on its socket with ``trio.lowlevel.notify_closing``; that
 later one on the connection, raises ``trio.ClosedResourceError``, and the exchange closes the
 connection. Under load the task wakes about once per timeout: an exchange that ends in time
 only adds and removes its entry.
+
+The same task tells each exchange when its socket has something to read (Linux): the poster's
+sockets sit in one edge-triggered ``epoll`` set of their own, registered once per connection,
+and the task waits on that set. A wait through trio re-registers the socket with trio's
+``epoll`` (a system call) per read, and a reuse looked for a server's close with a ``poll``
+(another); this way one ``epoll_wait`` serves every socket that became readable at once, and
+a connection known to have nothing to read is reused without a system call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import select
@@ -30,33 +38,52 @@ from trio.lowlevel import current_root_task
 log = logging.getLogger("chatmod.engine.chatsight.http")
 
 RECEIVE_SIZE = 64 * 1024
+# epoll's flags for a server's end (of its sending, or of the connection) or an error.
+_HUNG_UP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if hasattr(select, "epoll") else 0
 
 
 class Connection:
     """One keep-alive connection: a connected non-blocking socket (``ssl.SSLSocket`` over
-    TLS, its handshake done)."""
+    TLS, its handshake done). With a ``watchdog`` that can watch sockets, it learns from the
+    watchdog when it has something to read; without, it waits through trio."""
 
-    __slots__ = ("_readable", "expired", "sock")
+    __slots__ = ("_fd", "_plain", "_readable", "_watchdog", "expired", "hung_up", "reader",
+                 "ready", "sock")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, watchdog: ExchangeWatchdog | None = None) -> None:
         self.sock = sock
+        self._fd = sock.fileno()
+        self._plain = not isinstance(sock, ssl.SSLSocket)
         # Set by the poster's watchdog when an exchange on it ran past its time: every wait
         # on the socket then ends in trio.ClosedResourceError.
         self.expired = False
         # Made once: a poll object and its registration per reuse cost 2% of a request.
         self._readable = select.poll()
         self._readable.register(sock, select.POLLIN)
+        # False only while the socket is known to hold nothing to read: a read found it
+        # empty, and the watchdog has not seen it become readable since. Until then a wait
+        # tries a read first, and a reuse looks (``poll``) for a server's close.
+        self.ready = True
+        # The watchdog saw the server's end (or an error): that stays. A short read clears
+        # ``ready``, yet an end that came with the data it read is still to be read.
+        self.hung_up = False
+        self.reader: trio.lowlevel.Task | None = None  # the task waiting to read, if any
+        self._watchdog = watchdog if watchdog is not None and watchdog.add(self) else None
 
     def closed_while_idle(self) -> bool:
         """An idle keep-alive connection has nothing to read: if it has, the server closed
         it (or sent something unasked), so it cannot be reused."""
         sock = self.sock
-        tls = isinstance(sock, ssl.SSLSocket)
         if isinstance(sock, ssl.SSLSocket) and sock.pending():  # narrowed for mypy
             return True
-        if not self._readable.poll(0):
+        watched = self._watchdog is not None and self._watchdog.watches_sockets
+        if watched and not self.ready and not self.hung_up:
             return False
-        if not tls:
+        if not self._readable.poll(0):
+            if watched:
+                self.ready = False  # anything arriving from now on is an event
+            return False
+        if self._plain:
             return True
         # TLS 1.3 servers send session tickets after the handshake: readable, yet nothing
         # for us. Reading consumes such records; only data or the end means closed.
@@ -71,6 +98,9 @@ class Connection:
     def close(self) -> None:
         """Close without waiting: no TLS goodbye, which a failed or abandoned connection could
         block on."""
+        if self._watchdog is not None:
+            self._watchdog.remove(self._fd, self)
+            self._watchdog = None
         self.sock.close()
 
     async def send_all(self, data: bytes) -> None:
@@ -83,7 +113,8 @@ class Connection:
             except (BlockingIOError, ssl.SSLWantWriteError):
                 await self._wait(trio.lowlevel.wait_writable)
             except ssl.SSLWantReadError:  # TLS renegotiation
-                await self._wait(trio.lowlevel.wait_readable)
+                self.ready = False
+                await self._wait_readable()
 
     async def receive(self, wait_first: bool = False) -> bytes:
         """The next bytes read (``b""``: closed by the server). ``wait_first``: nothing can
@@ -93,16 +124,43 @@ class Connection:
         run until it stopped."""
         sock = self.sock
         if wait_first:
-            await self._wait(trio.lowlevel.wait_readable)
+            await self._wait_readable()
         else:
             await self._wait(_let_others_run)
         while True:
             try:
-                return sock.recv(RECEIVE_SIZE)
+                data = sock.recv(RECEIVE_SIZE)
             except (BlockingIOError, ssl.SSLWantReadError):
-                await self._wait(trio.lowlevel.wait_readable)
+                self.ready = False
+                await self._wait_readable()
+                continue
             except ssl.SSLWantWriteError:  # TLS renegotiation
                 await self._wait(trio.lowlevel.wait_writable)
+                continue
+            if self._plain and len(data) < RECEIVE_SIZE:
+                # A short read took all there was (TLS may keep more in its own buffer).
+                self.ready = False
+            return data
+
+    async def _wait_readable(self) -> None:
+        """Until the socket may have something to read (at once if it may already)."""
+        watchdog = self._watchdog
+        if watchdog is None or not watchdog.watches_sockets:
+            await self._wait(trio.lowlevel.wait_readable)
+            return
+        if self.expired:
+            raise trio.ClosedResourceError("exchange expired")
+        if self.ready or self.hung_up:
+            return
+        self.reader = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self.reader = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        if self.expired:  # woken by the watchdog at the exchange's end
+            raise trio.ClosedResourceError("exchange expired")
 
     async def _wait(self, wait: Callable[[socket.socket], Awaitable[object]]) -> None:
         # The watchdog may have expired the exchange while this task was not waiting (it
@@ -117,12 +175,13 @@ async def _let_others_run(_sock: socket.socket) -> None:
 
 
 class ExchangeWatchdog:
-    """Ends each exchange in :attr:`busy` (connection -> trio time) at its time. Its task is
-    a trio system task, started in the run of the first exchange that needs it (and again in
-    a later run): the poster that owns it has no nursery, and the task must outlive any one
-    request. It ends with its run, or after :meth:`close` once no exchange is under way."""
+    """Ends each exchange in :attr:`busy` (connection -> trio time) at its time, and wakes
+    the exchanges waiting to read on the sockets it watches (:meth:`add`). Its task is a trio
+    system task, started in the run of the first exchange that needs it (and again in a later
+    run): the poster that owns it has no nursery, and the task must outlive any one request.
+    It ends with its run, or after :meth:`close` once no exchange is under way."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch_sockets: bool = True) -> None:
         self.busy: dict[Connection, float] = {}
         # When the task wakes next; inf also when it does not run (in this run). An exchange
         # that must end before then moves it (:meth:`watch`).
@@ -130,6 +189,43 @@ class ExchangeWatchdog:
         self._run: object = None  # the root task of the run the task runs in
         self._scope: trio.CancelScope | None = None
         self._closed = False
+        # The sockets whose readiness the task reports (edge-triggered: an event each time
+        # data or the end arrives), by file descriptor. None without epoll (not Linux), once
+        # closed, or after a failure: connections then wait through trio.
+        self._epoll = select.epoll() if watch_sockets and hasattr(select, "epoll") else None
+        self._sockets: dict[int, Connection] = {}
+
+    @property
+    def watches_sockets(self) -> bool:
+        """Whether the sockets' readiness is known: the task reports it only while it runs
+        (from an exchange's start until :meth:`close`, in a run); events wait in the set
+        meanwhile."""
+        return self._epoll is not None and self._run is not None
+
+    def add(self, connection: Connection) -> bool:
+        """Watch ``connection``'s socket for reading; False if this watchdog cannot."""
+        if self._epoll is None:
+            return False
+        fd = connection.sock.fileno()
+        try:
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+        except OSError as exc:  # an fd limit, say: this connection waits through trio
+            log.warning("HTTP: cannot watch a connection's socket: %s", exc)
+            return False
+        self._sockets[fd] = connection
+        return True
+
+    def remove(self, fd: int, connection: Connection) -> None:
+        """Stop watching ``connection`` (before its socket closes: its number will be
+        reused)."""
+        if self._sockets.get(fd) is not connection:
+            return
+        del self._sockets[fd]
+        if self._epoll is not None:
+            with contextlib.suppress(OSError):
+                self._epoll.unregister(fd)
+        if self._closed and not self._sockets and self._run is None:
+            self._close_epoll()
 
     def watch(self, connection: Connection, until: float) -> None:
         """``connection``'s exchange must end at ``until`` (trio time)."""
@@ -160,10 +256,17 @@ class ExchangeWatchdog:
         bounds)."""
         self._closed = True
         self._wake_to_end()
+        if self._run is None and not self._sockets:
+            self._close_epoll()
 
     def _wake_to_end(self) -> None:
         if self._scope is not None and self._run is current_root_task():
             self._scope.cancel()
+
+    def _close_epoll(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
 
     async def _watch(self, run: object) -> None:
         try:
@@ -174,23 +277,64 @@ class ExchangeWatchdog:
                     if until <= now:
                         if not connection.expired:
                             connection.expired = True
-                            _notify_closing(connection)
+                            _wake_expired(connection)
                     elif until < earliest:
                         earliest = until
                 self.wakes_at = earliest
                 with trio.CancelScope(deadline=earliest) as self._scope:
-                    await trio.sleep_forever()
+                    if self._epoll is None:
+                        await trio.sleep_forever()
+                    else:
+                        await self._report_readable(self._epoll)
                 self._scope = None
         finally:
             if self._run is run:  # the next exchange (in another run) starts another task
                 self._run, self._scope, self.wakes_at = None, None, math.inf
+                if self._closed and not self._sockets:
+                    self._close_epoll()
+
+    async def _report_readable(self, epoll: select.epoll) -> None:
+        """Mark each watched socket that became readable, and wake its reader; until
+        cancelled. The task is a system task: an exception from it would end the whole run,
+        so a failure (a defect) is logged and the connections go back to trio's waits."""
+        sockets = self._sockets
+        reschedule = trio.lowlevel.reschedule
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(epoll)
+                for fd, events in epoll.poll(0):
+                    connection = sockets.get(fd)
+                    if connection is not None:
+                        connection.ready = True
+                        if events & _HUNG_UP:
+                            connection.hung_up = True
+                        task = connection.reader
+                        if task is not None:
+                            connection.reader = None
+                            reschedule(task)
+        except Exception as exc:
+            log.error("HTTP: watching sockets failed, waiting through trio from now: %r", exc)
+            self._stop_watching_sockets()
+            await trio.sleep_forever()
+
+    def _stop_watching_sockets(self) -> None:
+        for connection in self._sockets.values():
+            connection.ready = True  # unknown from now on
+            task, connection.reader = connection.reader, None
+            if task is not None:  # its next wait goes through trio
+                trio.lowlevel.reschedule(task)
+        self._sockets.clear()
+        self._close_epoll()
 
 
-def _notify_closing(connection: Connection) -> None:
+def _wake_expired(connection: Connection) -> None:
     """Wake the task waiting on ``connection``'s socket. The watchdog is a system task: an
     exception from it would end the whole run, so none may leave here (a socket closed
     meanwhile, a defect) -- the exchange then still sees ``expired`` at its next wait."""
-    try:
+    task, connection.reader = connection.reader, None
+    if task is not None:
+        trio.lowlevel.reschedule(task)
+    try:  # a wait through trio (a full socket, or no epoll)
         trio.lowlevel.notify_closing(connection.sock)
     except Exception as exc:
         log.error("HTTP watchdog: could not wake an expired exchange: %r", exc)

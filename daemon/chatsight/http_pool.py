@@ -17,8 +17,9 @@ arrives is replaced by a fresh one once, as a server may close it at the moment 
 just closed) does not wait for TCP and TLS set-up.
 
 A request is one ``send`` and, per read, one wait for the socket to be readable
-(http_connection: a plain non-blocking socket driven with trio's low-level waits), bounded in
-time by the poster's watchdog, not a cancel scope of its own; only connecting has one.
+(http_connection: a plain non-blocking socket; the poster's watchdog says when it is readable,
+from one epoll set for all of them), bounded in time by that watchdog, not a cancel scope of
+its own; only connecting has one.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ class KeepAlivePoster:
         if self.tls is not None:
             sock = await self._tls_handshake(sock)
         self.connections_opened += 1
-        return Connection(sock)
+        return Connection(sock, self._watchdog)
 
     async def _tls_handshake(self, raw: socket.socket) -> ssl.SSLSocket:
         assert self.tls is not None
