@@ -178,3 +178,20 @@ async def test_the_socket_set_is_closed_with_the_poster(nursery: trio.Nursery) -
         await trio.testing.wait_all_tasks_blocked()  # the task ends, closing the set
     assert client._watchdog._epoll is None
     assert client._watchdog._sockets == {}
+
+
+async def test_a_poster_without_an_epoll_set_waits_through_trio(
+        nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch) -> None:
+    def out_of_descriptors() -> select.epoll:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(select, "epoll", out_of_descriptors)
+    url, _ = await serve(nursery, keep_alive_server)
+    client = poster(url)
+    monkeypatch.undo()
+    with trio.fail_after(TIMEOUT):
+        for _ in range(2):
+            assert (await client.post(b"{}")).status == 200
+    assert client._watchdog._epoll is None
+    assert not client._watchdog.watches_sockets
+    await client.aclose()

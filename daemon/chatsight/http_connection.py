@@ -192,8 +192,13 @@ class ExchangeWatchdog:
         # The sockets whose readiness the task reports (edge-triggered: an event each time
         # data or the end arrives), by file descriptor. None without epoll (not Linux), once
         # closed, or after a failure: connections then wait through trio.
-        self._epoll = select.epoll() if watch_sockets and hasattr(select, "epoll") else None
+        self._epoll: select.epoll | None = None
         self._sockets: dict[int, Connection] = {}
+        if watch_sockets and hasattr(select, "epoll"):
+            try:
+                self._epoll = select.epoll()
+            except OSError as exc:  # out of file descriptors, say
+                log.warning("HTTP: cannot make an epoll set, waiting through trio: %s", exc)
 
     @property
     def watches_sockets(self) -> bool:
