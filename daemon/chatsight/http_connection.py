@@ -1,5 +1,5 @@
-"""One keep-alive HTTP connection driven with trio's low-level waits, and the watchdog that
-ends its exchanges at their time.
+"""One keep-alive HTTP connection driven with low-level waits, and the watchdog that ends its
+exchanges at their time and tells them when their sockets are readable.
 
 :class:`Connection` is a plain non-blocking socket (an ``ssl.SSLSocket`` for https): a read is
 one wait for the socket to be readable and one ``recv``. trio's streams cost about 25 µs more
@@ -8,11 +8,11 @@ per request (a checkpoint around every call, conflict detectors, context manager
 :class:`ExchangeWatchdog` bounds every exchange's time without a cancel scope per request
 (entering and leaving one with a deadline cost about 7 µs, near a tenth of a request's CPU on
 the bench): an exchange notes its connection and end time (:meth:`ExchangeWatchdog.watch`),
-and one task sleeps until the earliest end. At an end it flags the connection ``expired`` and
-wakes the task waiting on its socket with ``trio.lowlevel.notify_closing``; that wait, and any
-later one on the connection, raises ``trio.ClosedResourceError``, and the exchange closes the
-connection. Under load the task wakes about once per timeout: an exchange that ends in time
-only adds and removes its entry.
+and one task waits until the earliest end. At an end it flags the connection ``expired`` and
+wakes the task waiting on its socket (``trio.lowlevel.notify_closing`` for a wait through
+trio); that wait, and any later one on the connection, raises ``trio.ClosedResourceError``,
+and the exchange closes the connection. Under load the task wakes for that about once per
+timeout: an exchange that ends in time only adds and removes its entry.
 
 The same task tells each exchange when its socket has something to read (Linux): the poster's
 sockets sit in one edge-triggered ``epoll`` set of their own, registered once per connection,
