@@ -15,10 +15,12 @@ import trio
 import trio.testing
 
 from chatmod.chatsight.http_connection import Connection, ExchangeWatchdog
+from chatmod.chatsight.http_pool import KeepAlivePoster
 
 from .test_chatsight_http_pool import (
     OK_BODY,
     TIMEOUT,
+    Handler,
     answer,
     keep_alive_server,
     poster,
@@ -43,18 +45,22 @@ class CountingPoll:
         return self.real.poll(timeout)
 
 
-def with_trio_waits(client: object) -> None:
-    """The poster's watchdog as on a machine without epoll."""
-    client._watchdog = ExchangeWatchdog(watch_sockets=False)  # type: ignore[attr-defined]
+async def serving_poster(nursery: trio.Nursery, handler: Handler, watched: bool
+                         ) -> tuple[KeepAlivePoster, list[int]]:
+    """A poster for a loopback server running ``handler``, its sockets watched by its
+    watchdog or (``watched`` False) waited on through trio, as on a machine without epoll;
+    and the server's list of connections."""
+    url, accepted = await serve(nursery, handler)
+    client = poster(url)
+    if not watched:
+        client._watchdog = ExchangeWatchdog(watch_sockets=False)
+    return client, accepted
 
 
 @pytest.mark.parametrize("watched", [True, False], ids=["watched", "trio-waits"])
 async def test_a_connection_known_to_be_empty_is_reused_without_a_poll(
         nursery: trio.Nursery, watched: bool) -> None:
-    url, accepted = await serve(nursery, keep_alive_server)
-    client = poster(url)
-    if not watched:
-        with_trio_waits(client)
+    client, accepted = await serving_poster(nursery, keep_alive_server, watched)
     with trio.fail_after(TIMEOUT):
         assert (await client.post(b"{}")).status == 200
         (connection,) = client._idle
@@ -70,7 +76,6 @@ async def test_a_connection_known_to_be_empty_is_reused_without_a_poll(
 @pytest.mark.parametrize("watched", [True, False], ids=["watched", "trio-waits"])
 async def test_bytes_sent_unasked_to_an_idle_connection_are_noticed(
         nursery: trio.Nursery, watched: bool) -> None:
-    answered = trio.Event()
     send_unasked = trio.Event()
 
     async def answers_then_sends_more(stream: trio.SocketStream, n: int) -> None:
@@ -79,14 +84,10 @@ async def test_bytes_sent_unasked_to_an_idle_connection_are_noticed(
             await stream.send_all(answer(server))
             server.start_next_cycle()
             if n == 1:
-                answered.set()
                 await send_unasked.wait()
                 await stream.send_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
 
-    url, accepted = await serve(nursery, answers_then_sends_more)
-    client = poster(url)
-    if not watched:
-        with_trio_waits(client)
+    client, accepted = await serving_poster(nursery, answers_then_sends_more, watched)
     with trio.fail_after(TIMEOUT):
         assert (await client.post(b"{}")).status == 200
         (idle,) = client._idle
