@@ -1,13 +1,15 @@
 """The lean HTTP client's sockets watched by its watchdog (one edge-triggered epoll set): an
 exchange waits for the watchdog's word instead of trio's per-read registration, and an idle
-connection known to hold nothing is reused without a ``poll``. On real loopback sockets, in
-both modes (the trio waits are what a machine without epoll gets)."""
+connection known to hold nothing is reused after a look at the whole set, not a ``poll`` of
+its own. On real loopback sockets, in both modes (the trio waits are what a machine without
+epoll gets)."""
 
 from __future__ import annotations
 
 import logging
 import select
 import socket
+from collections.abc import Callable
 
 import h11
 import pytest
@@ -58,8 +60,9 @@ async def serving_poster(nursery: trio.Nursery, handler: Handler, watched: bool
 
 
 @pytest.mark.parametrize("watched", [True, False], ids=["watched", "trio-waits"])
-async def test_a_connection_known_to_be_empty_is_reused_without_a_poll(
+async def test_a_connection_known_to_be_empty_is_not_polled_on_reuse(
         nursery: trio.Nursery, watched: bool) -> None:
+    # Watched, a reuse looks at the whole set (one epoll_wait) instead of polling the socket.
     client, accepted = await serving_poster(nursery, keep_alive_server, watched)
     with trio.fail_after(TIMEOUT):
         assert (await client.post(b"{}")).status == 200
@@ -101,11 +104,12 @@ async def test_bytes_sent_unasked_to_an_idle_connection_are_noticed(
     await client.aclose()
 
 
-async def test_a_close_that_came_with_the_answer_is_noticed() -> None:
-    # The answer and the server's end arrive together, before the watchdog looks: the read
-    # that takes the answer empties the socket of data, yet the end is still to come.
+async def exchange_then(ours: socket.socket, theirs: socket.socket,
+                        after_request: Callable[[socket.socket], None]) -> KeepAlivePoster:
+    """One exchange on a connected pair, ``theirs`` the server: once the request is read,
+    ``after_request(theirs)`` sends what it sends without a checkpoint, so that the watchdog's
+    one look sees all of it. The poster, its connection idle after the answer."""
     client = poster("http://127.0.0.1:1/text/moderation")
-    ours, theirs = socket.socketpair()
     ours.setblocking(False)
     theirs.setblocking(False)
     connection = Connection(ours, client._watchdog)
@@ -115,17 +119,50 @@ async def test_a_close_that_came_with_the_answer_is_noticed() -> None:
         while not request.endswith(b"\r\n\r\n{}"):
             await trio.lowlevel.wait_readable(theirs)
             request += theirs.recv(65536)
-        theirs.sendall(ANSWER)  # no checkpoint between the two: one look sees both
+        after_request(theirs)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server)
+        until = trio.current_time() + TIMEOUT
+        assert (await client._timed_exchange(connection, b"{}", until)).body == OK_BODY
+    assert client._idle == [connection]
+    return client
+
+
+async def test_a_close_that_came_with_the_answer_is_noticed() -> None:
+    # The answer and the server's end arrive together, before the watchdog looks: the read
+    # that takes the answer empties the socket of data, yet the end is still to come.
+    def answer_and_end(theirs: socket.socket) -> None:
+        theirs.sendall(ANSWER)
         theirs.shutdown(socket.SHUT_WR)
 
+    ours, theirs = socket.socketpair()
     with theirs, trio.fail_after(TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(server)
-            until = trio.current_time() + TIMEOUT
-            assert (await client._timed_exchange(connection, b"{}", until)).body == OK_BODY
-        assert client._idle == [connection]
+        client = await exchange_then(ours, theirs, answer_and_end)
+        (connection,) = client._idle
         assert connection.hung_up
         assert connection.closed_while_idle()
+    await client.aclose()
+
+
+async def test_a_short_read_at_an_urgent_mark_does_not_hide_the_rest() -> None:
+    # recv() stops at TCP's urgent mark: a short read with more bytes queued behind it, for
+    # which no event will come. A connection that got urgent data is not reused.
+    def answer_urgent_and_more(theirs: socket.socket) -> None:
+        theirs.sendall(ANSWER)
+        theirs.send(b"!", socket.MSG_OOB)
+        theirs.sendall(b"stray")
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    ours = socket.create_connection(listener.getsockname())
+    theirs, _ = listener.accept()
+    listener.close()
+    with theirs, trio.fail_after(TIMEOUT):
+        client = await exchange_then(ours, theirs, answer_urgent_and_more)
+        (connection,) = client._idle
+        await trio.testing.wait_all_tasks_blocked()  # the watchdog has looked
+        assert connection.urgent
+        assert connection.closed_while_idle(), "stray bytes behind the urgent mark missed"
     await client.aclose()
 
 

@@ -17,9 +17,10 @@ timeout: an exchange that ends in time only adds and removes its entry.
 The same task tells each exchange when its socket has something to read (Linux): the poster's
 sockets sit in one edge-triggered ``epoll`` set of their own, registered once per connection,
 and the task waits on that set. A wait through trio re-registers the socket with trio's
-``epoll`` (a system call) per read, and a reuse looked for a server's close with a ``poll``
-(another); this way one ``epoll_wait`` serves every socket that became readable at once, and
-a connection known to have nothing to read is reused without a system call.
+``epoll`` (a system call) per read; this way one ``epoll_wait`` serves every socket that
+became readable at once. A reuse still looks at what the connection holds (a server's close,
+bytes nobody asked for): one ``epoll_wait`` on the set, or the ``poll`` of the socket when the
+set already told that it became readable.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ log = logging.getLogger("chatmod.engine.chatsight.http")
 RECEIVE_SIZE = 64 * 1024
 # epoll's flags for a server's end (of its sending, or of the connection) or an error.
 _HUNG_UP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR if hasattr(select, "epoll") else 0
+# TCP urgent data: recv() stops short at its mark with bytes still queued behind it, so a
+# short read no longer tells that the socket is empty.
+_URGENT = select.EPOLLPRI if hasattr(select, "epoll") else 0
 
 
 class Connection:
@@ -48,7 +52,7 @@ class Connection:
     watchdog when it has something to read; without, it waits through trio."""
 
     __slots__ = ("_fd", "_plain", "_readable", "_watchdog", "expired", "hung_up", "reader",
-                 "ready", "sock")
+                 "ready", "sock", "urgent")
 
     def __init__(self, sock: socket.socket, watchdog: ExchangeWatchdog | None = None) -> None:
         self.sock = sock
@@ -67,6 +71,9 @@ class Connection:
         # The watchdog saw the server's end (or an error): that stays. A short read clears
         # ``ready``, yet an end that came with the data it read is still to be read.
         self.hung_up = False
+        # The server sent TCP urgent data (never in HTTP): not reused, short reads prove
+        # nothing.
+        self.urgent = False
         self.reader: trio.lowlevel.Task | None = None  # the task waiting to read, if any
         self._watchdog = watchdog if watchdog is not None and watchdog.add(self) else None
 
@@ -76,9 +83,17 @@ class Connection:
         sock = self.sock
         if isinstance(sock, ssl.SSLSocket) and sock.pending():  # narrowed for mypy
             return True
-        watched = self._watchdog is not None and self._watchdog.watches_sockets
-        if watched and not self.ready and not self.hung_up:
-            return False
+        watchdog = self._watchdog
+        watched = watchdog is not None and watchdog.watches_sockets
+        if watchdog is not None and watched and not self.ready and not self.hung_up:
+            # What arrived since the watchdog's task last looked (a duplicate answer, a 408
+            # before an idle close) is known only by looking: one epoll_wait for every
+            # socket of the poster.
+            watchdog.look()
+            if not self.ready and not self.hung_up and not self.urgent:
+                return False
+        if self.urgent:
+            return True
         if not self._readable.poll(0):
             if watched:
                 self.ready = False  # anything arriving from now on is an event
@@ -137,7 +152,7 @@ class Connection:
             except ssl.SSLWantWriteError:  # TLS renegotiation
                 await self._wait(trio.lowlevel.wait_writable)
                 continue
-            if self._plain and len(data) < RECEIVE_SIZE:
+            if self._plain and len(data) < RECEIVE_SIZE and not self.urgent:
                 # A short read took all there was (TLS may keep more in its own buffer).
                 self.ready = False
             return data
@@ -213,7 +228,8 @@ class ExchangeWatchdog:
             return False
         fd = connection.sock.fileno()
         try:
-            self._epoll.register(fd, select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET)
+            self._epoll.register(fd, select.EPOLLIN | select.EPOLLPRI | select.EPOLLRDHUP
+                                 | select.EPOLLET)
         except OSError as exc:  # an fd limit, say: this connection waits through trio
             log.warning("HTTP: cannot watch a connection's socket: %s", exc)
             return False
@@ -298,25 +314,41 @@ class ExchangeWatchdog:
                 if self._closed and not self._sockets:
                     self._close_epoll()
 
+    def look(self) -> None:
+        """Harvest the set's events now, without waiting (a reuse about to trust
+        ``ready``). A failure is left for the task to meet."""
+        epoll = self._epoll
+        if epoll is None:
+            return
+        try:
+            self._harvest(epoll)
+        except Exception as exc:
+            log.warning("HTTP: looking at the sockets failed: %r", exc)
+
+    def _harvest(self, epoll: select.epoll) -> None:
+        sockets = self._sockets
+        reschedule = trio.lowlevel.reschedule
+        for fd, events in epoll.poll(0):
+            connection = sockets.get(fd)
+            if connection is not None:
+                connection.ready = True
+                if events & _HUNG_UP:
+                    connection.hung_up = True
+                if events & _URGENT:
+                    connection.urgent = True
+                task = connection.reader
+                if task is not None:
+                    connection.reader = None
+                    reschedule(task)
+
     async def _report_readable(self, epoll: select.epoll) -> None:
         """Mark each watched socket that became readable, and wake its reader; until
         cancelled. The task is a system task: an exception from it would end the whole run,
         so a failure (a defect) is logged and the connections go back to trio's waits."""
-        sockets = self._sockets
-        reschedule = trio.lowlevel.reschedule
         try:
             while True:
                 await trio.lowlevel.wait_readable(epoll)
-                for fd, events in epoll.poll(0):
-                    connection = sockets.get(fd)
-                    if connection is not None:
-                        connection.ready = True
-                        if events & _HUNG_UP:
-                            connection.hung_up = True
-                        task = connection.reader
-                        if task is not None:
-                            connection.reader = None
-                            reschedule(task)
+                self._harvest(epoll)
         except Exception as exc:
             log.error("HTTP: watching sockets failed, waiting through trio from now: %r", exc)
             self._stop_watching_sockets()
