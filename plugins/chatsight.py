@@ -739,7 +739,8 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         http = self._http
         if http is None:
             raise EngineError("Chatsight engine is not running")
-        if not self.breaker.admit(trio.current_time()):
+        breaker = self.breaker
+        if not breaker.is_closed and not breaker.admit(trio.current_time()):
             # While Chatsight is down, waiting out retries for every message would only
             # delay the fallback's answer and pile up a backlog.
             raise EngineError("Chatsight HTTP is failing; skipped for now")
@@ -757,7 +758,7 @@ class ChatsightEngine(StreamingEngine[ChatsightConfig]):
         if self._http_auth_failing:
             self._http_auth_failing = False
             self.log.warning("Chatsight HTTP accepts the API key again")
-        if self.breaker.succeeded():
+        if breaker.succeeded():
             self.log.warning("Chatsight HTTP answers again")
         return result
 

@@ -211,29 +211,36 @@ class KeepAlivePoster:
             raise
 
     async def _exchange(self, connection: Connection, body: bytes) -> Answer:
-        received = bytearray()
+        # The usual answer comes whole in the first read: it is taken from those bytes as
+        # they are; more reads gather in a bytearray (bytes joined again and again would
+        # cost the square of their length).
+        received: bytes | bytearray = b""
         reusable = False
         try:
             await connection.send_all(b"%scontent-length: %d\r\n\r\n%s" % (
                 self._head, len(body), body))
-            head_end = -1
-            wait_first = True
-            while len(received) <= RECEIVE_SIZE:
-                data = await connection.receive(wait_first)
-                wait_first = False
-                if not data:
-                    break
-                received += data
-                head_end = received.find(b"\r\n\r\n")
-                if head_end >= 0:
-                    break
+            received = await connection.receive(wait_first=True)
+            head_end = received.find(b"\r\n\r\n")
+            if head_end < 0 and received:
+                received = bytearray(received)
+                while len(received) <= RECEIVE_SIZE:
+                    data = await connection.receive()
+                    if not data:
+                        break
+                    received += data
+                    head_end = received.find(b"\r\n\r\n")
+                    if head_end >= 0:
+                        break
             head = self._plain_head(bytes(received[:head_end])) if head_end >= 0 else None
             if head is None:
+                received = bytearray(received)
                 answer, reusable = await self._read_with_h11(connection, body, received)
             else:
                 if head.content_length > MAX_ANSWER_SIZE:
                     raise ExchangeFailed(f"answer over {MAX_ANSWER_SIZE} bytes")
                 end = head_end + 4 + head.content_length
+                if len(received) < end:
+                    received = bytearray(received)
                 while len(received) < end:
                     data = await connection.receive()
                     if not data:
