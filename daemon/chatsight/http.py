@@ -151,12 +151,16 @@ class ChatsightHttp:
         # Cancel scopes cost about a tenth of a request's CPU: the first attempt bounds its
         # own time by the deadline too; a scope covers the slot's wait and the retries only
         # when there are any.
-        if deadline is not None and trio.current_time() >= deadline:
-            # Waited for a worker until then (WorkerPool): too late to send anything.
-            raise EngineTimeout("no HTTP answer before the deadline")
+        now = None  # read once for the check here and the first attempt's end
+        if deadline is not None:
+            now = trio.current_time()
+            if now >= deadline:
+                # Waited for a worker until then (WorkerPool): too late to send anything.
+                raise EngineTimeout("no HTTP answer before the deadline")
         try:
             self._limit.acquire_nowait()
         except trio.WouldBlock:
+            now = None  # read again after the wait
             acquired = False
             with trio.CancelScope(deadline=math.inf if deadline is None else deadline):
                 await self._limit.acquire()
@@ -164,7 +168,7 @@ class ChatsightHttp:
             if not acquired:
                 raise EngineTimeout("no free HTTP connection before the deadline") from None
         try:
-            first = await self._attempt(url, body, parse, deadline)
+            first = await self._attempt(url, body, parse, deadline, now)
             if not isinstance(first, Retry) or not self.retries:
                 outcome, attempts = first, 1
             else:
@@ -199,13 +203,13 @@ class ChatsightHttp:
         raise EngineTimeout("no HTTP answer before the deadline, retries included")
 
     async def _attempt(self, url: str, body: bytes, parse: Callable[[bytes], T],
-                       deadline: float | None) -> T | Retry:
+                       deadline: float | None, now: float | None = None) -> T | Retry:
         """One request: its result, a :class:`Retry`, or a final :class:`EngineError`
-        (:class:`EngineTimeout` at ``deadline``)."""
+        (:class:`EngineTimeout` at ``deadline``). ``now``: trio's time, if just read."""
         self.stats["requests"] += 1
         if self._poster is not None and url == self.url:  # the hot path: text moderation
             try:
-                answer = await self._poster.post(body, deadline)
+                answer = await self._poster.post(body, deadline, now)
             except ExchangeTimedOut:
                 if deadline is not None and trio.current_time() >= deadline:
                     raise EngineTimeout("no HTTP answer before the deadline") from None

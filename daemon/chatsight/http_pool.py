@@ -98,13 +98,15 @@ class KeepAlivePoster:
         # the request's CPU.
         self._watchdog = ExchangeWatchdog()
 
-    async def post(self, body: bytes, deadline: float | None = None) -> Answer:
+    async def post(self, body: bytes, deadline: float | None = None, now: float | None = None
+                   ) -> Answer:
         """The answer to ``POST body``; :class:`ExchangeTimedOut` after ``timeout`` seconds
-        or at ``deadline`` (trio time) if that comes first, :class:`ExchangeFailed` when the
-        connection fails or the answer is invalid."""
+        (from ``now``, trio's time if the caller just read it) or at ``deadline`` (trio
+        time) if that comes first, :class:`ExchangeFailed` when the connection fails or the
+        answer is invalid."""
         if self._closed:
             raise ExchangeFailed("client closed")
-        until = trio.current_time() + self.timeout
+        until = (trio.current_time() if now is None else now) + self.timeout
         if deadline is not None and deadline < until:
             until = deadline
         connection = self._take_idle()
