@@ -94,8 +94,9 @@ class KeepAlivePoster:
         self._closed = False
         self.connections_opened = 0
         self._last_head: tuple[bytes, PlainHead | None] = (b"", None)
-        # Ends exchanges past their time: a cancel scope per request cost about a tenth of
-        # the request's CPU.
+        # Ends exchanges past their time (a cancel scope per request cost about a tenth of
+        # the request's CPU) and tells them when their sockets are readable (trio's own
+        # wait re-registered the socket per read: a system call).
         self._watchdog = ExchangeWatchdog()
 
     async def post(self, body: bytes, deadline: float | None = None, now: float | None = None
