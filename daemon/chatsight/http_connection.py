@@ -245,8 +245,7 @@ class ExchangeWatchdog:
         if self._epoll is not None:
             with contextlib.suppress(OSError):
                 self._epoll.unregister(fd)
-        if self._closed and not self._sockets and self._run is None:
-            self._close_epoll()
+        self._close_epoll_when_done()
 
     def watch(self, connection: Connection, until: float) -> None:
         """``connection``'s exchange must end at ``until`` (trio time)."""
@@ -277,12 +276,18 @@ class ExchangeWatchdog:
         bounds)."""
         self._closed = True
         self._wake_to_end()
-        if self._run is None and not self._sockets:
-            self._close_epoll()
+        self._close_epoll_when_done()
 
     def _wake_to_end(self) -> None:
         if self._scope is not None and self._run is current_root_task():
             self._scope.cancel()
+
+    def _close_epoll_when_done(self) -> None:
+        """Close the set once closed, nothing is watched and the task is not running: the
+        last of those three to happen (close, a connection's removal, the task's end)
+        calls this."""
+        if self._closed and not self._sockets and self._run is None:
+            self._close_epoll()
 
     def _close_epoll(self) -> None:
         if self._epoll is not None:
@@ -311,8 +316,7 @@ class ExchangeWatchdog:
         finally:
             if self._run is run:  # the next exchange (in another run) starts another task
                 self._run, self._scope, self.wakes_at = None, None, math.inf
-                if self._closed and not self._sockets:
-                    self._close_epoll()
+                self._close_epoll_when_done()
 
     def look(self) -> None:
         """Harvest the set's events now, without waiting (a reuse about to trust
