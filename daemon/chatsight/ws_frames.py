@@ -32,10 +32,17 @@ KNOWN_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
 MAX_CONTROL_PAYLOAD = 125
 LENGTH_16, LENGTH_64 = 126, 127
 MASK_SIZE = 4
-# The 2-byte headers of masked text frames under 126 bytes, by size, and the zeros that leave
-# such a header and its masking key unmasked.
-_SHORT_HEADERS = [bytes((FIN_TEXT, MASK_BIT | size)) for size in range(LENGTH_16)]
-_SHORT_HEADER_ZEROS = bytes(2 + MASK_SIZE)
+# Payload sizes whose masked text frame header is made once, at import: the usual request
+# (a chat line with its context as metadata is 150-600 bytes). A header made per frame
+# (struct.pack, tuples) cost a sixth of a 172-byte request's framing.
+TABLED_SIZES = 2048
+# The header of a masked text frame, by payload size (2 bytes under 126, then 4), and the
+# zeros that leave it and its masking key unmasked.
+_HEADERS = [bytes((FIN_TEXT, MASK_BIT | size)) for size in range(LENGTH_16)] + [
+    struct.pack("!BBH", FIN_TEXT, MASK_BIT | LENGTH_16, size)
+    for size in range(LENGTH_16, TABLED_SIZES)]
+_HEADER_ZEROS = [bytes(2 + MASK_SIZE)] * LENGTH_16 + [bytes(4 + MASK_SIZE)] * (
+    TABLED_SIZES - LENGTH_16)
 
 
 def encode_text_frames(payloads: Sequence[bytes], mask_keys: bytes | None = None) -> bytes:
@@ -53,11 +60,11 @@ def encode_text_frames(payloads: Sequence[bytes], mask_keys: bytes | None = None
         size = len(payload)
         key = keys[start:start + MASK_SIZE]
         start += MASK_SIZE
-        if size < LENGTH_16:  # nearly every request: headers made once, appends (no tuples)
-            add_frame(_SHORT_HEADERS[size])
+        if size < TABLED_SIZES:  # nearly every request: headers made once, appends (no tuples)
+            add_frame(_HEADERS[size])
             add_frame(key)
             add_frame(payload)
-            add_mask(_SHORT_HEADER_ZEROS)
+            add_mask(_HEADER_ZEROS[size])
             add_mask((key * (size // MASK_SIZE + 1))[:size])
             continue
         if size < 0x10000:
@@ -69,8 +76,10 @@ def encode_text_frames(payloads: Sequence[bytes], mask_keys: bytes | None = None
     plain = b"".join(frames)
     size = len(plain)
     # One XOR over the whole batch as big integers: linear, in C, no per-byte Python loop.
-    masked = int.from_bytes(plain, "big") ^ int.from_bytes(b"".join(masks), "big")
-    return masked.to_bytes(size, "big")
+    # Little-endian: CPython converts bytes and integers that way with fewer instructions
+    # (about 320 fewer for a 172-byte request).
+    masked = int.from_bytes(plain, "little") ^ int.from_bytes(b"".join(masks), "little")
+    return masked.to_bytes(size, "little")
 
 
 class IncomingFrames:
