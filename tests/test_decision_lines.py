@@ -106,3 +106,34 @@ def test_a_record_orjson_refuses_is_still_written_with_its_odd_values_as_text() 
     assert records[1]["scores"] == {str(2**64): str(-(2**65))}
     assert records[2]["scores"]["a"] == 0.5  # the cycle cut where it gets too deep
     assert records[3]["scores"] == {"g": {"a": 0.5}}
+
+
+class Unprintable:
+    """An engine's odd score object whose text and number both fail."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+    __repr__ = __str__
+
+    def __float__(self) -> float:
+        raise RuntimeError("no number")
+
+
+def test_a_score_with_no_text_costs_neither_its_line_nor_the_batchs() -> None:
+    # Before round 8, either of the first two raised out of decision_lines, and the sink
+    # failed the whole batch.
+    batch = [Decision(Message(name, "hello", "stdin"),
+                      Verdict("pass", 0.1, "e", "ws", scores), "none", 1.0, 0.0)
+             for name, scores in (("huge", {"g": {"a": 2**20000}}),
+                                  ("broken", {"g": {"a": Unprintable()}}),
+                                  ("huge-key", {2**20000: 0.5}),
+                                  ("usual", {"g": {"a": 0.5}}))]
+    records = [orjson.loads(line) for line in decision_lines(batch).splitlines()]
+    assert [record["id"] for record in records] == ["huge", "broken", "huge-key", "usual"]
+    assert records[0]["scores"] == {"g": {"a": "<int>"}}  # beyond Python's 4,300 digits
+    assert records[1]["scores"] == {"g": {"a": "<Unprintable>"}}
+    assert records[2]["scores"] == {"<int>": 0.5}
+    assert records[3]["scores"] == {"g": {"a": 0.5}}
+    assert [decision.to_line() for decision in batch] == decision_lines(batch).splitlines(
+        keepends=True)

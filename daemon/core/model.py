@@ -258,12 +258,13 @@ def _json_safe(value: object, depth: int) -> object:
     """``value`` with every integer orjson cannot write (beyond 64 bits) as text, and what
     lies deeper than ``depth`` (a cycle) as text."""
     if _beyond_orjson(value):
-        return str(value)
+        return _text_of(value)
     if depth <= 0:
-        return str(value) if isinstance(value, dict | list | tuple | set | frozenset) else value
+        return (_text_of(value) if isinstance(value, dict | list | tuple | set | frozenset)
+                else value)
     if isinstance(value, dict):
         # A key orjson cannot write as it is (OPT_NON_STR_KEYS takes numbers, None, booleans).
-        return {str(key) if _beyond_orjson(key) else key: _json_safe(item, depth - 1)
+        return {_text_of(key) if _beyond_orjson(key) else key: _json_safe(item, depth - 1)
                 for key, item in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_json_safe(item, depth - 1) for item in value]
@@ -356,6 +357,16 @@ def _json_default(value: object) -> object:
     if isinstance(value, str | bytes | bytearray | memoryview | SupportsFloat | SupportsIndex):
         try:
             return float(value)
-        except (TypeError, ValueError):
+        except Exception:  # not a number after all, or its own conversion is broken
             pass
-    return str(value)
+    return _text_of(value)
+
+
+def _text_of(value: object) -> str:
+    """``str(value)``, or its type's name in angle brackets when that raises: an integer of
+    more digits than Python converts (4,300), an engine's object whose ``__str__`` fails. The
+    decision line (and the others of its batch) is written either way."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
