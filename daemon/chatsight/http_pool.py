@@ -236,13 +236,14 @@ class KeepAlivePoster:
                         break
             head = self._plain_head(bytes(received[:head_end])) if head_end >= 0 else None
             if head is None:
-                received = bytearray(received)
+                if isinstance(received, bytes):  # it grows as h11 reads on
+                    received = bytearray(received)
                 answer, reusable = await self._read_with_h11(connection, body, received)
             else:
                 if head.content_length > MAX_ANSWER_SIZE:
                     raise ExchangeFailed(f"answer over {MAX_ANSWER_SIZE} bytes")
                 end = head_end + 4 + head.content_length
-                if len(received) < end:
+                if len(received) < end and isinstance(received, bytes):
                     received = bytearray(received)
                 while len(received) < end:
                     data = await connection.receive()
